@@ -1,0 +1,386 @@
+//! The connect decision: given the parsed `connect`, the challenge, where the socket came from and
+//! what the store knows, accept (and how) or reject (and why). No IO: the shell looks the device
+//! and the presented token up first and carries out the decision afterwards.
+
+use super::scopes;
+use super::secrets::secrets_equal;
+use super::signature::verify_device;
+use crate::protocol::connect::ConnectParams;
+use crate::protocol::errors::Rejection;
+use crate::protocol::hello::AuthMethod;
+
+/// Where a WebSocket came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A direct TCP connection on loopback.
+    Loopback,
+    /// A connection carried by claw's QUIC tunnel or SSH forward; the device id comes from the
+    /// transport's own authentication (TLS client key, SSH public key), never from the client.
+    Tunnel {
+        /// The transport-authenticated device id.
+        device_id: String,
+    },
+}
+
+/// A paired device as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Device id.
+    pub device_id: String,
+    /// Approved scopes.
+    pub scopes: Vec<String>,
+    /// Revoked devices are refused everywhere.
+    pub revoked: bool,
+}
+
+/// A device token's record, found by the hash of the presented secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Owner.
+    pub device_id: String,
+    /// Role it was issued for.
+    pub role: String,
+    /// Scopes it grants.
+    pub scopes: Vec<String>,
+    /// Root generation it was minted under.
+    pub generation: u64,
+    /// Per-device serial it was minted with.
+    pub serial: u64,
+    /// Replaced by a per-device rotation.
+    pub superseded: bool,
+    /// When it was issued.
+    pub issued_at_ms: u64,
+}
+
+/// The inputs of a decision.
+#[derive(Debug, Clone)]
+pub struct AuthInput<'a> {
+    /// Parsed connect params.
+    pub params: &'a ConnectParams,
+    /// This connection's challenge nonce.
+    pub nonce: &'a str,
+    /// Where the socket came from.
+    pub origin: &'a Origin,
+    /// The shared gateway token.
+    pub shared_token: &'a str,
+    /// The current root generation.
+    pub generation: u64,
+    /// The store's record for `params.device.id`, if any.
+    pub device: Option<&'a DeviceRecord>,
+    /// The store's record for the hash of the presented secret, if any.
+    pub token: Option<&'a TokenRecord>,
+}
+
+/// What to do with the device after accepting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceAction {
+    /// No device involved, or nothing to record.
+    None,
+    /// A new device on loopback with the shared token: pair it silently and issue a token.
+    PairSilently,
+    /// A known device with the shared token: hand it its current token (minting one for the
+    /// current generation if it has none), widening its scopes to what it asked for.
+    Refresh,
+    /// A known device through the tunnel with a stale token: issue a fresh token (re-pair).
+    RepairOverTunnel,
+    /// A valid device token: hand the same token back.
+    Keep,
+}
+
+/// An accepted connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accept {
+    /// How it authenticated (`hello-ok.auth.method`).
+    pub method: AuthMethod,
+    /// Role.
+    pub role: String,
+    /// Effective scopes.
+    pub scopes: Vec<String>,
+    /// The verified device id, if a device proof was presented.
+    pub device_id: Option<String>,
+    /// What to do with the device record.
+    pub action: DeviceAction,
+}
+
+/// The outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it in.
+    Accept(Accept),
+    /// Refuse with this reason.
+    Reject(Rejection),
+    /// An unknown device from outside loopback: record a pending pairing request, then refuse
+    /// with [`Rejection::PairingRequired`].
+    NeedsApproval {
+        /// The verified device id.
+        device_id: String,
+    },
+}
+
+/// Decides a connect. Checks run in OpenClaw's order: device proof, then the secret.
+pub fn decide(input: &AuthInput<'_>) -> Decision {
+    let p = input.params;
+    let device_id = match &p.device {
+        Some(proof) => match verify_device(p, proof, input.nonce) {
+            Ok(_) => Some(proof.id.clone()),
+            Err(r) => return Decision::Reject(r),
+        },
+        None => None,
+    };
+    // A tunnelled socket is the device the transport authenticated, and nobody else.
+    if let Origin::Tunnel { device_id: tunnel_id } = input.origin {
+        if device_id.as_deref().is_some_and(|d| d != tunnel_id) {
+            return Decision::Reject(Rejection::IdentityMismatch);
+        }
+    }
+    let known = input.device.filter(|d| Some(&d.device_id) == device_id.as_ref());
+    if known.is_some_and(|d| d.revoked) {
+        return Decision::Reject(Rejection::DeviceRevoked);
+    }
+
+    let Some(secret) = p.secret() else {
+        return Decision::Reject(if device_id.is_some() {
+            Rejection::TokenMissing
+        } else {
+            Rejection::DeviceIdentityRequired
+        });
+    };
+
+    if secrets_equal(secret, input.shared_token) {
+        let action = match (&device_id, known, input.origin) {
+            (None, _, _) => DeviceAction::None,
+            (Some(_), Some(_), _) => DeviceAction::Refresh,
+            (Some(_), None, Origin::Loopback) => DeviceAction::PairSilently,
+            (Some(id), None, Origin::Tunnel { .. }) => {
+                return Decision::NeedsApproval {
+                    device_id: id.clone(),
+                }
+            }
+        };
+        return Decision::Accept(Accept {
+            method: AuthMethod::Token,
+            role: p.role.clone(),
+            scopes: p.scopes.clone(),
+            device_id,
+            action,
+        });
+    }
+
+    // Not the shared token: it must be this device's token.
+    let Some(rec) = input.token else {
+        return Decision::Reject(Rejection::TokenMismatch {
+            can_retry_with_device_token: known.is_some(),
+        });
+    };
+    let Some(id) = device_id else {
+        // OpenClaw refuses a device token presented without the device's signature.
+        return Decision::Reject(Rejection::TokenMismatch {
+            can_retry_with_device_token: false,
+        });
+    };
+    if rec.device_id != id || rec.role != p.role {
+        return Decision::Reject(Rejection::TokenMismatch {
+            can_retry_with_device_token: known.is_some(),
+        });
+    }
+    let Some(device) = known else {
+        // The token's device was removed.
+        return Decision::Reject(Rejection::TokenMismatch {
+            can_retry_with_device_token: false,
+        });
+    };
+    let stale = rec.superseded || rec.generation != input.generation;
+    if stale {
+        return match input.origin {
+            Origin::Tunnel { .. } if scopes::is_subset(&p.scopes, &device.scopes) => {
+                Decision::Accept(Accept {
+                    method: AuthMethod::DeviceToken,
+                    role: p.role.clone(),
+                    scopes: p.scopes.clone(),
+                    device_id: Some(id),
+                    action: DeviceAction::RepairOverTunnel,
+                })
+            }
+            _ => Decision::Reject(Rejection::DeviceTokenRotated),
+        };
+    }
+    if !scopes::is_subset(&p.scopes, &rec.scopes) {
+        return Decision::Reject(Rejection::ScopeMismatch);
+    }
+    Decision::Accept(Accept {
+        method: AuthMethod::DeviceToken,
+        role: p.role.clone(),
+        scopes: p.scopes.clone(),
+        device_id: Some(id),
+        action: DeviceAction::Keep,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::device_key::DeviceKey;
+    use crate::protocol::connect::parse_connect;
+
+    const SHARED: &str = "shared-secret-token";
+    const NONCE: &str = "nonce-1";
+
+    fn params(token: Option<&str>, scopes: &[&str]) -> ConnectParams {
+        let mut v = serde_json::json!({"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","mode":"cli","platform":"linux","deviceFamily":"Linux"},"role":"operator","scopes":scopes});
+        if let Some(t) = token {
+            v["auth"] = serde_json::json!({"token": t});
+        }
+        parse_connect(&v).unwrap()
+    }
+
+    fn signed(key: &DeviceKey, token: Option<&str>, scopes: &[&str]) -> ConnectParams {
+        let mut p = params(token, scopes);
+        p.device = Some(key.prove(&p, NONCE, 1));
+        p
+    }
+
+    fn run(p: &ConnectParams, origin: &Origin, dev: Option<&DeviceRecord>, tok: Option<&TokenRecord>) -> Decision {
+        decide(&AuthInput {
+            params: p,
+            nonce: NONCE,
+            origin,
+            shared_token: SHARED,
+            generation: 2,
+            device: dev,
+            token: tok,
+        })
+    }
+
+    fn rec(key: &DeviceKey, revoked: bool) -> DeviceRecord {
+        DeviceRecord {
+            device_id: key.device_id(),
+            scopes: vec!["operator.read".into(), "operator.pairing".into()],
+            revoked,
+        }
+    }
+
+    fn tok(key: &DeviceKey, generation: u64, superseded: bool) -> TokenRecord {
+        TokenRecord {
+            device_id: key.device_id(),
+            role: "operator".into(),
+            scopes: vec!["operator.read".into(), "operator.pairing".into()],
+            generation,
+            serial: 1,
+            superseded,
+            issued_at_ms: 0,
+        }
+    }
+
+    fn rejected(d: Decision) -> Rejection {
+        match d {
+            Decision::Reject(r) => r,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    fn accepted(d: Decision) -> Accept {
+        match d {
+            Decision::Accept(a) => a,
+            other => panic!("expected accept, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shared_token_paths() {
+        let l = Origin::Loopback;
+        let a = accepted(run(&params(Some(SHARED), &["operator.read"]), &l, None, None));
+        assert_eq!((a.method, a.action), (AuthMethod::Token, DeviceAction::None));
+        assert_eq!(
+            rejected(run(&params(Some("nope"), &[]), &l, None, None)),
+            Rejection::TokenMismatch { can_retry_with_device_token: false }
+        );
+        assert_eq!(rejected(run(&params(None, &[]), &l, None, None)), Rejection::DeviceIdentityRequired);
+        assert_eq!(rejected(run(&params(Some(""), &[]), &l, None, None)), Rejection::DeviceIdentityRequired);
+    }
+
+    #[test]
+    fn device_paths_on_loopback() {
+        let l = Origin::Loopback;
+        let k = DeviceKey::generate();
+        let a = accepted(run(&signed(&k, Some(SHARED), &["operator.read"]), &l, None, None));
+        assert_eq!(a.action, DeviceAction::PairSilently);
+        assert_eq!(a.device_id, Some(k.device_id()));
+        let a = accepted(run(&signed(&k, Some(SHARED), &["operator.read"]), &l, Some(&rec(&k, false)), None));
+        assert_eq!(a.action, DeviceAction::Refresh);
+        assert_eq!(rejected(run(&signed(&k, None, &[]), &l, None, None)), Rejection::TokenMissing);
+        let r = rec(&k, false);
+        let t = tok(&k, 2, false);
+        let a = accepted(run(&signed(&k, Some("dev-tok"), &["operator.read"]), &l, Some(&r), Some(&t)));
+        assert_eq!((a.method, a.action), (AuthMethod::DeviceToken, DeviceAction::Keep));
+        assert_eq!(
+            rejected(run(&signed(&k, Some("dev-tok"), &["operator.admin"]), &l, Some(&r), Some(&t))),
+            Rejection::ScopeMismatch
+        );
+        // Old generation or superseded: rotated, never a silent refresh on loopback.
+        for stale in [tok(&k, 1, false), tok(&k, 2, true)] {
+            assert_eq!(
+                rejected(run(&signed(&k, Some("dev-tok"), &["operator.read"]), &l, Some(&r), Some(&stale))),
+                Rejection::DeviceTokenRotated
+            );
+        }
+        // Revoked beats everything, even the shared token.
+        let rv = rec(&k, true);
+        assert_eq!(rejected(run(&signed(&k, Some("dev-tok"), &[]), &l, Some(&rv), Some(&t))), Rejection::DeviceRevoked);
+        assert_eq!(rejected(run(&signed(&k, Some(SHARED), &[]), &l, Some(&rv), None)), Rejection::DeviceRevoked);
+        // Unknown token from a paired device: can retry with its device token.
+        assert_eq!(
+            rejected(run(&signed(&k, Some("bogus"), &[]), &l, Some(&r), None)),
+            Rejection::TokenMismatch { can_retry_with_device_token: true }
+        );
+        // A device token without the device's signature is refused like OpenClaw does.
+        assert_eq!(
+            rejected(run(&params(Some("dev-tok"), &[]), &l, None, Some(&t))),
+            Rejection::TokenMismatch { can_retry_with_device_token: false }
+        );
+        // Another device's token.
+        let k2 = DeviceKey::generate();
+        let r2 = rec(&k2, false);
+        assert_eq!(
+            rejected(run(&signed(&k2, Some("dev-tok"), &[]), &l, Some(&r2), Some(&t))),
+            Rejection::TokenMismatch { can_retry_with_device_token: true }
+        );
+    }
+
+    #[test]
+    fn tunnel_repairs_stale_tokens_only_for_its_own_device() {
+        let k = DeviceKey::generate();
+        let o = Origin::Tunnel { device_id: k.device_id() };
+        let r = rec(&k, false);
+        let stale = tok(&k, 1, false);
+        let a = accepted(run(&signed(&k, Some("old"), &["operator.read"]), &o, Some(&r), Some(&stale)));
+        assert_eq!(a.action, DeviceAction::RepairOverTunnel);
+        // Revoked devices are not re-paired.
+        assert_eq!(
+            rejected(run(&signed(&k, Some("old"), &[]), &o, Some(&rec(&k, true)), Some(&stale))),
+            Rejection::DeviceRevoked
+        );
+        // A re-pair never widens scopes.
+        assert_eq!(
+            rejected(run(&signed(&k, Some("old"), &["operator.admin"]), &o, Some(&r), Some(&stale))),
+            Rejection::DeviceTokenRotated
+        );
+        // The signed identity must be the tunnel's.
+        let other = Origin::Tunnel { device_id: "ff".repeat(32) };
+        assert_eq!(rejected(run(&signed(&k, Some("old"), &[]), &other, Some(&r), Some(&stale))), Rejection::IdentityMismatch);
+        // Unknown device through the tunnel with the shared token: needs approval.
+        let k3 = DeviceKey::generate();
+        let o3 = Origin::Tunnel { device_id: k3.device_id() };
+        assert_eq!(
+            run(&signed(&k3, Some(SHARED), &[]), &o3, None, None),
+            Decision::NeedsApproval { device_id: k3.device_id() }
+        );
+    }
+
+    #[test]
+    fn proof_is_checked_before_the_secret() {
+        let k = DeviceKey::generate();
+        let mut p = signed(&k, Some(SHARED), &[]);
+        p.device.as_mut().unwrap().nonce = "replayed".into();
+        assert_eq!(rejected(run(&p, &Origin::Loopback, None, None)), Rejection::NonceMismatch);
+    }
+}

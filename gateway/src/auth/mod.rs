@@ -1,0 +1,9 @@
+//! Authentication logic with no IO: secrets, device signatures, the connect decision and the
+//! failure delay.
+
+pub mod decide;
+pub mod device_key;
+pub mod delay;
+pub mod scopes;
+pub mod secrets;
+pub mod signature;

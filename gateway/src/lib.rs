@@ -1,0 +1,33 @@
+//! claw's gateway: a loopback-only WebSocket server that speaks the OpenClaw gateway protocol v4
+//! (handshake, auth, device identity and pairing subset).
+//!
+//! Layout (pure logic first, IO shells last):
+//! - [`protocol`]: frames, the `connect` request, error shapes and close codes (no IO).
+//! - [`auth`]: secrets, device signatures, the connect decision, failure delays (no IO).
+//! - [`bind_guard`]: the loopback-only rule for the listen address (no IO besides name resolution).
+//! - [`store`]: the only code that touches the SQLite database.
+//! - [`methods`]: one file per method family and the dispatch table that also yields `features.methods`.
+//! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod bind_guard;
+pub mod home;
+pub mod lock;
+pub mod methods;
+pub mod protocol;
+pub mod server;
+pub mod state;
+pub mod store;
+
+/// The version string claw reports as `server.version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch, the clock unit of the OpenClaw protocol.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

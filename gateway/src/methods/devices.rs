@@ -1,0 +1,135 @@
+//! `device.pair.*` and `device.token.*`: pairing records and per-device tokens.
+
+use serde_json::{json, Value};
+
+use super::{invalid_params, store_error, str_param, Ctx};
+use crate::auth::scopes;
+use crate::protocol::errors::{Rejection, CLOSE_POLICY};
+use crate::protocol::frames::ErrorShape;
+use crate::protocol::hello::AuthMethod;
+use crate::state::GatewayState;
+
+/// Close reason for sessions of a removed device.
+pub const REMOVED_REASON: &str = "unauthorized: device removed (pair again)";
+
+/// Non-admin device-token callers manage only their own device (OpenClaw's rule).
+fn check_self_scope(ctx: &Ctx, target: &str) -> Result<(), ErrorShape> {
+    if ctx.method == Some(AuthMethod::DeviceToken)
+        && !scopes::has_scope(&ctx.scopes, scopes::ADMIN)
+        && ctx.device_id.as_deref() != Some(target)
+    {
+        return Err(ErrorShape::new(
+            "FORBIDDEN",
+            "device-token sessions may only manage their own device without operator.admin",
+        ));
+    }
+    Ok(())
+}
+
+fn role_param(p: &Value) -> Result<String, ErrorShape> {
+    match p.get("role") {
+        None | Some(Value::Null) => Ok("operator".into()),
+        Some(Value::String(r)) if !r.is_empty() && r.len() <= 64 => Ok(r.clone()),
+        _ => Err(invalid_params("role must be a string")),
+    }
+}
+
+/// `device.pair.list`: pending requests and paired devices.
+pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+    let store = state.store();
+    let pending = store.pending().map_err(store_error)?;
+    let devices = store.devices().map_err(store_error)?;
+    drop(store);
+    let live: std::collections::HashSet<String> = state
+        .sessions()
+        .values()
+        .filter_map(|s| s.device_id.clone())
+        .collect();
+    let paired: Vec<Value> = devices
+        .into_iter()
+        .map(|d| {
+            let connected = live.contains(&d.device_id);
+            let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
+            v["roles"] = json!([d.role]);
+            v["connected"] = json!(connected);
+            v["revoked"] = json!(d.revoked_at_ms.is_some());
+            v
+        })
+        .collect();
+    Ok(json!({"pending": pending, "paired": paired}))
+}
+
+/// `device.pair.approve {requestId}`.
+pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let id = str_param(p, "requestId")?;
+    let req = state.store().approve_request(id, ctx.actor).map_err(store_error)?;
+    let event = crate::protocol::frames::event(
+        "device.pair.resolved",
+        &json!({"requestId": id, "deviceId": req.device_id, "decision": "approved"}),
+        Some(state.next_seq()),
+    );
+    state.broadcast(&event);
+    Ok(json!({"requestId": id, "deviceId": req.device_id, "approved": true}))
+}
+
+/// `device.pair.reject {requestId}`.
+pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let id = str_param(p, "requestId")?;
+    let req = state.store().reject_request(id, ctx.actor).map_err(store_error)?;
+    Ok(json!({"requestId": id, "deviceId": req.device_id, "rejected": true}))
+}
+
+/// `device.pair.remove {deviceId}`: forget the device; its sessions close.
+pub fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let id = str_param(p, "deviceId")?;
+    check_self_scope(ctx, id)?;
+    state.store().remove_device(id, ctx.actor).map_err(store_error)?;
+    let closed = state.close_sessions(
+        |s| s.device_id.as_deref() == Some(id) && s.method == AuthMethod::DeviceToken,
+        CLOSE_POLICY,
+        REMOVED_REASON,
+    );
+    Ok(json!({"deviceId": id, "removed": true, "closedSessions": closed, "removedAtMs": crate::now_ms()}))
+}
+
+/// `device.token.rotate {deviceId, role}`: a new token for one device. The token is echoed only
+/// to the device itself (OpenClaw's rule); its other device-token sessions close with
+/// `unauthorized: device token rotated`.
+pub fn rotate_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let id = str_param(p, "deviceId")?;
+    let role = role_param(p)?;
+    check_self_scope(ctx, id)?;
+    let issued = state
+        .store()
+        .rotate_device_token(id, &role, ctx.actor)
+        .map_err(store_error)?;
+    let reason = Rejection::DeviceTokenRotated.frame().close_reason;
+    let own = ctx.conn_id;
+    let closed = state.close_sessions(
+        |s| s.device_id.as_deref() == Some(id) && s.method == AuthMethod::DeviceToken && s.conn_id != own,
+        CLOSE_POLICY,
+        &reason,
+    );
+    let mut out = json!({
+        "deviceId": id,
+        "role": role,
+        "rotatedAtMs": issued.issued_at_ms,
+        "closedSessions": closed,
+    });
+    if ctx.device_id.as_deref() == Some(id) && ctx.method == Some(AuthMethod::DeviceToken) {
+        out["token"] = json!(issued.token);
+    }
+    Ok(out)
+}
+
+/// `device.token.revoke {deviceId, role}`: revokes the device; every session of it closes with
+/// `unauthorized: device revoked` and every channel refuses it from now on.
+pub fn revoke_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let id = str_param(p, "deviceId")?;
+    let role = role_param(p)?;
+    check_self_scope(ctx, id)?;
+    state.store().revoke_device(id, ctx.actor).map_err(store_error)?;
+    let reason = Rejection::DeviceRevoked.frame().close_reason;
+    let closed = state.close_sessions(|s| s.device_id.as_deref() == Some(id), CLOSE_POLICY, &reason);
+    Ok(json!({"deviceId": id, "role": role, "revoked": true, "revokedAtMs": crate::now_ms(), "closedSessions": closed}))
+}

@@ -1,0 +1,79 @@
+//! `health`, `status`, `system-presence`: read-only views of the gateway.
+
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::protocol::frames::ErrorShape;
+use crate::state::GatewayState;
+
+/// `health`: liveness and the basics.
+pub fn health(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+    Ok(health_payload(state))
+}
+
+/// The health payload (also sent as the periodic `health` event).
+pub fn health_payload(state: &GatewayState) -> Value {
+    json!({
+        "ok": true,
+        "ts": crate::now_ms(),
+        "durationMs": 0,
+        "uptimeMs": state.uptime_ms(),
+    })
+}
+
+/// `status`: what the gateway is and who is connected.
+pub fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+    let (shared, device) = state.session_counts();
+    let store = state.store();
+    let (generation, _) = store.root().map_err(super::store_error)?;
+    let devices = store.devices().map_err(super::store_error)?;
+    let pending = store.pending().map_err(super::store_error)?.len();
+    drop(store);
+    Ok(json!({
+        "runtimeVersion": crate::VERSION,
+        "gateway": {
+            "url": state.url.lock().map(|u| u.clone()).unwrap_or_default(),
+            "pid": std::process::id(),
+            "uptimeMs": state.uptime_ms(),
+            "bind": "loopback",
+            "tokenSource": state.token_source,
+        },
+        "sessions": {"total": shared + device, "sharedToken": shared, "deviceToken": device},
+        "devices": {
+            "paired": devices.iter().filter(|d| d.revoked_at_ms.is_none()).count(),
+            "revoked": devices.iter().filter(|d| d.revoked_at_ms.is_some()).count(),
+            "pending": pending,
+        },
+        "deviceTokenGeneration": generation,
+    }))
+}
+
+/// `system-presence`: the gateway and each connected client.
+pub fn presence(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let mut out = vec![json!({
+        "host": host,
+        "version": crate::VERSION,
+        "platform": std::env::consts::OS,
+        "mode": "gateway",
+        "reason": "self",
+        "ts": crate::now_ms(),
+    })];
+    for s in state.sessions().values() {
+        let mut e = json!({
+            "host": host,
+            "mode": s.client,
+            "reason": "connect",
+            "ts": s.connected_at_ms,
+            "authMethod": s.method.as_str(),
+        });
+        if let Some(d) = &s.device_id {
+            e["deviceId"] = json!(d);
+        }
+        out.push(e);
+    }
+    Ok(Value::Array(out))
+}

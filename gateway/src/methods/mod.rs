@@ -1,0 +1,132 @@
+//! Methods: one file per family, one dispatch table. The table is also the source of
+//! `hello-ok.features.methods`, so the advertised list can never disagree with what is served.
+
+mod admin;
+mod devices;
+mod health;
+mod root;
+
+use serde_json::Value;
+
+use crate::auth::scopes;
+use crate::protocol::errors::missing_scope;
+use crate::protocol::frames::ErrorShape;
+use crate::protocol::hello::AuthMethod;
+use crate::state::GatewayState;
+
+pub use root::{rotate_root, RotateOptions};
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Effective scopes.
+    pub scopes: Vec<String>,
+    /// The caller's verified device.
+    pub device_id: Option<String>,
+    /// How the caller authenticated (`None` for the admin socket / offline CLI).
+    pub method: Option<AuthMethod>,
+    /// The caller's connection id (0 for admin).
+    pub conn_id: u64,
+    /// Audit actor name (`ws`, `admin`, `cli`).
+    pub actor: &'static str,
+}
+
+impl Ctx {
+    /// The context of the local operator (admin socket or offline CLI): every scope.
+    pub fn admin(actor: &'static str) -> Self {
+        Self {
+            scopes: vec![scopes::ADMIN.to_string()],
+            device_id: None,
+            method: None,
+            conn_id: 0,
+            actor,
+        }
+    }
+
+    /// True for the admin socket / offline CLI.
+    pub fn is_local_admin(&self) -> bool {
+        self.method.is_none()
+    }
+}
+
+/// A method handler.
+pub type Handler = fn(&GatewayState, &Ctx, &Value) -> Result<Value, ErrorShape>;
+
+/// One row of the dispatch table.
+pub struct MethodSpec {
+    /// Wire name.
+    pub name: &'static str,
+    /// Scope required.
+    pub scope: &'static str,
+    /// Served over WebSocket (and advertised); false = admin socket only.
+    pub ws: bool,
+    /// The handler.
+    pub handler: Handler,
+}
+
+/// Every method claw serves.
+pub static TABLE: &[MethodSpec] = &[
+    MethodSpec { name: "health", scope: scopes::READ, ws: true, handler: health::health },
+    MethodSpec { name: "status", scope: scopes::READ, ws: true, handler: health::status },
+    MethodSpec { name: "system-presence", scope: scopes::READ, ws: true, handler: health::presence },
+    MethodSpec { name: "device.pair.list", scope: scopes::PAIRING, ws: true, handler: devices::list },
+    MethodSpec { name: "device.pair.approve", scope: scopes::PAIRING, ws: true, handler: devices::approve },
+    MethodSpec { name: "device.pair.reject", scope: scopes::PAIRING, ws: true, handler: devices::reject },
+    MethodSpec { name: "device.pair.remove", scope: scopes::PAIRING, ws: true, handler: devices::remove },
+    MethodSpec { name: "device.token.rotate", scope: scopes::PAIRING, ws: true, handler: devices::rotate_token },
+    MethodSpec { name: "device.token.revoke", scope: scopes::PAIRING, ws: true, handler: devices::revoke_token },
+    MethodSpec { name: "gateway.token.rotate", scope: scopes::ADMIN, ws: true, handler: root::rotate },
+    MethodSpec { name: "gateway.status", scope: scopes::ADMIN, ws: false, handler: admin::status },
+    MethodSpec { name: "gateway.stop", scope: scopes::ADMIN, ws: false, handler: admin::stop },
+    MethodSpec { name: "gateway.token.show", scope: scopes::ADMIN, ws: false, handler: admin::show_token },
+    MethodSpec { name: "audit.tail", scope: scopes::ADMIN, ws: false, handler: admin::audit_tail },
+];
+
+/// The methods advertised in `hello-ok.features.methods`.
+pub fn served_methods() -> Vec<&'static str> {
+    TABLE.iter().filter(|m| m.ws).map(|m| m.name).collect()
+}
+
+/// Runs `method` for `ctx`. `ws` selects the WebSocket view of the table.
+pub fn dispatch(state: &GatewayState, ctx: &Ctx, method: &str, params: &Value, ws: bool) -> Result<Value, ErrorShape> {
+    let Some(spec) = TABLE.iter().find(|m| m.name == method && (m.ws || !ws)) else {
+        // OpenClaw answers unknown methods with the admin-scope error when the caller lacks admin.
+        if !scopes::has_scope(&ctx.scopes, scopes::ADMIN) {
+            return Err(missing_scope(scopes::ADMIN));
+        }
+        return Err(ErrorShape::new("INVALID_REQUEST", format!("unknown method: {method}")));
+    };
+    if !scopes::has_scope(&ctx.scopes, spec.scope) {
+        return Err(missing_scope(spec.scope));
+    }
+    (spec.handler)(state, ctx, params)
+}
+
+/// `INVALID_REQUEST` for bad params.
+pub(crate) fn invalid_params(msg: impl std::fmt::Display) -> ErrorShape {
+    ErrorShape::new("INVALID_REQUEST", format!("invalid params: {msg}"))
+}
+
+/// Maps a store error to a wire error.
+pub(crate) fn store_error(e: crate::store::StoreError) -> ErrorShape {
+    use crate::store::StoreError;
+    match e {
+        StoreError::NotFound(m) => ErrorShape::new("NOT_FOUND", m),
+        StoreError::Conflict(m) => ErrorShape::new("CONFLICT", m),
+        other => {
+            tracing::error!(error = %other, "store failure");
+            let mut e = ErrorShape::new("UNAVAILABLE", "state store failure; see the gateway log and run `claw doctor`");
+            e.retryable = Some(true);
+            e
+        }
+    }
+}
+
+/// Reads a required string param.
+pub(crate) fn str_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, ErrorShape> {
+    params
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .ok_or_else(|| invalid_params(format!("{key} (string) is required")))
+}

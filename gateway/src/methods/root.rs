@@ -1,0 +1,85 @@
+//! `gateway.token.rotate`: rotate the device-token root (and optionally the shared token).
+
+use serde_json::{json, Value};
+
+use super::{store_error, Ctx};
+use crate::auth::secrets::random_token;
+use crate::protocol::errors::{Rejection, CLOSE_POLICY};
+use crate::protocol::frames::ErrorShape;
+use crate::protocol::hello::AuthMethod;
+use crate::state::{GatewayState, TokenSource};
+
+/// Close reason for shared-token sessions after `--shared`.
+pub const SHARED_ROTATED_REASON: &str = "unauthorized: gateway token rotated";
+
+/// Options of a root rotation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RotateOptions {
+    /// Proceed even with live device-token sessions.
+    pub force: bool,
+    /// Forget every paired device (the big red button).
+    pub remove_devices: bool,
+    /// Also replace a generated shared token.
+    pub shared: bool,
+}
+
+/// Rotates the root: new generation, every old device token dead, every device-token session
+/// closed with 1008 `unauthorized: device token rotated`. Atomic in the store.
+pub fn rotate_root(state: &GatewayState, actor: &str, o: RotateOptions) -> Result<Value, ErrorShape> {
+    let (_, live_device) = state.session_counts();
+    if live_device > 0 && !o.force {
+        return Err(ErrorShape::new(
+            "CONFLICT",
+            format!("{live_device} device-token session(s) are live and would be closed; pass force"),
+        )
+        .with_details(json!({"code": "LIVE_SESSIONS", "liveDeviceSessions": live_device})));
+    }
+    if o.shared && state.token_source == TokenSource::Pinned {
+        return Err(ErrorShape::new(
+            "CONFLICT",
+            "the shared gateway token is pinned by --token, --token-file or CLAW_GATEWAY_TOKEN[_FILE]; change it there and restart",
+        )
+        .with_details(json!({"code": "SHARED_TOKEN_PINNED"})));
+    }
+    let rot = state
+        .store()
+        .rotate_root(o.remove_devices, actor)
+        .map_err(store_error)?;
+    let reason = Rejection::DeviceTokenRotated.frame().close_reason;
+    let closed = state.close_sessions(|s| s.method == AuthMethod::DeviceToken, CLOSE_POLICY, &reason);
+    let mut closed_shared = 0;
+    if o.shared {
+        let token = random_token();
+        crate::home::write_secret_atomic(&state.home.shared_token_path(), token.as_bytes()).map_err(|e| {
+            ErrorShape::new("UNAVAILABLE", format!("could not write the new shared token: {e}"))
+        })?;
+        state.set_shared_token(token);
+        closed_shared = state.close_sessions(|s| s.method == AuthMethod::Token, CLOSE_POLICY, SHARED_ROTATED_REASON);
+    }
+    let detail = format!("closed_device_sessions={closed} shared={} closed_shared_sessions={closed_shared}", o.shared);
+    if let Err(e) = state.store().audit("root.rotate.applied", None, Some(actor), &detail) {
+        tracing::warn!(error = %e, "audit write failed");
+    }
+    tracing::info!(generation = rot.generation, closed, "device-token root rotated");
+    Ok(json!({
+        "generation": rot.generation,
+        "closedSessions": closed + closed_shared,
+        "closedDeviceSessions": closed,
+        "devicesRemoved": rot.devices_removed,
+        "sharedTokenRotated": o.shared,
+    }))
+}
+
+/// `gateway.token.rotate {force?, revokeDevices?, shared?}`.
+pub fn rotate(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let flag = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
+    rotate_root(
+        state,
+        ctx.actor,
+        RotateOptions {
+            force: flag("force"),
+            remove_devices: flag("revokeDevices"),
+            shared: flag("shared"),
+        },
+    )
+}

@@ -1,0 +1,247 @@
+//! The `connect` request: its parameters, protocol negotiation and the v3 device-signature payload.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{MIN_PROBE_PROTOCOL, PROTOCOL_VERSION};
+
+/// Most scopes a connect may ask for.
+pub const MAX_SCOPES: usize = 32;
+/// Longest string accepted in any connect field.
+pub const MAX_FIELD_LEN: usize = 512;
+
+/// Who the client says it is (`params.client`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientInfo {
+    /// Client id, e.g. `cli`, `gateway-client`.
+    #[serde(default)]
+    pub id: String,
+    /// Client version.
+    #[serde(default)]
+    pub version: String,
+    /// Platform, e.g. `linux`.
+    #[serde(default)]
+    pub platform: String,
+    /// Device family, e.g. `Linux`.
+    #[serde(default)]
+    pub device_family: String,
+    /// Mode: `cli`, `backend`, `probe`, `ui`, …
+    #[serde(default)]
+    pub mode: String,
+    /// Optional instance id.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Optional display name (used as the device's name when it pairs).
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// Shared-secret fields (`params.auth`). Either field may carry the shared token; `token` may
+/// also carry a device token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AuthParams {
+    /// Shared gateway token or device token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Shared secret sent as a password.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// A signed device identity (`params.device`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceProof {
+    /// Lowercase hex SHA-256 of the raw public key.
+    pub id: String,
+    /// Base64url (no padding) raw 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// Base64url Ed25519 signature over [`signature_payload`].
+    pub signature: String,
+    /// The challenge `ts` the client signed.
+    pub signed_at: u64,
+    /// The challenge nonce the client signed.
+    pub nonce: String,
+}
+
+/// Parsed `connect` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectParams {
+    /// Lowest protocol the client speaks.
+    pub min_protocol: u32,
+    /// Highest protocol the client speaks.
+    pub max_protocol: u32,
+    /// Client description.
+    pub client: ClientInfo,
+    /// Requested role (default `operator`).
+    pub role: String,
+    /// Requested scopes.
+    pub scopes: Vec<String>,
+    /// Secrets.
+    pub auth: AuthParams,
+    /// Signed device identity, if any.
+    pub device: Option<DeviceProof>,
+}
+
+impl ConnectParams {
+    /// The secret presented (`auth.token`, else `auth.password`), if non-empty.
+    pub fn secret(&self) -> Option<&str> {
+        self.auth
+            .token
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(self.auth.password.as_deref().filter(|s| !s.is_empty()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConnect {
+    min_protocol: Option<u32>,
+    max_protocol: Option<u32>,
+    #[serde(default)]
+    client: Option<ClientInfo>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    auth: Option<AuthParams>,
+    #[serde(default)]
+    device: Option<DeviceProof>,
+}
+
+/// Parses and bounds-checks `connect` params. The error is the text after
+/// `invalid connect params: `.
+pub fn parse_connect(params: &Value) -> Result<ConnectParams, String> {
+    let raw: RawConnect = serde_json::from_value(params.clone()).map_err(|e| {
+        let msg = e.to_string();
+        msg.chars().take(200).collect::<String>()
+    })?;
+    let (Some(min_protocol), Some(max_protocol)) = (raw.min_protocol, raw.max_protocol) else {
+        return Err("minProtocol and maxProtocol are required".into());
+    };
+    let client = raw.client.unwrap_or_default();
+    let role = raw
+        .role
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "operator".into());
+    let scopes = raw.scopes.unwrap_or_default();
+    let auth = raw.auth.unwrap_or_default();
+    if scopes.len() > MAX_SCOPES {
+        return Err(format!("at most {MAX_SCOPES} scopes"));
+    }
+    let too_long = [&client.id, &client.version, &client.platform, &client.device_family, &client.mode, &role]
+        .into_iter()
+        .chain(scopes.iter())
+        .chain(auth.token.iter())
+        .chain(auth.password.iter())
+        .chain(client.instance_id.iter())
+        .chain(client.display_name.iter())
+        .any(|s| s.len() > MAX_FIELD_LEN);
+    let device_too_long = raw.device.as_ref().is_some_and(|d| {
+        [&d.id, &d.public_key, &d.signature, &d.nonce]
+            .iter()
+            .any(|s| s.len() > MAX_FIELD_LEN)
+    });
+    if too_long || device_too_long {
+        return Err(format!("a field exceeds {MAX_FIELD_LEN} bytes"));
+    }
+    Ok(ConnectParams {
+        min_protocol,
+        max_protocol,
+        client,
+        role,
+        scopes,
+        auth,
+        device: raw.device,
+    })
+}
+
+/// Picks the protocol version for a client range: v4 when offered; v3 only for probe clients.
+pub fn negotiate_protocol(min: u32, max: u32, mode: &str) -> Option<u32> {
+    let lowest = if mode == "probe" {
+        MIN_PROBE_PROTOCOL
+    } else {
+        PROTOCOL_VERSION
+    };
+    if min > max {
+        return None;
+    }
+    if (min..=max).contains(&PROTOCOL_VERSION) {
+        Some(PROTOCOL_VERSION)
+    } else if max >= lowest && max < PROTOCOL_VERSION {
+        Some(max)
+    } else {
+        None
+    }
+}
+
+/// The UTF-8 string a device signs (OpenClaw's v3 payload):
+/// `v3|deviceId|client.id|client.mode|role|scopes,joined|signedAt|token|nonce|platform|deviceFamily`
+/// with platform and device family lowercased and `token` empty when absent.
+pub fn signature_payload(p: &ConnectParams, device: &DeviceProof) -> String {
+    format!(
+        "v3|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        device.id,
+        p.client.id,
+        p.client.mode,
+        p.role,
+        p.scopes.join(","),
+        device.signed_at,
+        p.auth.token.as_deref().unwrap_or(""),
+        device.nonce,
+        p.client.platform.to_lowercase(),
+        p.client.device_family.to_lowercase()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_the_real_cli_connect() {
+        let v = json!({"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"0.0.1-probe","platform":"linux","deviceFamily":"Linux","mode":"cli","instanceId":"x"},"caps":[],"auth":{"token":"T"},"role":"operator","scopes":["operator.read"]});
+        let p = parse_connect(&v).unwrap();
+        assert_eq!(p.secret(), Some("T"));
+        assert_eq!(p.client.device_family, "Linux");
+        assert!(p.device.is_none());
+        let v = json!({"minProtocol":4,"maxProtocol":4,"auth":{"password":"pw","token":""}});
+        let p = parse_connect(&v).unwrap();
+        assert_eq!(p.secret(), Some("pw"));
+        assert_eq!(p.role, "operator");
+    }
+
+    #[test]
+    fn hostile_connect_params() {
+        for bad in [
+            json!(null),
+            json!([]),
+            json!({"maxProtocol":4}),
+            json!({"minProtocol":"4","maxProtocol":4}),
+            json!({"minProtocol":-1,"maxProtocol":4}),
+            json!({"minProtocol":4,"maxProtocol":4,"scopes":"operator.read"}),
+            json!({"minProtocol":4,"maxProtocol":4,"scopes":vec!["s"; 33]}),
+            json!({"minProtocol":4,"maxProtocol":4,"auth":{"token":"x".repeat(600)}}),
+            json!({"minProtocol":4,"maxProtocol":4,"device":{"id":"a"}}),
+            json!({"minProtocol":4,"maxProtocol":4,"client":{"id":5}}),
+        ] {
+            assert!(parse_connect(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn protocol_negotiation() {
+        assert_eq!(negotiate_protocol(4, 4, "cli"), Some(4));
+        assert_eq!(negotiate_protocol(3, 4, "probe"), Some(4));
+        assert_eq!(negotiate_protocol(3, 3, "probe"), Some(3));
+        assert_eq!(negotiate_protocol(3, 3, "cli"), None);
+        assert_eq!(negotiate_protocol(99, 99, "cli"), None);
+        assert_eq!(negotiate_protocol(5, 4, "cli"), None);
+        assert_eq!(negotiate_protocol(1, 2, "probe"), None);
+        assert_eq!(negotiate_protocol(2, 9, "cli"), Some(4));
+    }
+}

@@ -1,0 +1,195 @@
+//! JSON frames: `{"type":"req"|"res"|"event", ...}` carried in WebSocket text messages.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Largest WebSocket message accepted after authentication (advertised as `policy.maxPayload`).
+pub const MAX_PAYLOAD: usize = 1024 * 1024;
+/// Largest message accepted before authentication; the `connect` request is small.
+pub const MAX_PREAUTH_PAYLOAD: usize = 64 * 1024;
+/// Longest request id accepted.
+pub const MAX_ID_LEN: usize = 256;
+/// Longest method name accepted.
+pub const MAX_METHOD_LEN: usize = 128;
+
+/// A request frame from the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The client's id, echoed in the response (a string on the wire).
+    pub id: String,
+    /// Method name, e.g. `health`.
+    pub method: String,
+    /// Parameters (`null` when absent).
+    pub params: Value,
+}
+
+/// Why an incoming text message is not a usable request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not JSON at all.
+    #[error("frame is not JSON")]
+    NotJson,
+    /// JSON, but not a request frame.
+    #[error("invalid frame: {0}")]
+    Invalid(&'static str),
+    /// Too large.
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+}
+
+#[derive(Deserialize)]
+struct RawFrame {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<Value>,
+    method: Option<Value>,
+    #[serde(default)]
+    params: Value,
+}
+
+/// Parses a text message as a request frame. Numeric ids are accepted and turned into strings.
+pub fn parse_request(text: &str, limit: usize) -> Result<Request, FrameError> {
+    if text.len() > limit {
+        return Err(FrameError::TooLarge(text.len()));
+    }
+    let raw: RawFrame = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(e) if e.is_data() => return Err(FrameError::Invalid("not an object frame")),
+        Err(_) => return Err(FrameError::NotJson),
+    };
+    if raw.kind.as_deref() != Some("req") {
+        return Err(FrameError::Invalid("type must be \"req\""));
+    }
+    let id = match raw.id {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => s,
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(FrameError::Invalid("id must be a non-empty string")),
+    };
+    let method = match raw.method {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_METHOD_LEN => s,
+        _ => return Err(FrameError::Invalid("method must be a non-empty string")),
+    };
+    Ok(Request {
+        id,
+        method,
+        params: raw.params,
+    })
+}
+
+/// An error object as OpenClaw sends it in a failed response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorShape {
+    /// Upper-case error code (`INVALID_REQUEST`, `FORBIDDEN`, `NOT_PAIRED`, `UNAVAILABLE`, …).
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Structured details (`details.code`, `recommendedNextStep`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    /// Whether retrying the same request may succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    /// Suggested wait before retrying.
+    #[serde(rename = "retryAfterMs", skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorShape {
+    /// An error with a code and message only.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_string(),
+            message: message.into(),
+            details: None,
+            retryable: None,
+            retry_after_ms: None,
+        }
+    }
+    /// Adds details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+/// A successful response frame.
+pub fn response_ok(id: &str, payload: &Value) -> String {
+    serde_json::json!({"type":"res","id":id,"ok":true,"payload":payload}).to_string()
+}
+
+/// A failed response frame.
+pub fn response_err(id: &str, error: &ErrorShape) -> String {
+    serde_json::json!({"type":"res","id":id,"ok":false,"error":error}).to_string()
+}
+
+/// An event frame; `seq` is present for broadcast events (`tick`, `shutdown`, …).
+pub fn event(name: &str, payload: &Value, seq: Option<u64>) -> String {
+    match seq {
+        Some(seq) => {
+            serde_json::json!({"type":"event","event":name,"payload":payload,"seq":seq}).to_string()
+        }
+        None => serde_json::json!({"type":"event","event":name,"payload":payload}).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_real_cli_request() {
+        let r = parse_request(
+            r#"{"type":"req","id":"1:9ab81e59","method":"health","params":{}}"#,
+            MAX_PAYLOAD,
+        )
+        .unwrap();
+        assert_eq!(r.id, "1:9ab81e59");
+        assert_eq!(r.method, "health");
+        let r = parse_request(r#"{"type":"req","id":7,"method":"status"}"#, MAX_PAYLOAD).unwrap();
+        assert_eq!(r.id, "7");
+        assert_eq!(r.params, Value::Null);
+    }
+
+    #[test]
+    fn hostile_frames_are_refused() {
+        let cases: &[(&str, FrameError)] = &[
+            ("this is not json", FrameError::NotJson),
+            ("{", FrameError::NotJson),
+            ("", FrameError::NotJson),
+            ("[]", FrameError::Invalid("not an object frame")),
+            ("42", FrameError::Invalid("not an object frame")),
+            ("null", FrameError::Invalid("not an object frame")),
+            (r#"{"type":"res","id":"1","method":"x"}"#, FrameError::Invalid("type must be \"req\"")),
+            (r#"{"type":"req","method":"x"}"#, FrameError::Invalid("id must be a non-empty string")),
+            (r#"{"type":"req","id":"","method":"x"}"#, FrameError::Invalid("id must be a non-empty string")),
+            (r#"{"type":"req","id":{},"method":"x"}"#, FrameError::Invalid("id must be a non-empty string")),
+            (r#"{"type":"req","id":"1","method":5}"#, FrameError::Invalid("method must be a non-empty string")),
+            (r#"{"type":"req","id":"1"}"#, FrameError::Invalid("method must be a non-empty string")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_request(text, MAX_PAYLOAD).unwrap_err(), *want, "{text}");
+        }
+        let big = format!(r#"{{"type":"req","id":"1","method":"x","params":"{}"}}"#, "a".repeat(100));
+        assert_eq!(parse_request(&big, 50).unwrap_err(), FrameError::TooLarge(big.len()));
+        let long_id = format!(r#"{{"type":"req","id":"{}","method":"x"}}"#, "i".repeat(MAX_ID_LEN + 1));
+        assert!(parse_request(&long_id, MAX_PAYLOAD).is_err());
+        // Deep nesting is refused by serde_json's recursion limit, not a stack overflow.
+        let deep = format!(r#"{{"type":"req","id":"1","method":"x","params":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_request(&deep, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn frames_serialize_like_openclaw() {
+        assert_eq!(
+            response_ok("r0", &serde_json::json!({"ok":true})),
+            r#"{"id":"r0","ok":true,"payload":{"ok":true},"type":"res"}"#
+        );
+        let e = ErrorShape::new("FORBIDDEN", "missing scope: operator.admin");
+        let v: Value = serde_json::from_str(&response_err("x", &e)).unwrap();
+        assert_eq!(v["error"]["code"], "FORBIDDEN");
+        assert!(v["error"].get("details").is_none());
+        let v: Value = serde_json::from_str(&event("tick", &serde_json::json!({"ts":1}), Some(3))).unwrap();
+        assert_eq!(v["seq"], 3);
+        assert_eq!(v["type"], "event");
+    }
+}

@@ -1,0 +1,62 @@
+//! The Unix admin socket (`admin.sock`, 0600, peer uid checked): JSON lines carrying the same
+//! request/response frames as the WebSocket, with every scope, plus admin-only methods.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::methods::{self, Ctx};
+use crate::protocol::frames::{self, ErrorShape, MAX_PAYLOAD};
+use crate::state::GatewayState;
+
+/// Binds the admin socket (replacing an orphan left by a dead gateway; the caller holds the lock).
+pub fn bind(state: &GatewayState) -> std::io::Result<UnixListener> {
+    let path = state.home.admin_socket_path();
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Accepts admin connections.
+pub async fn serve(state: Arc<GatewayState>, listener: UnixListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let uid = nix::unistd::getuid().as_raw();
+        match stream.peer_cred() {
+            Ok(c) if c.uid() == uid => {}
+            other => {
+                tracing::warn!(peer = ?other.map(|c| c.uid()).ok(), "admin socket: refused a different uid");
+                continue;
+            }
+        }
+        tokio::spawn(connection(state.clone(), stream));
+    }
+}
+
+async fn connection(state: Arc<GatewayState>, stream: UnixStream) {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let ctx = Ctx::admin("admin");
+    while let Ok(Some(line)) = lines.next_line().await {
+        let reply = answer(&state, &ctx, &line);
+        if w.write_all(reply.as_bytes()).await.is_err() || w.write_all(b"\n").await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Answers one admin line (pure apart from the methods it runs).
+pub fn answer(state: &GatewayState, ctx: &Ctx, line: &str) -> String {
+    match frames::parse_request(line, MAX_PAYLOAD) {
+        Ok(req) => match methods::dispatch(state, ctx, &req.method, &req.params, false) {
+            Ok(p) => frames::response_ok(&req.id, &p),
+            Err(e) => frames::response_err(&req.id, &e),
+        },
+        Err(e) => frames::response_err("", &ErrorShape::new("INVALID_REQUEST", e.to_string())),
+    }
+}

@@ -1,0 +1,127 @@
+//! The HTTP side of the gateway port: read one request head (bounded in size and time), answer
+//! `/health`, `/ready`, 404, 503, or accept a WebSocket upgrade on `/`.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest request head accepted.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// What the request asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// A WebSocket upgrade on `/`; carries `Sec-WebSocket-Key`.
+    Upgrade {
+        /// The client's key.
+        key: String,
+    },
+    /// A plain GET.
+    Get {
+        /// The path (query stripped).
+        path: String,
+    },
+    /// Anything else.
+    Other,
+}
+
+/// Parses a complete request head. `Ok(None)` means more bytes are needed.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    if req.method != Some("GET") {
+        return Ok(Some((Head::Other, n)));
+    }
+    let path = req.path.unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    };
+    let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let conn_upgrade = header("connection")
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let version_ok = header("sec-websocket-version") == Some("13");
+    match (upgrade && conn_upgrade && version_ok, header("sec-websocket-key")) {
+        (true, Some(key)) if path == "/" && !key.is_empty() && key.len() <= 64 => {
+            Ok(Some((Head::Upgrade { key: key.to_string() }, n)))
+        }
+        _ => Ok(Some((Head::Get { path }, n))),
+    }
+}
+
+/// Reads a request head; returns it with any bytes read past it.
+pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S, timeout: Duration) -> Option<(Head, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let fut = async {
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match parse_head(&buf) {
+                Ok(Some((head, used))) => return Some((head, buf.split_off(used))),
+                Ok(None) if buf.len() < MAX_HEAD => continue,
+                _ => return None,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, fut).await.ok().flatten()
+}
+
+/// Writes a small HTTP response and closes.
+pub async fn respond<S: AsyncWrite + Unpin>(s: &mut S, status: &str, ctype: &str, body: &str) {
+    let msg = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(msg.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// Writes the 101 response for an accepted upgrade.
+pub async fn accept_upgrade<S: AsyncWrite + Unpin>(s: &mut S, key: &str) -> std::io::Result<()> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let msg = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    s.write_all(msg.as_bytes()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads() {
+        let up = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nEXTRA";
+        let (h, n) = parse_head(up).unwrap().unwrap();
+        assert_eq!(h, Head::Upgrade { key: "dGhlIHNhbXBsZSBub25jZQ==".into() });
+        assert_eq!(&up[n..], b"EXTRA");
+        let (h, _) = parse_head(b"GET /health?x=1 HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h, Head::Get { path: "/health".into() });
+        let (h, _) = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h, Head::Other);
+        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost"), Ok(None));
+        assert!(parse_head(b"\x00\x01garbage\r\n\r\n").is_err());
+        // Upgrade elsewhere than `/` is a plain GET (404).
+        let other = b"GET /x HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        assert_eq!(parse_head(other).unwrap().unwrap().0, Head::Get { path: "/x".into() });
+        // Too many headers is an error, not a panic.
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..100 {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(parse_head(&many).is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! The IO shell: TCP listener (HTTP + WebSocket on one port), the Unix admin socket, periodic
+//! ticks/pings, and graceful shutdown.
+
+pub mod admin;
+mod http;
+mod session;
+mod tasks;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::auth::decide::Origin;
+use crate::protocol::errors::CLOSE_SERVICE_RESTART;
+use crate::state::GatewayState;
+
+pub use session::serve_stream;
+
+/// Server errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding a listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the gateway tells its caller once it accepts connections.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The bound WebSocket addresses (ports resolved when 0 was asked).
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Runs the gateway until shutdown is requested (see [`GatewayState::request_shutdown`]).
+/// Binds every listener first, then reports `ready`.
+pub async fn run(state: Arc<GatewayState>, ready: tokio::sync::oneshot::Sender<Ready>) -> Result<(), ServerError> {
+    let mut listeners = Vec::new();
+    for addr in &state.config.listen {
+        let l = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        listeners.push(l);
+    }
+    let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let admin = admin::bind(&state).map_err(|source| ServerError::Bind {
+        addr: state.home.admin_socket_path().display().to_string(),
+        source,
+    })?;
+    if let Some(first) = addrs.first() {
+        *state.url.lock().unwrap_or_else(|e| e.into_inner()) = format!("ws://{first}");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in listeners {
+        tasks.spawn(accept_loop(state.clone(), l));
+    }
+    tasks.spawn(admin::serve(state.clone(), admin));
+    tasks.spawn(tasks::ticker(state.clone()));
+    tasks.spawn(tasks::pinger(state.clone()));
+    let _ = ready.send(Ready { addrs });
+
+    let mut stop = state.shutdown.subscribe();
+    let _ = stop.wait_for(|s| *s).await;
+    tracing::info!("gateway stopping");
+    tasks.abort_all();
+    drain(&state).await;
+    let _ = std::fs::remove_file(state.home.admin_socket_path());
+    Ok(())
+}
+
+/// Sends `shutdown` and closes every session with 1012, then waits briefly for them to go.
+async fn drain(state: &GatewayState) {
+    let ev = crate::protocol::frames::event(
+        "shutdown",
+        &serde_json::json!({"reason": "gateway stopping"}),
+        Some(state.next_seq()),
+    );
+    state.broadcast(&ev);
+    state.close_sessions(|_| true, CLOSE_SERVICE_RESTART, "service restart");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !state.sessions().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn accept_loop(state: Arc<GatewayState>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    handle_tcp(state, stream, peer).await;
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_tcp(state: Arc<GatewayState>, stream: TcpStream, peer: SocketAddr) {
+    state.open_sockets.fetch_add(1, Ordering::Relaxed);
+    serve_stream(state.clone(), stream, peer.ip(), Origin::Loopback).await;
+    state.open_sockets.fetch_sub(1, Ordering::Relaxed);
+}

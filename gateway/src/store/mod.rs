@@ -1,0 +1,202 @@
+//! The state store: the only code that touches the SQLite database (`state.db`, 0600).
+//!
+//! SQLite in WAL mode with `synchronous=NORMAL`: every write is one transaction, a `kill -9` at any
+//! instant leaves the last committed state (WAL replay on open), and commits need no fsync on the
+//! hot path. See docs/architecture.md for why SQLite rather than redb.
+
+mod audit;
+mod devices;
+mod pairing;
+mod root;
+mod tokens;
+
+pub use audit::AuditEntry;
+pub use devices::{DeviceInfo, NewDevice};
+pub use pairing::PendingRequest;
+pub use tokens::IssuedToken;
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use rusqlite::Connection;
+
+/// Schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("state store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// Creating the file failed.
+    #[error("state store {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database was written by a newer claw.
+    #[error("state store schema version {found} is newer than this claw understands ({SCHEMA_VERSION}); upgrade claw")]
+    TooNew {
+        /// The version found.
+        found: i64,
+    },
+    /// No such device / request.
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation is not allowed in the current state.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The open store.
+pub struct Store {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS root (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
+    secret BLOB NOT NULL,
+    rotated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    display_name TEXT,
+    platform TEXT NOT NULL DEFAULT '',
+    device_family TEXT NOT NULL DEFAULT '',
+    client_id TEXT NOT NULL DEFAULT '',
+    client_mode TEXT NOT NULL DEFAULT '',
+    role TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    approved_via TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    approved_at_ms INTEGER NOT NULL,
+    last_seen_at_ms INTEGER,
+    revoked_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS device_tokens (
+    token_hash BLOB PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    serial INTEGER NOT NULL,
+    issued_at_ms INTEGER NOT NULL,
+    superseded_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS device_tokens_by_device ON device_tokens(device_id, role);
+CREATE TABLE IF NOT EXISTS pairing_requests (
+    request_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    display_name TEXT,
+    platform TEXT NOT NULL DEFAULT '',
+    device_family TEXT NOT NULL DEFAULT '',
+    client_id TEXT NOT NULL DEFAULT '',
+    client_mode TEXT NOT NULL DEFAULT '',
+    role TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    device_id TEXT,
+    origin TEXT,
+    detail TEXT
+);
+"#;
+
+impl Store {
+    /// Opens (creating 0600 if needed) and migrates the store; generates the device-token root on
+    /// first open.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|source| StoreError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut store = Self { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        let found: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key='schema_version'", [], |r| r.get(0))
+            .ok();
+        match found.and_then(|v| v.parse::<i64>().ok()) {
+            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew { found: v }),
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+        }
+        root::ensure(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The schema version recorded in the file.
+    pub fn schema_version(&self) -> Result<i64> {
+        let v: String = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key='schema_version'", [], |r| r.get(0))?;
+        Ok(v.parse().unwrap_or(0))
+    }
+
+    /// Runs SQLite's own `PRAGMA integrity_check`; `Ok(vec![])` means healthy.
+    pub fn integrity_problems(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+}
+
+fn scopes_to_json(scopes: &[String]) -> String {
+    serde_json::to_string(scopes).unwrap_or_else(|_| "[]".into())
+}
+
+fn scopes_from_json(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

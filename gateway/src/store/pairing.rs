@@ -1,0 +1,188 @@
+//! Pending pairing requests: devices that asked to pair and wait for `claw devices approve`.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{audit, scopes_from_json, scopes_to_json, NewDevice, Result, Store, StoreError};
+use crate::now_ms;
+
+/// A request waiting for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRequest {
+    /// Request id.
+    pub request_id: String,
+    /// Device id.
+    pub device_id: String,
+    /// Base64url public key.
+    pub public_key: String,
+    /// Display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Platform.
+    pub platform: String,
+    /// Device family.
+    pub device_family: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client mode.
+    pub client_mode: String,
+    /// Role.
+    pub role: String,
+    /// Requested scopes.
+    pub scopes: Vec<String>,
+    /// Where it came from.
+    pub origin: String,
+    /// Created.
+    pub created_at_ms: u64,
+    /// Expires.
+    pub expires_at_ms: u64,
+}
+
+const COLS: &str = "request_id, device_id, public_key, display_name, platform, device_family, client_id, client_mode, role, scopes, origin, created_at_ms, expires_at_ms";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<PendingRequest> {
+    Ok(PendingRequest {
+        request_id: r.get(0)?,
+        device_id: r.get(1)?,
+        public_key: r.get(2)?,
+        display_name: r.get(3)?,
+        platform: r.get(4)?,
+        device_family: r.get(5)?,
+        client_id: r.get(6)?,
+        client_mode: r.get(7)?,
+        role: r.get(8)?,
+        scopes: scopes_from_json(&r.get::<_, String>(9)?),
+        origin: r.get(10)?,
+        created_at_ms: r.get::<_, i64>(11)? as u64,
+        expires_at_ms: r.get::<_, i64>(12)? as u64,
+    })
+}
+
+impl PendingRequest {
+    fn device(&self) -> NewDevice {
+        NewDevice {
+            device_id: self.device_id.clone(),
+            public_key: self.public_key.clone(),
+            display_name: self.display_name.clone(),
+            platform: self.platform.clone(),
+            device_family: self.device_family.clone(),
+            client_id: self.client_id.clone(),
+            client_mode: self.client_mode.clone(),
+            role: self.role.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
+}
+
+/// Most pending requests kept; beyond it new requests are refused (a flood cannot fill the disk).
+pub const MAX_PENDING: i64 = 256;
+
+impl Store {
+    /// Records (or returns the existing) pending request of a device, audited.
+    pub fn request_pairing(&mut self, d: &NewDevice, origin: &str, ttl_ms: u64) -> Result<PendingRequest> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM pairing_requests WHERE expires_at_ms <= ?1", [now as i64])?;
+        let existing = tx
+            .query_row(
+                &format!("SELECT {COLS} FROM pairing_requests WHERE device_id = ?1"),
+                [&d.device_id],
+                from_row,
+            )
+            .optional()?;
+        if let Some(r) = existing {
+            tx.commit()?;
+            return Ok(r);
+        }
+        let count: i64 = tx.query_row("SELECT COUNT(*) FROM pairing_requests", [], |r| r.get(0))?;
+        if count >= MAX_PENDING {
+            return Err(StoreError::Conflict("too many pending pairing requests".into()));
+        }
+        let request_id = uuid::Uuid::new_v4().to_string();
+        tx.execute(
+            &format!("INSERT INTO pairing_requests({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+            params![
+                request_id,
+                d.device_id,
+                d.public_key,
+                d.display_name,
+                d.platform,
+                d.device_family,
+                d.client_id,
+                d.client_mode,
+                d.role,
+                scopes_to_json(&d.scopes),
+                origin,
+                now as i64,
+                (now + ttl_ms) as i64
+            ],
+        )?;
+        audit::insert(&tx, "pairing.requested", Some(&d.device_id), Some(origin), &format!("request={request_id}"))?;
+        let r = tx.query_row(
+            &format!("SELECT {COLS} FROM pairing_requests WHERE request_id = ?1"),
+            [&request_id],
+            from_row,
+        )?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    /// Unexpired pending requests, oldest first.
+    pub fn pending(&self) -> Result<Vec<PendingRequest>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLS} FROM pairing_requests WHERE expires_at_ms > ?1 ORDER BY created_at_ms, request_id"
+        ))?;
+        let rows = stmt
+            .query_map([now_ms() as i64], from_row)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Number of expired requests still stored.
+    pub fn expired_request_count(&self) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM pairing_requests WHERE expires_at_ms <= ?1",
+            [now_ms() as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Deletes expired requests; returns how many.
+    pub fn prune_expired_requests(&mut self) -> Result<u64> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM pairing_requests WHERE expires_at_ms <= ?1", [now_ms() as i64])? as u64)
+    }
+
+    /// Approves a pending request: the device is paired; returns it.
+    pub fn approve_request(&mut self, request_id: &str, actor: &str) -> Result<PendingRequest> {
+        let req = self.take_request(request_id)?;
+        self.pair_device(&req.device(), "operator", actor)?;
+        self.audit("pairing.approved", Some(&req.device_id), Some(actor), &format!("request={request_id}"))?;
+        Ok(req)
+    }
+
+    /// Rejects a pending request.
+    pub fn reject_request(&mut self, request_id: &str, actor: &str) -> Result<PendingRequest> {
+        let req = self.take_request(request_id)?;
+        self.audit("pairing.rejected", Some(&req.device_id), Some(actor), &format!("request={request_id}"))?;
+        Ok(req)
+    }
+
+    fn take_request(&mut self, request_id: &str) -> Result<PendingRequest> {
+        let tx = self.conn.transaction()?;
+        let req = tx
+            .query_row(
+                &format!("SELECT {COLS} FROM pairing_requests WHERE request_id = ?1 AND expires_at_ms > ?2"),
+                params![request_id, now_ms() as i64],
+                from_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("no pending pairing request {request_id}")))?;
+        tx.execute("DELETE FROM pairing_requests WHERE request_id = ?1", [request_id])?;
+        tx.commit()?;
+        Ok(req)
+    }
+}

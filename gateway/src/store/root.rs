@@ -1,0 +1,69 @@
+//! The device-token root: a 32-byte secret and its generation. Only explicit rotation changes it.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::{Result, Store};
+use crate::auth::secrets::random_bytes;
+use crate::now_ms;
+
+pub(super) fn ensure(tx: &Transaction<'_>) -> Result<()> {
+    let exists: Option<i64> = tx
+        .query_row("SELECT generation FROM root WHERE id = 1", [], |r| r.get(0))
+        .optional()?;
+    if exists.is_none() {
+        tx.execute(
+            "INSERT INTO root(id, generation, secret, rotated_at_ms) VALUES (1, 1, ?1, ?2)",
+            params![random_bytes().to_vec(), now_ms() as i64],
+        )?;
+    }
+    Ok(())
+}
+
+/// What a root rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The new generation.
+    pub generation: u64,
+    /// Devices removed (`revoke_devices`).
+    pub devices_removed: usize,
+}
+
+impl Store {
+    /// The current root generation and secret.
+    pub fn root(&self) -> Result<(u64, Vec<u8>)> {
+        Ok(self.conn.query_row(
+            "SELECT generation, secret FROM root WHERE id = 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )?)
+    }
+
+    /// Replaces the root (new secret, generation + 1) in one transaction with its audit entry.
+    /// Every device token of older generations stops working. With `remove_devices`, every
+    /// paired device is forgotten too and must pair again.
+    pub fn rotate_root(&mut self, remove_devices: bool, actor: &str) -> Result<Rotation> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE root SET generation = generation + 1, secret = ?1, rotated_at_ms = ?2 WHERE id = 1",
+            params![random_bytes().to_vec(), now_ms() as i64],
+        )?;
+        let generation: i64 = tx.query_row("SELECT generation FROM root WHERE id = 1", [], |r| r.get(0))?;
+        let mut devices_removed = 0;
+        if remove_devices {
+            devices_removed = tx.execute("DELETE FROM devices", [])?;
+            tx.execute("DELETE FROM pairing_requests", [])?;
+        }
+        super::audit::insert(
+            &tx,
+            "root.rotated",
+            None,
+            Some(actor),
+            &format!("generation={generation} devices_removed={devices_removed}"),
+        )?;
+        tx.commit()?;
+        Ok(Rotation {
+            generation: generation as u64,
+            devices_removed,
+        })
+    }
+}

@@ -1,0 +1,107 @@
+use super::*;
+
+fn dev(id: &str) -> NewDevice {
+    NewDevice {
+        device_id: id.into(),
+        public_key: "pk".into(),
+        role: "operator".into(),
+        scopes: vec!["operator.read".into()],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn file_is_private_and_root_persists() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("state.db");
+    let (g, s) = Store::open(&p).unwrap().root().unwrap();
+    assert_eq!(g, 1);
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = Store::open(&p).unwrap();
+    assert_eq!(again.root().unwrap(), (g, s));
+    assert_eq!(again.schema_version().unwrap(), SCHEMA_VERSION);
+    assert!(again.integrity_problems().unwrap().is_empty());
+}
+
+#[test]
+fn tokens_are_stable_until_rotated() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    s.pair_device(&dev("d1"), "silent", "loopback").unwrap();
+    let a = s.current_token("d1", "operator", "loopback").unwrap();
+    assert!(a.fresh);
+    let b = s.current_token("d1", "operator", "loopback").unwrap();
+    assert_eq!(a.token, b.token);
+    assert!(!b.fresh);
+    let rec = s.token_record(&a.token).unwrap().unwrap();
+    assert_eq!((rec.generation, rec.superseded), (1, false));
+    // The store holds no usable token.
+    let raw: Vec<u8> = s.conn.query_row("SELECT token_hash FROM device_tokens", [], |r| r.get(0)).unwrap();
+    assert_ne!(raw, a.token.as_bytes());
+
+    // Per-device rotation supersedes.
+    let c = s.rotate_device_token("d1", "operator", "admin").unwrap();
+    assert_ne!(c.token, a.token);
+    assert!(s.token_record(&a.token).unwrap().unwrap().superseded);
+
+    // Root rotation: old generation.
+    let rot = s.rotate_root(false, "admin").unwrap();
+    assert_eq!(rot.generation, 2);
+    assert_eq!(s.token_record(&c.token).unwrap().unwrap().generation, 1);
+    assert_eq!(s.live_token_count().unwrap(), 0);
+    let d = s.current_token("d1", "operator", "loopback").unwrap();
+    assert!(d.fresh && d.token != c.token && d.generation == 2);
+    assert_eq!(s.live_token_count().unwrap(), 1);
+
+    // Revocation.
+    s.revoke_device("d1", "admin").unwrap();
+    assert!(s.device("d1").unwrap().unwrap().revoked_at_ms.is_some());
+    assert!(matches!(s.current_token("d1", "operator", "x"), Err(StoreError::Conflict(_))));
+    s.remove_device("d1", "admin").unwrap();
+    assert!(s.device("d1").unwrap().is_none());
+    assert!(s.token_record(&d.token).unwrap().is_none());
+    let events: Vec<String> = s.audit_tail(20).unwrap().into_iter().map(|e| e.event).collect();
+    for want in ["device.paired", "device.token.issued", "root.rotated", "device.revoked", "device.removed"] {
+        assert!(events.iter().any(|e| e == want), "{want} missing from {events:?}");
+    }
+}
+
+#[test]
+fn big_red_button_forgets_devices() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    s.pair_device(&dev("d1"), "silent", "loopback").unwrap();
+    s.pair_device(&dev("d2"), "silent", "loopback").unwrap();
+    let r = s.rotate_root(true, "admin").unwrap();
+    assert_eq!(r.devices_removed, 2);
+    assert!(s.devices().unwrap().is_empty());
+}
+
+#[test]
+fn pairing_requests_flow() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    let r = s.request_pairing(&dev("d9"), "tunnel", 60_000).unwrap();
+    let again = s.request_pairing(&dev("d9"), "tunnel", 60_000).unwrap();
+    assert_eq!(r.request_id, again.request_id);
+    assert_eq!(s.pending().unwrap().len(), 1);
+    s.approve_request(&r.request_id, "admin").unwrap();
+    assert!(s.device("d9").unwrap().is_some());
+    assert!(s.pending().unwrap().is_empty());
+    assert!(matches!(s.approve_request(&r.request_id, "admin"), Err(StoreError::NotFound(_))));
+    let r2 = s.request_pairing(&dev("d10"), "tunnel", 0).unwrap();
+    assert_eq!(s.expired_request_count().unwrap(), 1);
+    assert!(s.approve_request(&r2.request_id, "admin").is_err(), "expired requests cannot be approved");
+    assert_eq!(s.prune_expired_requests().unwrap(), 1);
+}
+
+#[test]
+fn corrupt_file_is_reported_not_clobbered() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("state.db");
+    std::fs::write(&p, b"this is not a database, and it is long enough to look like a header....").unwrap();
+    assert!(Store::open(&p).is_err());
+    assert!(std::fs::read(&p).unwrap().starts_with(b"this is not"));
+}

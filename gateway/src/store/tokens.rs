@@ -1,0 +1,182 @@
+//! Device tokens: minted from the root secret, stored only as SHA-256 hashes.
+//!
+//! The current token of (device, role) is the row with the current generation and no
+//! `superseded_at_ms`; its value is re-derived from the root secret and its serial, so the store
+//! never holds a usable token.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::{audit, scopes_from_json, scopes_to_json, Result, Store, StoreError};
+use crate::auth::decide::TokenRecord;
+use crate::auth::secrets::{mint_device_token, token_hash};
+use crate::now_ms;
+
+/// A token handed to a device.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The token (a secret: never log it).
+    pub token: String,
+    /// Issue time.
+    pub issued_at_ms: u64,
+    /// Generation.
+    pub generation: u64,
+    /// True when this call minted it (false: an existing current token was handed back).
+    pub fresh: bool,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"<redacted>")
+            .field("issued_at_ms", &self.issued_at_ms)
+            .field("generation", &self.generation)
+            .field("fresh", &self.fresh)
+            .finish()
+    }
+}
+
+fn root(tx: &Transaction<'_>) -> Result<(u64, Vec<u8>)> {
+    Ok(tx.query_row("SELECT generation, secret FROM root WHERE id = 1", [], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+    })?)
+}
+
+fn issue_in(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    role: &str,
+    scopes: &[String],
+    force_new: bool,
+    origin: &str,
+) -> Result<IssuedToken> {
+    let (generation, secret) = root(tx)?;
+    let current: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT serial, issued_at_ms FROM device_tokens WHERE device_id = ?1 AND role = ?2 AND generation = ?3 AND superseded_at_ms IS NULL ORDER BY serial DESC LIMIT 1",
+            params![device_id, role, generation as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let now = now_ms() as i64;
+    if let Some((serial, issued)) = current {
+        if !force_new {
+            // Keep the token's grant in step with the device's approved scopes.
+            let token = mint_device_token(&secret, device_id, role, serial as u64);
+            tx.execute(
+                "UPDATE device_tokens SET scopes = ?2 WHERE token_hash = ?1",
+                params![token_hash(&token).to_vec(), scopes_to_json(scopes)],
+            )?;
+            return Ok(IssuedToken {
+                token,
+                issued_at_ms: issued as u64,
+                generation,
+                fresh: false,
+            });
+        }
+        tx.execute(
+            "UPDATE device_tokens SET superseded_at_ms = ?3 WHERE device_id = ?1 AND role = ?2 AND superseded_at_ms IS NULL",
+            params![device_id, role, now],
+        )?;
+    }
+    let max_serial: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(serial), 0) FROM device_tokens WHERE device_id = ?1 AND role = ?2",
+        params![device_id, role],
+        |r| r.get(0),
+    )?;
+    let serial = max_serial + 1;
+    let token = mint_device_token(&secret, device_id, role, serial as u64);
+    tx.execute(
+        "INSERT INTO device_tokens(token_hash, device_id, role, scopes, generation, serial, issued_at_ms, superseded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+        params![
+            token_hash(&token).to_vec(),
+            device_id,
+            role,
+            scopes_to_json(scopes),
+            generation as i64,
+            serial,
+            now
+        ],
+    )?;
+    audit::insert(
+        tx,
+        "device.token.issued",
+        Some(device_id),
+        Some(origin),
+        &format!("role={role} generation={generation} serial={serial}"),
+    )?;
+    Ok(IssuedToken {
+        token,
+        issued_at_ms: now as u64,
+        generation,
+        fresh: true,
+    })
+}
+
+impl Store {
+    /// The record for a presented secret, found by its hash.
+    pub fn token_record(&self, token: &str) -> Result<Option<TokenRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT device_id, role, scopes, generation, serial, superseded_at_ms, issued_at_ms FROM device_tokens WHERE token_hash = ?1",
+                [token_hash(token).to_vec()],
+                |r| {
+                    Ok(TokenRecord {
+                        device_id: r.get(0)?,
+                        role: r.get(1)?,
+                        scopes: scopes_from_json(&r.get::<_, String>(2)?),
+                        generation: r.get::<_, i64>(3)? as u64,
+                        serial: r.get::<_, i64>(4)? as u64,
+                        superseded: r.get::<_, Option<i64>>(5)?.is_some(),
+                        issued_at_ms: r.get::<_, i64>(6)? as u64,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// The device's current token for `role` (minting one for the current generation when it has
+    /// none), granting the device's approved scopes.
+    pub fn current_token(&mut self, device_id: &str, role: &str, origin: &str) -> Result<IssuedToken> {
+        let tx = self.conn.transaction()?;
+        let scopes = device_scopes(&tx, device_id)?;
+        let t = issue_in(&tx, device_id, role, &scopes, false, origin)?;
+        tx.commit()?;
+        Ok(t)
+    }
+
+    /// Replaces the device's token for `role` with a new one (per-device rotation), audited.
+    pub fn rotate_device_token(&mut self, device_id: &str, role: &str, origin: &str) -> Result<IssuedToken> {
+        let tx = self.conn.transaction()?;
+        let scopes = device_scopes(&tx, device_id)?;
+        let t = issue_in(&tx, device_id, role, &scopes, true, origin)?;
+        audit::insert(&tx, "device.token.rotated", Some(device_id), Some(origin), &format!("role={role}"))?;
+        tx.commit()?;
+        Ok(t)
+    }
+
+    /// Number of device tokens valid right now (current generation, not superseded, device not revoked).
+    pub fn live_token_count(&self) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM device_tokens t JOIN devices d ON d.device_id = t.device_id JOIN root r ON r.id = 1 WHERE t.generation = r.generation AND t.superseded_at_ms IS NULL AND d.revoked_at_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+}
+
+fn device_scopes(tx: &Transaction<'_>, device_id: &str) -> Result<Vec<String>> {
+    let row: Option<(String, Option<i64>)> = tx
+        .query_row(
+            "SELECT scopes, revoked_at_ms FROM devices WHERE device_id = ?1",
+            [device_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Err(StoreError::NotFound(format!("no paired device {device_id}"))),
+        Some((_, Some(_))) => Err(StoreError::Conflict(format!("device {device_id} is revoked"))),
+        Some((s, None)) => Ok(scopes_from_json(&s)),
+    }
+}
