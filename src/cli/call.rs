@@ -1,0 +1,102 @@
+//! `claw call` and `claw health`: a thin WebSocket client for any method.
+
+use anyhow::Context;
+use claw_gateway::home::Home;
+use relay_client::{ClientError, ConnectOptions, Session};
+use serde_json::Value;
+
+use super::{exit, fail};
+
+/// `claw call <method>`.
+#[derive(Debug, clap::Args)]
+pub struct CallArgs {
+    /// Method name, e.g. `health`, `device.pair.list`.
+    method: String,
+    /// Parameters as a JSON object.
+    #[arg(long, default_value = "{}")]
+    params: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// `claw health`.
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// Where and how to connect.
+#[derive(Debug, clap::Args)]
+pub struct ConnArgs {
+    /// Gateway URL (default: the running gateway's, else ws://127.0.0.1:18789).
+    #[arg(long)]
+    url: Option<String>,
+    /// Token to present (default: this home's shared gateway token).
+    #[arg(long, env = "CLAW_GATEWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the raw JSON payload.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_url(home: &Home) -> String {
+    std::fs::read_to_string(home.runtime_path())
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| v["url"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "ws://127.0.0.1:18789".into())
+}
+
+async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> anyhow::Result<u8> {
+    let url = c.url.clone().unwrap_or_else(|| default_url(home));
+    let token = match &c.token {
+        Some(t) => t.clone(),
+        None => claw_gateway::home::read_secret(&home.shared_token_path()).with_context(|| {
+            format!("no --token given and no shared token in {} (pass --token or CLAW_GATEWAY_TOKEN)", home.root().display())
+        })?,
+    };
+    let result = async {
+        let mut s = Session::connect(ConnectOptions::new(url.clone()).token(token)).await?;
+        let v = s.call(method, params).await;
+        s.close().await;
+        v
+    }
+    .await;
+    match result {
+        Ok(v) => {
+            if c.json {
+                println!("{v}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(0)
+        }
+        Err(ClientError::Connect { .. }) => Err(fail(exit::UNAVAILABLE, format!("no gateway answers at {url} (is `claw gateway run` up?)"))),
+        Err(ClientError::Rejected { code, message, details }) => {
+            let next = details
+                .as_ref()
+                .and_then(|d| d.get("recommendedNextStep"))
+                .and_then(Value::as_str)
+                .map(|s| format!(" (next step: {s})"))
+                .unwrap_or_default();
+            Err(fail(exit::FAILURE, format!("{code}: {message}{next}")))
+        }
+        Err(e) => Err(fail(exit::FAILURE, e.to_string())),
+    }
+}
+
+/// Runs `claw call`.
+pub async fn call(home: &Home, a: CallArgs) -> anyhow::Result<u8> {
+    let params: Value = serde_json::from_str(&a.params)
+        .map_err(|e| fail(2, format!("--params is not valid JSON: {e}")))?;
+    if !params.is_object() {
+        return Err(fail(2, "--params must be a JSON object"));
+    }
+    run_call(home, &a.method, params, &a.conn).await
+}
+
+/// Runs `claw health`.
+pub async fn health(home: &Home, a: HealthArgs) -> anyhow::Result<u8> {
+    run_call(home, "health", serde_json::json!({}), &a.conn).await
+}

@@ -1,0 +1,219 @@
+//! `claw devices …`: list, approve, reject, revoke, rotate, remove, rotate-token.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use claw_gateway::home::Home;
+use serde_json::{json, Value};
+
+use super::admin_client::admin_call;
+use super::{exit, fail};
+
+/// Device verbs.
+#[derive(Debug, clap::Subcommand)]
+pub enum DevicesCmd {
+    /// Paired devices and pending pairing requests.
+    List {
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending pairing request (by request id or device id, or the newest with --latest).
+    Approve {
+        /// Request id or device id (a unique prefix is enough).
+        #[arg(required_unless_present = "latest")]
+        id: Option<String>,
+        /// Approve the most recent pending request.
+        #[arg(long, conflicts_with = "id")]
+        latest: bool,
+    },
+    /// Reject a pending pairing request.
+    Reject {
+        /// Request id or device id (a unique prefix is enough).
+        id: String,
+    },
+    /// Revoke a device: its sessions close now and every channel refuses its key from now on.
+    Revoke {
+        /// Device id (a unique prefix is enough).
+        id: String,
+    },
+    /// Give one device a new token; its old token stops working.
+    Rotate {
+        /// Device id (a unique prefix is enough).
+        id: String,
+    },
+    /// Forget a device (it may pair again).
+    Remove {
+        /// Device id (a unique prefix is enough).
+        id: String,
+    },
+    /// Rotate the device-token root: every device token stops working and device sessions close.
+    RotateToken {
+        /// Do not ask, even with live device sessions.
+        #[arg(long)]
+        force: bool,
+        /// Also replace the generated shared gateway token.
+        #[arg(long)]
+        shared: bool,
+        /// Forget every device too: each must pair again.
+        #[arg(long)]
+        revoke_devices: bool,
+    },
+}
+
+/// Runs a devices verb.
+pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
+    match cmd {
+        DevicesCmd::List { json } => list(home, json).await,
+        DevicesCmd::Approve { id, latest } => {
+            let list = admin_call(home, "device.pair.list", json!({})).await?;
+            let pending = list["pending"].as_array().cloned().unwrap_or_default();
+            let req = if latest {
+                pending
+                    .iter()
+                    .max_by_key(|r| r["createdAtMs"].as_u64())
+                    .cloned()
+                    .ok_or_else(|| fail(exit::FAILURE, "no pending pairing requests"))?
+            } else {
+                resolve(&pending, id.as_deref().unwrap_or_default(), &["requestId", "deviceId"], "pending request")?
+            };
+            let v = admin_call(home, "device.pair.approve", json!({"requestId": req["requestId"]})).await?;
+            println!("approved device {}", v["deviceId"].as_str().unwrap_or(""));
+            Ok(0)
+        }
+        DevicesCmd::Reject { id } => {
+            let list = admin_call(home, "device.pair.list", json!({})).await?;
+            let pending = list["pending"].as_array().cloned().unwrap_or_default();
+            let req = resolve(&pending, &id, &["requestId", "deviceId"], "pending request")?;
+            let v = admin_call(home, "device.pair.reject", json!({"requestId": req["requestId"]})).await?;
+            println!("rejected device {}", v["deviceId"].as_str().unwrap_or(""));
+            Ok(0)
+        }
+        DevicesCmd::Revoke { id } => {
+            let d = paired(home, &id).await?;
+            let v = admin_call(home, "device.token.revoke", json!({"deviceId": d, "role": "operator"})).await?;
+            println!("revoked device {d} ({} session(s) closed)", v["closedSessions"]);
+            Ok(0)
+        }
+        DevicesCmd::Rotate { id } => {
+            let d = paired(home, &id).await?;
+            let v = admin_call(home, "device.token.rotate", json!({"deviceId": d, "role": "operator"})).await?;
+            println!("rotated the token of device {d} ({} session(s) closed); the device gets its new token at its next signed connect", v["closedSessions"]);
+            Ok(0)
+        }
+        DevicesCmd::Remove { id } => {
+            let d = paired(home, &id).await?;
+            admin_call(home, "device.pair.remove", json!({"deviceId": d})).await?;
+            println!("removed device {d}");
+            Ok(0)
+        }
+        DevicesCmd::RotateToken { force, shared, revoke_devices } => rotate_token(home, force, shared, revoke_devices).await,
+    }
+}
+
+fn resolve(items: &[Value], id: &str, keys: &[&str], what: &str) -> anyhow::Result<Value> {
+    if id.is_empty() {
+        return Err(fail(2, format!("give a {what} id")));
+    }
+    let exact: Vec<&Value> = items.iter().filter(|v| keys.iter().any(|k| v[k] == id)).collect();
+    let hits = if exact.is_empty() {
+        items
+            .iter()
+            .filter(|v| keys.iter().any(|k| v[k].as_str().is_some_and(|s| s.starts_with(id))))
+            .collect()
+    } else {
+        exact
+    };
+    match hits.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(fail(exit::FAILURE, format!("no {what} matches {id:?} (see `claw devices list`)"))),
+        _ => Err(fail(exit::FAILURE, format!("{id:?} matches {} {what}s; give more characters", hits.len()))),
+    }
+}
+
+async fn paired(home: &Home, id: &str) -> anyhow::Result<String> {
+    let list = admin_call(home, "device.pair.list", json!({})).await?;
+    let paired = list["paired"].as_array().cloned().unwrap_or_default();
+    let d = resolve(&paired, id, &["deviceId"], "paired device")?;
+    Ok(d["deviceId"].as_str().unwrap_or_default().to_string())
+}
+
+async fn list(home: &Home, as_json: bool) -> anyhow::Result<u8> {
+    let v = admin_call(home, "device.pair.list", json!({})).await?;
+    if as_json {
+        println!("{v}");
+        return Ok(0);
+    }
+    let paired = v["paired"].as_array().cloned().unwrap_or_default();
+    let pending = v["pending"].as_array().cloned().unwrap_or_default();
+    println!("paired devices: {}", paired.len());
+    for d in &paired {
+        let state = if d["revoked"] == true {
+            "revoked"
+        } else if d["connected"] == true {
+            "connected"
+        } else {
+            "offline"
+        };
+        println!(
+            "  {}  {:<9} {:<14} scopes={} via={}",
+            &d["deviceId"].as_str().unwrap_or("")[..16.min(d["deviceId"].as_str().unwrap_or("").len())],
+            state,
+            d["displayName"].as_str().or(d["clientId"].as_str()).unwrap_or("-"),
+            d["scopes"].as_array().map(|s| s.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+            d["approvedVia"].as_str().unwrap_or("")
+        );
+    }
+    println!("pending requests: {}", pending.len());
+    for r in &pending {
+        println!(
+            "  {}  device {}  from {}  (approve: claw devices approve {})",
+            r["requestId"].as_str().unwrap_or(""),
+            &r["deviceId"].as_str().unwrap_or("")[..16.min(r["deviceId"].as_str().unwrap_or("").len())],
+            r["origin"].as_str().unwrap_or(""),
+            r["requestId"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
+}
+
+async fn rotate_token(home: &Home, force: bool, shared: bool, revoke_devices: bool) -> anyhow::Result<u8> {
+    let mut force = force;
+    if !force {
+        let live = if super::admin_client::running_pid(home).is_some() {
+            let s = admin_call(home, "gateway.status", json!({})).await?;
+            s["sessions"]["deviceToken"].as_u64().unwrap_or(0)
+        } else {
+            0
+        };
+        if live > 0 {
+            if !std::io::stdin().is_terminal() {
+                return Err(fail(
+                    exit::FAILURE,
+                    format!("refusing to rotate: {live} live device-token session(s) would be closed; re-run with --force"),
+                ));
+            }
+            eprint!("{live} live device-token session(s) will be closed with 1008 `unauthorized: device token rotated`. Rotate? [y/N] ");
+            std::io::stderr().flush()?;
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                return Err(fail(exit::FAILURE, "not rotated"));
+            }
+        }
+        force = true;
+    }
+    let v = admin_call(
+        home,
+        "gateway.token.rotate",
+        json!({"force": force, "shared": shared, "revokeDevices": revoke_devices}),
+    )
+    .await?;
+    println!(
+        "device-token root rotated: generation {}, {} session(s) closed, {} device(s) removed{}",
+        v["generation"],
+        v["closedSessions"],
+        v["devicesRemoved"],
+        if shared { ", shared token replaced" } else { "" }
+    );
+    Ok(0)
+}

@@ -1,0 +1,306 @@
+//! `claw gateway run|start|stop|status|token`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use claw_gateway::bind_guard::{check_bind, system_resolve};
+use claw_gateway::home::{read_secret, write_secret_atomic, Home};
+use claw_gateway::lock::{GatewayLock, LockError, LockState};
+use claw_gateway::state::{GatewayConfig, GatewayState, TokenSource};
+use claw_gateway::store::Store;
+use serde_json::{json, Value};
+
+use super::admin_client::{live_call, running_pid};
+use super::{exit, fail};
+
+/// Gateway verbs.
+#[derive(Debug, clap::Subcommand)]
+pub enum GatewayCmd {
+    /// Run the gateway in the foreground.
+    Run(RunArgs),
+    /// Start the gateway in the background; waits until it is ready and prints its pid.
+    Start(RunArgs),
+    /// Stop the running gateway (graceful: clients get `shutdown` and close 1012).
+    Stop,
+    /// Show whether the gateway runs, where, and who is connected (exit 3 when not running).
+    Status {
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The shared gateway token.
+    Token {
+        /// Print the token itself (a secret).
+        #[arg(long)]
+        show: bool,
+    },
+}
+
+/// `gateway run` / `gateway start` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// WebSocket port on loopback (0 = any free port).
+    #[arg(long, default_value_t = 18789)]
+    port: u16,
+    /// Loopback address to listen on: 127.0.0.0/8, ::1 or localhost. Nothing else is accepted.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
+    /// Shared gateway token (pinned; default: generated once and kept in the home).
+    #[arg(long, env = "CLAW_GATEWAY_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the shared gateway token (Docker secrets).
+    #[arg(long, env = "CLAW_GATEWAY_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Seconds a client has to send `connect` after the challenge.
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    handshake_timeout: u64,
+    /// Milliseconds between `tick` events.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    tick_interval_ms: u64,
+    /// Milliseconds between WebSocket pings (peers silent for 3 intervals are reaped).
+    #[arg(long, default_value_t = 25_000, value_name = "MS")]
+    ping_interval_ms: u64,
+    /// First delay before answering a wrong secret, doubling per failure up to 5 s.
+    #[arg(long, default_value_t = 250, value_name = "MS")]
+    auth_fail_delay_ms: u64,
+    /// Unauthenticated sockets per source address before HTTP 503.
+    #[arg(long, default_value_t = 32)]
+    max_preauth: usize,
+}
+
+/// Runs a gateway verb.
+pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
+    match cmd {
+        GatewayCmd::Run(a) => run_foreground(home, a).await,
+        GatewayCmd::Start(a) => start(home, a).await,
+        GatewayCmd::Stop => stop(home).await,
+        GatewayCmd::Status { json } => status(home, json).await,
+        GatewayCmd::Token { show } => token(home, show).await,
+    }
+}
+
+/// Resolves the shared token: pinned by flag/env/file, else generated once and persisted 0600.
+pub fn resolve_shared_token(home: &Home, flag: Option<String>, file: Option<PathBuf>) -> anyhow::Result<(String, TokenSource)> {
+    if let Some(t) = flag.filter(|t| !t.trim().is_empty()) {
+        return Ok((t.trim().to_string(), TokenSource::Pinned));
+    }
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(&f)
+            .with_context(|| format!("cannot read token file {}", f.display()))?
+            .trim()
+            .to_string();
+        if t.is_empty() {
+            return Err(fail(exit::CONFIG, format!("token file {} is empty", f.display())));
+        }
+        return Ok((t, TokenSource::Pinned));
+    }
+    let path = home.shared_token_path();
+    match read_secret(&path) {
+        Ok(t) if !t.is_empty() => Ok((t, TokenSource::Generated)),
+        Ok(_) => Err(fail(exit::CONFIG, format!("{} is empty; run `claw doctor`", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let t = claw_gateway::auth::secrets::random_token();
+            write_secret_atomic(&path, t.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(path = %path.display(), "generated the shared gateway token");
+            Ok((t, TokenSource::Generated))
+        }
+        Err(e) => Err(fail(exit::CONFIG, e.to_string())),
+    }
+}
+
+async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
+    let listen = check_bind(&a.bind, a.port, system_resolve).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+    home.ensure().with_context(|| format!("cannot create {}", home.root().display()))?;
+    let _lock = match GatewayLock::acquire(&home.lock_path()) {
+        Ok(l) => l,
+        Err(LockError::Held { pid }) => {
+            return Err(fail(exit::LOCKED, format!("a claw gateway is already running on {} (pid {pid}); stop it with `claw gateway stop` or use another --home", home.root().display())))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (token, source) = resolve_shared_token(home, a.token.clone(), a.token_file.clone())?;
+    let store = Store::open(&home.store_path()).with_context(|| "cannot open the state store (run `claw doctor`)")?;
+    let config = GatewayConfig {
+        listen,
+        handshake_timeout: Duration::from_secs(a.handshake_timeout.max(1)),
+        tick_interval: Duration::from_millis(a.tick_interval_ms.max(100)),
+        ping_interval: Duration::from_millis(a.ping_interval_ms.max(100)),
+        auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms),
+        max_preauth_per_source: a.max_preauth.max(1),
+        ..GatewayConfig::default()
+    };
+    let state = GatewayState::new(home.clone(), config, store, token, source);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(claw_gateway::server::run(state.clone(), ready_tx));
+    let signals = state.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        signals.request_shutdown();
+    });
+    let ready = match ready_rx.await {
+        Ok(r) => r,
+        Err(_) => {
+            return match server.await {
+                Ok(Err(e)) => Err(fail(exit::FAILURE, e.to_string())),
+                _ => Err(fail(exit::FAILURE, "the gateway failed to start")),
+            }
+        }
+    };
+    let url = format!("ws://{}", ready.addrs[0]);
+    let runtime = json!({
+        "pid": std::process::id(),
+        "url": url,
+        "port": ready.addrs[0].port(),
+        "addrs": ready.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "adminSocket": home.admin_socket_path(),
+        "startedAtMs": claw_gateway::now_ms(),
+    });
+    write_secret_atomic(&home.runtime_path(), runtime.to_string().as_bytes())?;
+    println!("claw gateway ready on {url} (pid {}, home {})", std::process::id(), home.root().display());
+    let result = server.await;
+    let _ = std::fs::remove_file(home.runtime_path());
+    match result {
+        Ok(Ok(())) => Ok(0),
+        Ok(Err(e)) => Err(fail(exit::FAILURE, e.to_string())),
+        Err(e) => Err(fail(exit::FAILURE, format!("gateway task failed: {e}"))),
+    }
+}
+
+fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
+    let mut v = vec![
+        "--port".into(), a.port.to_string(),
+        "--bind".into(), a.bind.clone(),
+        "--handshake-timeout".into(), a.handshake_timeout.to_string(),
+        "--tick-interval-ms".into(), a.tick_interval_ms.to_string(),
+        "--ping-interval-ms".into(), a.ping_interval_ms.to_string(),
+        "--auth-fail-delay-ms".into(), a.auth_fail_delay_ms.to_string(),
+        "--max-preauth".into(), a.max_preauth.to_string(),
+    ];
+    if let Some(f) = &a.token_file {
+        v.push("--token-file".into());
+        v.push(f.display().to_string());
+    }
+    v
+}
+
+async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
+    check_bind(&a.bind, a.port, system_resolve).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+    home.ensure()?;
+    if let Some(pid) = running_pid(home) {
+        return Err(fail(exit::LOCKED, format!("a claw gateway is already running on {} (pid {pid})", home.root().display())));
+    }
+    let exe = std::env::current_exe().context("cannot find the claw executable")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.log_path())
+        .with_context(|| format!("cannot open {}", home.log_path().display()))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--home").arg(home.root()).arg("gateway").arg("run").args(run_args_to_cli(&a));
+    if let Some(t) = &a.token {
+        // Pass a pinned token through the environment, never argv (visible in ps).
+        cmd.env("CLAW_GATEWAY_TOKEN", t);
+    }
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    let mut child = cmd.spawn().context("cannot start the gateway")?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let tail = std::fs::read_to_string(home.log_path()).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            let code = status.code().unwrap_or(1) as u8;
+            return Err(fail(code.max(1), format!("the gateway exited ({status}); last log lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))));
+        }
+        if let Ok(s) = std::fs::read_to_string(home.runtime_path()) {
+            if let Ok(v) = serde_json::from_str::<Value>(&s) {
+                if v["pid"] == pid {
+                    println!("claw gateway started: pid {pid}, {} (log {})", v["url"].as_str().unwrap_or(""), home.log_path().display());
+                    return Ok(0);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(fail(exit::FAILURE, format!("the gateway (pid {pid}) did not become ready in 15 s; see {}", home.log_path().display())));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stop(home: &Home) -> anyhow::Result<u8> {
+    let Some(pid) = running_pid(home) else {
+        println!("no claw gateway is running on {}", home.root().display());
+        return Ok(0);
+    };
+    if live_call(home, "gateway.stop", json!({})).await.is_err() && pid != 0 {
+        // The admin socket is gone (orphaned); fall back to SIGTERM.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !matches!(GatewayLock::inspect(&home.lock_path()), LockState::Held { .. }) {
+            println!("claw gateway stopped (pid {pid})");
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(fail(exit::FAILURE, format!("the gateway (pid {pid}) did not stop within 10 s")))
+}
+
+async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
+    let Some(pid) = running_pid(home) else {
+        if as_json {
+            println!("{}", json!({"running": false, "home": home.root()}));
+        } else {
+            println!("claw gateway: not running (home {})", home.root().display());
+        }
+        return Ok(exit::NOT_RUNNING);
+    };
+    let v = match live_call(home, "gateway.status", json!({})).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(fail(exit::FAILURE, format!("{}: {}", e.code, e.message))),
+        Err(e) => return Err(fail(exit::FAILURE, format!("gateway pid {pid} holds the lock but its admin socket does not answer: {e:#}"))),
+    };
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("claw gateway: running (pid {pid})");
+        println!("  url:        {}", v["gateway"]["url"].as_str().unwrap_or(""));
+        println!("  home:       {}", home.root().display());
+        println!("  uptime:     {} s", v["gateway"]["uptimeMs"].as_u64().unwrap_or(0) / 1000);
+        println!("  token:      {}", v["gateway"]["tokenSource"].as_str().unwrap_or(""));
+        println!("  sessions:   {} ({} shared-token, {} device-token)", v["sessions"]["total"], v["sessions"]["sharedToken"], v["sessions"]["deviceToken"]);
+        println!("  devices:    {} paired, {} revoked, {} pending", v["devices"]["paired"], v["devices"]["revoked"], v["devices"]["pending"]);
+        println!("  generation: {}", v["deviceTokenGeneration"]);
+    }
+    Ok(0)
+}
+
+async fn token(home: &Home, show: bool) -> anyhow::Result<u8> {
+    let (token, source) = if running_pid(home).is_some() {
+        match live_call(home, "gateway.token.show", json!({})).await? {
+            Ok(v) => (v["token"].as_str().unwrap_or_default().to_string(), v["source"].as_str().unwrap_or_default().to_string()),
+            Err(e) => return Err(fail(exit::FAILURE, e.message)),
+        }
+    } else {
+        let t = read_secret(&home.shared_token_path()).map_err(|e| {
+            fail(exit::FAILURE, format!("no generated shared token in {} ({e}); it is created by the first `claw gateway run`", home.root().display()))
+        })?;
+        (t, "generated".into())
+    };
+    if show {
+        println!("{token}");
+    } else {
+        println!("shared gateway token: {source} ({}); `claw gateway token --show` prints it", home.shared_token_path().display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,90 @@
+//! The command line: one module per verb group.
+
+mod admin_client;
+mod call;
+mod devices;
+mod gateway;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit statuses scripts can rely on (see docs/cli.md).
+pub mod exit {
+    /// Something needs the human (error, auth failure, refusal).
+    pub const FAILURE: u8 = 1;
+    /// `gateway status`: not running.
+    pub const NOT_RUNNING: u8 = 3;
+    /// The gateway is not running and the command needs it.
+    pub const UNAVAILABLE: u8 = 69;
+    /// Another gateway holds this home's lock.
+    pub const LOCKED: u8 = 75;
+    /// Configuration refused (non-loopback bind).
+    pub const CONFIG: u8 = 78;
+}
+
+/// An error that carries its exit status.
+#[derive(Debug)]
+pub struct Exit {
+    /// Exit status.
+    pub code: u8,
+    msg: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+impl std::error::Error for Exit {}
+
+/// Builds an error with an exit status.
+pub fn fail(code: u8, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Exit { code, msg: msg.into() })
+}
+
+/// claw: loopback-only remote access to local AI agent gateways.
+#[derive(Debug, Parser)]
+#[command(name = "claw", version, about)]
+pub struct Cli {
+    /// claw's home directory (state, keys, sockets); created 0700.
+    #[arg(long, global = true, env = "CLAW_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run and manage the gateway.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCmd),
+    /// Paired devices, pairing requests and device tokens.
+    #[command(subcommand)]
+    Devices(devices::DevicesCmd),
+    /// Call any gateway method.
+    Call(call::CallArgs),
+    /// Call `health` on the gateway.
+    Health(call::HealthArgs),
+}
+
+impl Cli {
+    fn home(&self) -> claw_gateway::home::Home {
+        claw_gateway::home::Home::new(
+            self.home
+                .clone()
+                .unwrap_or_else(claw_gateway::home::Home::default_root),
+        )
+    }
+}
+
+/// Runs the parsed command; returns the exit status.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let home = cli.home();
+    match cli.cmd {
+        Cmd::Gateway(c) => gateway::run(&home, c).await,
+        Cmd::Devices(c) => devices::run(&home, c).await,
+        Cmd::Call(a) => call::call(&home, a).await,
+        Cmd::Health(a) => call::health(&home, a).await,
+    }
+}
