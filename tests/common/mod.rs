@@ -1,0 +1,235 @@
+//! Test harness: runs the real `claw` binary on an ephemeral loopback port in a temporary home
+//! and talks to it with a real WebSocket client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use claw_gateway::auth::device_key::DeviceKey;
+use claw_gateway::protocol::connect::parse_connect;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The claw binary under test.
+pub fn claw_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_claw")
+}
+
+/// A running gateway; killed on drop.
+pub struct Gateway {
+    pub child: Child,
+    pub url: String,
+    pub port: u16,
+    pub home: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Gateway {
+    /// Starts a gateway in a fresh home with fast test timings and no failure delay.
+    pub fn start(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let mut g = Self::start_in(&home, extra);
+        g._tmp = Some(tmp);
+        g
+    }
+
+    /// Starts a gateway on an existing home.
+    pub fn start_in(home: &Path, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = vec![
+            "--home".into(),
+            home.display().to_string(),
+            "gateway".into(),
+            "run".into(),
+            "--port".into(),
+            "0".into(),
+        ];
+        if !extra.iter().any(|a| *a == "--auth-fail-delay-ms") {
+            args.extend(["--auth-fail-delay-ms".into(), "0".into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(claw_bin())
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn claw");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("ws://"))
+            .unwrap_or_else(|| panic!("no ready line, got {line:?}"))
+            .to_string();
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        Self {
+            child,
+            url,
+            port,
+            home: home.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    /// The generated shared token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.home.join("gateway.token")).unwrap().trim().to_string()
+    }
+
+    /// Runs `claw --home H args…` and returns (status, stdout, stderr).
+    pub fn claw(&self, args: &[&str]) -> (i32, String, String) {
+        claw_in(&self.home, args)
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `claw --home H args…`.
+pub fn claw_in(home: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(claw_bin())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket and returns it with the challenge payload.
+pub async fn open(url: &str) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+    let ch = recv(&mut ws).await.expect("challenge");
+    assert_eq!(ch["event"], "connect.challenge");
+    (ws, ch["payload"].clone())
+}
+
+/// Next JSON text frame (skipping pings), or the close as `Err((code, reason))`.
+pub async fn recv(ws: &mut Ws) -> Result<Value, (u16, String)> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out waiting for a frame");
+        match msg {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(Some(f)))) => return Err((f.code.into(), f.reason.to_string())),
+            Some(Ok(Message::Close(None))) | None => return Err((1005, String::new())),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) => return Err((1006, String::new())),
+        }
+    }
+}
+
+/// Sends a JSON frame.
+pub async fn send(ws: &mut Ws, v: &Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// What a client presents.
+#[derive(Clone, Default)]
+pub struct Creds<'a> {
+    pub token: Option<&'a str>,
+    pub device: Option<&'a DeviceKey>,
+    pub scopes: &'a [&'a str],
+}
+
+/// The connect params a client sends (signed when a device is given).
+pub fn connect_params(c: &Creds<'_>, challenge: &Value) -> Value {
+    let mut p = json!({
+        "minProtocol": 4, "maxProtocol": 4,
+        "client": {"id":"cli","version":"test","platform":"linux","deviceFamily":"Linux","mode":"cli"},
+        "caps": [], "role": "operator", "scopes": c.scopes,
+    });
+    if let Some(t) = c.token {
+        p["auth"] = json!({"token": t});
+    }
+    if let Some(k) = c.device {
+        let parsed = parse_connect(&p).unwrap();
+        let d = k.prove(&parsed, challenge["nonce"].as_str().unwrap(), challenge["ts"].as_u64().unwrap());
+        p["device"] = json!({"id": d.id, "publicKey": d.public_key, "signature": d.signature, "signedAt": d.signed_at, "nonce": d.nonce});
+    }
+    p
+}
+
+/// The outcome of a handshake: hello-ok payload and the open socket, or the error and the close.
+pub enum Outcome {
+    Ok(Value, Ws),
+    Refused { error: Value, close: (u16, String) },
+}
+
+impl Outcome {
+    pub fn hello(self) -> (Value, Ws) {
+        match self {
+            Outcome::Ok(h, ws) => (h, ws),
+            Outcome::Refused { error, close } => panic!("refused: {error} {close:?}"),
+        }
+    }
+    pub fn refused(self) -> (Value, (u16, String)) {
+        match self {
+            Outcome::Refused { error, close } => (error, close),
+            Outcome::Ok(h, _) => panic!("accepted: {h}"),
+        }
+    }
+}
+
+/// Connects and sends `connect`.
+pub async fn handshake(url: &str, c: &Creds<'_>) -> Outcome {
+    let (mut ws, ch) = open(url).await;
+    send(&mut ws, &json!({"type":"req","id":"c1","method":"connect","params": connect_params(c, &ch)})).await;
+    let res = recv(&mut ws).await.expect("connect response");
+    assert_eq!(res["id"], "c1");
+    if res["ok"] == true {
+        return Outcome::Ok(res["payload"].clone(), ws);
+    }
+    let close = recv(&mut ws).await.expect_err("close after a refusal");
+    Outcome::Refused { error: res["error"].clone(), close }
+}
+
+/// Calls a method on an open session.
+pub async fn call(ws: &mut Ws, method: &str, params: Value) -> Value {
+    let id = format!("r-{method}-{}", uuid_like());
+    send(ws, &json!({"type":"req","id":id,"method":method,"params":params})).await;
+    loop {
+        let v = recv(ws).await.unwrap_or_else(|c| panic!("closed during {method}: {c:?}"));
+        if v["type"] == "res" && v["id"] == id.as_str() {
+            return v;
+        }
+    }
+}
+
+fn uuid_like() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
