@@ -34,11 +34,11 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// Mints a device token from the root secret: HMAC-SHA256(root, domain ‖ device ‖ role ‖ serial),
-/// base64url. The same inputs give the same token, so the store keeps only its hash and the
+/// Mints a device token from the root secret: HMAC-SHA256(root, domain ‖ device ‖ role ‖ serial ‖
+/// salt), base64url, where `salt` is random per pairing of the device. The same inputs give the same token, so the store keeps only its hash and the
 /// gateway can hand a paired device its current token again; a new root (rotation) or a new
 /// serial (per-device rotation) gives an unrelated token.
-pub fn mint_device_token(root: &[u8], device_id: &str, role: &str, serial: u64) -> String {
+pub fn mint_device_token(root: &[u8], device_id: &str, role: &str, serial: u64, salt: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, root);
     let mut ctx = hmac::Context::with_key(&key);
     ctx.update(b"claw/device-token/v1\0");
@@ -47,6 +47,7 @@ pub fn mint_device_token(root: &[u8], device_id: &str, role: &str, serial: u64) 
     ctx.update(role.as_bytes());
     ctx.update(b"\0");
     ctx.update(&serial.to_be_bytes());
+    ctx.update(salt);
     URL_SAFE_NO_PAD.encode(ctx.sign().as_ref())
 }
 
@@ -70,17 +71,18 @@ mod tests {
     #[test]
     fn minting_is_deterministic_and_bound_to_every_input() {
         let root = [7u8; 32];
-        let t = mint_device_token(&root, "dev", "operator", 1);
-        assert_eq!(t, mint_device_token(&root, "dev", "operator", 1));
+        let t = mint_device_token(&root, "dev", "operator", 1, b"s");
+        assert_eq!(t, mint_device_token(&root, "dev", "operator", 1, b"s"));
         assert_eq!(t.len(), 43);
-        assert_ne!(t, mint_device_token(&[8u8; 32], "dev", "operator", 1));
-        assert_ne!(t, mint_device_token(&root, "dev2", "operator", 1));
-        assert_ne!(t, mint_device_token(&root, "dev", "node", 1));
-        assert_ne!(t, mint_device_token(&root, "dev", "operator", 2));
+        assert_ne!(t, mint_device_token(&[8u8; 32], "dev", "operator", 1, b"s"));
+        assert_ne!(t, mint_device_token(&root, "dev2", "operator", 1, b"s"));
+        assert_ne!(t, mint_device_token(&root, "dev", "node", 1, b"s"));
+        assert_ne!(t, mint_device_token(&root, "dev", "operator", 2, b"s"));
+        assert_ne!(t, mint_device_token(&root, "dev", "operator", 1, b"t"));
         // No ambiguity from concatenation.
         assert_ne!(
-            mint_device_token(&root, "ab", "c", 1),
-            mint_device_token(&root, "a", "bc", 1)
+            mint_device_token(&root, "ab", "c", 1, b"s"),
+            mint_device_token(&root, "a", "bc", 1, b"s")
         );
     }
 

@@ -142,8 +142,10 @@ impl Store {
                 let mut scopes = d.scopes.clone();
                 scopes.sort();
                 scopes.dedup();
+                // A fresh salt per pairing: a device that is removed and pairs again never gets
+                // a token it held before.
                 tx.execute(
-                    &format!("INSERT INTO devices({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, NULL)"),
+                    &format!("INSERT INTO devices({COLS}, token_salt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, NULL, ?12)"),
                     params![
                         d.device_id,
                         d.public_key,
@@ -155,7 +157,8 @@ impl Store {
                         d.role,
                         scopes_to_json(&scopes),
                         via,
-                        now
+                        now,
+                        crate::auth::secrets::random_bytes().to_vec()
                     ],
                 )?;
                 audit::insert(&tx, "device.paired", Some(&d.device_id), Some(origin), &format!("via={via}"))?;

@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS devices (
     created_at_ms INTEGER NOT NULL,
     approved_at_ms INTEGER NOT NULL,
     last_seen_at_ms INTEGER,
-    revoked_at_ms INTEGER
+    revoked_at_ms INTEGER,
+    token_salt BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS device_tokens (
     token_hash BLOB PRIMARY KEY,

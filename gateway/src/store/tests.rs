@@ -105,3 +105,16 @@ fn corrupt_file_is_reported_not_clobbered() {
     assert!(Store::open(&p).is_err());
     assert!(std::fs::read(&p).unwrap().starts_with(b"this is not"));
 }
+
+#[test]
+fn a_removed_device_that_pairs_again_gets_a_new_token() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    s.pair_device(&dev("d1"), "silent", "loopback").unwrap();
+    let a = s.current_token("d1", "operator", "loopback").unwrap();
+    s.remove_device("d1", "admin").unwrap();
+    s.pair_device(&dev("d1"), "silent", "loopback").unwrap();
+    let b = s.current_token("d1", "operator", "loopback").unwrap();
+    assert_ne!(a.token, b.token);
+    assert!(s.token_record(&a.token).unwrap().is_none());
+}

@@ -45,7 +45,7 @@ fn issue_in(
     tx: &Transaction<'_>,
     device_id: &str,
     role: &str,
-    scopes: &[String],
+    (scopes, salt): &(Vec<String>, Vec<u8>),
     force_new: bool,
     origin: &str,
 ) -> Result<IssuedToken> {
@@ -61,7 +61,7 @@ fn issue_in(
     if let Some((serial, issued)) = current {
         if !force_new {
             // Keep the token's grant in step with the device's approved scopes.
-            let token = mint_device_token(&secret, device_id, role, serial as u64);
+            let token = mint_device_token(&secret, device_id, role, serial as u64, salt);
             tx.execute(
                 "UPDATE device_tokens SET scopes = ?2 WHERE token_hash = ?1",
                 params![token_hash(&token).to_vec(), scopes_to_json(scopes)],
@@ -84,7 +84,7 @@ fn issue_in(
         |r| r.get(0),
     )?;
     let serial = max_serial + 1;
-    let token = mint_device_token(&secret, device_id, role, serial as u64);
+    let token = mint_device_token(&secret, device_id, role, serial as u64, salt);
     tx.execute(
         "INSERT INTO device_tokens(token_hash, device_id, role, scopes, generation, serial, issued_at_ms, superseded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
         params![
@@ -139,8 +139,8 @@ impl Store {
     /// none), granting the device's approved scopes.
     pub fn current_token(&mut self, device_id: &str, role: &str, origin: &str) -> Result<IssuedToken> {
         let tx = self.conn.transaction()?;
-        let scopes = device_scopes(&tx, device_id)?;
-        let t = issue_in(&tx, device_id, role, &scopes, false, origin)?;
+        let grant = device_grant(&tx, device_id)?;
+        let t = issue_in(&tx, device_id, role, &grant, false, origin)?;
         tx.commit()?;
         Ok(t)
     }
@@ -148,8 +148,8 @@ impl Store {
     /// Replaces the device's token for `role` with a new one (per-device rotation), audited.
     pub fn rotate_device_token(&mut self, device_id: &str, role: &str, origin: &str) -> Result<IssuedToken> {
         let tx = self.conn.transaction()?;
-        let scopes = device_scopes(&tx, device_id)?;
-        let t = issue_in(&tx, device_id, role, &scopes, true, origin)?;
+        let grant = device_grant(&tx, device_id)?;
+        let t = issue_in(&tx, device_id, role, &grant, true, origin)?;
         audit::insert(&tx, "device.token.rotated", Some(device_id), Some(origin), &format!("role={role}"))?;
         tx.commit()?;
         Ok(t)
@@ -166,17 +166,18 @@ impl Store {
     }
 }
 
-fn device_scopes(tx: &Transaction<'_>, device_id: &str) -> Result<Vec<String>> {
-    let row: Option<(String, Option<i64>)> = tx
+/// The device's approved scopes and token salt; refuses unknown and revoked devices.
+fn device_grant(tx: &Transaction<'_>, device_id: &str) -> Result<(Vec<String>, Vec<u8>)> {
+    let row: Option<(String, Option<i64>, Vec<u8>)> = tx
         .query_row(
-            "SELECT scopes, revoked_at_ms FROM devices WHERE device_id = ?1",
+            "SELECT scopes, revoked_at_ms, token_salt FROM devices WHERE device_id = ?1",
             [device_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
     match row {
         None => Err(StoreError::NotFound(format!("no paired device {device_id}"))),
-        Some((_, Some(_))) => Err(StoreError::Conflict(format!("device {device_id} is revoked"))),
-        Some((s, None)) => Ok(scopes_from_json(&s)),
+        Some((_, Some(_), _)) => Err(StoreError::Conflict(format!("device {device_id} is revoked"))),
+        Some((s, None, salt)) => Ok((scopes_from_json(&s), salt)),
     }
 }
