@@ -181,7 +181,7 @@ async fn rotate_token(home: &Home, force: bool, shared: bool, revoke_devices: bo
     if !force {
         let live = if super::admin_client::running_pid(home).is_some() {
             let s = admin_call(home, "gateway.status", json!({})).await?;
-            s["sessions"]["deviceToken"].as_u64().unwrap_or(0)
+            s["connections"]["deviceToken"].as_u64().unwrap_or(0)
         } else {
             0
         };

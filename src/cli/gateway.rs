@@ -278,7 +278,7 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
         println!("  home:       {}", home.root().display());
         println!("  uptime:     {} s", v["gateway"]["uptimeMs"].as_u64().unwrap_or(0) / 1000);
         println!("  token:      {}", v["gateway"]["tokenSource"].as_str().unwrap_or(""));
-        println!("  sessions:   {} ({} shared-token, {} device-token)", v["sessions"]["total"], v["sessions"]["sharedToken"], v["sessions"]["deviceToken"]);
+        println!("  sessions:   {} ({} shared-token, {} device-token)", v["connections"]["total"], v["connections"]["sharedToken"], v["connections"]["deviceToken"]);
         println!("  devices:    {} paired, {} revoked, {} pending", v["devices"]["paired"], v["devices"]["revoked"], v["devices"]["pending"]);
         println!("  generation: {}", v["deviceTokenGeneration"]);
     }

@@ -49,7 +49,7 @@ impl Gateway {
             "--port".into(),
             "0".into(),
         ];
-        if !extra.iter().any(|a| *a == "--auth-fail-delay-ms") {
+        if !extra.contains(&"--auth-fail-delay-ms") {
             args.extend(["--auth-fail-delay-ms".into(), "0".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -184,14 +184,14 @@ pub fn connect_params(c: &Creds<'_>, challenge: &Value) -> Value {
 
 /// The outcome of a handshake: hello-ok payload and the open socket, or the error and the close.
 pub enum Outcome {
-    Ok(Value, Ws),
+    Ok(Value, Box<Ws>),
     Refused { error: Value, close: (u16, String) },
 }
 
 impl Outcome {
     pub fn hello(self) -> (Value, Ws) {
         match self {
-            Outcome::Ok(h, ws) => (h, ws),
+            Outcome::Ok(h, ws) => (h, *ws),
             Outcome::Refused { error, close } => panic!("refused: {error} {close:?}"),
         }
     }
@@ -210,7 +210,7 @@ pub async fn handshake(url: &str, c: &Creds<'_>) -> Outcome {
     let res = recv(&mut ws).await.expect("connect response");
     assert_eq!(res["id"], "c1");
     if res["ok"] == true {
-        return Outcome::Ok(res["payload"].clone(), ws);
+        return Outcome::Ok(res["payload"].clone(), Box::new(ws));
     }
     let close = recv(&mut ws).await.expect_err("close after a refusal");
     Outcome::Refused { error: res["error"].clone(), close }

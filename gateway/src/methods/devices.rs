@@ -51,8 +51,25 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
             let connected = live.contains(&d.device_id);
             let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
             v["roles"] = json!([d.role]);
+            // Token summaries as OpenClaw shows them: never the token itself.
+            let mut tok = json!({"role": d.role, "scopes": d.scopes, "createdAtMs": d.approved_at_ms});
+            if let Some(r) = d.revoked_at_ms {
+                tok["revokedAtMs"] = json!(r);
+            }
+            v["tokens"] = json!([tok]);
             v["connected"] = json!(connected);
             v["revoked"] = json!(d.revoked_at_ms.is_some());
+            v
+        })
+        .collect();
+    let pending: Vec<Value> = pending
+        .into_iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+            v["roles"] = json!([r.role]);
+            v["ts"] = json!(r.created_at_ms);
+            v["silent"] = json!(false);
+            v["isRepair"] = json!(false);
             v
         })
         .collect();
@@ -110,14 +127,24 @@ pub fn rotate_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
         CLOSE_POLICY,
         &reason,
     );
+    let scopes = state
+        .store()
+        .device(id)
+        .ok()
+        .flatten()
+        .map(|d| d.scopes)
+        .unwrap_or_default();
     let mut out = json!({
         "deviceId": id,
         "role": role,
+        "scopes": scopes,
         "rotatedAtMs": issued.issued_at_ms,
         "closedSessions": closed,
+        "tokenDelivery": "withheld-cross-device",
     });
     if ctx.device_id.as_deref() == Some(id) && ctx.method == Some(AuthMethod::DeviceToken) {
         out["token"] = json!(issued.token);
+        out["tokenDelivery"] = json!("in-band");
     }
     Ok(out)
 }

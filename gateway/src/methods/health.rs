@@ -29,8 +29,15 @@ pub fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Err
     let devices = store.devices().map_err(super::store_error)?;
     let pending = store.pending().map_err(super::store_error)?.len();
     drop(store);
+    // The OpenClaw CLI (`openclaw status`) reads `channelSummary`, `sessions.count` and
+    // `sessions.byAgent`; claw has no agents or channels, so those are empty. claw's own facts
+    // follow under `gateway`, `connections` and `devices`.
     Ok(json!({
         "runtimeVersion": crate::VERSION,
+        "heartbeat": {"defaultAgentId": "main", "agents": []},
+        "channelSummary": [],
+        "queuedSystemEvents": [],
+        "sessions": {"paths": [], "count": 0, "recent": [], "byAgent": []},
         "gateway": {
             "url": state.url.lock().map(|u| u.clone()).unwrap_or_default(),
             "pid": std::process::id(),
@@ -38,13 +45,31 @@ pub fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Err
             "bind": "loopback",
             "tokenSource": state.token_source,
         },
-        "sessions": {"total": shared + device, "sharedToken": shared, "deviceToken": device},
+        "connections": {"total": shared + device, "sharedToken": shared, "deviceToken": device},
         "devices": {
             "paired": devices.iter().filter(|d| d.revoked_at_ms.is_none()).count(),
             "revoked": devices.iter().filter(|d| d.revoked_at_ms.is_some()).count(),
             "pending": pending,
         },
         "deviceTokenGeneration": generation,
+    }))
+}
+
+/// `config.get`: the gateway's effective configuration, in the shape OpenClaw probes read.
+pub fn config(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+    let port = state.config.listen.first().map(|a| a.port()).unwrap_or(0);
+    Ok(json!({
+        "path": state.home.root(),
+        "exists": true,
+        "valid": true,
+        "issues": [],
+        "legacyIssues": [],
+        "config": {"gateway": {
+            "mode": "local",
+            "bind": "loopback",
+            "port": port,
+            "auth": {"mode": "token"},
+        }},
     }))
 }
 
@@ -56,6 +81,7 @@ pub fn presence(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, E
         .unwrap_or_default();
     let mut out = vec![json!({
         "host": host,
+        "ip": "127.0.0.1",
         "version": crate::VERSION,
         "platform": std::env::consts::OS,
         "mode": "gateway",

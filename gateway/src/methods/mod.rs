@@ -68,6 +68,7 @@ pub struct MethodSpec {
 pub static TABLE: &[MethodSpec] = &[
     MethodSpec { name: "health", scope: scopes::READ, ws: true, handler: health::health },
     MethodSpec { name: "status", scope: scopes::READ, ws: true, handler: health::status },
+    MethodSpec { name: "config.get", scope: scopes::READ, ws: true, handler: health::config },
     MethodSpec { name: "system-presence", scope: scopes::READ, ws: true, handler: health::presence },
     MethodSpec { name: "device.pair.list", scope: scopes::PAIRING, ws: true, handler: devices::list },
     MethodSpec { name: "device.pair.approve", scope: scopes::PAIRING, ws: true, handler: devices::approve },

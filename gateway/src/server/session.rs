@@ -102,11 +102,15 @@ where
     };
     let key = match head {
         Head::Upgrade { key } => key,
-        Head::Get { path } if path == "/health" => {
+        Head::Get { path } if path == "/health" || path == "/healthz" => {
             return http::respond(&mut stream, "200 OK", "application/json", r#"{"ok":true,"status":"live"}"#).await;
         }
-        Head::Get { path } if path == "/ready" => {
+        Head::Get { path } if path == "/ready" || path == "/readyz" => {
             return http::respond(&mut stream, "200 OK", "application/json", r#"{"ready":true,"failing":[]}"#).await;
+        }
+        // OpenClaw clients ask whether start-up has finished before they connect.
+        Head::Get { path } if path == "/startupz" || path == "/startup" => {
+            return http::respond(&mut stream, "200 OK", "application/json", r#"{"ok":true,"status":"started"}"#).await;
         }
         _ => return http::respond(&mut stream, "404 Not Found", "text/plain; charset=utf-8", "Not Found").await,
     };
