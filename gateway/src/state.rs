@@ -114,6 +114,8 @@ pub struct GatewayState {
     pub preauth: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// All open sockets.
     pub open_sockets: AtomicU64,
+    /// Authenticated sessions whose task is still running (including a closing handshake).
+    pub sessions_alive: AtomicU64,
     /// Event sequence numbers.
     pub seq: AtomicU64,
     /// The URL the gateway serves (set once listening).
@@ -138,6 +140,7 @@ impl GatewayState {
             failures: Mutex::new(failures),
             preauth: Mutex::new(HashMap::new()),
             open_sockets: AtomicU64::new(0),
+            sessions_alive: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             url: Mutex::new(String::new()),
             shutdown: tokio::sync::watch::channel(false).0,

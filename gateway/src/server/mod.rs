@@ -87,7 +87,7 @@ async fn drain(state: &GatewayState) {
     state.broadcast(&ev);
     state.close_sessions(|_| true, CLOSE_SERVICE_RESTART, "service restart");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while !state.sessions().is_empty() && tokio::time::Instant::now() < deadline {
+    while state.sessions_alive.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

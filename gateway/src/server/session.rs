@@ -214,6 +214,7 @@ where
         },
     );
     slot.release();
+    state.sessions_alive.fetch_add(1, Ordering::Relaxed);
     if ws.send(Message::Text(frames::response_ok(&req.id, &hello).into())).await.is_ok() {
         let ctx = Ctx {
             scopes: accept.scopes.clone(),
@@ -222,9 +223,16 @@ where
             conn_id,
             actor: "ws",
         };
-        request_loop(&state, &mut ws, rx, &ctx, &last_seen).await;
+        let close_with = request_loop(&state, &mut ws, rx, &ctx, &last_seen).await;
+        // Leave the registry before the closing handshake, so counts and rotations never see a
+        // session that is only waiting for its peer's close reply.
+        state.unregister(conn_id);
+        if let Some((code, reason)) = close_with {
+            close(&mut ws, code, &reason).await;
+        }
     }
     state.unregister(conn_id);
+    state.sessions_alive.fetch_sub(1, Ordering::Relaxed);
 }
 
 type Accepted = (Accept, ConnectParams, Option<(String, u64)>);
@@ -373,13 +381,15 @@ fn carry_out(
     Ok(Some((issued.token, issued.issued_at_ms)))
 }
 
+/// Serves requests until the peer leaves (`None`) or the session must close (`Some(code, reason)`).
 async fn request_loop<S>(
     state: &Arc<GatewayState>,
     ws: &mut Ws<S>,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     ctx: &Ctx,
     last_seen: &AtomicU64,
-) where
+) -> Option<(u16, String)>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     loop {
@@ -390,15 +400,15 @@ async fn request_loop<S>(
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Binary(_))) => {
                         let e = frames::ErrorShape::new("INVALID_REQUEST", "binary frames are not supported; send JSON text frames");
-                        if ws.send(Message::Text(frames::response_err("", &e).into())).await.is_err() { return; }
+                        if ws.send(Message::Text(frames::response_err("", &e).into())).await.is_err() { return None; }
                         continue;
                     }
-                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Ok(Message::Close(_))) | None => return None,
                     Some(Ok(_)) => continue,
                     Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                        return close(ws, CLOSE_TOO_BIG, "message too big").await;
+                        return Some((CLOSE_TOO_BIG, "message too big".into()));
                     }
-                    Some(Err(_)) => return,
+                    Some(Err(_)) => return None,
                 };
                 let reply = match frames::parse_request(&text, MAX_PAYLOAD) {
                     Ok(req) => match methods::dispatch(state, ctx, &req.method, &req.params, true) {
@@ -413,18 +423,18 @@ async fn request_loop<S>(
                     }
                 };
                 if ws.send(Message::Text(reply.into())).await.is_err() {
-                    return;
+                    return None;
                 }
             }
             out = rx.recv() => match out {
                 Some(Outbound::Text(t)) => {
-                    if ws.send(Message::Text(t.into())).await.is_err() { return; }
+                    if ws.send(Message::Text(t.into())).await.is_err() { return None; }
                 }
                 Some(Outbound::Ping) => {
-                    if ws.send(Message::Ping(Vec::new().into())).await.is_err() { return; }
+                    if ws.send(Message::Ping(Vec::new().into())).await.is_err() { return None; }
                 }
-                Some(Outbound::Close(code, reason)) => return close(ws, code, &reason).await,
-                None => return close(ws, CLOSE_POLICY, "session dropped").await,
+                Some(Outbound::Close(code, reason)) => return Some((code, reason)),
+                None => return Some((CLOSE_POLICY, "session dropped".into())),
             }
         }
     }
