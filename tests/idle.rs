@@ -14,7 +14,11 @@ use tokio_tungstenite::tungstenite::Message;
 async fn ticks_pings_and_reaping() {
     let g = Gateway::start(&["--tick-interval-ms", "200", "--ping-interval-ms", "150"]);
     let t = g.token();
-    let creds = Creds { token: Some(&t), scopes: &["operator.read"], ..Default::default() };
+    let creds = Creds {
+        token: Some(&t),
+        scopes: &["operator.read"],
+        ..Default::default()
+    };
     let (hello, mut live) = handshake(&g.url, &creds).await.hello();
     assert_eq!(hello["policy"]["tickIntervalMs"], 200);
     let (_, mut dead) = handshake(&g.url, &creds).await.hello();
@@ -38,7 +42,10 @@ async fn ticks_pings_and_reaping() {
         }
     }
     assert!(seqs.len() >= 3, "ticks: {seqs:?}");
-    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "seq increases: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] > w[0]),
+        "seq increases: {seqs:?}"
+    );
     assert!(pings >= 3, "pings: {pings}");
 
     // The silent peer was reaped: its stream ends with close 1001 "ping timeout".

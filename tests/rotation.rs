@@ -13,7 +13,16 @@ const REVOKED: &str = "unauthorized: device revoked";
 /// Pairs `key` silently over loopback and returns its device token.
 async fn pair(g: &Gateway, key: &DeviceKey) -> String {
     let t = g.token();
-    let (hello, _ws) = handshake(&g.url, &Creds { token: Some(&t), device: Some(key), scopes: &["operator.read", "operator.pairing"] }).await.hello();
+    let (hello, _ws) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&t),
+            device: Some(key),
+            scopes: &["operator.read", "operator.pairing"],
+        },
+    )
+    .await
+    .hello();
     hello["auth"]["deviceToken"].as_str().unwrap().to_string()
 }
 
@@ -34,9 +43,36 @@ async fn rotate_token_force_closes_device_sessions_and_kills_old_tokens() {
     let b = DeviceKey::generate();
     let ta = pair(&g, &a).await;
     let tb = pair(&g, &b).await;
-    let (_, mut wa) = handshake(&g.url, &Creds { token: Some(&ta), device: Some(&a), scopes: &["operator.read"] }).await.hello();
-    let (_, mut wb) = handshake(&g.url, &Creds { token: Some(&tb), device: Some(&b), scopes: &["operator.read"] }).await.hello();
-    let (_, mut ws_shared) = handshake(&g.url, &Creds { token: Some(&shared), scopes: &["operator.read"], ..Default::default() }).await.hello();
+    let (_, mut wa) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&ta),
+            device: Some(&a),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    let (_, mut wb) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&tb),
+            device: Some(&b),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    let (_, mut ws_shared) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&shared),
+            scopes: &["operator.read"],
+            ..Default::default()
+        },
+    )
+    .await
+    .hello();
 
     // Non-interactive without --force: refused, nothing rotated.
     let (code, _, err) = g.claw(&["devices", "rotate-token"]);
@@ -56,7 +92,16 @@ async fn rotate_token_force_closes_device_sessions_and_kills_old_tokens() {
     assert_eq!(g.token(), shared);
 
     // Old tokens: a distinct reason, so the client knows re-pairing helps.
-    let (e, close) = handshake(&g.url, &Creds { token: Some(&ta), device: Some(&a), scopes: &["operator.read"] }).await.refused();
+    let (e, close) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&ta),
+            device: Some(&a),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .refused();
     assert_eq!(close, (1008, ROTATED.into()));
     assert_eq!(e["details"]["code"], "AUTH_DEVICE_TOKEN_ROTATED");
     assert_eq!(e["details"]["canRepair"], true);
@@ -64,7 +109,16 @@ async fn rotate_token_force_closes_device_sessions_and_kills_old_tokens() {
     // Re-pairing locally (shared token + device key) issues a new-generation token that works.
     let ta2 = pair(&g, &a).await;
     assert_ne!(ta2, ta);
-    let (hello, _) = handshake(&g.url, &Creds { token: Some(&ta2), device: Some(&a), scopes: &["operator.read"] }).await.hello();
+    let (hello, _) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&ta2),
+            device: Some(&a),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
     assert_eq!(hello["auth"]["method"], "device-token");
 
     // The audit log recorded the rotation.
@@ -78,16 +132,43 @@ async fn revoke_closes_sessions_and_refuses_the_device_everywhere() {
     let shared = g.token();
     let a = DeviceKey::generate();
     let ta = pair(&g, &a).await;
-    let (_, mut wa) = handshake(&g.url, &Creds { token: Some(&ta), device: Some(&a), scopes: &["operator.read"] }).await.hello();
+    let (_, mut wa) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&ta),
+            device: Some(&a),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
     let prefix = &a.device_id()[..12];
     let (code, out, err) = g.claw(&["devices", "revoke", prefix]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(expect_close(&mut wa).await, (1008, REVOKED.into()));
-    let (e, close) = handshake(&g.url, &Creds { token: Some(&ta), device: Some(&a), scopes: &["operator.read"] }).await.refused();
+    let (e, close) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&ta),
+            device: Some(&a),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .refused();
     assert_eq!(close, (1008, REVOKED.into()));
     assert_eq!(e["details"]["canRepair"], false);
     // Even the shared token does not bring a revoked key back.
-    let (_, close) = handshake(&g.url, &Creds { token: Some(&shared), device: Some(&a), scopes: &["operator.read"] }).await.refused();
+    let (_, close) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&shared),
+            device: Some(&a),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .refused();
     assert_eq!(close.1, REVOKED);
     let (_, out, _) = g.claw(&["devices", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -106,10 +187,28 @@ async fn per_device_rotate_and_big_red_button() {
     let b = DeviceKey::generate();
     let ta = pair(&g, &a).await;
     let tb = pair(&g, &b).await;
-    let (_, mut wb) = handshake(&g.url, &Creds { token: Some(&tb), device: Some(&b), scopes: &["operator.read"] }).await.hello();
+    let (_, mut wb) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&tb),
+            device: Some(&b),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
     let (code, out, err) = g.claw(&["devices", "rotate", &a.device_id()]);
     assert_eq!(code, 0, "{out}{err}");
-    let (_, close) = handshake(&g.url, &Creds { token: Some(&ta), device: Some(&a), scopes: &["operator.read"] }).await.refused();
+    let (_, close) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&ta),
+            device: Some(&a),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .refused();
     assert_eq!(close.1, ROTATED);
     // Device b is unaffected.
     assert_eq!(call(&mut wb, "health", json!({})).await["ok"], true);
@@ -128,14 +227,42 @@ async fn per_device_rotate_and_big_red_button() {
 async fn shared_rotation_replaces_a_generated_token() {
     let g = Gateway::start(&[]);
     let old = g.token();
-    let (_, mut ws) = handshake(&g.url, &Creds { token: Some(&old), scopes: &["operator.read"], ..Default::default() }).await.hello();
+    let (_, mut ws) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&old),
+            scopes: &["operator.read"],
+            ..Default::default()
+        },
+    )
+    .await
+    .hello();
     let (code, _, err) = g.claw(&["devices", "rotate-token", "--force", "--shared"]);
     assert_eq!(code, 0, "{err}");
     let new = g.token();
     assert_ne!(new, old);
-    assert_eq!(expect_close(&mut ws).await, (1008, "unauthorized: gateway token rotated".into()));
-    let _ = handshake(&g.url, &Creds { token: Some(&old), ..Default::default() }).await.refused();
-    let _ = handshake(&g.url, &Creds { token: Some(&new), ..Default::default() }).await.hello();
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (1008, "unauthorized: gateway token rotated".into())
+    );
+    let _ = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&old),
+            ..Default::default()
+        },
+    )
+    .await
+    .refused();
+    let _ = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&new),
+            ..Default::default()
+        },
+    )
+    .await
+    .hello();
     let (_, shown, _) = g.claw(&["gateway", "token", "--show"]);
     assert_eq!(shown.trim(), new);
 }
@@ -153,6 +280,18 @@ async fn admin_commands_work_with_the_gateway_stopped() {
     assert_eq!(code, 0, "{err}");
     let home = g.home.clone();
     let g2 = Gateway::start_in(&home, &[]);
-    let (_, close) = handshake(&g2.url, &Creds { token: Some(&ta), device: Some(&a), scopes: &["operator.read"] }).await.refused();
-    assert_eq!(close.1, ROTATED, "an offline rotation is in force after restart");
+    let (_, close) = handshake(
+        &g2.url,
+        &Creds {
+            token: Some(&ta),
+            device: Some(&a),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .refused();
+    assert_eq!(
+        close.1, ROTATED,
+        "an offline rotation is in force after restart"
+    );
 }

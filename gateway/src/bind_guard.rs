@@ -25,7 +25,9 @@ pub enum BindError {
         reason: String,
     },
     /// The string is empty or malformed.
-    #[error("invalid bind address {0:?}: give an IP address such as 127.0.0.1 or ::1, or `localhost`")]
+    #[error(
+        "invalid bind address {0:?}: give an IP address such as 127.0.0.1 or ::1, or `localhost`"
+    )]
     Invalid(String),
 }
 
@@ -91,7 +93,10 @@ where
             why: format!("it resolves to {}", describe(*bad)),
         });
     }
-    let mut out: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
+    let mut out: Vec<SocketAddr> = ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
     out.dedup();
     Ok(out)
 }
@@ -117,10 +122,16 @@ mod tests {
     fn fake(host: &str) -> std::io::Result<Vec<IpAddr>> {
         match host {
             "loop.test" => Ok(vec!["127.0.0.53".parse().unwrap(), "::1".parse().unwrap()]),
-            "mixed.test" => Ok(vec!["127.0.0.1".parse().unwrap(), "10.1.2.3".parse().unwrap()]),
+            "mixed.test" => Ok(vec![
+                "127.0.0.1".parse().unwrap(),
+                "10.1.2.3".parse().unwrap(),
+            ]),
             "lan.test" => Ok(vec!["192.168.1.10".parse().unwrap()]),
             "v6pub.test" => Ok(vec!["2001:db8::1".parse().unwrap()]),
-            _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such host",
+            )),
         }
     }
 

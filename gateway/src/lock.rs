@@ -80,7 +80,11 @@ impl GatewayLock {
         let file = open(path)?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
-            Err((mut f, _)) => return Err(LockError::Held { pid: read_pid(&mut f) }),
+            Err((mut f, _)) => {
+                return Err(LockError::Held {
+                    pid: read_pid(&mut f),
+                })
+            }
         };
         let io = |source| LockError::Io {
             path: path.display().to_string(),
@@ -99,8 +103,12 @@ impl GatewayLock {
             return LockState::Absent;
         };
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut l) => LockState::Stale { pid: read_pid(&mut l) },
-            Err((mut f, _)) => LockState::Held { pid: read_pid(&mut f) },
+            Ok(mut l) => LockState::Stale {
+                pid: read_pid(&mut l),
+            },
+            Err((mut f, _)) => LockState::Held {
+                pid: read_pid(&mut f),
+            },
         }
     }
 }
@@ -121,12 +129,16 @@ mod tests {
         }
         assert_eq!(
             GatewayLock::inspect(&p),
-            LockState::Held { pid: std::process::id() }
+            LockState::Held {
+                pid: std::process::id()
+            }
         );
         drop(l);
         assert_eq!(
             GatewayLock::inspect(&p),
-            LockState::Stale { pid: std::process::id() }
+            LockState::Stale {
+                pid: std::process::id()
+            }
         );
         let _again = GatewayLock::acquire(&p).unwrap();
     }

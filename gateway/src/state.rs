@@ -126,7 +126,13 @@ pub struct GatewayState {
 
 impl GatewayState {
     /// Builds the state around an opened store.
-    pub fn new(home: Home, config: GatewayConfig, store: Store, shared_token: String, token_source: TokenSource) -> Arc<Self> {
+    pub fn new(
+        home: Home,
+        config: GatewayConfig,
+        store: Store,
+        shared_token: String,
+        token_source: TokenSource,
+    ) -> Arc<Self> {
         let failures = FailureDelay::new(config.auth_fail_delay);
         Arc::new(Self {
             home,
@@ -154,7 +160,10 @@ impl GatewayState {
 
     /// The current shared token (a secret).
     pub fn shared_token(&self) -> String {
-        self.shared_token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the shared token in memory (the caller persisted it).
@@ -223,7 +232,10 @@ impl GatewayState {
     /// Counts sessions by auth method: (shared-token, device-token).
     pub fn session_counts(&self) -> (usize, usize) {
         let s = self.sessions();
-        let dev = s.values().filter(|h| h.method == AuthMethod::DeviceToken).count();
+        let dev = s
+            .values()
+            .filter(|h| h.method == AuthMethod::DeviceToken)
+            .count();
         (s.len() - dev, dev)
     }
 }

@@ -77,7 +77,11 @@ impl ConnectOptions {
             token: None,
             device: None,
             role: "operator".into(),
-            scopes: vec!["operator.read".into(), "operator.pairing".into(), "operator.admin".into()],
+            scopes: vec![
+                "operator.read".into(),
+                "operator.pairing".into(),
+                "operator.admin".into(),
+            ],
             client_id: "claw-cli".into(),
             client_mode: "cli".into(),
             timeout: Duration::from_secs(10),
@@ -136,10 +140,13 @@ impl Session {
             })?;
         // The challenge.
         let challenge = loop {
-            let msg = tokio::time::timeout(t, ws.next()).await.map_err(|_| ClientError::Timeout)?;
+            let msg = tokio::time::timeout(t, ws.next())
+                .await
+                .map_err(|_| ClientError::Timeout)?;
             match msg {
                 Some(Ok(Message::Text(txt))) => {
-                    let v: Value = serde_json::from_str(&txt).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let v: Value = serde_json::from_str(&txt)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     if v["event"] == "connect.challenge" {
                         break v["payload"].clone();
                     }
@@ -224,10 +231,13 @@ impl Session {
                 .map_err(|_| ClientError::Timeout)?;
             let txt = match msg {
                 Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_))) => continue,
+                Some(Ok(
+                    Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_),
+                )) => continue,
                 other => return Err(close_of(other)),
             };
-            let v: Value = serde_json::from_str(&txt).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let v: Value =
+                serde_json::from_str(&txt).map_err(|e| ClientError::Protocol(e.to_string()))?;
             if v["type"] != "res" || v["id"] != id.as_str() {
                 continue;
             }

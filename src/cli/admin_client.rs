@@ -25,12 +25,21 @@ pub fn running_pid(home: &Home) -> Option<u32> {
 }
 
 /// Calls `method` on the live gateway's admin socket.
-pub async fn live_call(home: &Home, method: &str, params: Value) -> anyhow::Result<Result<Value, ErrorShape>> {
+pub async fn live_call(
+    home: &Home,
+    method: &str,
+    params: Value,
+) -> anyhow::Result<Result<Value, ErrorShape>> {
     let path = home.admin_socket_path();
     let stream = tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(&path))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to {}", path.display()))?
-        .with_context(|| format!("cannot reach the gateway's admin socket {} (run `claw doctor`)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot reach the gateway's admin socket {} (run `claw doctor`)",
+                path.display()
+            )
+        })?;
     let (r, mut w) = stream.into_split();
     let line = json!({"type":"req","id":"1","method":method,"params":params}).to_string();
     w.write_all(line.as_bytes()).await?;
@@ -44,23 +53,35 @@ pub async fn live_call(home: &Home, method: &str, params: Value) -> anyhow::Resu
     if v["ok"] == true {
         Ok(Ok(v["payload"].clone()))
     } else {
-        Ok(Err(serde_json::from_value(v["error"].clone()).context("bad admin error")?))
+        Ok(Err(
+            serde_json::from_value(v["error"].clone()).context("bad admin error")?
+        ))
     }
 }
 
 /// Opens the home's state without a running gateway (holding the lock for the duration).
 pub fn offline_state(home: &Home) -> anyhow::Result<(std::sync::Arc<GatewayState>, GatewayLock)> {
-    home.ensure().with_context(|| format!("cannot create {}", home.root().display()))?;
+    home.ensure()
+        .with_context(|| format!("cannot create {}", home.root().display()))?;
     let lock = match GatewayLock::acquire(&home.lock_path()) {
         Ok(l) => l,
         Err(claw_gateway::lock::LockError::Held { pid }) => {
-            return Err(fail(exit::LOCKED, format!("a gateway (pid {pid}) just started on this home; retry")))
+            return Err(fail(
+                exit::LOCKED,
+                format!("a gateway (pid {pid}) just started on this home; retry"),
+            ))
         }
         Err(e) => return Err(e.into()),
     };
     let store = Store::open(&home.store_path())?;
     let token = claw_gateway::home::read_secret(&home.shared_token_path()).unwrap_or_default();
-    let state = GatewayState::new(home.clone(), GatewayConfig::default(), store, token, TokenSource::Generated);
+    let state = GatewayState::new(
+        home.clone(),
+        GatewayConfig::default(),
+        store,
+        token,
+        TokenSource::Generated,
+    );
     Ok((state, lock))
 }
 

@@ -53,7 +53,10 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
     let token = match &c.token {
         Some(t) => t.clone(),
         None => claw_gateway::home::read_secret(&home.shared_token_path()).with_context(|| {
-            format!("no --token given and no shared token in {} (pass --token or CLAW_GATEWAY_TOKEN)", home.root().display())
+            format!(
+                "no --token given and no shared token in {} (pass --token or CLAW_GATEWAY_TOKEN)",
+                home.root().display()
+            )
         })?,
     };
     let result = async {
@@ -72,8 +75,15 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
             }
             Ok(0)
         }
-        Err(ClientError::Connect { .. }) => Err(fail(exit::UNAVAILABLE, format!("no gateway answers at {url} (is `claw gateway run` up?)"))),
-        Err(ClientError::Rejected { code, message, details }) => {
+        Err(ClientError::Connect { .. }) => Err(fail(
+            exit::UNAVAILABLE,
+            format!("no gateway answers at {url} (is `claw gateway run` up?)"),
+        )),
+        Err(ClientError::Rejected {
+            code,
+            message,
+            details,
+        }) => {
             let next = details
                 .as_ref()
                 .and_then(|d| d.get("recommendedNextStep"))

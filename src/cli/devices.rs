@@ -74,9 +74,19 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
                     .cloned()
                     .ok_or_else(|| fail(exit::FAILURE, "no pending pairing requests"))?
             } else {
-                resolve(&pending, id.as_deref().unwrap_or_default(), &["requestId", "deviceId"], "pending request")?
+                resolve(
+                    &pending,
+                    id.as_deref().unwrap_or_default(),
+                    &["requestId", "deviceId"],
+                    "pending request",
+                )?
             };
-            let v = admin_call(home, "device.pair.approve", json!({"requestId": req["requestId"]})).await?;
+            let v = admin_call(
+                home,
+                "device.pair.approve",
+                json!({"requestId": req["requestId"]}),
+            )
+            .await?;
             println!("approved device {}", v["deviceId"].as_str().unwrap_or(""));
             Ok(0)
         }
@@ -84,19 +94,37 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
             let list = admin_call(home, "device.pair.list", json!({})).await?;
             let pending = list["pending"].as_array().cloned().unwrap_or_default();
             let req = resolve(&pending, &id, &["requestId", "deviceId"], "pending request")?;
-            let v = admin_call(home, "device.pair.reject", json!({"requestId": req["requestId"]})).await?;
+            let v = admin_call(
+                home,
+                "device.pair.reject",
+                json!({"requestId": req["requestId"]}),
+            )
+            .await?;
             println!("rejected device {}", v["deviceId"].as_str().unwrap_or(""));
             Ok(0)
         }
         DevicesCmd::Revoke { id } => {
             let d = paired(home, &id).await?;
-            let v = admin_call(home, "device.token.revoke", json!({"deviceId": d, "role": "operator"})).await?;
-            println!("revoked device {d} ({} session(s) closed)", v["closedSessions"]);
+            let v = admin_call(
+                home,
+                "device.token.revoke",
+                json!({"deviceId": d, "role": "operator"}),
+            )
+            .await?;
+            println!(
+                "revoked device {d} ({} session(s) closed)",
+                v["closedSessions"]
+            );
             Ok(0)
         }
         DevicesCmd::Rotate { id } => {
             let d = paired(home, &id).await?;
-            let v = admin_call(home, "device.token.rotate", json!({"deviceId": d, "role": "operator"})).await?;
+            let v = admin_call(
+                home,
+                "device.token.rotate",
+                json!({"deviceId": d, "role": "operator"}),
+            )
+            .await?;
             println!("rotated the token of device {d} ({} session(s) closed); the device gets its new token at its next signed connect", v["closedSessions"]);
             Ok(0)
         }
@@ -106,7 +134,11 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
             println!("removed device {d}");
             Ok(0)
         }
-        DevicesCmd::RotateToken { force, shared, revoke_devices } => rotate_token(home, force, shared, revoke_devices).await,
+        DevicesCmd::RotateToken {
+            force,
+            shared,
+            revoke_devices,
+        } => rotate_token(home, force, shared, revoke_devices).await,
     }
 }
 
@@ -114,19 +146,34 @@ fn resolve(items: &[Value], id: &str, keys: &[&str], what: &str) -> anyhow::Resu
     if id.is_empty() {
         return Err(fail(2, format!("give a {what} id")));
     }
-    let exact: Vec<&Value> = items.iter().filter(|v| keys.iter().any(|k| v[k] == id)).collect();
+    let exact: Vec<&Value> = items
+        .iter()
+        .filter(|v| keys.iter().any(|k| v[k] == id))
+        .collect();
     let hits = if exact.is_empty() {
         items
             .iter()
-            .filter(|v| keys.iter().any(|k| v[k].as_str().is_some_and(|s| s.starts_with(id))))
+            .filter(|v| {
+                keys.iter()
+                    .any(|k| v[k].as_str().is_some_and(|s| s.starts_with(id)))
+            })
             .collect()
     } else {
         exact
     };
     match hits.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(fail(exit::FAILURE, format!("no {what} matches {id:?} (see `claw devices list`)"))),
-        _ => Err(fail(exit::FAILURE, format!("{id:?} matches {} {what}s; give more characters", hits.len()))),
+        [] => Err(fail(
+            exit::FAILURE,
+            format!("no {what} matches {id:?} (see `claw devices list`)"),
+        )),
+        _ => Err(fail(
+            exit::FAILURE,
+            format!(
+                "{id:?} matches {} {what}s; give more characters",
+                hits.len()
+            ),
+        )),
     }
 }
 
@@ -156,10 +203,21 @@ async fn list(home: &Home, as_json: bool) -> anyhow::Result<u8> {
         };
         println!(
             "  {}  {:<9} {:<14} scopes={} via={}",
-            &d["deviceId"].as_str().unwrap_or("")[..16.min(d["deviceId"].as_str().unwrap_or("").len())],
+            &d["deviceId"].as_str().unwrap_or("")
+                [..16.min(d["deviceId"].as_str().unwrap_or("").len())],
             state,
-            d["displayName"].as_str().or(d["clientId"].as_str()).unwrap_or("-"),
-            d["scopes"].as_array().map(|s| s.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+            d["displayName"]
+                .as_str()
+                .or(d["clientId"].as_str())
+                .unwrap_or("-"),
+            d["scopes"]
+                .as_array()
+                .map(|s| s
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default(),
             d["approvedVia"].as_str().unwrap_or("")
         );
     }
@@ -168,7 +226,8 @@ async fn list(home: &Home, as_json: bool) -> anyhow::Result<u8> {
         println!(
             "  {}  device {}  from {}  (approve: claw devices approve {})",
             r["requestId"].as_str().unwrap_or(""),
-            &r["deviceId"].as_str().unwrap_or("")[..16.min(r["deviceId"].as_str().unwrap_or("").len())],
+            &r["deviceId"].as_str().unwrap_or("")
+                [..16.min(r["deviceId"].as_str().unwrap_or("").len())],
             r["origin"].as_str().unwrap_or(""),
             r["requestId"].as_str().unwrap_or("")
         );
@@ -176,7 +235,12 @@ async fn list(home: &Home, as_json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn rotate_token(home: &Home, force: bool, shared: bool, revoke_devices: bool) -> anyhow::Result<u8> {
+async fn rotate_token(
+    home: &Home,
+    force: bool,
+    shared: bool,
+    revoke_devices: bool,
+) -> anyhow::Result<u8> {
     let mut force = force;
     if !force {
         let live = if super::admin_client::running_pid(home).is_some() {
@@ -213,7 +277,11 @@ async fn rotate_token(home: &Home, force: bool, shared: bool, revoke_devices: bo
         v["generation"],
         v["closedSessions"],
         v["devicesRemoved"],
-        if shared { ", shared token replaced" } else { "" }
+        if shared {
+            ", shared token replaced"
+        } else {
+            ""
+        }
     );
     Ok(0)
 }

@@ -47,7 +47,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "127.0.0.1")]
     bind: String,
     /// Shared gateway token (pinned; default: generated once and kept in the home).
-    #[arg(long, env = "CLAW_GATEWAY_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "CLAW_GATEWAY_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
     /// File holding the shared gateway token (Docker secrets).
     #[arg(long, env = "CLAW_GATEWAY_TOKEN_FILE", value_name = "FILE")]
@@ -81,7 +86,11 @@ pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
 }
 
 /// Resolves the shared token: pinned by flag/env/file, else generated once and persisted 0600.
-pub fn resolve_shared_token(home: &Home, flag: Option<String>, file: Option<PathBuf>) -> anyhow::Result<(String, TokenSource)> {
+pub fn resolve_shared_token(
+    home: &Home,
+    flag: Option<String>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<(String, TokenSource)> {
     if let Some(t) = flag.filter(|t| !t.trim().is_empty()) {
         return Ok((t.trim().to_string(), TokenSource::Pinned));
     }
@@ -91,17 +100,24 @@ pub fn resolve_shared_token(home: &Home, flag: Option<String>, file: Option<Path
             .trim()
             .to_string();
         if t.is_empty() {
-            return Err(fail(exit::CONFIG, format!("token file {} is empty", f.display())));
+            return Err(fail(
+                exit::CONFIG,
+                format!("token file {} is empty", f.display()),
+            ));
         }
         return Ok((t, TokenSource::Pinned));
     }
     let path = home.shared_token_path();
     match read_secret(&path) {
         Ok(t) if !t.is_empty() => Ok((t, TokenSource::Generated)),
-        Ok(_) => Err(fail(exit::CONFIG, format!("{} is empty; run `claw doctor`", path.display()))),
+        Ok(_) => Err(fail(
+            exit::CONFIG,
+            format!("{} is empty; run `claw doctor`", path.display()),
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let t = claw_gateway::auth::secrets::random_token();
-            write_secret_atomic(&path, t.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            write_secret_atomic(&path, t.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
             tracing::info!(path = %path.display(), "generated the shared gateway token");
             Ok((t, TokenSource::Generated))
         }
@@ -110,8 +126,10 @@ pub fn resolve_shared_token(home: &Home, flag: Option<String>, file: Option<Path
 }
 
 async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
-    let listen = check_bind(&a.bind, a.port, system_resolve).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
-    home.ensure().with_context(|| format!("cannot create {}", home.root().display()))?;
+    let listen = check_bind(&a.bind, a.port, system_resolve)
+        .map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+    home.ensure()
+        .with_context(|| format!("cannot create {}", home.root().display()))?;
     let _lock = match GatewayLock::acquire(&home.lock_path()) {
         Ok(l) => l,
         Err(LockError::Held { pid }) => {
@@ -120,7 +138,8 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         Err(e) => return Err(e.into()),
     };
     let (token, source) = resolve_shared_token(home, a.token.clone(), a.token_file.clone())?;
-    let store = Store::open(&home.store_path()).with_context(|| "cannot open the state store (run `claw doctor`)")?;
+    let store = Store::open(&home.store_path())
+        .with_context(|| "cannot open the state store (run `claw doctor`)")?;
     let config = GatewayConfig {
         listen,
         handshake_timeout: Duration::from_secs(a.handshake_timeout.max(1)),
@@ -136,7 +155,10 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     let signals = state.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return;
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
@@ -161,7 +183,11 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         "startedAtMs": claw_gateway::now_ms(),
     });
     write_secret_atomic(&home.runtime_path(), runtime.to_string().as_bytes())?;
-    println!("claw gateway ready on {url} (pid {}, home {})", std::process::id(), home.root().display());
+    println!(
+        "claw gateway ready on {url} (pid {}, home {})",
+        std::process::id(),
+        home.root().display()
+    );
     let result = server.await;
     let _ = std::fs::remove_file(home.runtime_path());
     match result {
@@ -173,13 +199,20 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
 
 fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
     let mut v = vec![
-        "--port".into(), a.port.to_string(),
-        "--bind".into(), a.bind.clone(),
-        "--handshake-timeout".into(), a.handshake_timeout.to_string(),
-        "--tick-interval-ms".into(), a.tick_interval_ms.to_string(),
-        "--ping-interval-ms".into(), a.ping_interval_ms.to_string(),
-        "--auth-fail-delay-ms".into(), a.auth_fail_delay_ms.to_string(),
-        "--max-preauth".into(), a.max_preauth.to_string(),
+        "--port".into(),
+        a.port.to_string(),
+        "--bind".into(),
+        a.bind.clone(),
+        "--handshake-timeout".into(),
+        a.handshake_timeout.to_string(),
+        "--tick-interval-ms".into(),
+        a.tick_interval_ms.to_string(),
+        "--ping-interval-ms".into(),
+        a.ping_interval_ms.to_string(),
+        "--auth-fail-delay-ms".into(),
+        a.auth_fail_delay_ms.to_string(),
+        "--max-preauth".into(),
+        a.max_preauth.to_string(),
     ];
     if let Some(f) = &a.token_file {
         v.push("--token-file".into());
@@ -192,7 +225,13 @@ async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     check_bind(&a.bind, a.port, system_resolve).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
     home.ensure()?;
     if let Some(pid) = running_pid(home) {
-        return Err(fail(exit::LOCKED, format!("a claw gateway is already running on {} (pid {pid})", home.root().display())));
+        return Err(fail(
+            exit::LOCKED,
+            format!(
+                "a claw gateway is already running on {} (pid {pid})",
+                home.root().display()
+            ),
+        ));
     }
     let exe = std::env::current_exe().context("cannot find the claw executable")?;
     let log = std::fs::OpenOptions::new()
@@ -201,7 +240,11 @@ async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         .open(home.log_path())
         .with_context(|| format!("cannot open {}", home.log_path().display()))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--home").arg(home.root()).arg("gateway").arg("run").args(run_args_to_cli(&a));
+    cmd.arg("--home")
+        .arg(home.root())
+        .arg("gateway")
+        .arg("run")
+        .args(run_args_to_cli(&a));
     if let Some(t) = &a.token {
         // Pass a pinned token through the environment, never argv (visible in ps).
         cmd.env("CLAW_GATEWAY_TOKEN", t);
@@ -219,18 +262,34 @@ async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
             let tail = std::fs::read_to_string(home.log_path()).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(5).collect();
             let code = status.code().unwrap_or(1) as u8;
-            return Err(fail(code.max(1), format!("the gateway exited ({status}); last log lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))));
+            return Err(fail(
+                code.max(1),
+                format!(
+                    "the gateway exited ({status}); last log lines:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ),
+            ));
         }
         if let Ok(s) = std::fs::read_to_string(home.runtime_path()) {
             if let Ok(v) = serde_json::from_str::<Value>(&s) {
                 if v["pid"] == pid {
-                    println!("claw gateway started: pid {pid}, {} (log {})", v["url"].as_str().unwrap_or(""), home.log_path().display());
+                    println!(
+                        "claw gateway started: pid {pid}, {} (log {})",
+                        v["url"].as_str().unwrap_or(""),
+                        home.log_path().display()
+                    );
                     return Ok(0);
                 }
             }
         }
         if Instant::now() > deadline {
-            return Err(fail(exit::FAILURE, format!("the gateway (pid {pid}) did not become ready in 15 s; see {}", home.log_path().display())));
+            return Err(fail(
+                exit::FAILURE,
+                format!(
+                    "the gateway (pid {pid}) did not become ready in 15 s; see {}",
+                    home.log_path().display()
+                ),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -243,17 +302,26 @@ async fn stop(home: &Home) -> anyhow::Result<u8> {
     };
     if live_call(home, "gateway.stop", json!({})).await.is_err() && pid != 0 {
         // The admin socket is gone (orphaned); fall back to SIGTERM.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if !matches!(GatewayLock::inspect(&home.lock_path()), LockState::Held { .. }) {
+        if !matches!(
+            GatewayLock::inspect(&home.lock_path()),
+            LockState::Held { .. }
+        ) {
             println!("claw gateway stopped (pid {pid})");
             return Ok(0);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Err(fail(exit::FAILURE, format!("the gateway (pid {pid}) did not stop within 10 s")))
+    Err(fail(
+        exit::FAILURE,
+        format!("the gateway (pid {pid}) did not stop within 10 s"),
+    ))
 }
 
 async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
@@ -265,21 +333,44 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
         }
         return Ok(exit::NOT_RUNNING);
     };
-    let v = match live_call(home, "gateway.status", json!({})).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return Err(fail(exit::FAILURE, format!("{}: {}", e.code, e.message))),
-        Err(e) => return Err(fail(exit::FAILURE, format!("gateway pid {pid} holds the lock but its admin socket does not answer: {e:#}"))),
-    };
+    let v =
+        match live_call(home, "gateway.status", json!({})).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(fail(exit::FAILURE, format!("{}: {}", e.code, e.message))),
+            Err(e) => return Err(fail(
+                exit::FAILURE,
+                format!(
+                    "gateway pid {pid} holds the lock but its admin socket does not answer: {e:#}"
+                ),
+            )),
+        };
     if as_json {
         println!("{v}");
     } else {
         println!("claw gateway: running (pid {pid})");
-        println!("  url:        {}", v["gateway"]["url"].as_str().unwrap_or(""));
+        println!(
+            "  url:        {}",
+            v["gateway"]["url"].as_str().unwrap_or("")
+        );
         println!("  home:       {}", home.root().display());
-        println!("  uptime:     {} s", v["gateway"]["uptimeMs"].as_u64().unwrap_or(0) / 1000);
-        println!("  token:      {}", v["gateway"]["tokenSource"].as_str().unwrap_or(""));
-        println!("  sessions:   {} ({} shared-token, {} device-token)", v["connections"]["total"], v["connections"]["sharedToken"], v["connections"]["deviceToken"]);
-        println!("  devices:    {} paired, {} revoked, {} pending", v["devices"]["paired"], v["devices"]["revoked"], v["devices"]["pending"]);
+        println!(
+            "  uptime:     {} s",
+            v["gateway"]["uptimeMs"].as_u64().unwrap_or(0) / 1000
+        );
+        println!(
+            "  token:      {}",
+            v["gateway"]["tokenSource"].as_str().unwrap_or("")
+        );
+        println!(
+            "  sessions:   {} ({} shared-token, {} device-token)",
+            v["connections"]["total"],
+            v["connections"]["sharedToken"],
+            v["connections"]["deviceToken"]
+        );
+        println!(
+            "  devices:    {} paired, {} revoked, {} pending",
+            v["devices"]["paired"], v["devices"]["revoked"], v["devices"]["pending"]
+        );
         println!("  generation: {}", v["deviceTokenGeneration"]);
     }
     Ok(0)
@@ -288,7 +379,10 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
 async fn token(home: &Home, show: bool) -> anyhow::Result<u8> {
     let (token, source) = if running_pid(home).is_some() {
         match live_call(home, "gateway.token.show", json!({})).await? {
-            Ok(v) => (v["token"].as_str().unwrap_or_default().to_string(), v["source"].as_str().unwrap_or_default().to_string()),
+            Ok(v) => (
+                v["token"].as_str().unwrap_or_default().to_string(),
+                v["source"].as_str().unwrap_or_default().to_string(),
+            ),
             Err(e) => return Err(fail(exit::FAILURE, e.message)),
         }
     } else {
@@ -300,7 +394,10 @@ async fn token(home: &Home, show: bool) -> anyhow::Result<u8> {
     if show {
         println!("{token}");
     } else {
-        println!("shared gateway token: {source} ({}); `claw gateway token --show` prints it", home.shared_token_path().display());
+        println!(
+            "shared gateway token: {source} ({}); `claw gateway token --show` prints it",
+            home.shared_token_path().display()
+        );
     }
     Ok(0)
 }

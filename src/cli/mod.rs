@@ -40,7 +40,10 @@ impl std::error::Error for Exit {}
 
 /// Builds an error with an exit status.
 pub fn fail(code: u8, msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Exit { code, msg: msg.into() })
+    anyhow::Error::new(Exit {
+        code,
+        msg: msg.into(),
+    })
 }
 
 /// claw: loopback-only remote access to local AI agent gateways.

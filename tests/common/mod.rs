@@ -80,7 +80,10 @@ impl Gateway {
 
     /// The generated shared token.
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.home.join("gateway.token")).unwrap().trim().to_string()
+        std::fs::read_to_string(self.home.join("gateway.token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// Runs `claw --home H args…` and returns (status, stdout, stderr).
@@ -96,7 +99,10 @@ impl Gateway {
 
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         self.child.wait().ok().and_then(|s| s.code())
     }
 }
@@ -129,7 +135,9 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens a WebSocket and returns it with the challenge payload.
 pub async fn open(url: &str) -> (Ws, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
     let ch = recv(&mut ws).await.expect("challenge");
     assert_eq!(ch["event"], "connect.challenge");
     (ws, ch["payload"].clone())
@@ -176,7 +184,11 @@ pub fn connect_params(c: &Creds<'_>, challenge: &Value) -> Value {
     }
     if let Some(k) = c.device {
         let parsed = parse_connect(&p).unwrap();
-        let d = k.prove(&parsed, challenge["nonce"].as_str().unwrap(), challenge["ts"].as_u64().unwrap());
+        let d = k.prove(
+            &parsed,
+            challenge["nonce"].as_str().unwrap(),
+            challenge["ts"].as_u64().unwrap(),
+        );
         p["device"] = json!({"id": d.id, "publicKey": d.public_key, "signature": d.signature, "signedAt": d.signed_at, "nonce": d.nonce});
     }
     p
@@ -206,22 +218,35 @@ impl Outcome {
 /// Connects and sends `connect`.
 pub async fn handshake(url: &str, c: &Creds<'_>) -> Outcome {
     let (mut ws, ch) = open(url).await;
-    send(&mut ws, &json!({"type":"req","id":"c1","method":"connect","params": connect_params(c, &ch)})).await;
+    send(
+        &mut ws,
+        &json!({"type":"req","id":"c1","method":"connect","params": connect_params(c, &ch)}),
+    )
+    .await;
     let res = recv(&mut ws).await.expect("connect response");
     assert_eq!(res["id"], "c1");
     if res["ok"] == true {
         return Outcome::Ok(res["payload"].clone(), Box::new(ws));
     }
     let close = recv(&mut ws).await.expect_err("close after a refusal");
-    Outcome::Refused { error: res["error"].clone(), close }
+    Outcome::Refused {
+        error: res["error"].clone(),
+        close,
+    }
 }
 
 /// Calls a method on an open session.
 pub async fn call(ws: &mut Ws, method: &str, params: Value) -> Value {
     let id = format!("r-{method}-{}", uuid_like());
-    send(ws, &json!({"type":"req","id":id,"method":method,"params":params})).await;
+    send(
+        ws,
+        &json!({"type":"req","id":id,"method":method,"params":params}),
+    )
+    .await;
     loop {
-        let v = recv(ws).await.unwrap_or_else(|c| panic!("closed during {method}: {c:?}"));
+        let v = recv(ws)
+            .await
+            .unwrap_or_else(|c| panic!("closed during {method}: {c:?}"));
         if v["type"] == "res" && v["id"] == id.as_str() {
             return v;
         }

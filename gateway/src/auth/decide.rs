@@ -128,12 +128,17 @@ pub fn decide(input: &AuthInput<'_>) -> Decision {
         None => None,
     };
     // A tunnelled socket is the device the transport authenticated, and nobody else.
-    if let Origin::Tunnel { device_id: tunnel_id } = input.origin {
+    if let Origin::Tunnel {
+        device_id: tunnel_id,
+    } = input.origin
+    {
         if device_id.as_deref().is_some_and(|d| d != tunnel_id) {
             return Decision::Reject(Rejection::IdentityMismatch);
         }
     }
-    let known = input.device.filter(|d| Some(&d.device_id) == device_id.as_ref());
+    let known = input
+        .device
+        .filter(|d| Some(&d.device_id) == device_id.as_ref());
     if known.is_some_and(|d| d.revoked) {
         return Decision::Reject(Rejection::DeviceRevoked);
     }
@@ -239,7 +244,12 @@ mod tests {
         p
     }
 
-    fn run(p: &ConnectParams, origin: &Origin, dev: Option<&DeviceRecord>, tok: Option<&TokenRecord>) -> Decision {
+    fn run(
+        p: &ConnectParams,
+        origin: &Origin,
+        dev: Option<&DeviceRecord>,
+        tok: Option<&TokenRecord>,
+    ) -> Decision {
         decide(&AuthInput {
             params: p,
             nonce: NONCE,
@@ -288,91 +298,191 @@ mod tests {
     #[test]
     fn shared_token_paths() {
         let l = Origin::Loopback;
-        let a = accepted(run(&params(Some(SHARED), &["operator.read"]), &l, None, None));
-        assert_eq!((a.method, a.action), (AuthMethod::Token, DeviceAction::None));
+        let a = accepted(run(
+            &params(Some(SHARED), &["operator.read"]),
+            &l,
+            None,
+            None,
+        ));
+        assert_eq!(
+            (a.method, a.action),
+            (AuthMethod::Token, DeviceAction::None)
+        );
         assert_eq!(
             rejected(run(&params(Some("nope"), &[]), &l, None, None)),
-            Rejection::TokenMismatch { can_retry_with_device_token: false }
+            Rejection::TokenMismatch {
+                can_retry_with_device_token: false
+            }
         );
-        assert_eq!(rejected(run(&params(None, &[]), &l, None, None)), Rejection::DeviceIdentityRequired);
-        assert_eq!(rejected(run(&params(Some(""), &[]), &l, None, None)), Rejection::DeviceIdentityRequired);
+        assert_eq!(
+            rejected(run(&params(None, &[]), &l, None, None)),
+            Rejection::DeviceIdentityRequired
+        );
+        assert_eq!(
+            rejected(run(&params(Some(""), &[]), &l, None, None)),
+            Rejection::DeviceIdentityRequired
+        );
     }
 
     #[test]
     fn device_paths_on_loopback() {
         let l = Origin::Loopback;
         let k = DeviceKey::generate();
-        let a = accepted(run(&signed(&k, Some(SHARED), &["operator.read"]), &l, None, None));
+        let a = accepted(run(
+            &signed(&k, Some(SHARED), &["operator.read"]),
+            &l,
+            None,
+            None,
+        ));
         assert_eq!(a.action, DeviceAction::PairSilently);
         assert_eq!(a.device_id, Some(k.device_id()));
-        let a = accepted(run(&signed(&k, Some(SHARED), &["operator.read"]), &l, Some(&rec(&k, false)), None));
+        let a = accepted(run(
+            &signed(&k, Some(SHARED), &["operator.read"]),
+            &l,
+            Some(&rec(&k, false)),
+            None,
+        ));
         assert_eq!(a.action, DeviceAction::Refresh);
-        assert_eq!(rejected(run(&signed(&k, None, &[]), &l, None, None)), Rejection::TokenMissing);
+        assert_eq!(
+            rejected(run(&signed(&k, None, &[]), &l, None, None)),
+            Rejection::TokenMissing
+        );
         let r = rec(&k, false);
         let t = tok(&k, 2, false);
-        let a = accepted(run(&signed(&k, Some("dev-tok"), &["operator.read"]), &l, Some(&r), Some(&t)));
-        assert_eq!((a.method, a.action), (AuthMethod::DeviceToken, DeviceAction::Keep));
+        let a = accepted(run(
+            &signed(&k, Some("dev-tok"), &["operator.read"]),
+            &l,
+            Some(&r),
+            Some(&t),
+        ));
         assert_eq!(
-            rejected(run(&signed(&k, Some("dev-tok"), &["operator.admin"]), &l, Some(&r), Some(&t))),
+            (a.method, a.action),
+            (AuthMethod::DeviceToken, DeviceAction::Keep)
+        );
+        assert_eq!(
+            rejected(run(
+                &signed(&k, Some("dev-tok"), &["operator.admin"]),
+                &l,
+                Some(&r),
+                Some(&t)
+            )),
             Rejection::ScopeMismatch
         );
         // Old generation or superseded: rotated, never a silent refresh on loopback.
         for stale in [tok(&k, 1, false), tok(&k, 2, true)] {
             assert_eq!(
-                rejected(run(&signed(&k, Some("dev-tok"), &["operator.read"]), &l, Some(&r), Some(&stale))),
+                rejected(run(
+                    &signed(&k, Some("dev-tok"), &["operator.read"]),
+                    &l,
+                    Some(&r),
+                    Some(&stale)
+                )),
                 Rejection::DeviceTokenRotated
             );
         }
         // Revoked beats everything, even the shared token.
         let rv = rec(&k, true);
-        assert_eq!(rejected(run(&signed(&k, Some("dev-tok"), &[]), &l, Some(&rv), Some(&t))), Rejection::DeviceRevoked);
-        assert_eq!(rejected(run(&signed(&k, Some(SHARED), &[]), &l, Some(&rv), None)), Rejection::DeviceRevoked);
+        assert_eq!(
+            rejected(run(
+                &signed(&k, Some("dev-tok"), &[]),
+                &l,
+                Some(&rv),
+                Some(&t)
+            )),
+            Rejection::DeviceRevoked
+        );
+        assert_eq!(
+            rejected(run(&signed(&k, Some(SHARED), &[]), &l, Some(&rv), None)),
+            Rejection::DeviceRevoked
+        );
         // Unknown token from a paired device: can retry with its device token.
         assert_eq!(
             rejected(run(&signed(&k, Some("bogus"), &[]), &l, Some(&r), None)),
-            Rejection::TokenMismatch { can_retry_with_device_token: true }
+            Rejection::TokenMismatch {
+                can_retry_with_device_token: true
+            }
         );
         // A device token without the device's signature is refused like OpenClaw does.
         assert_eq!(
             rejected(run(&params(Some("dev-tok"), &[]), &l, None, Some(&t))),
-            Rejection::TokenMismatch { can_retry_with_device_token: false }
+            Rejection::TokenMismatch {
+                can_retry_with_device_token: false
+            }
         );
         // Another device's token.
         let k2 = DeviceKey::generate();
         let r2 = rec(&k2, false);
         assert_eq!(
-            rejected(run(&signed(&k2, Some("dev-tok"), &[]), &l, Some(&r2), Some(&t))),
-            Rejection::TokenMismatch { can_retry_with_device_token: true }
+            rejected(run(
+                &signed(&k2, Some("dev-tok"), &[]),
+                &l,
+                Some(&r2),
+                Some(&t)
+            )),
+            Rejection::TokenMismatch {
+                can_retry_with_device_token: true
+            }
         );
     }
 
     #[test]
     fn tunnel_repairs_stale_tokens_only_for_its_own_device() {
         let k = DeviceKey::generate();
-        let o = Origin::Tunnel { device_id: k.device_id() };
+        let o = Origin::Tunnel {
+            device_id: k.device_id(),
+        };
         let r = rec(&k, false);
         let stale = tok(&k, 1, false);
-        let a = accepted(run(&signed(&k, Some("old"), &["operator.read"]), &o, Some(&r), Some(&stale)));
+        let a = accepted(run(
+            &signed(&k, Some("old"), &["operator.read"]),
+            &o,
+            Some(&r),
+            Some(&stale),
+        ));
         assert_eq!(a.action, DeviceAction::RepairOverTunnel);
         // Revoked devices are not re-paired.
         assert_eq!(
-            rejected(run(&signed(&k, Some("old"), &[]), &o, Some(&rec(&k, true)), Some(&stale))),
+            rejected(run(
+                &signed(&k, Some("old"), &[]),
+                &o,
+                Some(&rec(&k, true)),
+                Some(&stale)
+            )),
             Rejection::DeviceRevoked
         );
         // A re-pair never widens scopes.
         assert_eq!(
-            rejected(run(&signed(&k, Some("old"), &["operator.admin"]), &o, Some(&r), Some(&stale))),
+            rejected(run(
+                &signed(&k, Some("old"), &["operator.admin"]),
+                &o,
+                Some(&r),
+                Some(&stale)
+            )),
             Rejection::DeviceTokenRotated
         );
         // The signed identity must be the tunnel's.
-        let other = Origin::Tunnel { device_id: "ff".repeat(32) };
-        assert_eq!(rejected(run(&signed(&k, Some("old"), &[]), &other, Some(&r), Some(&stale))), Rejection::IdentityMismatch);
+        let other = Origin::Tunnel {
+            device_id: "ff".repeat(32),
+        };
+        assert_eq!(
+            rejected(run(
+                &signed(&k, Some("old"), &[]),
+                &other,
+                Some(&r),
+                Some(&stale)
+            )),
+            Rejection::IdentityMismatch
+        );
         // Unknown device through the tunnel with the shared token: needs approval.
         let k3 = DeviceKey::generate();
-        let o3 = Origin::Tunnel { device_id: k3.device_id() };
+        let o3 = Origin::Tunnel {
+            device_id: k3.device_id(),
+        };
         assert_eq!(
             run(&signed(&k3, Some(SHARED), &[]), &o3, None, None),
-            Decision::NeedsApproval { device_id: k3.device_id() }
+            Decision::NeedsApproval {
+                device_id: k3.device_id()
+            }
         );
     }
 
@@ -381,6 +491,9 @@ mod tests {
         let k = DeviceKey::generate();
         let mut p = signed(&k, Some(SHARED), &[]);
         p.device.as_mut().unwrap().nonce = "replayed".into();
-        assert_eq!(rejected(run(&p, &Origin::Loopback, None, None)), Rejection::NonceMismatch);
+        assert_eq!(
+            rejected(run(&p, &Origin::Loopback, None, None)),
+            Rejection::NonceMismatch
+        );
     }
 }

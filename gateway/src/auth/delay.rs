@@ -81,12 +81,18 @@ mod tests {
     fn doubles_to_cap_and_resets() {
         let mut d = FailureDelay::new(BASE);
         let t = Instant::now();
-        let got: Vec<u64> = (0..7).map(|_| d.on_failure(&"a", t).as_millis() as u64).collect();
+        let got: Vec<u64> = (0..7)
+            .map(|_| d.on_failure(&"a", t).as_millis() as u64)
+            .collect();
         assert_eq!(got, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
         assert_eq!(d.on_failure(&"b", t), BASE, "other sources are unaffected");
         d.on_success(&"a");
         assert_eq!(d.on_failure(&"a", t), BASE);
-        assert_eq!(d.on_failure(&"a", t + FORGET_AFTER), BASE, "old failures are forgotten");
+        assert_eq!(
+            d.on_failure(&"a", t + FORGET_AFTER),
+            BASE,
+            "old failures are forgotten"
+        );
     }
 
     #[test]

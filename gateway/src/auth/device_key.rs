@@ -152,6 +152,9 @@ mod tests {
         let proof = a.prove(&p, "n1", 5);
         verify_device(&p, &proof, "n1").unwrap();
         std::fs::write(&path, "garbage").unwrap();
-        assert!(matches!(DeviceKey::load_or_create(&path), Err(DeviceKeyError::Corrupt(_))));
+        assert!(matches!(
+            DeviceKey::load_or_create(&path),
+            Err(DeviceKeyError::Corrupt(_))
+        ));
     }
 }

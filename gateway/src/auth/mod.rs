@@ -2,8 +2,8 @@
 //! failure delay.
 
 pub mod decide;
-pub mod device_key;
 pub mod delay;
+pub mod device_key;
 pub mod scopes;
 pub mod secrets;
 pub mod signature;

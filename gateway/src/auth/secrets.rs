@@ -38,7 +38,13 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
 /// salt), base64url, where `salt` is random per pairing of the device. The same inputs give the same token, so the store keeps only its hash and the
 /// gateway can hand a paired device its current token again; a new root (rotation) or a new
 /// serial (per-device rotation) gives an unrelated token.
-pub fn mint_device_token(root: &[u8], device_id: &str, role: &str, serial: u64, salt: &[u8]) -> String {
+pub fn mint_device_token(
+    root: &[u8],
+    device_id: &str,
+    role: &str,
+    serial: u64,
+    salt: &[u8],
+) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, root);
     let mut ctx = hmac::Context::with_key(&key);
     ctx.update(b"claw/device-token/v1\0");
@@ -65,7 +71,9 @@ mod tests {
         let a = random_token();
         assert_eq!(a.len(), 43);
         assert_ne!(a, random_token());
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
 
     #[test]

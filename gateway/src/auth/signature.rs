@@ -66,24 +66,45 @@ mod tests {
     fn any_change_breaks_it() {
         let p = parse_connect(&serde_json::from_str(REAL).unwrap()).unwrap();
         let d = p.device.clone().unwrap();
-        assert_eq!(verify_device(&p, &d, "other-nonce"), Err(Rejection::NonceMismatch));
+        assert_eq!(
+            verify_device(&p, &d, "other-nonce"),
+            Err(Rejection::NonceMismatch)
+        );
         let mut p2 = p.clone();
         p2.scopes.pop();
-        assert_eq!(verify_device(&p2, &d, &d.nonce), Err(Rejection::SignatureInvalid));
+        assert_eq!(
+            verify_device(&p2, &d, &d.nonce),
+            Err(Rejection::SignatureInvalid)
+        );
         let mut p3 = p.clone();
         p3.auth.token = Some("tok-B".into());
-        assert_eq!(verify_device(&p3, &d, &d.nonce), Err(Rejection::SignatureInvalid));
+        assert_eq!(
+            verify_device(&p3, &d, &d.nonce),
+            Err(Rejection::SignatureInvalid)
+        );
         let mut d2 = d.clone();
         d2.id = format!("00{}", &d.id[2..]);
-        assert_eq!(verify_device(&p, &d2, &d.nonce), Err(Rejection::IdentityMismatch));
+        assert_eq!(
+            verify_device(&p, &d2, &d.nonce),
+            Err(Rejection::IdentityMismatch)
+        );
         let mut d3 = d.clone();
         d3.signature = "A3mQdh1x4QZqtMtjhRnf8cA8CcQy7KH-UKi44PFVgGFT6G-Rz0eSSZMXk-GGsolHt9bjW1JwtF48L9u2v0oSBg".into();
-        assert_eq!(verify_device(&p, &d3, &d.nonce), Err(Rejection::SignatureInvalid));
+        assert_eq!(
+            verify_device(&p, &d3, &d.nonce),
+            Err(Rejection::SignatureInvalid)
+        );
         let mut d4 = d.clone();
         d4.public_key = "!!!".into();
-        assert_eq!(verify_device(&p, &d4, &d.nonce), Err(Rejection::IdentityMismatch));
+        assert_eq!(
+            verify_device(&p, &d4, &d.nonce),
+            Err(Rejection::IdentityMismatch)
+        );
         let mut d5 = d.clone();
         d5.signature = "short".into();
-        assert_eq!(verify_device(&p, &d5, &d.nonce), Err(Rejection::SignatureInvalid));
+        assert_eq!(
+            verify_device(&p, &d5, &d.nonce),
+            Err(Rejection::SignatureInvalid)
+        );
     }
 }

@@ -10,7 +10,9 @@ use crate::state::GatewayState;
 pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let mut v = super::health::status(state, ctx, p)?;
     v["running"] = json!(true);
-    v["openSockets"] = json!(state.open_sockets.load(std::sync::atomic::Ordering::Relaxed));
+    v["openSockets"] = json!(state
+        .open_sockets
+        .load(std::sync::atomic::Ordering::Relaxed));
     Ok(v)
 }
 
@@ -23,14 +25,24 @@ pub fn stop(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
 /// `gateway.token.show`: the shared token, for the local operator only.
 pub fn show_token(state: &GatewayState, ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     if !ctx.is_local_admin() {
-        return Err(ErrorShape::new("FORBIDDEN", "the shared token is only shown on the admin socket"));
+        return Err(ErrorShape::new(
+            "FORBIDDEN",
+            "the shared token is only shown on the admin socket",
+        ));
     }
     Ok(json!({"token": state.shared_token(), "source": state.token_source}))
 }
 
 /// `audit.tail {limit?}`: newest audit entries.
 pub fn audit_tail(state: &GatewayState, _ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
-    let limit = p.get("limit").and_then(Value::as_u64).unwrap_or(50).min(10_000) as usize;
-    let rows = state.store().audit_tail(limit).map_err(super::store_error)?;
+    let limit = p
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(50)
+        .min(10_000) as usize;
+    let rows = state
+        .store()
+        .audit_tail(limit)
+        .map_err(super::store_error)?;
     Ok(json!({"entries": rows}))
 }

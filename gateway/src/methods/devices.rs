@@ -52,7 +52,8 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
             let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
             v["roles"] = json!([d.role]);
             // Token summaries as OpenClaw shows them: never the token itself.
-            let mut tok = json!({"role": d.role, "scopes": d.scopes, "createdAtMs": d.approved_at_ms});
+            let mut tok =
+                json!({"role": d.role, "scopes": d.scopes, "createdAtMs": d.approved_at_ms});
             if let Some(r) = d.revoked_at_ms {
                 tok["revokedAtMs"] = json!(r);
             }
@@ -79,7 +80,10 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
 /// `device.pair.approve {requestId}`.
 pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "requestId")?;
-    let req = state.store().approve_request(id, ctx.actor).map_err(store_error)?;
+    let req = state
+        .store()
+        .approve_request(id, ctx.actor)
+        .map_err(store_error)?;
     let event = crate::protocol::frames::event(
         "device.pair.resolved",
         &json!({"requestId": id, "deviceId": req.device_id, "decision": "approved"}),
@@ -92,7 +96,10 @@ pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
 /// `device.pair.reject {requestId}`.
 pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "requestId")?;
-    let req = state.store().reject_request(id, ctx.actor).map_err(store_error)?;
+    let req = state
+        .store()
+        .reject_request(id, ctx.actor)
+        .map_err(store_error)?;
     Ok(json!({"requestId": id, "deviceId": req.device_id, "rejected": true}))
 }
 
@@ -100,13 +107,18 @@ pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
 pub fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "deviceId")?;
     check_self_scope(ctx, id)?;
-    state.store().remove_device(id, ctx.actor).map_err(store_error)?;
+    state
+        .store()
+        .remove_device(id, ctx.actor)
+        .map_err(store_error)?;
     let closed = state.close_sessions(
         |s| s.device_id.as_deref() == Some(id) && s.method == AuthMethod::DeviceToken,
         CLOSE_POLICY,
         REMOVED_REASON,
     );
-    Ok(json!({"deviceId": id, "removed": true, "closedSessions": closed, "removedAtMs": crate::now_ms()}))
+    Ok(
+        json!({"deviceId": id, "removed": true, "closedSessions": closed, "removedAtMs": crate::now_ms()}),
+    )
 }
 
 /// `device.token.rotate {deviceId, role}`: a new token for one device. The token is echoed only
@@ -123,7 +135,11 @@ pub fn rotate_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
     let reason = Rejection::DeviceTokenRotated.frame().close_reason;
     let own = ctx.conn_id;
     let closed = state.close_sessions(
-        |s| s.device_id.as_deref() == Some(id) && s.method == AuthMethod::DeviceToken && s.conn_id != own,
+        |s| {
+            s.device_id.as_deref() == Some(id)
+                && s.method == AuthMethod::DeviceToken
+                && s.conn_id != own
+        },
         CLOSE_POLICY,
         &reason,
     );
@@ -155,8 +171,17 @@ pub fn revoke_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
     let id = str_param(p, "deviceId")?;
     let role = role_param(p)?;
     check_self_scope(ctx, id)?;
-    state.store().revoke_device(id, ctx.actor).map_err(store_error)?;
+    state
+        .store()
+        .revoke_device(id, ctx.actor)
+        .map_err(store_error)?;
     let reason = Rejection::DeviceRevoked.frame().close_reason;
-    let closed = state.close_sessions(|s| s.device_id.as_deref() == Some(id), CLOSE_POLICY, &reason);
-    Ok(json!({"deviceId": id, "role": role, "revoked": true, "revokedAtMs": crate::now_ms(), "closedSessions": closed}))
+    let closed = state.close_sessions(
+        |s| s.device_id.as_deref() == Some(id),
+        CLOSE_POLICY,
+        &reason,
+    );
+    Ok(
+        json!({"deviceId": id, "role": role, "revoked": true, "revokedAtMs": crate::now_ms(), "closedSessions": closed}),
+    )
 }

@@ -66,21 +66,96 @@ pub struct MethodSpec {
 
 /// Every method claw serves.
 pub static TABLE: &[MethodSpec] = &[
-    MethodSpec { name: "health", scope: scopes::READ, ws: true, handler: health::health },
-    MethodSpec { name: "status", scope: scopes::READ, ws: true, handler: health::status },
-    MethodSpec { name: "config.get", scope: scopes::READ, ws: true, handler: health::config },
-    MethodSpec { name: "system-presence", scope: scopes::READ, ws: true, handler: health::presence },
-    MethodSpec { name: "device.pair.list", scope: scopes::PAIRING, ws: true, handler: devices::list },
-    MethodSpec { name: "device.pair.approve", scope: scopes::PAIRING, ws: true, handler: devices::approve },
-    MethodSpec { name: "device.pair.reject", scope: scopes::PAIRING, ws: true, handler: devices::reject },
-    MethodSpec { name: "device.pair.remove", scope: scopes::PAIRING, ws: true, handler: devices::remove },
-    MethodSpec { name: "device.token.rotate", scope: scopes::PAIRING, ws: true, handler: devices::rotate_token },
-    MethodSpec { name: "device.token.revoke", scope: scopes::PAIRING, ws: true, handler: devices::revoke_token },
-    MethodSpec { name: "gateway.token.rotate", scope: scopes::ADMIN, ws: true, handler: root::rotate },
-    MethodSpec { name: "gateway.status", scope: scopes::ADMIN, ws: false, handler: admin::status },
-    MethodSpec { name: "gateway.stop", scope: scopes::ADMIN, ws: false, handler: admin::stop },
-    MethodSpec { name: "gateway.token.show", scope: scopes::ADMIN, ws: false, handler: admin::show_token },
-    MethodSpec { name: "audit.tail", scope: scopes::ADMIN, ws: false, handler: admin::audit_tail },
+    MethodSpec {
+        name: "health",
+        scope: scopes::READ,
+        ws: true,
+        handler: health::health,
+    },
+    MethodSpec {
+        name: "status",
+        scope: scopes::READ,
+        ws: true,
+        handler: health::status,
+    },
+    MethodSpec {
+        name: "config.get",
+        scope: scopes::READ,
+        ws: true,
+        handler: health::config,
+    },
+    MethodSpec {
+        name: "system-presence",
+        scope: scopes::READ,
+        ws: true,
+        handler: health::presence,
+    },
+    MethodSpec {
+        name: "device.pair.list",
+        scope: scopes::PAIRING,
+        ws: true,
+        handler: devices::list,
+    },
+    MethodSpec {
+        name: "device.pair.approve",
+        scope: scopes::PAIRING,
+        ws: true,
+        handler: devices::approve,
+    },
+    MethodSpec {
+        name: "device.pair.reject",
+        scope: scopes::PAIRING,
+        ws: true,
+        handler: devices::reject,
+    },
+    MethodSpec {
+        name: "device.pair.remove",
+        scope: scopes::PAIRING,
+        ws: true,
+        handler: devices::remove,
+    },
+    MethodSpec {
+        name: "device.token.rotate",
+        scope: scopes::PAIRING,
+        ws: true,
+        handler: devices::rotate_token,
+    },
+    MethodSpec {
+        name: "device.token.revoke",
+        scope: scopes::PAIRING,
+        ws: true,
+        handler: devices::revoke_token,
+    },
+    MethodSpec {
+        name: "gateway.token.rotate",
+        scope: scopes::ADMIN,
+        ws: true,
+        handler: root::rotate,
+    },
+    MethodSpec {
+        name: "gateway.status",
+        scope: scopes::ADMIN,
+        ws: false,
+        handler: admin::status,
+    },
+    MethodSpec {
+        name: "gateway.stop",
+        scope: scopes::ADMIN,
+        ws: false,
+        handler: admin::stop,
+    },
+    MethodSpec {
+        name: "gateway.token.show",
+        scope: scopes::ADMIN,
+        ws: false,
+        handler: admin::show_token,
+    },
+    MethodSpec {
+        name: "audit.tail",
+        scope: scopes::ADMIN,
+        ws: false,
+        handler: admin::audit_tail,
+    },
 ];
 
 /// The methods advertised in `hello-ok.features.methods`.
@@ -89,13 +164,22 @@ pub fn served_methods() -> Vec<&'static str> {
 }
 
 /// Runs `method` for `ctx`. `ws` selects the WebSocket view of the table.
-pub fn dispatch(state: &GatewayState, ctx: &Ctx, method: &str, params: &Value, ws: bool) -> Result<Value, ErrorShape> {
+pub fn dispatch(
+    state: &GatewayState,
+    ctx: &Ctx,
+    method: &str,
+    params: &Value,
+    ws: bool,
+) -> Result<Value, ErrorShape> {
     let Some(spec) = TABLE.iter().find(|m| m.name == method && (m.ws || !ws)) else {
         // OpenClaw answers unknown methods with the admin-scope error when the caller lacks admin.
         if !scopes::has_scope(&ctx.scopes, scopes::ADMIN) {
             return Err(missing_scope(scopes::ADMIN));
         }
-        return Err(ErrorShape::new("INVALID_REQUEST", format!("unknown method: {method}")));
+        return Err(ErrorShape::new(
+            "INVALID_REQUEST",
+            format!("unknown method: {method}"),
+        ));
     };
     if !scopes::has_scope(&ctx.scopes, spec.scope) {
         return Err(missing_scope(spec.scope));
@@ -116,7 +200,10 @@ pub(crate) fn store_error(e: crate::store::StoreError) -> ErrorShape {
         StoreError::Conflict(m) => ErrorShape::new("CONFLICT", m),
         other => {
             tracing::error!(error = %other, "store failure");
-            let mut e = ErrorShape::new("UNAVAILABLE", "state store failure; see the gateway log and run `claw doctor`");
+            let mut e = ErrorShape::new(
+                "UNAVAILABLE",
+                "state store failure; see the gateway log and run `claw doctor`",
+            );
             e.retryable = Some(true);
             e
         }

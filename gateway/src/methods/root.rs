@@ -25,12 +25,18 @@ pub struct RotateOptions {
 
 /// Rotates the root: new generation, every old device token dead, every device-token session
 /// closed with 1008 `unauthorized: device token rotated`. Atomic in the store.
-pub fn rotate_root(state: &GatewayState, actor: &str, o: RotateOptions) -> Result<Value, ErrorShape> {
+pub fn rotate_root(
+    state: &GatewayState,
+    actor: &str,
+    o: RotateOptions,
+) -> Result<Value, ErrorShape> {
     let (_, live_device) = state.session_counts();
     if live_device > 0 && !o.force {
         return Err(ErrorShape::new(
             "CONFLICT",
-            format!("{live_device} device-token session(s) are live and would be closed; pass force"),
+            format!(
+                "{live_device} device-token session(s) are live and would be closed; pass force"
+            ),
         )
         .with_details(json!({"code": "LIVE_SESSIONS", "liveDeviceSessions": live_device})));
     }
@@ -46,21 +52,43 @@ pub fn rotate_root(state: &GatewayState, actor: &str, o: RotateOptions) -> Resul
         .rotate_root(o.remove_devices, actor)
         .map_err(store_error)?;
     let reason = Rejection::DeviceTokenRotated.frame().close_reason;
-    let closed = state.close_sessions(|s| s.method == AuthMethod::DeviceToken, CLOSE_POLICY, &reason);
+    let closed = state.close_sessions(
+        |s| s.method == AuthMethod::DeviceToken,
+        CLOSE_POLICY,
+        &reason,
+    );
     let mut closed_shared = 0;
     if o.shared {
         let token = random_token();
-        crate::home::write_secret_atomic(&state.home.shared_token_path(), token.as_bytes()).map_err(|e| {
-            ErrorShape::new("UNAVAILABLE", format!("could not write the new shared token: {e}"))
-        })?;
+        crate::home::write_secret_atomic(&state.home.shared_token_path(), token.as_bytes())
+            .map_err(|e| {
+                ErrorShape::new(
+                    "UNAVAILABLE",
+                    format!("could not write the new shared token: {e}"),
+                )
+            })?;
         state.set_shared_token(token);
-        closed_shared = state.close_sessions(|s| s.method == AuthMethod::Token, CLOSE_POLICY, SHARED_ROTATED_REASON);
+        closed_shared = state.close_sessions(
+            |s| s.method == AuthMethod::Token,
+            CLOSE_POLICY,
+            SHARED_ROTATED_REASON,
+        );
     }
-    let detail = format!("closed_device_sessions={closed} shared={} closed_shared_sessions={closed_shared}", o.shared);
-    if let Err(e) = state.store().audit("root.rotate.applied", None, Some(actor), &detail) {
+    let detail = format!(
+        "closed_device_sessions={closed} shared={} closed_shared_sessions={closed_shared}",
+        o.shared
+    );
+    if let Err(e) = state
+        .store()
+        .audit("root.rotate.applied", None, Some(actor), &detail)
+    {
         tracing::warn!(error = %e, "audit write failed");
     }
-    tracing::info!(generation = rot.generation, closed, "device-token root rotated");
+    tracing::info!(
+        generation = rot.generation,
+        closed,
+        "device-token root rotated"
+    );
     Ok(json!({
         "generation": rot.generation,
         "closedSessions": closed + closed_shared,

@@ -87,11 +87,11 @@ pub struct ConnectParams {
 impl ConnectParams {
     /// The secret presented (`auth.token`, else `auth.password`), if non-empty.
     pub fn secret(&self) -> Option<&str> {
-        self.auth
-            .token
+        self.auth.token.as_deref().filter(|s| !s.is_empty()).or(self
+            .auth
+            .password
             .as_deref()
-            .filter(|s| !s.is_empty())
-            .or(self.auth.password.as_deref().filter(|s| !s.is_empty()))
+            .filter(|s| !s.is_empty()))
     }
 }
 
@@ -132,14 +132,21 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, String> {
     if scopes.len() > MAX_SCOPES {
         return Err(format!("at most {MAX_SCOPES} scopes"));
     }
-    let too_long = [&client.id, &client.version, &client.platform, &client.device_family, &client.mode, &role]
-        .into_iter()
-        .chain(scopes.iter())
-        .chain(auth.token.iter())
-        .chain(auth.password.iter())
-        .chain(client.instance_id.iter())
-        .chain(client.display_name.iter())
-        .any(|s| s.len() > MAX_FIELD_LEN);
+    let too_long = [
+        &client.id,
+        &client.version,
+        &client.platform,
+        &client.device_family,
+        &client.mode,
+        &role,
+    ]
+    .into_iter()
+    .chain(scopes.iter())
+    .chain(auth.token.iter())
+    .chain(auth.password.iter())
+    .chain(client.instance_id.iter())
+    .chain(client.display_name.iter())
+    .any(|s| s.len() > MAX_FIELD_LEN);
     let device_too_long = raw.device.as_ref().is_some_and(|d| {
         [&d.id, &d.public_key, &d.signature, &d.nonce]
             .iter()

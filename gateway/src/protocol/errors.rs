@@ -7,8 +7,8 @@
 use serde_json::{json, Value};
 
 use super::frames::ErrorShape;
-use super::PROTOCOL_VERSION;
 use super::MIN_PROBE_PROTOCOL;
+use super::PROTOCOL_VERSION;
 
 /// WebSocket close code for policy violations (every auth failure).
 pub const CLOSE_POLICY: u16 = 1008;
@@ -88,7 +88,10 @@ fn auth_details(code: &str, reason: &str, can_retry: bool, next: &str) -> Value 
 impl Rejection {
     /// True for failures that present a wrong secret; these are answered after a growing delay.
     pub fn is_bad_secret(&self) -> bool {
-        matches!(self, Rejection::TokenMismatch { .. } | Rejection::ScopeMismatch)
+        matches!(
+            self,
+            Rejection::TokenMismatch { .. } | Rejection::ScopeMismatch
+        )
     }
 
     /// A stable short name for logs and the audit trail.
@@ -188,7 +191,8 @@ impl Rejection {
                 )
             }
             Rejection::ScopeMismatch => {
-                let m = "unauthorized: device token scope mismatch (re-pair or approve scope upgrade)";
+                let m =
+                    "unauthorized: device token scope mismatch (re-pair or approve scope upgrade)";
                 (
                     ErrorShape::new("INVALID_REQUEST", m).with_details(auth_details(
                         "AUTH_SCOPE_MISMATCH",
@@ -296,16 +300,23 @@ mod tests {
         let all = [
             Rejection::DeviceIdentityRequired,
             Rejection::TokenMissing,
-            Rejection::TokenMismatch { can_retry_with_device_token: true },
+            Rejection::TokenMismatch {
+                can_retry_with_device_token: true,
+            },
             Rejection::DeviceTokenRotated,
             Rejection::DeviceRevoked,
             Rejection::ScopeMismatch,
             Rejection::SignatureInvalid,
             Rejection::NonceMismatch,
             Rejection::IdentityMismatch,
-            Rejection::PairingRequired { request_id: "r".into() },
+            Rejection::PairingRequired {
+                request_id: "r".into(),
+            },
             Rejection::FirstRequestNotConnect,
-            Rejection::ProtocolMismatch { client_min: 99, client_max: 99 },
+            Rejection::ProtocolMismatch {
+                client_min: 99,
+                client_max: 99,
+            },
             Rejection::InvalidParams("x".repeat(500)),
         ];
         for r in all {
@@ -318,7 +329,10 @@ mod tests {
     /// The frames match the real gateway's transcripts byte for byte where OpenClaw defines them.
     #[test]
     fn matches_openclaw_transcripts() {
-        let f = Rejection::TokenMismatch { can_retry_with_device_token: false }.frame();
+        let f = Rejection::TokenMismatch {
+            can_retry_with_device_token: false,
+        }
+        .frame();
         let got = serde_json::to_value(&f.error).unwrap();
         let want: Value = serde_json::from_str(r#"{"code":"INVALID_REQUEST","message":"unauthorized: gateway token mismatch (use this gateway's gateway.auth.token or pair the device)","details":{"code":"AUTH_TOKEN_MISMATCH","authReason":"token_mismatch","canRetryWithDeviceToken":false,"recommendedNextStep":"update_auth_credentials"}}"#).unwrap();
         assert_eq!(got, want);
@@ -328,22 +342,38 @@ mod tests {
         let want: Value = serde_json::from_str(r#"{"code":"NOT_PAIRED","message":"device identity required","details":{"code":"DEVICE_IDENTITY_REQUIRED"}}"#).unwrap();
         assert_eq!(serde_json::to_value(&f.error).unwrap(), want);
 
-        let f = Rejection::ProtocolMismatch { client_min: 99, client_max: 99 }.frame();
+        let f = Rejection::ProtocolMismatch {
+            client_min: 99,
+            client_max: 99,
+        }
+        .frame();
         let want: Value = serde_json::from_str(r#"{"code":"INVALID_REQUEST","message":"protocol mismatch","details":{"code":"PROTOCOL_MISMATCH","clientMinProtocol":99,"clientMaxProtocol":99,"expectedProtocol":4,"minimumProbeProtocol":3}}"#).unwrap();
         assert_eq!(serde_json::to_value(&f.error).unwrap(), want);
-        assert_eq!((f.close_code, f.close_reason.as_str()), (1002, "protocol mismatch"));
+        assert_eq!(
+            (f.close_code, f.close_reason.as_str()),
+            (1002, "protocol mismatch")
+        );
 
         let f = Rejection::ScopeMismatch.frame();
         let want: Value = serde_json::from_str(r#"{"code":"INVALID_REQUEST","message":"unauthorized: device token scope mismatch (re-pair or approve scope upgrade)","details":{"code":"AUTH_SCOPE_MISMATCH","authReason":"scope_mismatch","canRetryWithDeviceToken":false,"recommendedNextStep":"review_auth_configuration"}}"#).unwrap();
         assert_eq!(serde_json::to_value(&f.error).unwrap(), want);
 
         let want: Value = serde_json::from_str(r#"{"code":"FORBIDDEN","message":"missing scope: operator.pairing","details":{"code":"MISSING_SCOPE","missingScope":"operator.pairing","requiredScopes":["operator.pairing"]}}"#).unwrap();
-        assert_eq!(serde_json::to_value(missing_scope("operator.pairing")).unwrap(), want);
+        assert_eq!(
+            serde_json::to_value(missing_scope("operator.pairing")).unwrap(),
+            want
+        );
     }
 
     #[test]
     fn claw_reasons_are_distinct() {
-        assert_eq!(Rejection::DeviceTokenRotated.frame().close_reason, "unauthorized: device token rotated");
-        assert_eq!(Rejection::DeviceRevoked.frame().close_reason, "unauthorized: device revoked");
+        assert_eq!(
+            Rejection::DeviceTokenRotated.frame().close_reason,
+            "unauthorized: device token rotated"
+        );
+        assert_eq!(
+            Rejection::DeviceRevoked.frame().close_reason,
+            "unauthorized: device revoked"
+        );
     }
 }

@@ -159,22 +159,57 @@ mod tests {
             ("[]", FrameError::Invalid("not an object frame")),
             ("42", FrameError::Invalid("not an object frame")),
             ("null", FrameError::Invalid("not an object frame")),
-            (r#"{"type":"res","id":"1","method":"x"}"#, FrameError::Invalid("type must be \"req\"")),
-            (r#"{"type":"req","method":"x"}"#, FrameError::Invalid("id must be a non-empty string")),
-            (r#"{"type":"req","id":"","method":"x"}"#, FrameError::Invalid("id must be a non-empty string")),
-            (r#"{"type":"req","id":{},"method":"x"}"#, FrameError::Invalid("id must be a non-empty string")),
-            (r#"{"type":"req","id":"1","method":5}"#, FrameError::Invalid("method must be a non-empty string")),
-            (r#"{"type":"req","id":"1"}"#, FrameError::Invalid("method must be a non-empty string")),
+            (
+                r#"{"type":"res","id":"1","method":"x"}"#,
+                FrameError::Invalid("type must be \"req\""),
+            ),
+            (
+                r#"{"type":"req","method":"x"}"#,
+                FrameError::Invalid("id must be a non-empty string"),
+            ),
+            (
+                r#"{"type":"req","id":"","method":"x"}"#,
+                FrameError::Invalid("id must be a non-empty string"),
+            ),
+            (
+                r#"{"type":"req","id":{},"method":"x"}"#,
+                FrameError::Invalid("id must be a non-empty string"),
+            ),
+            (
+                r#"{"type":"req","id":"1","method":5}"#,
+                FrameError::Invalid("method must be a non-empty string"),
+            ),
+            (
+                r#"{"type":"req","id":"1"}"#,
+                FrameError::Invalid("method must be a non-empty string"),
+            ),
         ];
         for (text, want) in cases {
-            assert_eq!(parse_request(text, MAX_PAYLOAD).unwrap_err(), *want, "{text}");
+            assert_eq!(
+                parse_request(text, MAX_PAYLOAD).unwrap_err(),
+                *want,
+                "{text}"
+            );
         }
-        let big = format!(r#"{{"type":"req","id":"1","method":"x","params":"{}"}}"#, "a".repeat(100));
-        assert_eq!(parse_request(&big, 50).unwrap_err(), FrameError::TooLarge(big.len()));
-        let long_id = format!(r#"{{"type":"req","id":"{}","method":"x"}}"#, "i".repeat(MAX_ID_LEN + 1));
+        let big = format!(
+            r#"{{"type":"req","id":"1","method":"x","params":"{}"}}"#,
+            "a".repeat(100)
+        );
+        assert_eq!(
+            parse_request(&big, 50).unwrap_err(),
+            FrameError::TooLarge(big.len())
+        );
+        let long_id = format!(
+            r#"{{"type":"req","id":"{}","method":"x"}}"#,
+            "i".repeat(MAX_ID_LEN + 1)
+        );
         assert!(parse_request(&long_id, MAX_PAYLOAD).is_err());
         // Deep nesting is refused by serde_json's recursion limit, not a stack overflow.
-        let deep = format!(r#"{{"type":"req","id":"1","method":"x","params":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(
+            r#"{{"type":"req","id":"1","method":"x","params":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
         assert!(parse_request(&deep, usize::MAX).is_err());
     }
 
@@ -188,7 +223,8 @@ mod tests {
         let v: Value = serde_json::from_str(&response_err("x", &e)).unwrap();
         assert_eq!(v["error"]["code"], "FORBIDDEN");
         assert!(v["error"].get("details").is_none());
-        let v: Value = serde_json::from_str(&event("tick", &serde_json::json!({"ts":1}), Some(3))).unwrap();
+        let v: Value =
+            serde_json::from_str(&event("tick", &serde_json::json!({"ts":1}), Some(3))).unwrap();
         assert_eq!(v["seq"], 3);
         assert_eq!(v["type"], "event");
     }

@@ -37,7 +37,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
     if req.method != Some("GET") {
         return Ok(Some((Head::Other, n)));
     }
-    let path = req.path.unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+    let path = req
+        .path
+        .unwrap_or("/")
+        .split('?')
+        .next()
+        .unwrap_or("/")
+        .to_string();
     let header = |name: &str| {
         req.headers
             .iter()
@@ -46,19 +52,30 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
             .map(str::trim)
     };
     let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let conn_upgrade = header("connection")
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let conn_upgrade = header("connection").is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
     let version_ok = header("sec-websocket-version") == Some("13");
-    match (upgrade && conn_upgrade && version_ok, header("sec-websocket-key")) {
-        (true, Some(key)) if path == "/" && !key.is_empty() && key.len() <= 64 => {
-            Ok(Some((Head::Upgrade { key: key.to_string() }, n)))
-        }
+    match (
+        upgrade && conn_upgrade && version_ok,
+        header("sec-websocket-key"),
+    ) {
+        (true, Some(key)) if path == "/" && !key.is_empty() && key.len() <= 64 => Ok(Some((
+            Head::Upgrade {
+                key: key.to_string(),
+            },
+            n,
+        ))),
         _ => Ok(Some((Head::Get { path }, n))),
     }
 }
 
 /// Reads a request head; returns it with any bytes read past it.
-pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S, timeout: Duration) -> Option<(Head, Vec<u8>)> {
+pub async fn read_head<S: AsyncRead + Unpin>(
+    s: &mut S,
+    timeout: Duration,
+) -> Option<(Head, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
     let fut = async {
         loop {
@@ -105,17 +122,34 @@ mod tests {
     fn heads() {
         let up = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nEXTRA";
         let (h, n) = parse_head(up).unwrap().unwrap();
-        assert_eq!(h, Head::Upgrade { key: "dGhlIHNhbXBsZSBub25jZQ==".into() });
+        assert_eq!(
+            h,
+            Head::Upgrade {
+                key: "dGhlIHNhbXBsZSBub25jZQ==".into()
+            }
+        );
         assert_eq!(&up[n..], b"EXTRA");
-        let (h, _) = parse_head(b"GET /health?x=1 HTTP/1.1\r\n\r\n").unwrap().unwrap();
-        assert_eq!(h, Head::Get { path: "/health".into() });
-        let (h, _) = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        let (h, _) = parse_head(b"GET /health?x=1 HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            h,
+            Head::Get {
+                path: "/health".into()
+            }
+        );
+        let (h, _) = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(h, Head::Other);
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost"), Ok(None));
         assert!(parse_head(b"\x00\x01garbage\r\n\r\n").is_err());
         // Upgrade elsewhere than `/` is a plain GET (404).
         let other = b"GET /x HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";
-        assert_eq!(parse_head(other).unwrap().unwrap().0, Head::Get { path: "/x".into() });
+        assert_eq!(
+            parse_head(other).unwrap().unwrap().0,
+            Head::Get { path: "/x".into() }
+        );
         // Too many headers is an error, not a panic.
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..100 {

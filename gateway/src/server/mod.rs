@@ -42,16 +42,24 @@ pub struct Ready {
 
 /// Runs the gateway until shutdown is requested (see [`GatewayState::request_shutdown`]).
 /// Binds every listener first, then reports `ready`.
-pub async fn run(state: Arc<GatewayState>, ready: tokio::sync::oneshot::Sender<Ready>) -> Result<(), ServerError> {
+pub async fn run(
+    state: Arc<GatewayState>,
+    ready: tokio::sync::oneshot::Sender<Ready>,
+) -> Result<(), ServerError> {
     let mut listeners = Vec::new();
     for addr in &state.config.listen {
-        let l = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
         listeners.push(l);
     }
-    let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let admin = admin::bind(&state).map_err(|source| ServerError::Bind {
         addr: state.home.admin_socket_path().display().to_string(),
         source,
@@ -87,7 +95,8 @@ async fn drain(state: &GatewayState) {
     state.broadcast(&ev);
     state.close_sessions(|_| true, CLOSE_SERVICE_RESTART, "service restart");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while state.sessions_alive.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+    while state.sessions_alive.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

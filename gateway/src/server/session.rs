@@ -93,26 +93,57 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: u16, rea
 
 /// Serves one byte stream (a loopback TCP socket, or a tunnelled stream whose device the
 /// transport authenticated): HTTP head, then the WebSocket session.
-pub async fn serve_stream<S>(state: Arc<GatewayState>, mut stream: S, source: IpAddr, origin: Origin)
-where
+pub async fn serve_stream<S>(
+    state: Arc<GatewayState>,
+    mut stream: S,
+    source: IpAddr,
+    origin: Origin,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some((head, rest)) = http::read_head(&mut stream, state.config.handshake_timeout).await else {
+    let Some((head, rest)) = http::read_head(&mut stream, state.config.handshake_timeout).await
+    else {
         return;
     };
     let key = match head {
         Head::Upgrade { key } => key,
         Head::Get { path } if path == "/health" || path == "/healthz" => {
-            return http::respond(&mut stream, "200 OK", "application/json", r#"{"ok":true,"status":"live"}"#).await;
+            return http::respond(
+                &mut stream,
+                "200 OK",
+                "application/json",
+                r#"{"ok":true,"status":"live"}"#,
+            )
+            .await;
         }
         Head::Get { path } if path == "/ready" || path == "/readyz" => {
-            return http::respond(&mut stream, "200 OK", "application/json", r#"{"ready":true,"failing":[]}"#).await;
+            return http::respond(
+                &mut stream,
+                "200 OK",
+                "application/json",
+                r#"{"ready":true,"failing":[]}"#,
+            )
+            .await;
         }
         // OpenClaw clients ask whether start-up has finished before they connect.
         Head::Get { path } if path == "/startupz" || path == "/startup" => {
-            return http::respond(&mut stream, "200 OK", "application/json", r#"{"ok":true,"status":"started"}"#).await;
+            return http::respond(
+                &mut stream,
+                "200 OK",
+                "application/json",
+                r#"{"ok":true,"status":"started"}"#,
+            )
+            .await;
         }
-        _ => return http::respond(&mut stream, "404 Not Found", "text/plain; charset=utf-8", "Not Found").await,
+        _ => {
+            return http::respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "Not Found",
+            )
+            .await
+        }
     };
     let total = state.open_sockets.load(Ordering::Relaxed) as usize;
     let slot = if total > state.config.max_connections {
@@ -121,12 +152,19 @@ where
         PreauthSlot::take(&state, source)
     };
     let Some(slot) = slot else {
-        return http::respond(&mut stream, "503 Service Unavailable", "text/plain; charset=utf-8", "Too many unauthenticated sockets").await;
+        return http::respond(
+            &mut stream,
+            "503 Service Unavailable",
+            "text/plain; charset=utf-8",
+            "Too many unauthenticated sockets",
+        )
+        .await;
     };
     if http::accept_upgrade(&mut stream, &key).await.is_err() {
         return;
     }
-    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
+    let ws =
+        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
     session(state, ws, source, origin, slot).await;
 }
 
@@ -138,23 +176,35 @@ async fn next_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>) -> Result<
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Binary(_))) => return Err(CLOSE_NORMAL),
             Some(Ok(Message::Close(_))) | None => return Err(0),
-            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => return Err(CLOSE_TOO_BIG),
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                return Err(CLOSE_TOO_BIG)
+            }
             Some(Err(_)) => return Err(0),
         }
     }
 }
 
-async fn session<S>(state: Arc<GatewayState>, mut ws: Ws<S>, source: IpAddr, origin: Origin, mut slot: PreauthSlot)
-where
+async fn session<S>(
+    state: Arc<GatewayState>,
+    mut ws: Ws<S>,
+    source: IpAddr,
+    origin: Origin,
+    mut slot: PreauthSlot,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let nonce = uuid::Uuid::new_v4().to_string();
     let ts = crate::now_ms();
-    let challenge = frames::event("connect.challenge", &json!({"nonce": nonce, "ts": ts}), None);
+    let challenge = frames::event(
+        "connect.challenge",
+        &json!({"nonce": nonce, "ts": ts}),
+        None,
+    );
     if ws.send(Message::Text(challenge.into())).await.is_err() {
         return;
     }
-    let first = match tokio::time::timeout(state.config.handshake_timeout, next_text(&mut ws)).await {
+    let first = match tokio::time::timeout(state.config.handshake_timeout, next_text(&mut ws)).await
+    {
         Err(_) => return close(&mut ws, CLOSE_NORMAL, "").await,
         Ok(Err(0)) => return,
         Ok(Err(code)) => return close(&mut ws, code, "").await,
@@ -162,7 +212,9 @@ where
     };
     let req = match frames::parse_request(&first, MAX_PREAUTH_PAYLOAD) {
         Ok(r) => r,
-        Err(FrameError::TooLarge(_)) => return close(&mut ws, CLOSE_TOO_BIG, "connect frame too large").await,
+        Err(FrameError::TooLarge(_)) => {
+            return close(&mut ws, CLOSE_TOO_BIG, "connect frame too large").await
+        }
         Err(FrameError::NotJson) => return close(&mut ws, CLOSE_NORMAL, "").await,
         Err(FrameError::Invalid(_)) => {
             let f = Rejection::FirstRequestNotConnect.frame();
@@ -179,7 +231,9 @@ where
         Err(rej) => {
             let f = rej.frame();
             let _ = ws
-                .send(Message::Text(frames::response_err(&req.id, &f.error).into()))
+                .send(Message::Text(
+                    frames::response_err(&req.id, &f.error).into(),
+                ))
                 .await;
             return close(&mut ws, f.close_code, &f.close_reason).await;
         }
@@ -188,7 +242,12 @@ where
     let conn_id = state.next_conn_id();
     let methods = methods::served_methods();
     let hello = hello_ok(&Hello {
-        protocol: negotiate_protocol(params.min_protocol, params.max_protocol, &params.client.mode).unwrap_or(4),
+        protocol: negotiate_protocol(
+            params.min_protocol,
+            params.max_protocol,
+            &params.client.mode,
+        )
+        .unwrap_or(4),
         conn_id: &format!("{conn_id}-{}", &nonce[..8]),
         methods: &methods,
         method: accept.method,
@@ -215,7 +274,11 @@ where
     );
     slot.release();
     state.sessions_alive.fetch_add(1, Ordering::Relaxed);
-    if ws.send(Message::Text(frames::response_ok(&req.id, &hello).into())).await.is_ok() {
+    if ws
+        .send(Message::Text(frames::response_ok(&req.id, &hello).into()))
+        .await
+        .is_ok()
+    {
         let ctx = Ctx {
             scopes: accept.scopes.clone(),
             device_id: accept.device_id.clone(),
@@ -249,7 +312,13 @@ async fn handshake(
         return Err(Rejection::FirstRequestNotConnect);
     }
     let params = parse_connect(&req.params).map_err(Rejection::InvalidParams)?;
-    if negotiate_protocol(params.min_protocol, params.max_protocol, &params.client.mode).is_none() {
+    if negotiate_protocol(
+        params.min_protocol,
+        params.max_protocol,
+        &params.client.mode,
+    )
+    .is_none()
+    {
         return Err(Rejection::ProtocolMismatch {
             client_min: params.min_protocol,
             client_max: params.max_protocol,
@@ -285,10 +354,18 @@ async fn handshake(
     match decision {
         Decision::Reject(r) => {
             let device_id = params.device.as_ref().map(|d| d.id.as_str());
-            if let Err(e) = state.store().audit("auth.failed", device_id, Some(origin_name), r.audit_name()) {
+            if let Err(e) =
+                state
+                    .store()
+                    .audit("auth.failed", device_id, Some(origin_name), r.audit_name())
+            {
                 tracing::warn!(error = %e, "audit write failed");
             }
-            tracing::info!(reason = r.audit_name(), origin = origin_name, "connect refused");
+            tracing::info!(
+                reason = r.audit_name(),
+                origin = origin_name,
+                "connect refused"
+            );
             if r.is_bad_secret() {
                 let wait = state
                     .failures
@@ -305,7 +382,9 @@ async fn handshake(
             let req = state
                 .store()
                 .request_pairing(&d, origin_name, ttl)
-                .map_err(|_| Rejection::PairingRequired { request_id: String::new() })?;
+                .map_err(|_| Rejection::PairingRequired {
+                    request_id: String::new(),
+                })?;
             let ev = frames::event(
                 "device.pair.requested",
                 &json!({"requestId": req.request_id, "deviceId": device_id}),
@@ -331,7 +410,11 @@ async fn handshake(
 fn new_device(params: &ConnectParams, device_id: &str) -> NewDevice {
     NewDevice {
         device_id: device_id.to_string(),
-        public_key: params.device.as_ref().map(|d| d.public_key.clone()).unwrap_or_default(),
+        public_key: params
+            .device
+            .as_ref()
+            .map(|d| d.public_key.clone())
+            .unwrap_or_default(),
         display_name: params.client.display_name.clone(),
         platform: params.client.platform.clone(),
         device_family: params.client.device_family.clone(),
@@ -365,17 +448,29 @@ fn carry_out(
             store
                 .pair_device(&new_device(params, device_id), "silent", origin)
                 .map_err(fail)?;
-            store.current_token(device_id, &a.role, origin).map_err(fail)?
+            store
+                .current_token(device_id, &a.role, origin)
+                .map_err(fail)?
         }
         DeviceAction::RepairOverTunnel => {
-            let t = store.current_token(device_id, &a.role, origin).map_err(fail)?;
-            let _ = store.audit("device.repaired", Some(device_id), Some(origin), "stale token replaced over the tunnel");
+            let t = store
+                .current_token(device_id, &a.role, origin)
+                .map_err(fail)?;
+            let _ = store.audit(
+                "device.repaired",
+                Some(device_id),
+                Some(origin),
+                "stale token replaced over the tunnel",
+            );
             t
         }
         DeviceAction::Keep => {
             let _ = store.touch_device(device_id);
             // Same token back (a device token is re-derivable from the root).
-            return Ok(Some((params.secret().unwrap_or_default().to_string(), crate::now_ms())));
+            return Ok(Some((
+                params.secret().unwrap_or_default().to_string(),
+                crate::now_ms(),
+            )));
         }
     };
     Ok(Some((issued.token, issued.issued_at_ms)))

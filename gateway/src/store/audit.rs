@@ -46,7 +46,13 @@ pub(super) fn insert(
 
 impl Store {
     /// Appends an audit entry in its own transaction.
-    pub fn audit(&mut self, event: &str, device_id: Option<&str>, origin: Option<&str>, detail: &str) -> Result<()> {
+    pub fn audit(
+        &mut self,
+        event: &str,
+        device_id: Option<&str>,
+        origin: Option<&str>,
+        detail: &str,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         insert(&tx, event, device_id, origin, detail)?;
         tx.commit()?;

@@ -114,9 +114,9 @@ impl Store {
 
     /// Every paired device (revoked ones included), oldest first.
     pub fn devices(&self) -> Result<Vec<DeviceInfo>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLS} FROM devices ORDER BY created_at_ms, device_id"))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLS} FROM devices ORDER BY created_at_ms, device_id"
+        ))?;
         let rows = stmt
             .query_map([], from_row)?
             .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -128,7 +128,11 @@ impl Store {
         let now = now_ms() as i64;
         let tx = self.conn.transaction()?;
         let existing: Option<String> = tx
-            .query_row("SELECT scopes FROM devices WHERE device_id = ?1", [&d.device_id], |r| r.get(0))
+            .query_row(
+                "SELECT scopes FROM devices WHERE device_id = ?1",
+                [&d.device_id],
+                |r| r.get(0),
+            )
             .optional()?;
         match existing {
             Some(old) => {
@@ -161,7 +165,13 @@ impl Store {
                         crate::auth::secrets::random_bytes().to_vec()
                     ],
                 )?;
-                audit::insert(&tx, "device.paired", Some(&d.device_id), Some(origin), &format!("via={via}"))?;
+                audit::insert(
+                    &tx,
+                    "device.paired",
+                    Some(&d.device_id),
+                    Some(origin),
+                    &format!("via={via}"),
+                )?;
             }
         }
         tx.commit()?;
@@ -178,7 +188,9 @@ impl Store {
             params![device_id, now],
         )?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("no paired device {device_id}")));
+            return Err(StoreError::NotFound(format!(
+                "no paired device {device_id}"
+            )));
         }
         tx.execute(
             "UPDATE device_tokens SET superseded_at_ms = ?2 WHERE device_id = ?1 AND superseded_at_ms IS NULL",
@@ -194,9 +206,14 @@ impl Store {
         let tx = self.conn.transaction()?;
         let n = tx.execute("DELETE FROM devices WHERE device_id = ?1", [device_id])?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("no paired device {device_id}")));
+            return Err(StoreError::NotFound(format!(
+                "no paired device {device_id}"
+            )));
         }
-        tx.execute("DELETE FROM device_tokens WHERE device_id = ?1", [device_id])?;
+        tx.execute(
+            "DELETE FROM device_tokens WHERE device_id = ?1",
+            [device_id],
+        )?;
         audit::insert(&tx, "device.removed", Some(device_id), Some(actor), "")?;
         tx.commit()?;
         Ok(())

@@ -156,7 +156,11 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute_batch(SCHEMA)?;
         let found: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key='schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key='schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .ok();
         match found.and_then(|v| v.parse::<i64>().ok()) {
             Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew { found: v }),
@@ -175,9 +179,11 @@ impl Store {
 
     /// The schema version recorded in the file.
     pub fn schema_version(&self) -> Result<i64> {
-        let v: String = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key='schema_version'", [], |r| r.get(0))?;
+        let v: String = self.conn.query_row(
+            "SELECT value FROM meta WHERE key='schema_version'",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(v.parse().unwrap_or(0))
     }
 

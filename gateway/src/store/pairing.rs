@@ -80,10 +80,18 @@ pub const MAX_PENDING: i64 = 256;
 
 impl Store {
     /// Records (or returns the existing) pending request of a device, audited.
-    pub fn request_pairing(&mut self, d: &NewDevice, origin: &str, ttl_ms: u64) -> Result<PendingRequest> {
+    pub fn request_pairing(
+        &mut self,
+        d: &NewDevice,
+        origin: &str,
+        ttl_ms: u64,
+    ) -> Result<PendingRequest> {
         let now = now_ms();
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM pairing_requests WHERE expires_at_ms <= ?1", [now as i64])?;
+        tx.execute(
+            "DELETE FROM pairing_requests WHERE expires_at_ms <= ?1",
+            [now as i64],
+        )?;
         let existing = tx
             .query_row(
                 &format!("SELECT {COLS} FROM pairing_requests WHERE device_id = ?1"),
@@ -97,7 +105,9 @@ impl Store {
         }
         let count: i64 = tx.query_row("SELECT COUNT(*) FROM pairing_requests", [], |r| r.get(0))?;
         if count >= MAX_PENDING {
-            return Err(StoreError::Conflict("too many pending pairing requests".into()));
+            return Err(StoreError::Conflict(
+                "too many pending pairing requests".into(),
+            ));
         }
         let request_id = uuid::Uuid::new_v4().to_string();
         tx.execute(
@@ -118,7 +128,13 @@ impl Store {
                 (now + ttl_ms) as i64
             ],
         )?;
-        audit::insert(&tx, "pairing.requested", Some(&d.device_id), Some(origin), &format!("request={request_id}"))?;
+        audit::insert(
+            &tx,
+            "pairing.requested",
+            Some(&d.device_id),
+            Some(origin),
+            &format!("request={request_id}"),
+        )?;
         let r = tx.query_row(
             &format!("SELECT {COLS} FROM pairing_requests WHERE request_id = ?1"),
             [&request_id],
@@ -151,23 +167,34 @@ impl Store {
 
     /// Deletes expired requests; returns how many.
     pub fn prune_expired_requests(&mut self) -> Result<u64> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM pairing_requests WHERE expires_at_ms <= ?1", [now_ms() as i64])? as u64)
+        Ok(self.conn.execute(
+            "DELETE FROM pairing_requests WHERE expires_at_ms <= ?1",
+            [now_ms() as i64],
+        )? as u64)
     }
 
     /// Approves a pending request: the device is paired; returns it.
     pub fn approve_request(&mut self, request_id: &str, actor: &str) -> Result<PendingRequest> {
         let req = self.take_request(request_id)?;
         self.pair_device(&req.device(), "operator", actor)?;
-        self.audit("pairing.approved", Some(&req.device_id), Some(actor), &format!("request={request_id}"))?;
+        self.audit(
+            "pairing.approved",
+            Some(&req.device_id),
+            Some(actor),
+            &format!("request={request_id}"),
+        )?;
         Ok(req)
     }
 
     /// Rejects a pending request.
     pub fn reject_request(&mut self, request_id: &str, actor: &str) -> Result<PendingRequest> {
         let req = self.take_request(request_id)?;
-        self.audit("pairing.rejected", Some(&req.device_id), Some(actor), &format!("request={request_id}"))?;
+        self.audit(
+            "pairing.rejected",
+            Some(&req.device_id),
+            Some(actor),
+            &format!("request={request_id}"),
+        )?;
         Ok(req)
     }
 
@@ -181,7 +208,10 @@ impl Store {
             )
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("no pending pairing request {request_id}")))?;
-        tx.execute("DELETE FROM pairing_requests WHERE request_id = ?1", [request_id])?;
+        tx.execute(
+            "DELETE FROM pairing_requests WHERE request_id = ?1",
+            [request_id],
+        )?;
         tx.commit()?;
         Ok(req)
     }

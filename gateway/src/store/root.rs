@@ -47,7 +47,8 @@ impl Store {
             "UPDATE root SET generation = generation + 1, secret = ?1, rotated_at_ms = ?2 WHERE id = 1",
             params![random_bytes().to_vec(), now_ms() as i64],
         )?;
-        let generation: i64 = tx.query_row("SELECT generation FROM root WHERE id = 1", [], |r| r.get(0))?;
+        let generation: i64 =
+            tx.query_row("SELECT generation FROM root WHERE id = 1", [], |r| r.get(0))?;
         let mut devices_removed = 0;
         if remove_devices {
             devices_removed = tx.execute("DELETE FROM devices", [])?;

@@ -38,7 +38,10 @@ fn tokens_are_stable_until_rotated() {
     let rec = s.token_record(&a.token).unwrap().unwrap();
     assert_eq!((rec.generation, rec.superseded), (1, false));
     // The store holds no usable token.
-    let raw: Vec<u8> = s.conn.query_row("SELECT token_hash FROM device_tokens", [], |r| r.get(0)).unwrap();
+    let raw: Vec<u8> = s
+        .conn
+        .query_row("SELECT token_hash FROM device_tokens", [], |r| r.get(0))
+        .unwrap();
     assert_ne!(raw, a.token.as_bytes());
 
     // Per-device rotation supersedes.
@@ -58,13 +61,30 @@ fn tokens_are_stable_until_rotated() {
     // Revocation.
     s.revoke_device("d1", "admin").unwrap();
     assert!(s.device("d1").unwrap().unwrap().revoked_at_ms.is_some());
-    assert!(matches!(s.current_token("d1", "operator", "x"), Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.current_token("d1", "operator", "x"),
+        Err(StoreError::Conflict(_))
+    ));
     s.remove_device("d1", "admin").unwrap();
     assert!(s.device("d1").unwrap().is_none());
     assert!(s.token_record(&d.token).unwrap().is_none());
-    let events: Vec<String> = s.audit_tail(20).unwrap().into_iter().map(|e| e.event).collect();
-    for want in ["device.paired", "device.token.issued", "root.rotated", "device.revoked", "device.removed"] {
-        assert!(events.iter().any(|e| e == want), "{want} missing from {events:?}");
+    let events: Vec<String> = s
+        .audit_tail(20)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    for want in [
+        "device.paired",
+        "device.token.issued",
+        "root.rotated",
+        "device.revoked",
+        "device.removed",
+    ] {
+        assert!(
+            events.iter().any(|e| e == want),
+            "{want} missing from {events:?}"
+        );
     }
 }
 
@@ -90,10 +110,16 @@ fn pairing_requests_flow() {
     s.approve_request(&r.request_id, "admin").unwrap();
     assert!(s.device("d9").unwrap().is_some());
     assert!(s.pending().unwrap().is_empty());
-    assert!(matches!(s.approve_request(&r.request_id, "admin"), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.approve_request(&r.request_id, "admin"),
+        Err(StoreError::NotFound(_))
+    ));
     let r2 = s.request_pairing(&dev("d10"), "tunnel", 0).unwrap();
     assert_eq!(s.expired_request_count().unwrap(), 1);
-    assert!(s.approve_request(&r2.request_id, "admin").is_err(), "expired requests cannot be approved");
+    assert!(
+        s.approve_request(&r2.request_id, "admin").is_err(),
+        "expired requests cannot be approved"
+    );
     assert_eq!(s.prune_expired_requests().unwrap(), 1);
 }
 
@@ -101,7 +127,11 @@ fn pairing_requests_flow() {
 fn corrupt_file_is_reported_not_clobbered() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("state.db");
-    std::fs::write(&p, b"this is not a database, and it is long enough to look like a header....").unwrap();
+    std::fs::write(
+        &p,
+        b"this is not a database, and it is long enough to look like a header....",
+    )
+    .unwrap();
     assert!(Store::open(&p).is_err());
     assert!(std::fs::read(&p).unwrap().starts_with(b"this is not"));
 }

@@ -36,9 +36,11 @@ impl std::fmt::Debug for IssuedToken {
 }
 
 fn root(tx: &Transaction<'_>) -> Result<(u64, Vec<u8>)> {
-    Ok(tx.query_row("SELECT generation, secret FROM root WHERE id = 1", [], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-    })?)
+    Ok(tx.query_row(
+        "SELECT generation, secret FROM root WHERE id = 1",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+    )?)
 }
 
 fn issue_in(
@@ -137,7 +139,12 @@ impl Store {
 
     /// The device's current token for `role` (minting one for the current generation when it has
     /// none), granting the device's approved scopes.
-    pub fn current_token(&mut self, device_id: &str, role: &str, origin: &str) -> Result<IssuedToken> {
+    pub fn current_token(
+        &mut self,
+        device_id: &str,
+        role: &str,
+        origin: &str,
+    ) -> Result<IssuedToken> {
         let tx = self.conn.transaction()?;
         let grant = device_grant(&tx, device_id)?;
         let t = issue_in(&tx, device_id, role, &grant, false, origin)?;
@@ -146,11 +153,22 @@ impl Store {
     }
 
     /// Replaces the device's token for `role` with a new one (per-device rotation), audited.
-    pub fn rotate_device_token(&mut self, device_id: &str, role: &str, origin: &str) -> Result<IssuedToken> {
+    pub fn rotate_device_token(
+        &mut self,
+        device_id: &str,
+        role: &str,
+        origin: &str,
+    ) -> Result<IssuedToken> {
         let tx = self.conn.transaction()?;
         let grant = device_grant(&tx, device_id)?;
         let t = issue_in(&tx, device_id, role, &grant, true, origin)?;
-        audit::insert(&tx, "device.token.rotated", Some(device_id), Some(origin), &format!("role={role}"))?;
+        audit::insert(
+            &tx,
+            "device.token.rotated",
+            Some(device_id),
+            Some(origin),
+            &format!("role={role}"),
+        )?;
         tx.commit()?;
         Ok(t)
     }
@@ -176,8 +194,12 @@ fn device_grant(tx: &Transaction<'_>, device_id: &str) -> Result<(Vec<String>, V
         )
         .optional()?;
     match row {
-        None => Err(StoreError::NotFound(format!("no paired device {device_id}"))),
-        Some((_, Some(_), _)) => Err(StoreError::Conflict(format!("device {device_id} is revoked"))),
+        None => Err(StoreError::NotFound(format!(
+            "no paired device {device_id}"
+        ))),
+        Some((_, Some(_), _)) => Err(StoreError::Conflict(format!(
+            "device {device_id} is revoked"
+        ))),
         Some((s, None, salt)) => Ok((scopes_from_json(&s), salt)),
     }
 }
