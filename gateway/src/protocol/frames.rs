@@ -52,6 +52,13 @@ pub fn parse_request(text: &str, limit: usize) -> Result<Request, FrameError> {
     if text.len() > limit {
         return Err(FrameError::TooLarge(text.len()));
     }
+    // serde would fill a struct from a JSON array by position; frames are objects only.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => FrameError::Invalid("not an object frame"),
+            Err(_) => FrameError::NotJson,
+        });
+    }
     let raw: RawFrame = match serde_json::from_str(text) {
         Ok(r) => r,
         Err(e) if e.is_data() => return Err(FrameError::Invalid("not an object frame")),
@@ -159,6 +166,14 @@ mod tests {
             ("[]", FrameError::Invalid("not an object frame")),
             ("42", FrameError::Invalid("not an object frame")),
             ("null", FrameError::Invalid("not an object frame")),
+            (
+                r#"["req","a1","health",{}]"#,
+                FrameError::Invalid("not an object frame"),
+            ),
+            (
+                r#"  ["req","c1","connect",{"minProtocol":4}]"#,
+                FrameError::Invalid("not an object frame"),
+            ),
             (
                 r#"{"type":"res","id":"1","method":"x"}"#,
                 FrameError::Invalid("type must be \"req\""),

@@ -5,12 +5,14 @@
 //! hot path. See docs/architecture.md for why SQLite rather than redb.
 
 mod audit;
+mod codes;
 mod devices;
 mod pairing;
 mod root;
 mod tokens;
 
 pub use audit::AuditEntry;
+pub use codes::{CodeInfo, Redeemed};
 pub use devices::{DeviceInfo, NewDevice};
 pub use pairing::PendingRequest;
 pub use tokens::IssuedToken;
@@ -116,6 +118,17 @@ CREATE TABLE IF NOT EXISTS pairing_requests (
     origin TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL,
     expires_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pairing_codes (
+    code_id TEXT PRIMARY KEY,
+    secret_hash BLOB NOT NULL,
+    name TEXT,
+    require_approval INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    used_at_ms INTEGER,
+    device_id TEXT
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::auth::pairing_code::Verdict;
 
 fn dev(id: &str) -> NewDevice {
     NewDevice {
@@ -147,4 +148,59 @@ fn a_removed_device_that_pairs_again_gets_a_new_token() {
     let b = s.current_token("d1", "operator", "loopback").unwrap();
     assert_ne!(a.token, b.token);
     assert!(s.token_record(&a.token).unwrap().is_none());
+}
+
+#[test]
+fn pairing_codes_work_once_expire_and_burn() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    let (code, info) = s
+        .create_pairing_code(Some("phone"), 60_000, false, "cli")
+        .unwrap();
+    assert!(!code.is_empty() && code.starts_with(&info.code_id));
+    assert_eq!(
+        s.redeem_pairing_code(&code, &dev("p1"), "tunnel").unwrap(),
+        Ok(Redeemed::Paired)
+    );
+    assert_eq!(
+        s.device("p1").unwrap().unwrap().display_name.as_deref(),
+        Some("phone")
+    );
+    assert_eq!(
+        s.device("p1").unwrap().unwrap().approved_via,
+        "pairing-code"
+    );
+    // Reuse.
+    assert_eq!(
+        s.redeem_pairing_code(&code, &dev("p2"), "tunnel").unwrap(),
+        Err(Verdict::Used)
+    );
+    // Burn after three wrong secrets: then even the right one fails.
+    let (code, info) = s.create_pairing_code(None, 60_000, false, "cli").unwrap();
+    let wrong = format!("{}.{}", info.code_id, "A".repeat(22));
+    for i in 0..3 {
+        let v = s.redeem_pairing_code(&wrong, &dev("x"), "tunnel").unwrap();
+        assert_eq!(v, Err(Verdict::Wrong { burned: i == 2 }));
+    }
+    assert_eq!(
+        s.redeem_pairing_code(&code, &dev("x"), "tunnel").unwrap(),
+        Err(Verdict::Used)
+    );
+    // Expiry.
+    let (code, _) = s.create_pairing_code(None, 0, false, "cli").unwrap();
+    assert_eq!(
+        s.redeem_pairing_code(&code, &dev("y"), "tunnel").unwrap(),
+        Err(Verdict::Expired)
+    );
+    assert_eq!(s.expired_code_count().unwrap(), 1);
+    // Approval-required codes leave the device pending.
+    let (code, _) = s.create_pairing_code(None, 60_000, true, "cli").unwrap();
+    let got = s.redeem_pairing_code(&code, &dev("z"), "tunnel").unwrap();
+    assert!(matches!(got, Ok(Redeemed::Pending { .. })));
+    assert!(s.device("z").unwrap().is_none());
+    assert_eq!(s.pending().unwrap().len(), 1);
+    assert!(s
+        .redeem_pairing_code("garbage", &dev("g"), "tunnel")
+        .unwrap()
+        .is_err());
 }
