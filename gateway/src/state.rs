@@ -60,6 +60,39 @@ pub enum TokenSource {
     Pinned,
 }
 
+/// Something that happened to credentials, for listeners outside the WebSocket server (the
+/// tunnel pushes fresh tokens and cuts revoked devices off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayEvent {
+    /// The device-token root was rotated.
+    RootRotated {
+        /// The new generation.
+        generation: u64,
+    },
+    /// One device's token was rotated.
+    DeviceTokenRotated {
+        /// The device.
+        device_id: String,
+    },
+    /// A device was revoked.
+    DeviceRevoked {
+        /// The device.
+        device_id: String,
+    },
+    /// A device was forgotten.
+    DeviceRemoved {
+        /// The device.
+        device_id: String,
+    },
+    /// A pending pairing request was approved or rejected.
+    PairingResolved {
+        /// The device.
+        device_id: String,
+        /// Approved (true) or rejected.
+        approved: bool,
+    },
+}
+
 /// Something to send to a session.
 #[derive(Debug)]
 pub enum Outbound {
@@ -122,6 +155,8 @@ pub struct GatewayState {
     pub url: Mutex<String>,
     /// Flips to true when the gateway should stop.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Credential events (subscribe with `events.subscribe()`).
+    pub events: tokio::sync::broadcast::Sender<GatewayEvent>,
 }
 
 impl GatewayState {
@@ -150,6 +185,7 @@ impl GatewayState {
             seq: AtomicU64::new(0),
             url: Mutex::new(String::new()),
             shutdown: tokio::sync::watch::channel(false).0,
+            events: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -169,6 +205,11 @@ impl GatewayState {
     /// Replaces the shared token in memory (the caller persisted it).
     pub fn set_shared_token(&self, token: String) {
         *self.shared_token.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+
+    /// Publishes a credential event (nobody listening is fine).
+    pub fn emit(&self, e: GatewayEvent) {
+        let _ = self.events.send(e);
     }
 
     /// Asks the gateway to stop (SIGTERM, `gateway.stop`).

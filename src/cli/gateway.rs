@@ -72,6 +72,56 @@ pub struct RunArgs {
     /// Unauthenticated sockets per source address before HTTP 503.
     #[arg(long, default_value_t = 32)]
     max_preauth: usize,
+    /// Start the QUIC tunnel for paired devices (UDP; 0.0.0.0:18790 when given without a value).
+    /// The only socket claw opens beyond loopback; nothing crosses it before mutual TLS.
+    #[arg(long, num_args = 0..=1, default_missing_value = "0.0.0.0:18790", value_name = "ADDR")]
+    tunnel: Option<std::net::SocketAddr>,
+    /// Let paired devices reach a loopback service through the tunnel: NAME=127.0.0.1:PORT.
+    #[arg(long = "expose", value_name = "NAME=ADDR", requires = "tunnel")]
+    expose: Vec<String>,
+}
+
+/// Parses `--expose NAME=ADDR` values; only loopback targets are accepted.
+fn parse_exposes(
+    values: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, std::net::SocketAddr>> {
+    let mut out = std::collections::HashMap::new();
+    for v in values {
+        let (name, addr) = v.split_once('=').ok_or_else(|| {
+            fail(
+                exit::CONFIG,
+                format!("--expose {v:?}: expected NAME=127.0.0.1:PORT"),
+            )
+        })?;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(fail(
+                exit::CONFIG,
+                format!("--expose {v:?}: NAME must be letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+            fail(
+                exit::CONFIG,
+                format!("--expose {v:?}: ADDR must be IP:PORT"),
+            )
+        })?;
+        if !claw_gateway::bind_guard::is_loopback(addr.ip()) {
+            return Err(fail(
+                exit::CONFIG,
+                format!(
+                    "--expose {v:?}: only loopback services can be exposed (got {})",
+                    addr.ip()
+                ),
+            ));
+        }
+        out.insert(name.to_string(), addr);
+    }
+    Ok(out)
 }
 
 /// Runs a gateway verb.
@@ -150,6 +200,29 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         ..GatewayConfig::default()
     };
     let state = GatewayState::new(home.clone(), config, store, token, source);
+    let exposes = parse_exposes(&a.expose)?;
+    let tunnel = match a.tunnel {
+        Some(listen) => {
+            let identity =
+                claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
+            let cfg = claw_tunnel::quic::server::TunnelConfig {
+                listen,
+                exposes,
+                ..Default::default()
+            };
+            let (endpoint, serving) =
+                claw_tunnel::quic::server::bind(state.clone(), &identity, cfg)
+                    .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+            let local = endpoint.local_addr()?;
+            tokio::spawn(claw_tunnel::quic::server::serve(
+                state.clone(),
+                endpoint,
+                serving,
+            ));
+            Some((local, identity.id()))
+        }
+        None => None,
+    };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(claw_gateway::server::run(state.clone(), ready_tx));
     let signals = state.clone();
@@ -174,7 +247,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         }
     };
     let url = format!("ws://{}", ready.addrs[0]);
-    let runtime = json!({
+    let mut runtime = json!({
         "pid": std::process::id(),
         "url": url,
         "port": ready.addrs[0].port(),
@@ -182,9 +255,14 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         "adminSocket": home.admin_socket_path(),
         "startedAtMs": claw_gateway::now_ms(),
     });
+    let mut tunnel_note = String::new();
+    if let Some((addr, id)) = &tunnel {
+        runtime["tunnel"] = json!({"addr": addr.to_string(), "gatewayId": id});
+        tunnel_note = format!(", tunnel udp://{addr} fingerprint {}", &id[..16]);
+    }
     write_secret_atomic(&home.runtime_path(), runtime.to_string().as_bytes())?;
     println!(
-        "claw gateway ready on {url} (pid {}, home {})",
+        "claw gateway ready on {url} (pid {}, home {}{tunnel_note})",
         std::process::id(),
         home.root().display()
     );
@@ -217,6 +295,13 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
     if let Some(f) = &a.token_file {
         v.push("--token-file".into());
         v.push(f.display().to_string());
+    }
+    if let Some(t) = a.tunnel {
+        v.push(format!("--tunnel={t}"));
+    }
+    for e in &a.expose {
+        v.push("--expose".into());
+        v.push(e.clone());
     }
     v
 }
@@ -333,17 +418,18 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
         }
         return Ok(exit::NOT_RUNNING);
     };
-    let v =
-        match live_call(home, "gateway.status", json!({})).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(fail(exit::FAILURE, format!("{}: {}", e.code, e.message))),
-            Err(e) => return Err(fail(
+    let v = match live_call(home, "gateway.status", json!({})).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(fail(exit::FAILURE, format!("{}: {}", e.code, e.message))),
+        Err(e) => {
+            return Err(fail(
                 exit::FAILURE,
                 format!(
                     "gateway pid {pid} holds the lock but its admin socket does not answer: {e:#}"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     if as_json {
         println!("{v}");
     } else {

@@ -4,6 +4,8 @@ mod admin_client;
 mod call;
 mod devices;
 mod gateway;
+mod pair;
+mod tunnel;
 
 use std::path::PathBuf;
 
@@ -69,6 +71,11 @@ enum Cmd {
     Call(call::CallArgs),
     /// Call `health` on the gateway.
     Health(call::HealthArgs),
+    /// Mint a one-time pairing URI (and QR code) for a device to join through the tunnel.
+    Pair(pair::PairArgs),
+    /// The device side of the QUIC tunnel: pair, up, status.
+    #[command(subcommand)]
+    Tunnel(tunnel::TunnelCmd),
 }
 
 impl Cli {
@@ -89,5 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Devices(c) => devices::run(&home, c).await,
         Cmd::Call(a) => call::call(&home, a).await,
         Cmd::Health(a) => call::health(&home, a).await,
+        Cmd::Pair(a) => pair::run(&home, a).await,
+        Cmd::Tunnel(c) => tunnel::run(&home, c).await,
     }
 }

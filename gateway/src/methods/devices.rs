@@ -7,7 +7,7 @@ use crate::auth::scopes;
 use crate::protocol::errors::{Rejection, CLOSE_POLICY};
 use crate::protocol::frames::ErrorShape;
 use crate::protocol::hello::AuthMethod;
-use crate::state::GatewayState;
+use crate::state::{GatewayEvent, GatewayState};
 
 /// Close reason for sessions of a removed device.
 pub const REMOVED_REASON: &str = "unauthorized: device removed (pair again)";
@@ -90,6 +90,10 @@ pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
         Some(state.next_seq()),
     );
     state.broadcast(&event);
+    state.emit(GatewayEvent::PairingResolved {
+        device_id: req.device_id.clone(),
+        approved: true,
+    });
     Ok(json!({"requestId": id, "deviceId": req.device_id, "approved": true}))
 }
 
@@ -100,6 +104,10 @@ pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
         .store()
         .reject_request(id, ctx.actor)
         .map_err(store_error)?;
+    state.emit(GatewayEvent::PairingResolved {
+        device_id: req.device_id.clone(),
+        approved: false,
+    });
     Ok(json!({"requestId": id, "deviceId": req.device_id, "rejected": true}))
 }
 
@@ -111,6 +119,9 @@ pub fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
         .store()
         .remove_device(id, ctx.actor)
         .map_err(store_error)?;
+    state.emit(GatewayEvent::DeviceRemoved {
+        device_id: id.to_string(),
+    });
     let closed = state.close_sessions(
         |s| s.device_id.as_deref() == Some(id) && s.method == AuthMethod::DeviceToken,
         CLOSE_POLICY,
@@ -132,6 +143,9 @@ pub fn rotate_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
         .store()
         .rotate_device_token(id, &role, ctx.actor)
         .map_err(store_error)?;
+    state.emit(GatewayEvent::DeviceTokenRotated {
+        device_id: id.to_string(),
+    });
     let reason = Rejection::DeviceTokenRotated.frame().close_reason;
     let own = ctx.conn_id;
     let closed = state.close_sessions(
@@ -175,6 +189,9 @@ pub fn revoke_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
         .store()
         .revoke_device(id, ctx.actor)
         .map_err(store_error)?;
+    state.emit(GatewayEvent::DeviceRevoked {
+        device_id: id.to_string(),
+    });
     let reason = Rejection::DeviceRevoked.frame().close_reason;
     let closed = state.close_sessions(
         |s| s.device_id.as_deref() == Some(id),

@@ -4,6 +4,7 @@
 mod admin;
 mod devices;
 mod health;
+mod pairing;
 mod root;
 
 use serde_json::Value;
@@ -65,97 +66,25 @@ pub struct MethodSpec {
 }
 
 /// Every method claw serves.
+#[rustfmt::skip]
 pub static TABLE: &[MethodSpec] = &[
-    MethodSpec {
-        name: "health",
-        scope: scopes::READ,
-        ws: true,
-        handler: health::health,
-    },
-    MethodSpec {
-        name: "status",
-        scope: scopes::READ,
-        ws: true,
-        handler: health::status,
-    },
-    MethodSpec {
-        name: "config.get",
-        scope: scopes::READ,
-        ws: true,
-        handler: health::config,
-    },
-    MethodSpec {
-        name: "system-presence",
-        scope: scopes::READ,
-        ws: true,
-        handler: health::presence,
-    },
-    MethodSpec {
-        name: "device.pair.list",
-        scope: scopes::PAIRING,
-        ws: true,
-        handler: devices::list,
-    },
-    MethodSpec {
-        name: "device.pair.approve",
-        scope: scopes::PAIRING,
-        ws: true,
-        handler: devices::approve,
-    },
-    MethodSpec {
-        name: "device.pair.reject",
-        scope: scopes::PAIRING,
-        ws: true,
-        handler: devices::reject,
-    },
-    MethodSpec {
-        name: "device.pair.remove",
-        scope: scopes::PAIRING,
-        ws: true,
-        handler: devices::remove,
-    },
-    MethodSpec {
-        name: "device.token.rotate",
-        scope: scopes::PAIRING,
-        ws: true,
-        handler: devices::rotate_token,
-    },
-    MethodSpec {
-        name: "device.token.revoke",
-        scope: scopes::PAIRING,
-        ws: true,
-        handler: devices::revoke_token,
-    },
-    MethodSpec {
-        name: "gateway.token.rotate",
-        scope: scopes::ADMIN,
-        ws: true,
-        handler: root::rotate,
-    },
-    MethodSpec {
-        name: "gateway.status",
-        scope: scopes::ADMIN,
-        ws: false,
-        handler: admin::status,
-    },
-    MethodSpec {
-        name: "gateway.stop",
-        scope: scopes::ADMIN,
-        ws: false,
-        handler: admin::stop,
-    },
-    MethodSpec {
-        name: "gateway.token.show",
-        scope: scopes::ADMIN,
-        ws: false,
-        handler: admin::show_token,
-    },
-    MethodSpec {
-        name: "audit.tail",
-        scope: scopes::ADMIN,
-        ws: false,
-        handler: admin::audit_tail,
-    },
+    MethodSpec { name: "health", scope: scopes::READ, ws: true, handler: health::health },
+    MethodSpec { name: "status", scope: scopes::READ, ws: true, handler: health::status },
+    MethodSpec { name: "config.get", scope: scopes::READ, ws: true, handler: health::config },
+    MethodSpec { name: "system-presence", scope: scopes::READ, ws: true, handler: health::presence },
+    MethodSpec { name: "device.pair.list", scope: scopes::PAIRING, ws: true, handler: devices::list },
+    MethodSpec { name: "device.pair.approve", scope: scopes::PAIRING, ws: true, handler: devices::approve },
+    MethodSpec { name: "device.pair.reject", scope: scopes::PAIRING, ws: true, handler: devices::reject },
+    MethodSpec { name: "device.pair.remove", scope: scopes::PAIRING, ws: true, handler: devices::remove },
+    MethodSpec { name: "device.token.rotate", scope: scopes::PAIRING, ws: true, handler: devices::rotate_token },
+    MethodSpec { name: "device.token.revoke", scope: scopes::PAIRING, ws: true, handler: devices::revoke_token },
+    MethodSpec { name: "gateway.token.rotate", scope: scopes::ADMIN, ws: true, handler: root::rotate },
+    // Admin socket only (not advertised, not served over WebSocket).
+    MethodSpec { name: "pair.create", scope: scopes::ADMIN, ws: false, handler: pairing::create },
+    MethodSpec { name: "gateway.status", scope: scopes::ADMIN, ws: false, handler: admin::status },
+    MethodSpec { name: "gateway.stop", scope: scopes::ADMIN, ws: false, handler: admin::stop },
+    MethodSpec { name: "gateway.token.show", scope: scopes::ADMIN, ws: false, handler: admin::show_token },
+    MethodSpec { name: "audit.tail", scope: scopes::ADMIN, ws: false, handler: admin::audit_tail },
 ];
 
 /// The methods advertised in `hello-ok.features.methods`.

@@ -7,7 +7,7 @@ use crate::auth::secrets::random_token;
 use crate::protocol::errors::{Rejection, CLOSE_POLICY};
 use crate::protocol::frames::ErrorShape;
 use crate::protocol::hello::AuthMethod;
-use crate::state::{GatewayState, TokenSource};
+use crate::state::{GatewayEvent, GatewayState, TokenSource};
 
 /// Close reason for shared-token sessions after `--shared`.
 pub const SHARED_ROTATED_REASON: &str = "unauthorized: gateway token rotated";
@@ -57,6 +57,9 @@ pub fn rotate_root(
         CLOSE_POLICY,
         &reason,
     );
+    state.emit(GatewayEvent::RootRotated {
+        generation: rot.generation,
+    });
     let mut closed_shared = 0;
     if o.shared {
         let token = random_token();

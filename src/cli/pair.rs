@@ -1,0 +1,141 @@
+//! `claw pair`: mint a one-time pairing code and print the pairing URI (and a QR code).
+
+use std::net::{IpAddr, SocketAddr};
+
+use claw_gateway::home::Home;
+use claw_tunnel::identity::Identity;
+use claw_tunnel::pairing::PairingUri;
+use serde_json::{json, Value};
+
+use super::admin_client::admin_call;
+use super::{exit, fail};
+
+/// `claw pair` options.
+#[derive(Debug, clap::Args)]
+pub struct PairArgs {
+    /// Name for the device that redeems the code.
+    #[arg(long)]
+    name: Option<String>,
+    /// How long the code stays valid (e.g. 10m, 1h).
+    #[arg(long, default_value = "10m")]
+    ttl: humantime::Duration,
+    /// Leave the device pending until `claw devices approve <id>`.
+    #[arg(long)]
+    require_approval: bool,
+    /// Tunnel address(es) to put in the URI (default: the running tunnel's).
+    #[arg(long = "addr", value_name = "HOST:PORT")]
+    addrs: Vec<String>,
+    /// One JSON document.
+    #[arg(long)]
+    json: bool,
+    /// Do not print the QR code.
+    #[arg(long)]
+    no_qr: bool,
+}
+
+/// Addresses of this machine's interfaces, non-loopback first.
+fn interface_addrs(port: u16) -> Vec<String> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
+        for i in ifs {
+            if let Some(ip) = i.address.and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| IpAddr::V4(v4.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+            }) {
+                let link_local =
+                    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+                if !link_local && !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|ip| ip.is_loopback());
+    out.into_iter()
+        .map(|ip| SocketAddr::new(ip, port).to_string())
+        .collect()
+}
+
+/// The tunnel addresses from the running gateway's runtime file.
+fn tunnel_addrs(home: &Home) -> Option<Vec<String>> {
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.runtime_path()).ok()?).ok()?;
+    let addr: SocketAddr = v["tunnel"]["addr"].as_str()?.parse().ok()?;
+    Some(if addr.ip().is_unspecified() {
+        interface_addrs(addr.port())
+    } else {
+        vec![addr.to_string()]
+    })
+}
+
+/// Runs `claw pair`.
+pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
+    let addrs = if a.addrs.is_empty() {
+        tunnel_addrs(home).ok_or_else(|| {
+            fail(exit::UNAVAILABLE, "no tunnel is running on this home: start the gateway with `claw gateway run --tunnel` (or pass --addr HOST:PORT)")
+        })?
+    } else {
+        a.addrs.clone()
+    };
+    let ttl_ms = a.ttl.as_millis() as u64;
+    home.ensure()?;
+    let identity = Identity::load_or_create(&home.root().join("identity.key"))?;
+    let v = admin_call(
+        home,
+        "pair.create",
+        json!({"name": a.name, "ttlMs": ttl_ms, "requireApproval": a.require_approval}),
+    )
+    .await?;
+    let expires_ms = v["expiresAtMs"].as_u64().unwrap_or(0);
+    let uri = PairingUri {
+        gateway_id: identity.id(),
+        addrs: addrs
+            .iter()
+            .take(claw_tunnel::pairing::MAX_ADDRS)
+            .cloned()
+            .collect(),
+        code: v["code"].as_str().unwrap_or_default().to_string(),
+        expires_at: expires_ms / 1000,
+        name: a.name.clone(),
+    };
+    // Our own output must parse: fail loudly rather than print a URI a device would reject.
+    let text = uri.to_uri();
+    PairingUri::parse(&text).map_err(|e| fail(exit::FAILURE, format!("internal: {e}")))?;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "uri": text, "gatewayId": uri.gateway_id, "addrs": uri.addrs,
+                "expiresAtMs": expires_ms, "codeId": v["codeId"], "requireApproval": a.require_approval,
+            })
+        );
+        return Ok(0);
+    }
+    println!(
+        "Pair a device with this gateway. The code works once and expires in {}.",
+        a.ttl
+    );
+    println!();
+    println!("  claw tunnel pair '{text}'");
+    println!();
+    if !a.no_qr {
+        match qrcode::QrCode::new(text.as_bytes()) {
+            Ok(qr) => {
+                let art = qr
+                    .render::<qrcode::render::unicode::Dense1x2>()
+                    .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                    .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                    .quiet_zone(true)
+                    .build();
+                println!("{art}");
+            }
+            Err(e) => eprintln!("(no QR code: {e})"),
+        }
+    }
+    println!("gateway fingerprint: {}", uri.gateway_id);
+    if a.require_approval {
+        println!("the device will wait for `claw devices approve <id>` after redeeming the code");
+    }
+    Ok(0)
+}

@@ -1,0 +1,168 @@
+//! Tunnel control messages (pure): every QUIC stream starts with one header line saying what it
+//! is for; the control stream then carries JSON lines both ways.
+//!
+//! Framing: one JSON object per line, at most [`MAX_LINE`] bytes. Unknown fields are ignored so
+//! newer peers can extend messages.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest control line accepted.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// First line of every stream opened by a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "open", rename_all = "snake_case")]
+pub enum StreamHeader {
+    /// The control stream (one per connection).
+    Control,
+    /// A byte stream to the gateway's WebSocket port.
+    Gateway,
+    /// A byte stream to a service the gateway exposes by name (`--expose NAME=127.0.0.1:PORT`).
+    Expose {
+        /// The exposed name.
+        name: String,
+    },
+}
+
+/// Device → gateway on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Redeem a pairing code for this connection's key.
+    Pair {
+        /// The one-time code.
+        code: String,
+        /// Device name.
+        #[serde(default)]
+        name: Option<String>,
+        /// Platform (e.g. `linux`).
+        #[serde(default)]
+        platform: String,
+    },
+    /// A paired device says hello; the gateway answers with its current token.
+    Hello {
+        /// The root generation of the token the device holds (0 = none).
+        #[serde(default)]
+        generation: u64,
+    },
+}
+
+/// Gateway → device on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Paired: here is everything the device stores.
+    Paired {
+        /// The device's id, as the gateway computed it from the TLS key.
+        device_id: String,
+        /// The device token (a secret).
+        device_token: String,
+        /// Its root generation.
+        generation: u64,
+    },
+    /// Waiting for `claw devices approve`.
+    Pending {
+        /// The pending request id.
+        request_id: String,
+    },
+    /// A (new) device token: sent on hello and pushed after a rotation.
+    Token {
+        /// The device token (a secret).
+        device_token: String,
+        /// Its root generation.
+        generation: u64,
+    },
+    /// Refused; the connection closes after this.
+    Error {
+        /// Stable code: `code_wrong`, `code_expired`, `code_used`, `code_unknown`, `rate_limited`,
+        /// `not_paired`, `revoked`, `rejected`, `bad_request`, `internal`.
+        code: String,
+        /// Human message.
+        message: String,
+    },
+}
+
+/// Why a control line was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControlError {
+    /// Longer than [`MAX_LINE`].
+    #[error("control line too long")]
+    TooLong,
+    /// Not a known message.
+    #[error("bad control message: {0}")]
+    Bad(String),
+}
+
+/// Encodes a message as one line (with the trailing newline).
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec(msg).expect("control messages serialize");
+    v.push(b'\n');
+    v
+}
+
+/// Decodes one line (without its newline).
+pub fn decode<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, ControlError> {
+    if line.len() > MAX_LINE {
+        return Err(ControlError::TooLong);
+    }
+    serde_json::from_slice(line)
+        .map_err(|e| ControlError::Bad(e.to_string().chars().take(120).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for h in [
+            StreamHeader::Control,
+            StreamHeader::Gateway,
+            StreamHeader::Expose { name: "oc".into() },
+        ] {
+            let line = encode(&h);
+            assert_eq!(*line.last().unwrap(), b'\n');
+            assert_eq!(decode::<StreamHeader>(&line[..line.len() - 1]).unwrap(), h);
+        }
+        let m = ClientMsg::Pair {
+            code: "c".into(),
+            name: Some("n".into()),
+            platform: "linux".into(),
+        };
+        let line = encode(&m);
+        assert_eq!(decode::<ClientMsg>(&line[..line.len() - 1]).unwrap(), m);
+        let s = ServerMsg::Token {
+            device_token: "t".into(),
+            generation: 3,
+        };
+        let line = encode(&s);
+        assert_eq!(decode::<ServerMsg>(&line[..line.len() - 1]).unwrap(), s);
+        // Unknown fields are tolerated.
+        assert_eq!(
+            decode::<ClientMsg>(br#"{"type":"hello","generation":2,"x":1}"#).unwrap(),
+            ClientMsg::Hello { generation: 2 }
+        );
+    }
+
+    #[test]
+    fn hostile_lines() {
+        for bad in [
+            &b""[..],
+            b"{",
+            b"[]",
+            b"null",
+            br#"{"type":"nope"}"#,
+            br#"{"open":"shell"}"#,
+            b"\xff\xfe",
+            br#"{"type":"pair"}"#,
+        ] {
+            assert!(
+                decode::<ClientMsg>(bad).is_err() || decode::<StreamHeader>(bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(decode::<StreamHeader>(br#"{"open":"shell"}"#).is_err());
+        let big = vec![b' '; MAX_LINE + 1];
+        assert_eq!(decode::<ClientMsg>(&big), Err(ControlError::TooLong));
+    }
+}

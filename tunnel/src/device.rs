@@ -1,0 +1,168 @@
+//! What a paired device keeps under its home (all 0600, written atomically):
+//! `identity.key` (its Ed25519 key), `tunnel.json` (the gateway it paired with) and
+//! `device-token.json` (its current device token, rewritten by `claw tunnel up` after a rotation
+//! so local clients always read a fresh one).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors reading or writing device files.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceFileError {
+    /// Not paired yet.
+    #[error("this home is not paired with a gateway (run `claw tunnel pair URI`)")]
+    NotPaired,
+    /// IO.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Corrupt JSON.
+    #[error("{0} is corrupt; run `claw doctor`")]
+    Corrupt(String),
+}
+
+/// The gateway this device is paired with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pairing {
+    /// The gateway's key id (pinned).
+    pub gateway_id: String,
+    /// Tunnel addresses to try, in order.
+    pub addrs: Vec<String>,
+    /// This device's id.
+    pub device_id: String,
+    /// When it paired.
+    pub paired_at_ms: u64,
+}
+
+/// The device token and its generation.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredToken {
+    /// The token (a secret).
+    pub token: String,
+    /// Root generation it belongs to.
+    pub generation: u64,
+    /// When it was written.
+    pub updated_at_ms: u64,
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("generation", &self.generation)
+            .field("updated_at_ms", &self.updated_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Paths of a device home.
+#[derive(Debug, Clone)]
+pub struct DeviceHome {
+    root: PathBuf,
+}
+
+fn read_json<T: for<'a> Deserialize<'a>>(p: &Path) -> Result<Option<T>, DeviceFileError> {
+    match claw_gateway::home::read_secret(p) {
+        Ok(s) => serde_json::from_str(&s)
+            .map(Some)
+            .map_err(|_| DeviceFileError::Corrupt(p.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(DeviceFileError::Io {
+            path: p.display().to_string(),
+            source,
+        }),
+    }
+}
+
+fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<(), DeviceFileError> {
+    let data = serde_json::to_vec_pretty(v).expect("serializable");
+    claw_gateway::home::write_secret_atomic(p, &data).map_err(|source| DeviceFileError::Io {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+impl DeviceHome {
+    /// A device home at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    /// The identity key file (shared with a gateway's identity when the home is a gateway's).
+    pub fn identity_path(&self) -> PathBuf {
+        self.root.join("identity.key")
+    }
+    /// `tunnel.json`.
+    pub fn pairing_path(&self) -> PathBuf {
+        self.root.join("tunnel.json")
+    }
+    /// `device-token.json`.
+    pub fn token_path(&self) -> PathBuf {
+        self.root.join("device-token.json")
+    }
+    /// `tunnel-status.json`, written by a running `claw tunnel up`.
+    pub fn status_path(&self) -> PathBuf {
+        self.root.join("tunnel-status.json")
+    }
+    /// The pairing, if any.
+    pub fn pairing(&self) -> Result<Pairing, DeviceFileError> {
+        read_json(&self.pairing_path())?.ok_or(DeviceFileError::NotPaired)
+    }
+    /// Saves the pairing.
+    pub fn save_pairing(&self, p: &Pairing) -> Result<(), DeviceFileError> {
+        write_json(&self.pairing_path(), p)
+    }
+    /// The stored token, if any.
+    pub fn token(&self) -> Result<Option<StoredToken>, DeviceFileError> {
+        read_json(&self.token_path())
+    }
+    /// Saves a token (atomically; readers see the old or the new one).
+    pub fn save_token(&self, token: &str, generation: u64) -> Result<(), DeviceFileError> {
+        write_json(
+            &self.token_path(),
+            &StoredToken {
+                token: token.to_string(),
+                generation,
+                updated_at_ms: claw_gateway::now_ms(),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_round_trip_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let h = DeviceHome::new(t.path());
+        assert!(matches!(h.pairing(), Err(DeviceFileError::NotPaired)));
+        assert_eq!(h.token().unwrap(), None);
+        let p = Pairing {
+            gateway_id: "g".into(),
+            addrs: vec!["127.0.0.1:1".into()],
+            device_id: "d".into(),
+            paired_at_ms: 1,
+        };
+        h.save_pairing(&p).unwrap();
+        h.save_token("tok", 3).unwrap();
+        assert_eq!(h.pairing().unwrap(), p);
+        assert_eq!(h.token().unwrap().unwrap().generation, 3);
+        for f in [h.pairing_path(), h.token_path()] {
+            assert_eq!(
+                std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        std::fs::write(h.token_path(), "{").unwrap();
+        assert!(matches!(h.token(), Err(DeviceFileError::Corrupt(_))));
+    }
+}

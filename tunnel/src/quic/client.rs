@@ -1,0 +1,581 @@
+//! The device side: `claw tunnel pair` (redeem a code, store the result) and `claw tunnel up`
+//! (local loopback listeners whose connections become QUIC streams to the gateway, a control
+//! stream that receives fresh tokens, reconnects with capped exponential backoff and full jitter,
+//! and QUIC connection migration when the local socket changes).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quinn::{Connection, Endpoint};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::config::{client_config, SERVER_NAME};
+use super::TunnelError;
+use crate::control::{self, ClientMsg, ServerMsg, StreamHeader};
+use crate::device::{DeviceHome, Pairing};
+use crate::identity::Identity;
+use crate::pairing::PairingUri;
+use crate::verify::PinnedServerVerifier;
+
+/// Connects to one gateway, pinning its key.
+pub struct Dialer {
+    endpoint: Endpoint,
+    verifier: Arc<PinnedServerVerifier>,
+    gateway_id: String,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("gateway_id", &self.gateway_id)
+            .finish()
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))
+}
+
+fn unspecified_for(target: &SocketAddr) -> SocketAddr {
+    if target.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    }
+}
+
+impl Dialer {
+    /// A dialer for the gateway `gateway_id`, bound like `first_addr` (IPv4 or IPv6).
+    pub fn new(
+        identity: &Identity,
+        gateway_id: &str,
+        first_addr: &str,
+    ) -> Result<Self, TunnelError> {
+        let target = resolve(first_addr).map_err(|reason| TunnelError::Unreachable {
+            addrs: first_addr.into(),
+            reason,
+        })?;
+        let bind = if target.ip().is_loopback() {
+            SocketAddr::new(target.ip(), 0)
+        } else {
+            unspecified_for(&target)
+        };
+        let mut endpoint = Endpoint::client(bind).map_err(|source| TunnelError::Bind {
+            addr: bind.to_string(),
+            source,
+        })?;
+        let (cfg, verifier) = client_config(identity, gateway_id)?;
+        endpoint.set_default_client_config(cfg);
+        Ok(Self {
+            endpoint,
+            verifier,
+            gateway_id: gateway_id.to_string(),
+        })
+    }
+
+    /// Tries each address in order; a pinned-key mismatch stops at once.
+    pub async fn connect(&self, addrs: &[String]) -> Result<Connection, TunnelError> {
+        let mut last = String::from("no address");
+        for a in addrs {
+            let target = match resolve(a) {
+                Ok(t) => t,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let connecting = match self.endpoint.connect(target, SERVER_NAME) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = format!("{a}: {e}");
+                    continue;
+                }
+            };
+            match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) => {
+                    if let Some(seen) = self
+                        .verifier
+                        .seen
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                    {
+                        if seen != self.gateway_id {
+                            return Err(TunnelError::FingerprintMismatch {
+                                expected: self.gateway_id.clone(),
+                                seen,
+                            });
+                        }
+                    }
+                    last = format!("{a}: {e}");
+                }
+                Err(_) => last = format!("{a}: timed out"),
+            }
+        }
+        Err(TunnelError::Unreachable {
+            addrs: addrs.join(", "),
+            reason: last,
+        })
+    }
+
+    /// Moves the tunnel to a fresh local UDP socket (QUIC connection migration: open streams
+    /// survive). Used when the network changes (and by `SIGUSR1` on `claw tunnel up`).
+    pub fn rebind(&self) -> std::io::Result<SocketAddr> {
+        let local = self.endpoint.local_addr()?;
+        let sock = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+        let addr = sock.local_addr()?;
+        self.endpoint.rebind(sock)?;
+        Ok(addr)
+    }
+
+    /// The local UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+}
+
+/// Opens the control stream and sends `first`.
+async fn open_control(
+    conn: &Connection,
+    first: &ClientMsg,
+) -> Result<(quinn::SendStream, quinn::RecvStream), TunnelError> {
+    let (mut send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| TunnelError::Connection(e.to_string()))?;
+    send.write_all(&control::encode(&StreamHeader::Control))
+        .await
+        .map_err(|e| TunnelError::Connection(e.to_string()))?;
+    send.write_all(&control::encode(first))
+        .await
+        .map_err(|e| TunnelError::Connection(e.to_string()))?;
+    Ok((send, recv))
+}
+
+/// Redeems the pairing URI: generates the device key if needed, connects pinning the gateway,
+/// presents the code and stores what comes back (0600). `on_pending` is called with the request
+/// id when the code requires approval; the call then waits until the operator decides.
+pub async fn pair(
+    home: &DeviceHome,
+    uri: &PairingUri,
+    name: Option<String>,
+    on_pending: impl Fn(&str),
+) -> Result<Pairing, TunnelError> {
+    if uri.expires_at <= claw_gateway::now_ms() / 1000 {
+        return Err(TunnelError::Refused {
+            code: "code_expired".into(),
+            message: "this pairing URI has expired; ask for a new `claw pair`".into(),
+        });
+    }
+    let identity = Identity::load_or_create(&home.identity_path())?;
+    let dialer = Dialer::new(&identity, &uri.gateway_id, &uri.addrs[0])?;
+    let conn = dialer.connect(&uri.addrs).await?;
+    let msg = ClientMsg::Pair {
+        code: uri.code.clone(),
+        name: name.or_else(|| uri.name.clone()),
+        platform: std::env::consts::OS.into(),
+    };
+    let (_send, recv) = open_control(&conn, &msg).await?;
+    let mut lines = BufReader::new(recv).split(b'\n');
+    loop {
+        let line = lines
+            .next_segment()
+            .await
+            .map_err(|e| TunnelError::Connection(e.to_string()))?
+            .ok_or_else(|| {
+                TunnelError::Connection("the gateway closed the pairing stream".into())
+            })?;
+        match control::decode::<ServerMsg>(&line)
+            .map_err(|e| TunnelError::Connection(e.to_string()))?
+        {
+            ServerMsg::Pending { request_id } => on_pending(&request_id),
+            ServerMsg::Paired {
+                device_id,
+                device_token,
+                generation,
+            } => {
+                if device_id != identity.id() {
+                    return Err(TunnelError::Connection(
+                        "the gateway named another device id".into(),
+                    ));
+                }
+                let p = Pairing {
+                    gateway_id: uri.gateway_id.clone(),
+                    addrs: uri.addrs.clone(),
+                    device_id,
+                    paired_at_ms: claw_gateway::now_ms(),
+                };
+                home.save_pairing(&p)?;
+                home.save_token(&device_token, generation)?;
+                conn.close(0u32.into(), b"paired");
+                return Ok(p);
+            }
+            ServerMsg::Error { code, message } => {
+                return Err(TunnelError::Refused { code, message })
+            }
+            ServerMsg::Token { .. } => {}
+        }
+    }
+}
+
+/// What `claw tunnel status` shows.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelStatus {
+    /// Connected now.
+    pub connected: bool,
+    /// The gateway's id.
+    pub gateway_id: String,
+    /// This device's id.
+    pub device_id: String,
+    /// Smoothed RTT.
+    pub rtt_ms: Option<f64>,
+    /// Forwarded connections open now.
+    pub streams: u64,
+    /// Bytes sent to the gateway.
+    pub bytes_up: u64,
+    /// Bytes received.
+    pub bytes_down: u64,
+    /// Reconnects so far.
+    pub reconnects: u64,
+    /// Generation of the stored device token.
+    pub token_generation: u64,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Local listeners.
+    pub listen: Vec<String>,
+    /// Pid of `claw tunnel up`.
+    pub pid: u32,
+    /// When this was written.
+    pub updated_at_ms: u64,
+}
+
+/// `claw tunnel up` settings.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Loopback listener for the gateway's WebSocket.
+    pub listen: SocketAddr,
+    /// Extra listeners: local address → exposed name.
+    pub forwards: Vec<(SocketAddr, String)>,
+}
+
+/// Counters shared by the forwarding tasks.
+#[derive(Debug, Default)]
+struct Counters {
+    streams: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+/// A running tunnel.
+#[derive(Debug)]
+pub struct Tunnel {
+    dialer: Arc<Dialer>,
+    conn: watch::Receiver<Option<Connection>>,
+    status: Arc<Mutex<TunnelStatus>>,
+    /// Bound local listener addresses (main first).
+    pub local_addrs: Vec<SocketAddr>,
+    done: watch::Receiver<Option<String>>,
+}
+
+impl Tunnel {
+    /// The current status.
+    pub fn status(&self) -> TunnelStatus {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(c) = self.conn.borrow().as_ref() {
+            s.rtt_ms = Some(c.rtt().as_secs_f64() * 1000.0);
+        }
+        s
+    }
+    /// Migrates to a new local UDP socket.
+    pub fn rebind(&self) -> std::io::Result<SocketAddr> {
+        self.dialer.rebind()
+    }
+    /// Waits until the tunnel stops for good (revoked device); returns the reason.
+    pub async fn stopped(&mut self) -> String {
+        let r = self.done.wait_for(|d| d.is_some()).await;
+        r.map(|d| d.clone().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+/// Full-jitter capped exponential backoff: a uniform wait in `[0, min(cap, base·2^attempt)]`.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = base
+        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+        .min(cap);
+    ceiling.mul_f64(rand::random::<f64>())
+}
+
+/// Starts `claw tunnel up`: binds the local listeners, then keeps a QUIC connection to the
+/// gateway, reconnecting as needed. Returns once the listeners are bound.
+pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> {
+    let pairing = home.pairing()?;
+    let identity = Identity::load_or_create(&home.identity_path())?;
+    let dialer = Arc::new(Dialer::new(
+        &identity,
+        &pairing.gateway_id,
+        &pairing.addrs[0],
+    )?);
+    let mut listeners = Vec::new();
+    let main = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| TunnelError::Bind {
+            addr: cfg.listen.to_string(),
+            source,
+        })?;
+    listeners.push((main, StreamHeader::Gateway));
+    for (addr, name) in &cfg.forwards {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| TunnelError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+        listeners.push((l, StreamHeader::Expose { name: name.clone() }));
+    }
+    let local_addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|(l, _)| l.local_addr().ok())
+        .collect();
+    let (conn_tx, conn_rx) = watch::channel::<Option<Connection>>(None);
+    let (done_tx, done_rx) = watch::channel::<Option<String>>(None);
+    let counters = Arc::new(Counters::default());
+    let status = Arc::new(Mutex::new(TunnelStatus {
+        gateway_id: pairing.gateway_id.clone(),
+        device_id: pairing.device_id.clone(),
+        listen: local_addrs.iter().map(|a| a.to_string()).collect(),
+        pid: std::process::id(),
+        token_generation: home
+            .token()
+            .ok()
+            .flatten()
+            .map(|t| t.generation)
+            .unwrap_or(0),
+        ..Default::default()
+    }));
+    for (l, header) in listeners {
+        tokio::spawn(accept_loop(l, header, conn_rx.clone(), counters.clone()));
+    }
+    tokio::spawn(manage(
+        home.clone(),
+        pairing,
+        dialer.clone(),
+        conn_tx,
+        done_tx,
+        status.clone(),
+    ));
+    tokio::spawn(write_status(
+        home,
+        status.clone(),
+        conn_rx.clone(),
+        counters,
+    ));
+    Ok(Tunnel {
+        dialer,
+        conn: conn_rx,
+        status,
+        local_addrs,
+        done: done_rx,
+    })
+}
+
+async fn manage(
+    home: DeviceHome,
+    pairing: Pairing,
+    dialer: Arc<Dialer>,
+    conn_tx: watch::Sender<Option<Connection>>,
+    done_tx: watch::Sender<Option<String>>,
+    status: Arc<Mutex<TunnelStatus>>,
+) {
+    let mut attempt = 0u32;
+    let set =
+        |f: &dyn Fn(&mut TunnelStatus)| f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
+    loop {
+        let conn = match dialer.connect(&pairing.addrs).await {
+            Ok(c) => c,
+            Err(e) => {
+                let fatal = matches!(e, TunnelError::FingerprintMismatch { .. });
+                let msg = e.to_string();
+                tracing::warn!(error = %msg, "tunnel connect failed");
+                set(&|s| s.last_error = Some(msg.clone()));
+                if fatal {
+                    let _ = done_tx.send(Some(msg));
+                    return;
+                }
+                tokio::time::sleep(backoff(
+                    attempt,
+                    Duration::from_millis(250),
+                    Duration::from_secs(30),
+                ))
+                .await;
+                attempt = attempt.saturating_add(1);
+                continue;
+            }
+        };
+        let generation = home
+            .token()
+            .ok()
+            .flatten()
+            .map(|t| t.generation)
+            .unwrap_or(0);
+        let (send, recv) = match open_control(&conn, &ClientMsg::Hello { generation }).await {
+            Ok(s) => s,
+            Err(e) => {
+                set(&|s| s.last_error = Some(e.to_string()));
+                tokio::time::sleep(backoff(
+                    attempt,
+                    Duration::from_millis(250),
+                    Duration::from_secs(30),
+                ))
+                .await;
+                attempt = attempt.saturating_add(1);
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let _ = conn_tx.send(Some(conn.clone()));
+        set(&|s| {
+            s.connected = true;
+            s.last_error = None;
+        });
+        tracing::info!("tunnel connected");
+        // Control stream: store every token the gateway sends; stop for good when revoked.
+        let mut lines = BufReader::new(recv).split(b'\n');
+        let fatal = loop {
+            match lines.next_segment().await {
+                Ok(Some(line)) => match control::decode::<ServerMsg>(&line) {
+                    Ok(ServerMsg::Token {
+                        device_token,
+                        generation,
+                    }) => match home.save_token(&device_token, generation) {
+                        Ok(()) => {
+                            tracing::info!(generation, "stored a fresh device token");
+                            set(&|s| s.token_generation = generation);
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot store the device token"),
+                    },
+                    Ok(ServerMsg::Error { code, message })
+                        if code == "revoked" || code == "not_paired" =>
+                    {
+                        break Some(format!("{message} ({code})"));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "bad control message"),
+                },
+                _ => break None,
+            }
+        };
+        drop(send);
+        let _ = conn_tx.send(None);
+        let reason = conn
+            .close_reason()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "control stream ended".into());
+        set(&|s| {
+            s.connected = false;
+            s.last_error = Some(reason.clone());
+        });
+        if let Some(msg) = fatal {
+            tracing::error!(error = %msg, "the gateway refused this device; not reconnecting");
+            set(&|s| s.last_error = Some(msg.clone()));
+            conn.close(0u32.into(), b"bye");
+            let _ = done_tx.send(Some(msg));
+            return;
+        }
+        set(&|s| s.reconnects += 1);
+        if started.elapsed() > Duration::from_secs(10) {
+            attempt = 0;
+        }
+        tokio::time::sleep(backoff(
+            attempt,
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+        ))
+        .await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+async fn accept_loop(
+    l: TcpListener,
+    header: StreamHeader,
+    conn: watch::Receiver<Option<Connection>>,
+    counters: Arc<Counters>,
+) {
+    loop {
+        let Ok((tcp, _)) = l.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(forward(tcp, header.clone(), conn.clone(), counters.clone()));
+    }
+}
+
+async fn forward(
+    mut tcp: TcpStream,
+    header: StreamHeader,
+    mut conn: watch::Receiver<Option<Connection>>,
+    counters: Arc<Counters>,
+) {
+    // Wait (bounded) for a live connection, e.g. while reconnecting.
+    let c =
+        match tokio::time::timeout(Duration::from_secs(15), conn.wait_for(|c| c.is_some())).await {
+            Ok(Ok(c)) => c.clone().expect("checked"),
+            _ => return,
+        };
+    let Ok((mut send, recv)) = c.open_bi().await else {
+        return;
+    };
+    if send.write_all(&control::encode(&header)).await.is_err() {
+        return;
+    }
+    counters.streams.fetch_add(1, Ordering::Relaxed);
+    let mut io = tokio::io::join(recv, send);
+    if let Ok((up, down)) =
+        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut io, 64 * 1024, 64 * 1024).await
+    {
+        counters.up.fetch_add(up, Ordering::Relaxed);
+        counters.down.fetch_add(down, Ordering::Relaxed);
+    }
+    counters.streams.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn write_status(
+    home: DeviceHome,
+    status: Arc<Mutex<TunnelStatus>>,
+    conn: watch::Receiver<Option<Connection>>,
+    counters: Arc<Counters>,
+) {
+    let mut iv = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        iv.tick().await;
+        let snapshot = {
+            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            s.streams = counters.streams.load(Ordering::Relaxed);
+            s.bytes_up = counters.up.load(Ordering::Relaxed);
+            s.bytes_down = counters.down.load(Ordering::Relaxed);
+            s.rtt_ms = conn
+                .borrow()
+                .as_ref()
+                .map(|c| c.rtt().as_secs_f64() * 1000.0);
+            s.updated_at_ms = claw_gateway::now_ms();
+            s.clone()
+        };
+        let data = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
+        let _ = claw_gateway::home::write_secret_atomic(&home.status_path(), &data);
+    }
+}

@@ -1,0 +1,91 @@
+//! TLS and QUIC transport settings shared by both ends of the tunnel.
+//!
+//! quinn's defaults bite a tunnel (see shared/reference/crates.md): no keep-alive and a 30 s idle
+//! timeout kill idle tunnels, and a 1.25 MB stream window caps one stream's throughput. The values
+//! here are chosen for a long-lived, mostly idle tunnel that must still move bulk data fast.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+
+use super::TunnelError;
+use crate::identity::Identity;
+use crate::verify::{DeviceClientVerifier, KeyLookup, PinnedServerVerifier};
+
+/// ALPN of the tunnel protocol.
+pub const ALPN: &[u8] = b"claw-tunnel/1";
+/// SNI the device sends (the key is pinned; the name is not checked).
+pub const SERVER_NAME: &str = "claw";
+/// Keep-alive interval (client side).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// Idle timeout (both sides).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Per-stream receive window.
+pub const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+/// Per-connection receive window.
+pub const CONN_WINDOW: u32 = 64 * 1024 * 1024;
+/// Concurrent bidirectional streams a device may open (one per forwarded TCP connection).
+pub const MAX_STREAMS: u32 = 4096;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The transport settings.
+pub fn transport(keep_alive: bool) -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Some(IdleTimeout::try_from(IDLE_TIMEOUT).expect("fits")));
+    if keep_alive {
+        t.keep_alive_interval(Some(KEEP_ALIVE));
+    }
+    t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(VarInt::from_u32(CONN_WINDOW));
+    t.send_window(CONN_WINDOW as u64);
+    t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    Arc::new(t)
+}
+
+/// The gateway's QUIC server config: its identity, client keys checked by `lookup`.
+pub fn server_config(
+    identity: &Identity,
+    lookup: KeyLookup,
+) -> Result<quinn::ServerConfig, TunnelError> {
+    let (cert, key) = identity.tls_credentials()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TunnelError::Config(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(DeviceClientVerifier::new(lookup)))
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| TunnelError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| TunnelError::Config(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(transport(false));
+    Ok(cfg)
+}
+
+/// The device's QUIC client config: its identity, the gateway pinned to `gateway_id`.
+/// Returns the verifier too, so a mismatch can be reported with the key actually seen.
+pub fn client_config(
+    identity: &Identity,
+    gateway_id: &str,
+) -> Result<(quinn::ClientConfig, Arc<PinnedServerVerifier>), TunnelError> {
+    let (cert, key) = identity.tls_credentials()?;
+    let verifier = Arc::new(PinnedServerVerifier::new(gateway_id));
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TunnelError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(|e| TunnelError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TunnelError::Config(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(transport(true));
+    Ok((cfg, verifier))
+}

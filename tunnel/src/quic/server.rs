@@ -1,0 +1,459 @@
+//! The gateway side of the tunnel (`claw gateway run --tunnel`).
+//!
+//! Nothing crosses the UDP socket before mutual TLS: revoked keys fail the handshake, unknown keys
+//! may only redeem a pairing code on the control stream, paired keys open streams to the gateway's
+//! WebSocket (served in-process, with the TLS-authenticated device id as the origin) or to
+//! services exposed by name. Address validation (retry) is on and handshakes are rate-limited.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use claw_gateway::auth::decide::Origin;
+use claw_gateway::state::{GatewayEvent, GatewayState};
+use claw_gateway::store::{NewDevice, Redeemed};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::config::server_config;
+use super::lines::read_line;
+use super::{close_code, TunnelError};
+use crate::control::{self, ClientMsg, ServerMsg, StreamHeader};
+use crate::identity::Identity;
+use crate::verify::{key_id_of_cert, KeyLookup, KeyStatus};
+
+/// Tunnel listener settings.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// UDP address to listen on (the one non-loopback socket claw opens).
+    pub listen: SocketAddr,
+    /// Loopback services reachable by name (`--expose NAME=127.0.0.1:PORT`).
+    pub exposes: HashMap<String, SocketAddr>,
+    /// New handshakes per second, all sources together.
+    pub handshakes_per_sec: u32,
+    /// New handshakes per second from one source address.
+    pub handshakes_per_source: u32,
+    /// Pairing attempts per minute from one source address.
+    pub pair_attempts_per_min: u32,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 18790)),
+            exposes: HashMap::new(),
+            handshakes_per_sec: 500,
+            handshakes_per_source: 50,
+            pair_attempts_per_min: 10,
+        }
+    }
+}
+
+/// Shared by the connection tasks.
+struct Shared {
+    state: Arc<GatewayState>,
+    cfg: TunnelConfig,
+    pair_limit: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+fn lookup(state: &Arc<GatewayState>) -> KeyLookup {
+    let state = state.clone();
+    Arc::new(move |id: &str| match state.store().device(id) {
+        Ok(Some(d)) if d.revoked_at_ms.is_some() => KeyStatus::Revoked,
+        Ok(Some(_)) => KeyStatus::Paired,
+        _ => KeyStatus::Unpaired,
+    })
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).expect("nonzero")
+}
+
+/// Binds the tunnel. Returns the endpoint (for its local address) and the serving future.
+pub fn bind(
+    state: Arc<GatewayState>,
+    identity: &Identity,
+    cfg: TunnelConfig,
+) -> Result<(Endpoint, impl std::future::Future<Output = ()>), TunnelError> {
+    let server = server_config(identity, lookup(&state))?;
+    let endpoint = Endpoint::server(server, cfg.listen).map_err(|source| TunnelError::Bind {
+        addr: cfg.listen.to_string(),
+        source,
+    })?;
+    let ep = endpoint.clone();
+    let global: DefaultDirectRateLimiter =
+        RateLimiter::direct(Quota::per_second(nz(cfg.handshakes_per_sec)));
+    let per_source: DefaultKeyedRateLimiter<IpAddr> =
+        RateLimiter::keyed(Quota::per_second(nz(cfg.handshakes_per_source)));
+    let shared = Arc::new(Shared {
+        pair_limit: RateLimiter::keyed(Quota::per_minute(nz(cfg.pair_attempts_per_min))),
+        state,
+        cfg,
+    });
+    let fut = async move {
+        while let Some(incoming) = ep.accept().await {
+            let ip = incoming.remote_address().ip();
+            if global.check().is_err() || per_source.check_key(&ip).is_err() {
+                incoming.refuse();
+                continue;
+            }
+            if !incoming.remote_address_validated() {
+                // QUIC address validation: the client must echo a retry token first.
+                let _ = incoming.retry();
+                continue;
+            }
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                match incoming.accept() {
+                    Ok(connecting) => match connecting.await {
+                        Ok(conn) => connection(shared, conn).await,
+                        Err(e) => tracing::debug!(error = %e, "tunnel handshake failed"),
+                    },
+                    Err(e) => tracing::debug!(error = %e, "tunnel accept failed"),
+                }
+            });
+            if per_source.len() > 100_000 {
+                per_source.retain_recent();
+            }
+        }
+    };
+    Ok((endpoint, fut))
+}
+
+fn peer_id(conn: &Connection) -> Option<String> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    key_id_of_cert(certs.first()?).ok()
+}
+
+fn status(state: &GatewayState, id: &str) -> KeyStatus {
+    match state.store().device(id) {
+        Ok(Some(d)) if d.revoked_at_ms.is_some() => KeyStatus::Revoked,
+        Ok(Some(_)) => KeyStatus::Paired,
+        _ => KeyStatus::Unpaired,
+    }
+}
+
+fn audit(state: &GatewayState, event: &str, device: &str, detail: &str) {
+    if let Err(e) = state
+        .store()
+        .audit(event, Some(device), Some("tunnel"), detail)
+    {
+        tracing::warn!(error = %e, "audit write failed");
+    }
+}
+
+async fn connection(shared: Arc<Shared>, conn: Connection) {
+    let Some(device_id) = peer_id(&conn) else {
+        conn.close(VarInt::from_u32(close_code::PROTOCOL), b"no client key");
+        return;
+    };
+    let remote = conn.remote_address();
+    tracing::info!(device = %device_id, %remote, "tunnel connection");
+    loop {
+        let (send, mut recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let header = match tokio::time::timeout(Duration::from_secs(10), read_line(&mut recv)).await
+        {
+            Ok(Ok(Some(line))) => control::decode::<StreamHeader>(&line),
+            _ => continue,
+        };
+        let shared = shared.clone();
+        let device_id = device_id.clone();
+        let conn2 = conn.clone();
+        tokio::spawn(async move {
+            match header {
+                Ok(StreamHeader::Control) => {
+                    control_stream(shared, conn2, device_id, send, recv).await
+                }
+                Ok(h) => data_stream(shared, device_id, remote.ip(), h, send, recv).await,
+                Err(e) => {
+                    let mut send = send;
+                    let _ = send
+                        .write_all(&control::encode(&ServerMsg::Error {
+                            code: "bad_request".into(),
+                            message: e.to_string(),
+                        }))
+                        .await;
+                    let _ = send.finish();
+                }
+            }
+        });
+    }
+}
+
+async fn refuse(mut send: SendStream, code: &str, message: &str) {
+    let _ = send
+        .write_all(&control::encode(&ServerMsg::Error {
+            code: code.into(),
+            message: message.into(),
+        }))
+        .await;
+    let _ = send.finish();
+    // Let the error reach the peer before the stream is dropped.
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+}
+
+async fn data_stream(
+    shared: Arc<Shared>,
+    device_id: String,
+    ip: IpAddr,
+    header: StreamHeader,
+    send: SendStream,
+    recv: RecvStream,
+) {
+    if status(&shared.state, &device_id) != KeyStatus::Paired {
+        audit(
+            &shared.state,
+            "tunnel.refused",
+            &device_id,
+            "unpaired key opened a data stream",
+        );
+        return refuse(
+            send,
+            "not_paired",
+            "this key is not paired with the gateway; pair it with `claw tunnel pair URI`",
+        )
+        .await;
+    }
+    match header {
+        StreamHeader::Gateway => {
+            let io = tokio::io::join(recv, send);
+            claw_gateway::server::serve_stream(
+                shared.state.clone(),
+                io,
+                ip,
+                Origin::Tunnel { device_id },
+            )
+            .await;
+        }
+        StreamHeader::Expose { name } => {
+            let Some(target) = shared.cfg.exposes.get(&name).copied() else {
+                return refuse(
+                    send,
+                    "not_exposed",
+                    &format!("the gateway exposes nothing named {name:?}"),
+                )
+                .await;
+            };
+            match tokio::net::TcpStream::connect(target).await {
+                Ok(mut tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    let mut io = tokio::io::join(recv, send);
+                    let _ = tokio::io::copy_bidirectional(&mut io, &mut tcp).await;
+                }
+                Err(e) => refuse(send, "unreachable", &format!("{name}: {e}")).await,
+            }
+        }
+        StreamHeader::Control => {}
+    }
+}
+
+async fn send_msg(send: &mut SendStream, m: &ServerMsg) -> bool {
+    send.write_all(&control::encode(m)).await.is_ok()
+}
+
+fn token_msg(state: &GatewayState, device_id: &str) -> ServerMsg {
+    match state.store().current_token(device_id, "operator", "tunnel") {
+        Ok(t) => ServerMsg::Token {
+            device_token: t.token,
+            generation: t.generation,
+        },
+        Err(e) => ServerMsg::Error {
+            code: "revoked".into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+async fn control_stream(
+    shared: Arc<Shared>,
+    conn: Connection,
+    device_id: String,
+    mut send: SendStream,
+    recv: RecvStream,
+) {
+    let state = shared.state.clone();
+    let mut events = state.events.subscribe();
+    // A control stream carries a handful of short lines; 1 MiB bounds a hostile one.
+    let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(recv, 1024 * 1024)).split(b'\n');
+    let first = match tokio::time::timeout(Duration::from_secs(30), lines.next_segment()).await {
+        Ok(Ok(Some(l))) => l,
+        _ => return,
+    };
+    match control::decode::<ClientMsg>(&first) {
+        Ok(ClientMsg::Pair {
+            code,
+            name,
+            platform,
+        }) => {
+            if shared
+                .pair_limit
+                .check_key(&conn.remote_address().ip())
+                .is_err()
+            {
+                audit(
+                    &state,
+                    "pairing.rate_limited",
+                    &device_id,
+                    &conn.remote_address().ip().to_string(),
+                );
+                return refuse(
+                    send,
+                    "rate_limited",
+                    "too many pairing attempts from this address; wait a minute",
+                )
+                .await;
+            }
+            let d = NewDevice {
+                device_id: device_id.clone(),
+                public_key: String::new(),
+                display_name: name.filter(|n| !n.is_empty() && n.len() <= 64),
+                platform: platform.chars().take(32).collect(),
+                device_family: String::new(),
+                client_id: "claw-tunnel".into(),
+                client_mode: "tunnel".into(),
+                role: "operator".into(),
+                scopes: vec!["operator.read".into(), "operator.write".into()],
+            };
+            let outcome = state.store().redeem_pairing_code(&code, &d, "tunnel");
+            match outcome {
+                Ok(Ok(Redeemed::Paired)) => {}
+                Ok(Ok(Redeemed::Pending { request_id })) => {
+                    if !send_msg(&mut send, &ServerMsg::Pending { request_id }).await {
+                        return;
+                    }
+                    // Wait for the operator; the device completes without re-running anything.
+                    loop {
+                        match events.recv().await {
+                            Ok(GatewayEvent::PairingResolved {
+                                device_id: d,
+                                approved,
+                            }) if d == device_id => {
+                                if !approved {
+                                    return refuse(
+                                        send,
+                                        "rejected",
+                                        "the operator rejected this pairing request",
+                                    )
+                                    .await;
+                                }
+                                break;
+                            }
+                            Ok(_) | Err(RecvError::Lagged(_)) => {}
+                            Err(RecvError::Closed) => return,
+                        }
+                    }
+                }
+                Ok(Err(verdict)) => {
+                    let code = match verdict {
+                        claw_gateway::auth::pairing_code::Verdict::Wrong { .. } => "code_wrong",
+                        claw_gateway::auth::pairing_code::Verdict::Expired => "code_expired",
+                        claw_gateway::auth::pairing_code::Verdict::Used => "code_used",
+                        _ => "code_unknown",
+                    };
+                    return refuse(send, code, verdict.message()).await;
+                }
+                Err(e) => return refuse(send, "internal", &e.to_string()).await,
+            }
+            match token_msg(&state, &device_id) {
+                ServerMsg::Token {
+                    device_token,
+                    generation,
+                } => {
+                    tracing::info!(device = %device_id, "paired over the tunnel");
+                    if !send_msg(
+                        &mut send,
+                        &ServerMsg::Paired {
+                            device_id: device_id.clone(),
+                            device_token,
+                            generation,
+                        },
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                }
+                other => return refuse(send, "internal", &format!("{other:?}")).await,
+            }
+        }
+        Ok(ClientMsg::Hello { .. }) => {
+            if status(&state, &device_id) != KeyStatus::Paired {
+                audit(
+                    &state,
+                    "tunnel.refused",
+                    &device_id,
+                    "unpaired key sent hello",
+                );
+                return refuse(
+                    send,
+                    "not_paired",
+                    "this key is not paired with the gateway; pair it with `claw tunnel pair URI`",
+                )
+                .await;
+            }
+            // Handed out at every tunnel handshake: a device that was offline during a rotation
+            // gets its new token here.
+            if !send_msg(&mut send, &token_msg(&state, &device_id)).await {
+                return;
+            }
+        }
+        Err(e) => return refuse(send, "bad_request", &e.to_string()).await,
+    }
+    // Paired: push fresh tokens after rotations; cut the device off when revoked.
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(GatewayEvent::RootRotated { .. }) => {
+                    let m = token_msg(&state, &device_id);
+                    audit(&state, "device.repaired", &device_id, "token pushed over the tunnel after rotation");
+                    if !send_msg(&mut send, &m).await { return; }
+                }
+                Ok(GatewayEvent::DeviceTokenRotated { device_id: d }) if d == device_id => {
+                    if !send_msg(&mut send, &token_msg(&state, &device_id)).await { return; }
+                }
+                Ok(GatewayEvent::DeviceRevoked { device_id: d } | GatewayEvent::DeviceRemoved { device_id: d }) if d == device_id => {
+                    let _ = send_msg(&mut send, &ServerMsg::Error { code: "revoked".into(), message: "this device was revoked or removed by the gateway operator".into() }).await;
+                    let _ = send.finish();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    conn.close(VarInt::from_u32(close_code::REVOKED), b"device revoked");
+                    return;
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            line = lines.next_segment() => match line {
+                Ok(Some(l)) => {
+                    if let Ok(ClientMsg::Hello { .. }) = control::decode::<ClientMsg>(&l) {
+                        if !send_msg(&mut send, &token_msg(&state, &device_id)).await { return; }
+                    }
+                }
+                _ => return,
+            },
+        }
+    }
+}
+
+/// Runs the tunnel until the gateway stops; closes every tunnel connection on shutdown.
+pub async fn serve(
+    state: Arc<GatewayState>,
+    endpoint: Endpoint,
+    fut: impl std::future::Future<Output = ()>,
+) {
+    let mut stop = state.shutdown.subscribe();
+    tokio::select! {
+        _ = fut => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    endpoint.close(VarInt::from_u32(close_code::SHUTDOWN), b"gateway stopping");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
