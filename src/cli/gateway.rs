@@ -29,6 +29,15 @@ pub enum GatewayCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The audit log of auth events (newest first).
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// The shared gateway token.
     Token {
         /// Print the token itself (a secret).
@@ -132,6 +141,7 @@ pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
         GatewayCmd::Stop => stop(home).await,
         GatewayCmd::Status { json } => status(home, json).await,
         GatewayCmd::Token { show } => token(home, show).await,
+        GatewayCmd::Audit { limit, json } => audit(home, limit, json).await,
     }
 }
 
@@ -483,6 +493,25 @@ async fn token(home: &Home, show: bool) -> anyhow::Result<u8> {
         println!(
             "shared gateway token: {source} ({}); `claw gateway token --show` prints it",
             home.shared_token_path().display()
+        );
+    }
+    Ok(0)
+}
+
+async fn audit(home: &Home, limit: usize, as_json: bool) -> anyhow::Result<u8> {
+    let v = super::admin_client::admin_call(home, "audit.tail", json!({"limit": limit})).await?;
+    if as_json {
+        println!("{v}");
+        return Ok(0);
+    }
+    for e in v["entries"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{}  {:<24} {:<10} {}  {}",
+            e["tsMs"],
+            e["event"].as_str().unwrap_or(""),
+            e["origin"].as_str().unwrap_or("-"),
+            e["deviceId"].as_str().map(|d| &d[..16.min(d.len())]).unwrap_or("-"),
+            e["detail"].as_str().unwrap_or("")
         );
     }
     Ok(0)

@@ -187,13 +187,21 @@ pub async fn pair(
     let (_send, recv) = open_control(&conn, &msg).await?;
     let mut lines = BufReader::new(recv).split(b'\n');
     loop {
-        let line = lines
-            .next_segment()
-            .await
-            .map_err(|e| TunnelError::Connection(e.to_string()))?
-            .ok_or_else(|| {
-                TunnelError::Connection("the gateway closed the pairing stream".into())
-            })?;
+        let line = match lines.next_segment().await {
+            Ok(Some(l)) => l,
+            _ if revoked_in_handshake(&conn) => {
+                return Err(TunnelError::Refused {
+                    code: "revoked".into(),
+                    message: "this device's key was revoked by the gateway operator".into(),
+                })
+            }
+            Ok(None) => {
+                return Err(TunnelError::Connection(
+                    "the gateway closed the pairing stream".into(),
+                ))
+            }
+            Err(e) => return Err(TunnelError::Connection(e.to_string())),
+        };
         match control::decode::<ServerMsg>(&line)
             .map_err(|e| TunnelError::Connection(e.to_string()))?
         {
@@ -309,6 +317,14 @@ impl Tunnel {
         let r = self.done.wait_for(|d| d.is_some()).await;
         r.map(|d| d.clone().unwrap_or_default()).unwrap_or_default()
     }
+}
+
+/// True when the gateway aborted the handshake with TLS alert 44 (`certificate_revoked`).
+fn revoked_in_handshake(conn: &Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ConnectionClosed(c)) if c.error_code == quinn::TransportErrorCode::crypto(44)
+    )
 }
 
 /// Full-jitter capped exponential backoff: a uniform wait in `[0, min(cap, base·2^attempt)]`.
@@ -445,6 +461,30 @@ async fn manage(
                 continue;
             }
         };
+        // The TLS 1.3 client finishes before the gateway has judged its key: only the gateway's
+        // first control message proves the tunnel is authenticated.
+        let mut lines = BufReader::new(recv).split(b'\n');
+        let first = tokio::time::timeout(Duration::from_secs(10), lines.next_segment()).await;
+        let first = match first {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                if revoked_in_handshake(&conn) {
+                    let msg = "the gateway refused this device's key during the TLS handshake: it was revoked by the operator".to_string();
+                    tracing::error!("{msg}; not reconnecting");
+                    set(&|s| s.last_error = Some(msg.clone()));
+                    let _ = done_tx.send(Some(msg));
+                    return;
+                }
+                let msg = match other {
+                    Err(_) => "timed out waiting for the gateway".to_string(),
+                    _ => conn.close_reason().map(|r| r.to_string()).unwrap_or_else(|| "control stream closed".into()),
+                };
+                set(&|s| s.last_error = Some(msg.clone()));
+                tokio::time::sleep(backoff(attempt, Duration::from_millis(250), Duration::from_secs(30))).await;
+                attempt = attempt.saturating_add(1);
+                continue;
+            }
+        };
         let started = Instant::now();
         let _ = conn_tx.send(Some(conn.clone()));
         set(&|s| {
@@ -452,10 +492,14 @@ async fn manage(
             s.last_error = None;
         });
         tracing::info!("tunnel connected");
+        let mut pending = Some(first);
         // Control stream: store every token the gateway sends; stop for good when revoked.
-        let mut lines = BufReader::new(recv).split(b'\n');
         let fatal = loop {
-            match lines.next_segment().await {
+            let next = match pending.take() {
+                Some(l) => Ok(Some(l)),
+                None => lines.next_segment().await,
+            };
+            match next {
                 Ok(Some(line)) => match control::decode::<ServerMsg>(&line) {
                     Ok(ServerMsg::Token {
                         device_token,

@@ -111,7 +111,13 @@ pub fn bind(
                 match incoming.accept() {
                     Ok(connecting) => match connecting.await {
                         Ok(conn) => connection(shared, conn).await,
-                        Err(e) => tracing::debug!(error = %e, "tunnel handshake failed"),
+                        Err(e) => {
+                            // A wrong pin on the device, a revoked key, garbage: all end here.
+                            tracing::info!(error = %e, %ip, "tunnel handshake failed");
+                            if let Err(e) = shared.state.store().audit("tunnel.handshake_failed", None, Some("tunnel"), &format!("from={ip} error={e}")) {
+                                tracing::warn!(error = %e, "audit write failed");
+                            }
+                        }
                     },
                     Err(e) => tracing::debug!(error = %e, "tunnel accept failed"),
                 }
