@@ -85,6 +85,9 @@ pub struct RunArgs {
     /// The only socket claw opens beyond loopback; nothing crosses it before mutual TLS.
     #[arg(long, num_args = 0..=1, default_missing_value = "0.0.0.0:18790", value_name = "ADDR")]
     tunnel: Option<std::net::SocketAddr>,
+    /// Pairing attempts allowed per minute from one source address.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pair_attempts_per_min: u32,
     /// Let paired devices reach a loopback service through the tunnel: NAME=127.0.0.1:PORT.
     #[arg(long = "expose", value_name = "NAME=ADDR", requires = "tunnel")]
     expose: Vec<String>,
@@ -218,6 +221,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
             let cfg = claw_tunnel::quic::server::TunnelConfig {
                 listen,
                 exposes,
+                pair_attempts_per_min: a.pair_attempts_per_min.max(1),
                 ..Default::default()
             };
             let (endpoint, serving) =
@@ -308,6 +312,10 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
     }
     if let Some(t) = a.tunnel {
         v.push(format!("--tunnel={t}"));
+        v.push(format!(
+            "--pair-attempts-per-min={}",
+            a.pair_attempts_per_min
+        ));
     }
     for e in &a.expose {
         v.push("--expose".into());
@@ -510,7 +518,10 @@ async fn audit(home: &Home, limit: usize, as_json: bool) -> anyhow::Result<u8> {
             e["tsMs"],
             e["event"].as_str().unwrap_or(""),
             e["origin"].as_str().unwrap_or("-"),
-            e["deviceId"].as_str().map(|d| &d[..16.min(d.len())]).unwrap_or("-"),
+            e["deviceId"]
+                .as_str()
+                .map(|d| &d[..16.min(d.len())])
+                .unwrap_or("-"),
             e["detail"].as_str().unwrap_or("")
         );
     }

@@ -114,7 +114,12 @@ pub fn bind(
                         Err(e) => {
                             // A wrong pin on the device, a revoked key, garbage: all end here.
                             tracing::info!(error = %e, %ip, "tunnel handshake failed");
-                            if let Err(e) = shared.state.store().audit("tunnel.handshake_failed", None, Some("tunnel"), &format!("from={ip} error={e}")) {
+                            if let Err(e) = shared.state.store().audit(
+                                "tunnel.handshake_failed",
+                                None,
+                                Some("tunnel"),
+                                &format!("from={ip} error={e}"),
+                            ) {
                                 tracing::warn!(error = %e, "audit write failed");
                             }
                         }

@@ -1,0 +1,567 @@
+//! End-to-end: the QUIC tunnel with separate homes for the gateway and each device — pairing,
+//! refusals, WebSocket through the tunnel, re-pairing after rotation, migration, exposes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use claw_gateway::auth::device_key::DeviceKey;
+use claw_tunnel::device::DeviceHome;
+use claw_tunnel::pairing::PairingUri;
+use claw_tunnel::quic::client::{self, Tunnel, UpConfig};
+use common::*;
+use serde_json::{json, Value};
+
+const ROTATED: &str = "unauthorized: device token rotated";
+
+fn tunnel_gateway(extra: &[&str]) -> Gateway {
+    let mut args = vec!["--tunnel", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Gateway::start(&args)
+}
+
+fn pair_uri(g: &Gateway, extra: &[&str]) -> String {
+    let mut args = vec!["pair", "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = g.claw(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["uri"].as_str().unwrap().to_string()
+}
+
+fn device_home(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
+    let p = tmp.path().join(name);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn token_of(home: &Path) -> (String, u64) {
+    let t = DeviceHome::new(home)
+        .token()
+        .unwrap()
+        .expect("a stored token");
+    (t.token, t.generation)
+}
+
+fn key_of(home: &Path) -> DeviceKey {
+    DeviceKey::load_or_create(&home.join("identity.key")).unwrap()
+}
+
+fn audit(g: &Gateway) -> Vec<Value> {
+    let (_, out, _) = g.claw(&["gateway", "audit", "--limit", "2000", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["entries"].as_array().unwrap().clone()
+}
+
+async fn up(home: &Path) -> Tunnel {
+    let t = client::up(
+        DeviceHome::new(home),
+        UpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            forwards: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    wait_connected(&t).await;
+    t
+}
+
+async fn wait_connected(t: &Tunnel) {
+    for _ in 0..200 {
+        if t.status().connected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("tunnel never connected: {:?}", t.status().last_error);
+}
+
+/// A signed device-token handshake through the tunnel's local port.
+async fn ws_via(t: &Tunnel, home: &Path, token: &str) -> Outcome {
+    let key = key_of(home);
+    handshake(
+        &format!("ws://{}", t.local_addrs[0]),
+        &Creds {
+            token: Some(token),
+            device: Some(&key),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pair_tunnel_up_and_a_websocket_through_it() {
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = device_home(&tmp, "laptop");
+    let uri = pair_uri(&g, &["--name", "laptop"]);
+    let (code, out, err) = claw_in(&d, &["tunnel", "pair", &uri]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("paired with gateway"));
+    let p = DeviceHome::new(&d).pairing().unwrap();
+    assert_eq!(
+        p.device_id,
+        key_of(&d).device_id(),
+        "one key: TLS identity = WS identity"
+    );
+    for f in ["identity.key", "tunnel.json", "device-token.json"] {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{f}"
+        );
+    }
+
+    // `claw tunnel up` as a real process.
+    let mut child = Command::new(claw_bin())
+        .args([
+            "--home",
+            d.to_str().unwrap(),
+            "tunnel",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap()
+        .to_string();
+    let (tok, _) = token_of(&d);
+    let key = key_of(&d);
+    let (hello, mut ws) = handshake(
+        &url,
+        &Creds {
+            token: Some(&tok),
+            device: Some(&key),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    assert_eq!(hello["auth"]["method"], "device-token");
+    assert_eq!(
+        call(&mut ws, "health", json!({})).await["payload"]["ok"],
+        true
+    );
+    // The gateway sees the device as connected, named as paired.
+    let (_, out, _) = g.claw(&["devices", "list", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["paired"][0]["connected"], true);
+    assert_eq!(v["paired"][0]["displayName"], "laptop");
+    assert_eq!(v["paired"][0]["approvedVia"], "pairing-code");
+    // Status from the device side.
+    let mut status = Value::Null;
+    for _ in 0..40 {
+        let (code, out, _) = claw_in(&d, &["tunnel", "status", "--json"]);
+        status = serde_json::from_str(&out).unwrap_or(Value::Null);
+        if code == 0 && status["streams"].as_u64() == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["gatewayId"], p.gateway_id.as_str());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pairing_refusals_are_clear_and_audited() {
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Wrong fingerprint: a man in the middle (or the wrong gateway) is refused by the device.
+    let uri = pair_uri(&g, &[]);
+    let mut bad = PairingUri::parse(&uri).unwrap();
+    bad.gateway_id = "0".repeat(64);
+    let (code, _, err) = claw_in(
+        &device_home(&tmp, "mitm"),
+        &["tunnel", "pair", &bad.to_uri()],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("fingerprint mismatch"), "{err}");
+
+    // The code was not spent by the refused attempt: the real device pairs with it.
+    let (code, _, err) = claw_in(&device_home(&tmp, "real"), &["tunnel", "pair", &uri]);
+    assert_eq!(code, 0, "{err}");
+    // Reused.
+    let (code, _, err) = claw_in(&device_home(&tmp, "again"), &["tunnel", "pair", &uri]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already used"), "{err}");
+
+    // Expired.
+    let uri = pair_uri(&g, &["--ttl", "1s"]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (code, _, err) = claw_in(&device_home(&tmp, "late"), &["tunnel", "pair", &uri]);
+    assert_eq!(code, 1);
+    assert!(err.contains("expired"), "{err}");
+
+    // Brute force: three wrong secrets burn the code; the right one then fails too.
+    let uri = pair_uri(&g, &[]);
+    let good = PairingUri::parse(&uri).unwrap();
+    let id = good.code.split('.').next().unwrap().to_string();
+    for i in 0..3 {
+        let mut guess = good.clone();
+        guess.code = format!("{id}.{}", format!("{i}").repeat(22));
+        let (code, _, err) = claw_in(
+            &device_home(&tmp, &format!("guess{i}")),
+            &["tunnel", "pair", &guess.to_uri()],
+        );
+        assert_eq!(code, 1);
+        assert!(err.contains("wrong"), "{err}");
+    }
+    let (code, _, err) = claw_in(&device_home(&tmp, "owner"), &["tunnel", "pair", &uri]);
+    assert_eq!(code, 1, "a burned code stays burned");
+    assert!(err.contains("already used"), "{err}");
+
+    let events: Vec<String> = audit(&g)
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["event"].as_str().unwrap(),
+                e["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("tunnel.handshake_failed")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("pairing.code.refused") && e.contains("Used")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("pairing.code.refused") && e.contains("Expired")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.contains("burned=true")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pairing_attempts_are_rate_limited_per_source() {
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
+    let mut limited = false;
+    for i in 0..12 {
+        let mut guess = uri.clone();
+        guess.code = format!(
+            "{}.{}",
+            "A".repeat(7) + &(i % 10).to_string(),
+            "B".repeat(22)
+        );
+        let (_, _, err) = claw_in(
+            &device_home(&tmp, &format!("g{i}")),
+            &["tunnel", "pair", &guess.to_uri()],
+        );
+        if err.contains("too many pairing attempts") {
+            limited = true;
+            assert!(i >= 10, "limited after {i} attempts");
+            break;
+        }
+    }
+    assert!(limited, "12 attempts in a row were never rate-limited");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpaired_and_revoked_keys_reach_nothing() {
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let paired = device_home(&tmp, "paired");
+    let (code, _, _) = claw_in(&paired, &["tunnel", "pair", &pair_uri(&g, &[])]);
+    assert_eq!(code, 0);
+
+    // An unpaired key that knows the gateway (copied tunnel.json, its own key) asks for a tunnel.
+    let stranger = device_home(&tmp, "stranger");
+    let mut p = DeviceHome::new(&paired).pairing().unwrap();
+    p.device_id = claw_tunnel::identity::Identity::load_or_create(&stranger.join("identity.key"))
+        .unwrap()
+        .id();
+    DeviceHome::new(&stranger).save_pairing(&p).unwrap();
+    let (code, _, err) = claw_in(&stranger, &["tunnel", "up", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not paired"), "{err}");
+    assert!(
+        audit(&g).iter().any(|e| e["event"] == "tunnel.refused"),
+        "audited"
+    );
+
+    // Revoked: refused in the TLS handshake; `tunnel up` stops with a clear message.
+    let id = key_of(&paired).device_id();
+    let (code, _, _) = g.claw(&["devices", "revoke", &id]);
+    assert_eq!(code, 0);
+    let (code, _, err) = claw_in(&paired, &["tunnel", "up", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("revoked"), "{err}");
+    assert!(audit(&g)
+        .iter()
+        .any(|e| e["event"] == "tunnel.handshake_failed"
+            && e["detail"].as_str().unwrap().contains("Revoked")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_with_20_connected_devices_repairs_them_all_over_the_tunnel() {
+    let g = tunnel_gateway(&["--pair-attempts-per-min", "100"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut homes = Vec::new();
+    for i in 0..20 {
+        let h = device_home(&tmp, &format!("dev{i}"));
+        let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
+        client::pair(&DeviceHome::new(&h), &uri, Some(format!("dev{i}")), |_| {})
+            .await
+            .unwrap();
+        homes.push(h);
+    }
+    let mut tunnels = Vec::new();
+    let mut sessions = Vec::new();
+    for h in &homes {
+        let t = up(h).await;
+        let (tok, generation) = token_of(h);
+        assert_eq!(generation, 1);
+        let (_, ws) = ws_via(&t, h, &tok).await.hello();
+        sessions.push(ws);
+        tunnels.push(t);
+    }
+    let old: Vec<String> = homes.iter().map(|h| token_of(h).0).collect();
+
+    let (code, out, err) = g.claw(&["devices", "rotate-token", "--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Every device-token session is closed with the distinct reason…
+    for ws in &mut sessions {
+        let close = loop {
+            match recv(ws).await {
+                Ok(_) => continue,
+                Err(c) => break c,
+            }
+        };
+        assert_eq!(close, (1008, ROTATED.into()));
+    }
+    // …and every device receives a generation-2 token over its tunnel, with no human step.
+    for (i, h) in homes.iter().enumerate() {
+        let mut got = (String::new(), 0);
+        for _ in 0..200 {
+            got = token_of(h);
+            if got.1 == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(got.1, 2, "device {i} got no fresh token");
+        assert_ne!(got.0, old[i]);
+        let (hello, _) = ws_via(&tunnels[i], h, &got.0).await.hello();
+        assert_eq!(hello["auth"]["method"], "device-token");
+    }
+    // One token issuance per device for the new generation.
+    let issued: Vec<Value> = audit(&g)
+        .into_iter()
+        .filter(|e| {
+            e["event"] == "device.token.issued"
+                && e["detail"].as_str().unwrap().contains("generation=2")
+        })
+        .collect();
+    assert_eq!(issued.len(), 20, "{issued:?}");
+    // A client still holding the old token, through the tunnel, is answered with a fresh token
+    // instead of 1008; the same old token on the direct loopback port still gets 1008.
+    let (hello, _) = ws_via(&tunnels[0], &homes[0], &old[0]).await.hello();
+    assert_eq!(hello["auth"]["deviceToken"], token_of(&homes[0]).0.as_str());
+    let key = key_of(&homes[0]);
+    let (_, close) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&old[0]),
+            device: Some(&key),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .refused();
+    assert_eq!(close.1, ROTATED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_offline_during_rotation_repairs_when_it_comes_back() {
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let h = device_home(&tmp, "phone");
+    let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
+    client::pair(&DeviceHome::new(&h), &uri, None, |_| {})
+        .await
+        .unwrap();
+    let (old, _) = token_of(&h);
+    let (code, _, _) = g.claw(&["devices", "rotate-token", "--force"]);
+    assert_eq!(code, 0);
+    assert_eq!(token_of(&h).0, old, "offline: nothing changed yet");
+    let t = up(&h).await;
+    let mut fresh = (String::new(), 0);
+    for _ in 0..200 {
+        fresh = token_of(&h);
+        if fresh.1 == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(fresh.1, 2);
+    let (hello, _) = ws_via(&t, &h, &fresh.0).await.hello();
+    assert_eq!(hello["auth"]["method"], "device-token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_survive_migration_to_a_new_local_socket() {
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let h = device_home(&tmp, "roamer");
+    let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
+    client::pair(&DeviceHome::new(&h), &uri, None, |_| {})
+        .await
+        .unwrap();
+    let t = up(&h).await;
+    let (tok, _) = token_of(&h);
+    let (_, mut ws) = ws_via(&t, &h, &tok).await.hello();
+    assert_eq!(call(&mut ws, "health", json!({})).await["ok"], true);
+    for _ in 0..3 {
+        let new_local = t.rebind().unwrap();
+        // The same WebSocket, carried by the same QUIC stream, keeps working from the new socket.
+        let r = call(&mut ws, "status", json!({})).await;
+        assert_eq!(r["ok"], true, "after rebinding to {new_local}");
+    }
+    assert_eq!(t.status().reconnects, 0, "migration, not reconnection");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn require_approval_leaves_the_device_waiting_until_approved() {
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let h = device_home(&tmp, "tablet");
+    let uri = pair_uri(&g, &["--require-approval"]);
+    let child = Command::new(claw_bin())
+        .args(["--home", h.to_str().unwrap(), "tunnel", "pair", &uri])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The request shows up as pending on the gateway.
+    let mut pending = Value::Null;
+    for _ in 0..100 {
+        let (_, out, _) = g.claw(&["devices", "list", "--json"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        if v["pending"].as_array().is_some_and(|p| !p.is_empty()) {
+            pending = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending["paired"], json!([]), "not paired before approval");
+    let (code, _, err) = g.claw(&["devices", "approve", "--latest"]);
+    assert_eq!(code, 0, "{err}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for the gateway operator"));
+    assert!(token_of(&h).0.len() == 43);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exposed_services_and_nothing_else() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let expose = format!("echo={echo_addr}");
+    let g = tunnel_gateway(&["--expose", &expose]);
+    let tmp = tempfile::tempdir().unwrap();
+    let h = device_home(&tmp, "dev");
+    let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
+    client::pair(&DeviceHome::new(&h), &uri, None, |_| {})
+        .await
+        .unwrap();
+    let t = client::up(
+        DeviceHome::new(&h),
+        UpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            forwards: vec![
+                ("127.0.0.1:0".parse().unwrap(), "echo".into()),
+                ("127.0.0.1:0".parse().unwrap(), "secret".into()),
+            ],
+        },
+    )
+    .await
+    .unwrap();
+    wait_connected(&t).await;
+    let mut s = tokio::net::TcpStream::connect(t.local_addrs[1])
+        .await
+        .unwrap();
+    s.write_all(b"ping through the tunnel").await.unwrap();
+    let mut buf = [0u8; 23];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping through the tunnel");
+    // A name the gateway does not expose reaches nothing.
+    let mut s = tokio::net::TcpStream::connect(t.local_addrs[2])
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(
+        String::from_utf8_lossy(&out).contains("not_exposed"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // Non-loopback exposes are refused at start.
+    let (code, _, err) = claw_in(
+        &tmp.path().join("gw2"),
+        &[
+            "gateway",
+            "run",
+            "--port",
+            "0",
+            "--tunnel",
+            "127.0.0.1:0",
+            "--expose",
+            "x=10.0.0.1:80",
+        ],
+    );
+    assert_eq!(code, 78, "{err}");
+}
