@@ -21,6 +21,13 @@ pub struct CodeInfo {
     pub expires_at_ms: u64,
 }
 
+/// A code row as stored.
+struct StoredCode {
+    record: CodeRecord,
+    require_approval: bool,
+    name: Option<String>,
+}
+
 /// What redeeming a code did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redeemed {
@@ -93,20 +100,27 @@ impl Store {
             return Ok(Err(Verdict::Unknown));
         };
         let tx = self.conn.transaction()?;
-        let row: Option<(Vec<u8>, i64, i64, Option<i64>, bool, Option<String>)> = tx
+        let row: Option<StoredCode> = tx
             .query_row(
                 "SELECT secret_hash, expires_at_ms, attempts, used_at_ms, require_approval, name FROM pairing_codes WHERE code_id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                |r| {
+                    let hash: Vec<u8> = r.get(0)?;
+                    Ok(StoredCode {
+                        record: CodeRecord {
+                            secret_hash: hash.as_slice().try_into().unwrap_or([0u8; 32]),
+                            expires_at_ms: r.get::<_, i64>(1)? as u64,
+                            attempts: r.get::<_, i64>(2)? as u32,
+                            used: r.get::<_, Option<i64>>(3)?.is_some(),
+                        },
+                        require_approval: r.get(4)?,
+                        name: r.get(5)?,
+                    })
+                },
             )
             .optional()?;
-        let rec = row.as_ref().map(|(h, exp, att, used, _, _)| CodeRecord {
-            secret_hash: h.as_slice().try_into().unwrap_or([0u8; 32]),
-            expires_at_ms: *exp as u64,
-            attempts: *att as u32,
-            used: used.is_some(),
-        });
-        let verdict = pairing_code::judge(rec.as_ref(), secret, now);
+        let rec = row.as_ref().map(|c| &c.record);
+        let verdict = pairing_code::judge(rec, secret, now);
         match verdict {
             Verdict::Accept => {}
             Verdict::Wrong { burned } => {
@@ -142,8 +156,11 @@ impl Store {
                 return Ok(Err(other));
             }
         }
-        let (_, _, _, _, require_approval, name) =
-            row.ok_or_else(|| StoreError::NotFound("code vanished".into()))?;
+        let StoredCode {
+            require_approval,
+            name,
+            ..
+        } = row.ok_or_else(|| StoreError::NotFound("code vanished".into()))?;
         tx.execute(
             "UPDATE pairing_codes SET used_at_ms = ?2, device_id = ?3 WHERE code_id = ?1",
             params![id, now as i64, d.device_id],
