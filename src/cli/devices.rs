@@ -46,6 +46,13 @@ pub enum DevicesCmd {
         /// Device id (a unique prefix is enough).
         id: String,
     },
+    /// Authorise an existing OpenSSH Ed25519 key as a device (for the built-in SSH forward).
+    AddSshKey {
+        /// A name for the device.
+        name: String,
+        /// The public key line: `ssh-ed25519 AAAA… [comment]`.
+        key: String,
+    },
     /// Rotate the device-token root: every device token stops working and device sessions close.
     RotateToken {
         /// Do not ask, even with live device sessions.
@@ -132,6 +139,19 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
             let d = paired(home, &id).await?;
             admin_call(home, "device.pair.remove", json!({"deviceId": d})).await?;
             println!("removed device {d}");
+            Ok(0)
+        }
+        DevicesCmd::AddSshKey { name, key } => {
+            let k = claw_tunnel::russh::keys::PublicKey::from_openssh(key.trim())
+                .map_err(|e| fail(2, format!("not an OpenSSH public key: {e}")))?;
+            let raw = k
+                .key_data()
+                .ed25519()
+                .ok_or_else(|| fail(2, "only ssh-ed25519 keys can be device keys"))?;
+            use base64::Engine;
+            let pk = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.0);
+            let v = admin_call(home, "device.key.add", json!({"name": name, "publicKey": pk})).await?;
+            println!("authorised {name} as device {}", v["deviceId"].as_str().unwrap_or(""));
             Ok(0)
         }
         DevicesCmd::RotateToken {

@@ -85,11 +85,15 @@ pub struct RunArgs {
     /// The only socket claw opens beyond loopback; nothing crosses it before mutual TLS.
     #[arg(long, num_args = 0..=1, default_missing_value = "0.0.0.0:18790", value_name = "ADDR")]
     tunnel: Option<std::net::SocketAddr>,
+    /// Start the built-in SSH forward (TCP; 0.0.0.0:18722 when given without a value): stock
+    /// `ssh -N -L` with a paired device's key reaches the gateway.
+    #[arg(long, num_args = 0..=1, default_missing_value = "0.0.0.0:18722", value_name = "ADDR")]
+    ssh: Option<std::net::SocketAddr>,
     /// Pairing attempts allowed per minute from one source address.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pair_attempts_per_min: u32,
     /// Let paired devices reach a loopback service through the tunnel: NAME=127.0.0.1:PORT.
-    #[arg(long = "expose", value_name = "NAME=ADDR", requires = "tunnel")]
+    #[arg(long = "expose", value_name = "NAME=ADDR")]
     expose: Vec<String>,
 }
 
@@ -214,13 +218,16 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     };
     let state = GatewayState::new(home.clone(), config, store, token, source);
     let exposes = parse_exposes(&a.expose)?;
+    if !exposes.is_empty() && a.tunnel.is_none() && a.ssh.is_none() {
+        return Err(fail(exit::CONFIG, "--expose needs --tunnel or --ssh (it is how devices reach the service)"));
+    }
     let tunnel = match a.tunnel {
         Some(listen) => {
             let identity =
                 claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
             let cfg = claw_tunnel::quic::server::TunnelConfig {
                 listen,
-                exposes,
+                exposes: exposes.clone(),
                 pair_attempts_per_min: a.pair_attempts_per_min.max(1),
                 ..Default::default()
             };
@@ -261,6 +268,22 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         }
     };
     let url = format!("ws://{}", ready.addrs[0]);
+    let ssh = match a.ssh {
+        Some(listen) => {
+            let identity = claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
+            let cfg = claw_tunnel::ssh::SshConfig { listen, ..Default::default() };
+            let (info, serving) = claw_tunnel::ssh::bind(state.clone(), &identity, cfg, ready.addrs.clone(), exposes.clone())
+                .await
+                .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+            let stop = state.clone();
+            tokio::spawn(async move {
+                let mut rx = stop.shutdown.subscribe();
+                tokio::select! { _ = serving => {}, _ = rx.wait_for(|s| *s) => {} }
+            });
+            Some(info)
+        }
+        None => None,
+    };
     let mut runtime = json!({
         "pid": std::process::id(),
         "url": url,
@@ -273,6 +296,16 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     if let Some((addr, id)) = &tunnel {
         runtime["tunnel"] = json!({"addr": addr.to_string(), "gatewayId": id});
         tunnel_note = format!(", tunnel udp://{addr} fingerprint {}", &id[..16]);
+    }
+    if let Some(info) = &ssh {
+        let hosts = super::pair::advertised_hosts(info.addr);
+        runtime["ssh"] = json!({
+            "addr": info.addr.to_string(),
+            "fingerprint": info.fingerprint,
+            "hostKey": info.host_key,
+            "knownHosts": hosts.iter().map(|h| info.known_hosts_line(h)).collect::<Vec<_>>(),
+        });
+        tunnel_note.push_str(&format!(", ssh tcp://{} {}", info.addr, info.fingerprint));
     }
     write_secret_atomic(&home.runtime_path(), runtime.to_string().as_bytes())?;
     println!(
@@ -309,6 +342,9 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
     if let Some(f) = &a.token_file {
         v.push("--token-file".into());
         v.push(f.display().to_string());
+    }
+    if let Some(s) = a.ssh {
+        v.push(format!("--ssh={s}"));
     }
     if let Some(t) = a.tunnel {
         v.push(format!("--tunnel={t}"));
@@ -476,6 +512,19 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
             v["devices"]["paired"], v["devices"]["revoked"], v["devices"]["pending"]
         );
         println!("  generation: {}", v["deviceTokenGeneration"]);
+        let rt: Value = std::fs::read_to_string(home.runtime_path())
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null);
+        if let Some(t) = rt["tunnel"]["addr"].as_str() {
+            println!("  tunnel:     udp://{t} (fingerprint {})", rt["tunnel"]["gatewayId"].as_str().unwrap_or(""));
+        }
+        if let Some(addr) = rt["ssh"]["addr"].as_str() {
+            println!("  ssh:        tcp://{addr} {}", rt["ssh"]["fingerprint"].as_str().unwrap_or(""));
+            for line in rt["ssh"]["knownHosts"].as_array().cloned().unwrap_or_default() {
+                println!("  known_hosts: {}", line.as_str().unwrap_or(""));
+            }
+        }
     }
     Ok(0)
 }

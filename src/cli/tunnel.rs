@@ -31,6 +31,15 @@ pub enum TunnelCmd {
         #[arg(long = "forward", value_name = "LOCALADDR=NAME")]
         forward: Vec<String>,
     },
+    /// Write this device's key in OpenSSH format (0600) and print the `ssh -N -L` line for the
+    /// gateway's built-in SSH forward.
+    ExportSshKey {
+        /// Where to write the private key (default: HOME/id_ed25519_claw).
+        path: Option<std::path::PathBuf>,
+        /// SSH port of the gateway.
+        #[arg(long, default_value_t = 18722)]
+        port: u16,
+    },
     /// Show the running tunnel (exit 0 connected, 1 disconnected, 3 not running).
     Status {
         /// One JSON document.
@@ -47,6 +56,7 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
         TunnelCmd::Pair { uri, name } => pair(&dh, &uri, name).await,
         TunnelCmd::Up { listen, forward } => up(dh, listen, &forward).await,
         TunnelCmd::Status { json } => status(&dh, json),
+        TunnelCmd::ExportSshKey { path, port } => export_ssh_key(home, &dh, path, port),
     }
 }
 
@@ -193,4 +203,21 @@ fn status(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {
         }
     }
     Ok(if connected { 0 } else { exit::FAILURE })
+}
+
+fn export_ssh_key(home: &Home, dh: &DeviceHome, path: Option<std::path::PathBuf>, port: u16) -> anyhow::Result<u8> {
+    let identity = claw_tunnel::identity::Identity::load_or_create(&dh.identity_path())?;
+    let path = path.unwrap_or_else(|| home.root().join("id_ed25519_claw"));
+    let pem = identity.ssh_private_openssh()?;
+    claw_gateway::home::write_secret_atomic(&path, pem.as_bytes())
+        .map_err(|e| fail(exit::FAILURE, format!("{}: {e}", path.display())))?;
+    let host = dh
+        .pairing()
+        .ok()
+        .and_then(|p| p.addrs.first().cloned())
+        .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string()))
+        .unwrap_or_else(|| "GATEWAY-HOST".into());
+    println!("wrote {} (0600); public key: {}", path.display(), identity.ssh_public_openssh());
+    println!("ssh -N -L 18789:127.0.0.1:18789 -p {port} -i {} claw@{host}", path.display());
+    Ok(0)
 }

@@ -105,6 +105,48 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// The key as an SSH private key (host key of the SSH forward, or a device's client key).
+    pub fn ssh_private_key(&self) -> russh::keys::PrivateKey {
+        let kp = russh::keys::ssh_key::private::Ed25519Keypair::from_seed(self.key.seed());
+        let mut k = russh::keys::PrivateKey::from(kp);
+        k.set_comment(format!("claw {}", &self.id()[..16]));
+        k
+    }
+
+    /// The key in OpenSSH private-key format (a secret).
+    pub fn ssh_private_openssh(&self) -> Result<String, IdentityError> {
+        self.ssh_private_key()
+            .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+            .map(|z| z.to_string())
+            .map_err(|e| IdentityError::Crypto(e.to_string()))
+    }
+
+    /// The public key as an OpenSSH line (`ssh-ed25519 AAAA… comment`).
+    pub fn ssh_public_openssh(&self) -> String {
+        self.ssh_private_key()
+            .public_key()
+            .to_openssh()
+            .unwrap_or_default()
+    }
+
+    /// The SSH fingerprint as `ssh-keygen -lf` prints it (`SHA256:…`).
+    pub fn ssh_fingerprint(&self) -> String {
+        self.ssh_private_key()
+            .public_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string()
+    }
+}
+
+/// The device id of an SSH public key (Ed25519 only): hex SHA-256 of the raw key, the same id
+/// the tunnel and the WebSocket handshake use.
+pub fn device_id_of_ssh_key(key: &russh::keys::PublicKey) -> Option<String> {
+    key.key_data()
+        .ed25519()
+        .map(|k| claw_gateway::auth::signature::device_id_for_key(&k.0))
+}
+
 /// Extracts the 32-byte seed from an Ed25519 PKCS#8 (v1 or v2) document.
 pub fn seed_from_pkcs8(der: &[u8]) -> Result<[u8; 32], IdentityError> {
     if der.len() < 48 || der[5..16] != PKCS8_ED25519_PREFIX[5..16] {
@@ -136,5 +178,10 @@ mod tests {
         .unwrap();
         assert_eq!(kp.public_key_raw(), a.key().public_key());
         assert!(seed_from_pkcs8(b"short").is_err());
+        // The SSH view of the same key has the same device id.
+        let ssh_pub = russh::keys::PublicKey::from_openssh(&a.ssh_public_openssh()).unwrap();
+        assert_eq!(device_id_of_ssh_key(&ssh_pub).unwrap(), a.id());
+        assert!(a.ssh_fingerprint().starts_with("SHA256:"));
+        assert!(a.ssh_private_openssh().unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
     }
 }

@@ -14,4 +14,8 @@ pub mod device;
 pub mod identity;
 pub mod pairing;
 pub mod quic;
+pub mod ssh;
 pub mod verify;
+
+/// The russh version claw builds on (for OpenSSH key parsing in the CLI).
+pub use russh;

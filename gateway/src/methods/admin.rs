@@ -6,14 +6,62 @@ use super::Ctx;
 use crate::protocol::frames::ErrorShape;
 use crate::state::GatewayState;
 
-/// `gateway.status`: runtime facts for `claw gateway status`.
+/// `gateway.status`: runtime facts for `claw gateway status` and `claw channels status`.
+///
+/// Besides the `status` payload: `running`, `openSockets`, and `clients`, one entry per live
+/// authenticated session: `{connId, channel, origin, method, deviceId?, client, connectedAtMs,
+/// idleMs}` (`channel` is `ws` for loopback WebSocket sessions, `tunnel` for sessions carried by
+/// the tunnel or SSH forward), oldest first.
 pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let mut v = super::health::status(state, ctx, p)?;
     v["running"] = json!(true);
     v["openSockets"] = json!(state
         .open_sockets
         .load(std::sync::atomic::Ordering::Relaxed));
+    v["clients"] = clients(state);
     Ok(v)
+}
+
+/// The live sessions as `gateway.status` lists them.
+fn clients(state: &GatewayState) -> Value {
+    use crate::auth::decide::Origin;
+    let uptime = state.uptime_ms();
+    let sessions = state.sessions();
+    let mut rows: Vec<_> = sessions.values().collect();
+    rows.sort_by_key(|s| (s.connected_at_ms, s.conn_id));
+    let list: Vec<Value> = rows
+        .into_iter()
+        .map(|s| {
+            let (channel, origin) = match &s.origin {
+                Origin::Loopback => ("ws", "loopback"),
+                Origin::Tunnel { .. } => ("tunnel", "tunnel"),
+            };
+            let last_seen = s.last_seen.load(std::sync::atomic::Ordering::Relaxed);
+            let mut e = json!({
+                "connId": s.conn_id,
+                "channel": channel,
+                "origin": origin,
+                "method": s.method.as_str(),
+                "client": s.client,
+                "connectedAtMs": s.connected_at_ms,
+                "idleMs": uptime.saturating_sub(last_seen),
+            });
+            if let Some(d) = &s.device_id {
+                e["deviceId"] = json!(d);
+            }
+            e
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// `pairing.prune`: deletes expired pairing requests and expired or used pairing codes (what
+/// `claw doctor --fix` asks of a running gateway). Returns `{requests, codes}` removed.
+pub fn prune_pairing(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+    let mut store = state.store();
+    let requests = store.prune_expired_requests().map_err(super::store_error)?;
+    let codes = store.prune_codes().map_err(super::store_error)?;
+    Ok(json!({"requests": requests, "codes": codes}))
 }
 
 /// `gateway.stop`: graceful shutdown (sessions get `shutdown` and close 1012).

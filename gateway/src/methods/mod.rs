@@ -81,10 +81,12 @@ pub static TABLE: &[MethodSpec] = &[
     MethodSpec { name: "gateway.token.rotate", scope: scopes::ADMIN, ws: true, handler: root::rotate },
     // Admin socket only (not advertised, not served over WebSocket).
     MethodSpec { name: "pair.create", scope: scopes::ADMIN, ws: false, handler: pairing::create },
+    MethodSpec { name: "device.key.add", scope: scopes::ADMIN, ws: false, handler: pairing::add_key },
     MethodSpec { name: "gateway.status", scope: scopes::ADMIN, ws: false, handler: admin::status },
     MethodSpec { name: "gateway.stop", scope: scopes::ADMIN, ws: false, handler: admin::stop },
     MethodSpec { name: "gateway.token.show", scope: scopes::ADMIN, ws: false, handler: admin::show_token },
     MethodSpec { name: "audit.tail", scope: scopes::ADMIN, ws: false, handler: admin::audit_tail },
+    MethodSpec { name: "pairing.prune", scope: scopes::ADMIN, ws: false, handler: admin::prune_pairing },
 ];
 
 /// The methods advertised in `hello-ok.features.methods`.

@@ -42,3 +42,42 @@ pub fn create(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
         "name": name,
     }))
 }
+
+/// `device.key.add {name, publicKey}` (admin socket only): authorises an existing Ed25519 key
+/// (e.g. an OpenSSH key, parsed by the CLI) as a paired device. `publicKey` is the raw 32-byte
+/// key, base64url. Audited as `device.paired via=ssh-key`.
+pub fn add_key(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    use base64::Engine;
+    let name = super::str_param(p, "name")?;
+    if name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(super::invalid_params("name must be ≤ 64 printable characters"));
+    }
+    let pk = super::str_param(p, "publicKey")?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(pk)
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| super::invalid_params("publicKey must be a base64url raw Ed25519 key"))?;
+    let device_id = crate::auth::signature::device_id_for_key(&raw);
+    if let Ok(Some(d)) = state.store().device(&device_id) {
+        if d.revoked_at_ms.is_some() {
+            return Err(ErrorShape::new("CONFLICT", format!("device {device_id} is revoked; `claw devices remove` it first")));
+        }
+    }
+    let d = crate::store::NewDevice {
+        device_id: device_id.clone(),
+        public_key: pk.to_string(),
+        display_name: Some(name.to_string()),
+        platform: String::new(),
+        device_family: String::new(),
+        client_id: "ssh".into(),
+        client_mode: "ssh".into(),
+        role: "operator".into(),
+        scopes: vec!["operator.read".into(), "operator.write".into()],
+    };
+    state
+        .store()
+        .pair_device(&d, "ssh-key", ctx.actor)
+        .map_err(store_error)?;
+    Ok(json!({"deviceId": device_id, "name": name}))
+}

@@ -1,0 +1,354 @@
+//! The built-in SSH forward (`claw gateway run --ssh`): a russh server that does exactly one
+//! thing — `direct-tcpip` (`ssh -N -L`) to the loopback gateway, and to exposed services, for the
+//! keys of paired, non-revoked devices.
+//!
+//! Public-key authentication only (Ed25519, the device's identity key). Sessions, shells, exec,
+//! subsystems, `-R` (`tcpip-forward`), agent and X11 forwarding and every other destination are
+//! refused with the proper SSH failure and logged. Unauthenticated connections are capped and get
+//! an auth deadline; channels per session are capped.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use claw_gateway::auth::decide::Origin;
+use claw_gateway::state::GatewayState;
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelOpenFailure, MethodKind, MethodSet};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::identity::{device_id_of_ssh_key, Identity};
+use policy::{Target, TargetPolicy};
+
+/// SSH forward settings.
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    /// TCP address to listen on.
+    pub listen: SocketAddr,
+    /// Connections that have not authenticated yet, at most.
+    pub max_unauthenticated: usize,
+    /// Time to authenticate.
+    pub auth_timeout: Duration,
+    /// A session with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Channels open at once per session.
+    pub max_channels: usize,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 18722)),
+            max_unauthenticated: 64,
+            auth_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(600),
+            max_channels: 64,
+        }
+    }
+}
+
+/// What a running SSH forward reports.
+#[derive(Debug, Clone)]
+pub struct SshInfo {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Host key fingerprint (`SHA256:…`).
+    pub fingerprint: String,
+    /// The host key as an OpenSSH public key line.
+    pub host_key: String,
+}
+
+impl SshInfo {
+    /// A `known_hosts` line for `host` (bracketed with the port unless it is 22).
+    pub fn known_hosts_line(&self, host: &str) -> String {
+        let key: Vec<&str> = self.host_key.split_whitespace().take(2).collect();
+        let port = self.addr.port();
+        let h = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+            _ => host.to_string(),
+        };
+        let pattern = if port == 22 { h } else if h.starts_with('[') { format!("{h}:{port}") } else { format!("[{h}]:{port}") };
+        format!("{pattern} {}", key.join(" "))
+    }
+}
+
+/// Errors starting the SSH forward.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// Binding failed.
+    #[error("cannot listen for SSH on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn russh_config(identity: &Identity, cfg: &SshConfig) -> Arc<russh::server::Config> {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    Arc::new(russh::server::Config {
+        server_id: russh::SshId::Standard(format!("SSH-2.0-claw_{}", claw_gateway::VERSION).into()),
+        methods,
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![identity.ssh_private_key()],
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(cfg.idle_timeout),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        nodelay: true,
+        window_size: 8 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        ..Default::default()
+    })
+}
+
+/// Binds the SSH forward; `gateway_addrs` are the gateway's actual WebSocket addresses.
+pub async fn bind(
+    state: Arc<GatewayState>,
+    identity: &Identity,
+    cfg: SshConfig,
+    gateway_addrs: Vec<SocketAddr>,
+    exposes: HashMap<String, SocketAddr>,
+) -> Result<(SshInfo, impl std::future::Future<Output = ()>), SshError> {
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| SshError::Bind {
+        addr: cfg.listen.to_string(),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| SshError::Bind { addr: cfg.listen.to_string(), source })?;
+    let info = SshInfo {
+        addr,
+        fingerprint: identity.ssh_fingerprint(),
+        host_key: identity.ssh_public_openssh(),
+    };
+    let config = russh_config(identity, &cfg);
+    let policy = Arc::new(TargetPolicy::new(gateway_addrs, exposes));
+    let preauth = Arc::new(Semaphore::new(cfg.max_unauthenticated));
+    let fut = async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            // A cap on unauthenticated connections: a scanner or slowloris gets nothing.
+            let Ok(permit) = preauth.clone().try_acquire_owned() else {
+                tracing::info!(%peer, "ssh: too many unauthenticated connections; dropped");
+                continue;
+            };
+            let (authed_tx, mut authed_rx) = watch::channel(false);
+            let handler = Handler {
+                state: state.clone(),
+                policy: policy.clone(),
+                peer,
+                device_id: None,
+                channels: Arc::new(AtomicUsize::new(0)),
+                max_channels: cfg.max_channels,
+                authed: authed_tx,
+            };
+            let config = config.clone();
+            let auth_timeout = cfg.auth_timeout;
+            tokio::spawn(async move {
+                let mut permit = Some(permit);
+                let session = match russh::server::run_stream(config, tcp, handler).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = ?e, "ssh: handshake failed");
+                        return;
+                    }
+                };
+                tokio::pin!(session);
+                let deadline = tokio::time::sleep(auth_timeout);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        r = &mut session => {
+                            if let Err(e) = r {
+                                tracing::debug!(%peer, error = ?e, "ssh: session ended");
+                            }
+                            return;
+                        }
+                        ok = authed_rx.wait_for(|a| *a), if permit.is_some() => {
+                            if ok.is_ok() {
+                                permit = None; // authenticated: no longer counts against the cap
+                            }
+                        }
+                        _ = &mut deadline, if permit.is_some() => {
+                            tracing::info!(%peer, "ssh: authentication timed out");
+                            return; // dropping the session closes the connection
+                        }
+                    }
+                }
+            });
+        }
+    };
+    Ok((info, fut))
+}
+
+struct Handler {
+    state: Arc<GatewayState>,
+    policy: Arc<TargetPolicy>,
+    peer: SocketAddr,
+    device_id: Option<String>,
+    channels: Arc<AtomicUsize>,
+    max_channels: usize,
+    authed: watch::Sender<bool>,
+}
+
+impl Handler {
+    fn audit(&self, event: &str, detail: &str) {
+        let r = self
+            .state
+            .store()
+            .audit(event, self.device_id.as_deref(), Some("ssh"), &format!("from={} {detail}", self.peer));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "audit write failed");
+        }
+    }
+
+    /// Paired and not revoked?
+    fn trusted(&self, key: &russh::keys::PublicKey) -> Result<String, &'static str> {
+        let id = device_id_of_ssh_key(key).ok_or("not an Ed25519 key")?;
+        match self.state.store().device(&id) {
+            Ok(Some(d)) if d.revoked_at_ms.is_none() => Ok(id),
+            Ok(Some(_)) => Err("revoked device key"),
+            _ => Err("unknown key"),
+        }
+    }
+
+    fn refuse(&self, what: &str) {
+        tracing::info!(peer = %self.peer, device = ?self.device_id, "ssh: refused {what}");
+        self.audit("ssh.refused", what);
+    }
+}
+
+/// Guard that frees a channel slot when the forwarded connection ends.
+struct ChannelSlot(Arc<AtomicUsize>);
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl russh::server::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(&mut self, _user: &str, offer: russh::server::PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        match self.trusted(offer.public_key) {
+            Ok(_) => Ok(Auth::Accept),
+            Err(why) => {
+                self.audit("ssh.auth.refused", why);
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_publickey(&mut self, _user: &str, key: russh::server::VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        match self.trusted(key.public_key) {
+            Ok(id) => {
+                self.device_id = Some(id);
+                Ok(Auth::Accept)
+            }
+            Err(why) => {
+                self.audit("ssh.auth.refused", why);
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_password(&mut self, _user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        self.audit("ssh.auth.refused", "password authentication is not accepted");
+        Ok(Auth::reject())
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        tracing::info!(peer = %self.peer, device = ?self.device_id, "ssh: authenticated");
+        let _ = self.authed.send(true);
+        Ok(())
+    }
+
+    async fn channel_open_session(&mut self, _c: Channel<Msg>, reply: ChannelOpenHandle, _s: &mut Session) -> Result<(), Self::Error> {
+        self.refuse("a session channel (shell/exec/subsystem): only ssh -N -L forwarding is served");
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(&mut self, _c: Channel<Msg>, _a: &str, _p: u32, reply: ChannelOpenHandle, _s: &mut Session) -> Result<(), Self::Error> {
+        self.refuse("X11 forwarding");
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(&mut self, _c: Channel<Msg>, path: &str, reply: ChannelOpenHandle, _s: &mut Session) -> Result<(), Self::Error> {
+        self.refuse(&format!("a Unix socket forward to {path:?}"));
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _s: &mut Session) -> Result<bool, Self::Error> {
+        self.refuse(&format!("remote forwarding (-R) of {address}:{port}"));
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(&mut self, path: &str, _s: &mut Session) -> Result<bool, Self::Error> {
+        self.refuse(&format!("remote Unix socket forwarding of {path:?}"));
+        Ok(false)
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _originator: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(device_id) = self.device_id.clone() else {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        let Some(target) = self.policy.resolve(host, port) else {
+            self.refuse(&format!("a forward to {host}:{port} (only the gateway port and exposed services)"));
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        if self.channels.fetch_add(1, Ordering::Relaxed) >= self.max_channels {
+            self.channels.fetch_sub(1, Ordering::Relaxed);
+            self.refuse("a channel beyond the per-session cap");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        let slot = ChannelSlot(self.channels.clone());
+        reply.accept().await;
+        let state = self.state.clone();
+        let ip = self.peer.ip();
+        let stream = channel.into_stream();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match target {
+                Target::Gateway => {
+                    claw_gateway::server::serve_stream(state, stream, ip, Origin::Tunnel { device_id }).await;
+                }
+                Target::Exposed(addr) => {
+                    if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await {
+                        let _ = tcp.set_nodelay(true);
+                        let mut stream = stream;
+                        let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
