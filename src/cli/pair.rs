@@ -57,16 +57,36 @@ fn interface_addrs(port: u16) -> Vec<String> {
         .collect()
 }
 
+/// The hosts a listener on `addr` is reachable at: itself, or every interface address when it
+/// listens on the wildcard address.
+pub fn advertised_hosts(addr: SocketAddr) -> Vec<String> {
+    if addr.ip().is_unspecified() {
+        interface_addrs(0)
+            .into_iter()
+            .filter_map(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.ip().to_string())
+            .collect()
+    } else {
+        vec![addr.ip().to_string()]
+    }
+}
+
+fn runtime(home: &Home) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(home.runtime_path()).ok()?).ok()
+}
+
 /// The tunnel addresses from the running gateway's runtime file.
 fn tunnel_addrs(home: &Home) -> Option<Vec<String>> {
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(home.runtime_path()).ok()?).ok()?;
-    let addr: SocketAddr = v["tunnel"]["addr"].as_str()?.parse().ok()?;
-    Some(if addr.ip().is_unspecified() {
-        interface_addrs(addr.port())
-    } else {
-        vec![addr.to_string()]
-    })
+    let addr: SocketAddr = runtime(home)?["tunnel"]["addr"].as_str()?.parse().ok()?;
+    Some(
+        advertised_hosts(addr)
+            .into_iter()
+            .map(|h| match h.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, addr.port()).to_string(),
+                Err(_) => format!("{h}:{}", addr.port()),
+            })
+            .collect(),
+    )
 }
 
 /// Runs `claw pair`.
