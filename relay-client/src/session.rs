@@ -174,6 +174,7 @@ impl Session {
             auth: AuthParams {
                 token: o.token.clone(),
                 password: None,
+                ..Default::default()
             },
             device: None,
         };

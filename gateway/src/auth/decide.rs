@@ -144,6 +144,20 @@ pub fn decide(input: &AuthInput<'_>) -> Decision {
     }
 
     let Some(secret) = p.secret() else {
+        // Through the tunnel or SSH forward the transport already proved the key; a paired
+        // device that signs with it gets its token without presenting one (first contact of a
+        // device paired by `claw devices add-ssh-key`, or one that lost its token).
+        if let (Origin::Tunnel { .. }, Some(id), Some(d)) = (input.origin, &device_id, known) {
+            if scopes::is_subset(&p.scopes, &d.scopes) {
+                return Decision::Accept(Accept {
+                    method: AuthMethod::DeviceToken,
+                    role: p.role.clone(),
+                    scopes: p.scopes.clone(),
+                    device_id: Some(id.clone()),
+                    action: DeviceAction::RepairOverTunnel,
+                });
+            }
+        }
         return Decision::Reject(if device_id.is_some() {
             Rejection::TokenMissing
         } else {
@@ -473,6 +487,11 @@ mod tests {
             )),
             Rejection::IdentityMismatch
         );
+        // A paired device through the tunnel with no token at all gets one; on loopback it does not.
+        let a = accepted(run(&signed(&k, None, &["operator.read"]), &o, Some(&r), None));
+        assert_eq!(a.action, DeviceAction::RepairOverTunnel);
+        assert_eq!(rejected(run(&signed(&k, None, &["operator.read"]), &Origin::Loopback, Some(&r), None)), Rejection::TokenMissing);
+        assert_eq!(rejected(run(&signed(&k, None, &["operator.admin"]), &o, Some(&r), None)), Rejection::TokenMissing);
         // Unknown device through the tunnel with the shared token: needs approval.
         let k3 = DeviceKey::generate();
         let o3 = Origin::Tunnel {

@@ -57,7 +57,13 @@ pub fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Err
 
 /// `config.get`: the gateway's effective configuration, in the shape OpenClaw probes read.
 pub fn config(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
-    let port = state.config.listen.first().map(|a| a.port()).unwrap_or(0);
+    // The bound port (the configured one may be 0 = any).
+    let url = state.url.lock().map(|u| u.clone()).unwrap_or_default();
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(0);
     Ok(json!({
         "path": state.home.root(),
         "exists": true,

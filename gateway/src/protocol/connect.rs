@@ -37,9 +37,11 @@ pub struct ClientInfo {
     pub display_name: Option<String>,
 }
 
-/// Shared-secret fields (`params.auth`). Either field may carry the shared token; `token` may
-/// also carry a device token.
+/// Secrets (`params.auth`). `token` and `password` may carry the shared token; `token` or
+/// `deviceToken` a device token (the real OpenClaw CLI sends a stored device token as
+/// `deviceToken`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AuthParams {
     /// Shared gateway token or device token.
     #[serde(default)]
@@ -47,6 +49,12 @@ pub struct AuthParams {
     /// Shared secret sent as a password.
     #[serde(default)]
     pub password: Option<String>,
+    /// A device token.
+    #[serde(default)]
+    pub device_token: Option<String>,
+    /// A bootstrap (setup-code) token: claw has none, but it is part of what clients sign.
+    #[serde(default)]
+    pub bootstrap_token: Option<String>,
 }
 
 /// A signed device identity (`params.device`).
@@ -85,14 +93,26 @@ pub struct ConnectParams {
 }
 
 impl ConnectParams {
-    /// The secret presented (`auth.token`, else `auth.password`), if non-empty.
+    /// The secret presented (`auth.token`, else `auth.password`, else `auth.deviceToken`), if
+    /// non-empty.
     pub fn secret(&self) -> Option<&str> {
-        self.auth.token.as_deref().filter(|s| !s.is_empty()).or(self
-            .auth
-            .password
-            .as_deref()
-            .filter(|s| !s.is_empty()))
+        non_empty(&self.auth.token)
+            .or(non_empty(&self.auth.password))
+            .or(non_empty(&self.auth.device_token))
     }
+
+    /// The token a device signs: `auth.token ?? auth.deviceToken ?? auth.bootstrapToken`, as
+    /// OpenClaw resolves it.
+    pub fn signed_token(&self) -> &str {
+        non_empty(&self.auth.token)
+            .or(non_empty(&self.auth.device_token))
+            .or(non_empty(&self.auth.bootstrap_token))
+            .unwrap_or("")
+    }
+}
+
+fn non_empty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
 }
 
 #[derive(Deserialize)]
@@ -197,7 +217,7 @@ pub fn signature_payload(p: &ConnectParams, device: &DeviceProof) -> String {
         p.role,
         p.scopes.join(","),
         device.signed_at,
-        p.auth.token.as_deref().unwrap_or(""),
+        p.signed_token(),
         device.nonce,
         p.client.platform.to_lowercase(),
         p.client.device_family.to_lowercase()
@@ -220,6 +240,11 @@ mod tests {
         let p = parse_connect(&v).unwrap();
         assert_eq!(p.secret(), Some("pw"));
         assert_eq!(p.role, "operator");
+        // The real CLI's stored-device-token reconnect: the device token is the secret and is
+        // what the device signed.
+        let v = json!({"minProtocol":4,"maxProtocol":4,"auth":{"deviceToken":"dt"}});
+        let p = parse_connect(&v).unwrap();
+        assert_eq!((p.secret(), p.signed_token()), (Some("dt"), "dt"));
     }
 
     #[test]
