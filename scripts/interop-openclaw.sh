@@ -118,9 +118,14 @@ GW_HOME=$WORK/home
 OUTS=$WORK/outputs
 mkdir -p "$OUTS"
 GW_PID=
+TUP_PID=
 
 cleanup() {
   local rc=$?
+  if [ -n "$TUP_PID" ]; then
+    kill -TERM "$TUP_PID" 2>/dev/null || true
+    wait "$TUP_PID" 2>/dev/null || true
+  fi
   if [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; then
     kill -TERM "$GW_PID" 2>/dev/null || true
     for _ in $(seq 50); do
@@ -141,7 +146,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$CLAW" --home "$GW_HOME" gateway run --port 0 >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
+"$CLAW" --home "$GW_HOME" gateway run --port 0 --tunnel 127.0.0.1:0 >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
 GW_PID=$!
 
 PORT=
@@ -362,6 +367,33 @@ else
     OUT= ERR= RC=- TOOK=
     fail "$name" "skipped: no paired device"
   done
+fi
+
+# 3c. Through the QUIC tunnel: a device home pairs with `claw tunnel pair`, runs `claw tunnel up`,
+# and the real CLI talks to the gateway through the tunnel's local loopback port.
+DEV_HOME=$WORK/device
+URI=$("$CLAW" --home "$GW_HOME" pair --json --no-qr 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{process.stdout.write(JSON.parse(s).uri)}catch{}})')
+TPORT=
+if [ -n "$URI" ] && "$CLAW" --home "$DEV_HOME" tunnel pair "$URI" >"$WORK/tunnel-pair.out" 2>&1; then
+  "$CLAW" --home "$DEV_HOME" tunnel up --listen 127.0.0.1:0 >"$WORK/tunnel-up.out" 2>"$WORK/tunnel-up.err" &
+  TUP_PID=$!
+  for _ in $(seq 100); do
+    TPORT=$(sed -n 's#^claw tunnel up: ws://127\.0\.0\.1:\([0-9][0-9]*\) .*#\1#p' "$WORK/tunnel-up.out" | head -n1)
+    [ -n "$TPORT" ] && break
+    sleep 0.1
+  done
+fi
+if [ -n "$TPORT" ]; then
+  TU=ws://127.0.0.1:$TPORT
+  oc tunnel-health "$CALL_TIMEOUT" -- gateway call health --url "$TU" --token "$T" --json
+  check "gateway call health through claw tunnel up" "expected rc 0 and ok:true through the tunnel's local port" \
+    eval 'rc_is 0 && jsok "j && j.ok === true"'
+  oc tunnel-devices "$CALL_TIMEOUT" -- devices list --url "$TU" --token "$T" --json
+  check "devices list through claw tunnel up shows the tunnel device" "expected rc 0 and a paired device named by the tunnel" \
+    eval 'rc_is 0 && jsok "Array.isArray(j.paired) && j.paired.some(d => d.approvedVia === \"pairing-code\")"'
+else
+  OUT=$WORK/tunnel-pair.out ERR=$WORK/tunnel-up.err RC=- TOOK=
+  fail "gateway call health through claw tunnel up" "could not pair a device home or start claw tunnel up"
 fi
 
 if ! kill -0 "$GW_PID" 2>/dev/null; then

@@ -21,32 +21,66 @@ struct Ssh {
 }
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn setup() -> Ssh {
     let g = Gateway::start(&["--ssh", "127.0.0.1:0"]);
-    let rt: Value = serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap()).unwrap();
+    let rt: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
+            .unwrap();
     let addr: std::net::SocketAddr = rt["ssh"]["addr"].as_str().unwrap().parse().unwrap();
     let line = rt["ssh"]["knownHosts"][0].as_str().unwrap().to_string();
-    assert!(line.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", addr.port())), "{line}");
+    assert!(
+        line.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", addr.port())),
+        "{line}"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let known_hosts = tmp.path().join("known_hosts");
     std::fs::write(&known_hosts, format!("{line}\n")).unwrap();
-    Ssh { ssh_port: addr.port(), known_hosts, tmp: tmp.path().to_path_buf(), _tmp: tmp, g }
+    Ssh {
+        ssh_port: addr.port(),
+        known_hosts,
+        tmp: tmp.path().to_path_buf(),
+        _tmp: tmp,
+        g,
+    }
 }
 
 /// A device home with an exported OpenSSH key; returns (home, key path).
 fn device(s: &Ssh, name: &str, authorise: bool) -> (PathBuf, PathBuf) {
     let home = s.tmp.join(name);
     let key = home.join("id_ed25519");
-    let (code, out, err) = claw_in(&home, &["tunnel", "export-ssh-key", key.to_str().unwrap(), "--port", &s.ssh_port.to_string()]);
+    let (code, out, err) = claw_in(
+        &home,
+        &[
+            "tunnel",
+            "export-ssh-key",
+            key.to_str().unwrap(),
+            "--port",
+            &s.ssh_port.to_string(),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ssh -N -L 18789:127.0.0.1:18789 -p"), "{out}");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     if authorise {
-        let public = out.lines().next().unwrap().split("public key: ").nth(1).unwrap().to_string();
+        let public = out
+            .lines()
+            .next()
+            .unwrap()
+            .split("public key: ")
+            .nth(1)
+            .unwrap()
+            .to_string();
         let (code, _, err) = s.g.claw(&["devices", "add-ssh-key", name, &public]);
         assert_eq!(code, 0, "{err}");
     }
@@ -56,8 +90,20 @@ fn device(s: &Ssh, name: &str, authorise: bool) -> (PathBuf, PathBuf) {
 fn ssh_cmd(s: &Ssh, key: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new("ssh");
     c.args(["-p", &s.ssh_port.to_string(), "-i", key.to_str().unwrap()])
-        .args(["-o", "StrictHostKeyChecking=yes", "-o", &format!("UserKnownHostsFile={}", s.known_hosts.display())])
-        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &format!("UserKnownHostsFile={}", s.known_hosts.display()),
+        ])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+        ])
         .args(["-o", "ConnectTimeout=10", "-F", "/dev/null"])
         .args(extra)
         .stdin(Stdio::null())
@@ -70,7 +116,9 @@ fn ssh_cmd(s: &Ssh, key: &Path, extra: &[&str]) -> Command {
 async fn forward(s: &Ssh, key: &Path, target: u16) -> (Child, u16) {
     let local = free_port();
     let spec = format!("{local}:127.0.0.1:{target}");
-    let mut child = ssh_cmd(s, key, &["-N", "-L", &spec, "claw@127.0.0.1"]).spawn().unwrap();
+    let mut child = ssh_cmd(s, key, &["-N", "-L", &spec, "claw@127.0.0.1"])
+        .spawn()
+        .unwrap();
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", local)).is_ok() {
             return (child, local);
@@ -86,13 +134,27 @@ async fn forward(s: &Ssh, key: &Path, target: u16) -> (Child, u16) {
 
 fn run_ssh(s: &Ssh, key: &Path, extra: &[&str]) -> (i32, String) {
     let out = ssh_cmd(s, key, extra).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn audit(g: &Gateway) -> Vec<String> {
     let (_, out, _) = g.claw(&["gateway", "audit", "--limit", "500", "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
-    v["entries"].as_array().unwrap().iter().map(|e| format!("{} {}", e["event"].as_str().unwrap(), e["detail"].as_str().unwrap_or(""))).collect()
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["event"].as_str().unwrap(),
+                e["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -104,12 +166,37 @@ async fn ssh_forward_reaches_the_gateway_and_repairs_after_rotation() {
     let dk = DeviceKey::load_or_create(&home.join("identity.key")).unwrap();
 
     // First contact through SSH: the signed connect needs no token; the device gets one.
-    let (hello, mut ws) = handshake(&url, &Creds { token: None, device: Some(&dk), scopes: &["operator.read"] }).await.hello();
+    let (hello, mut ws) = handshake(
+        &url,
+        &Creds {
+            token: None,
+            device: Some(&dk),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
     assert_eq!(hello["auth"]["method"], "device-token");
     let t1 = hello["auth"]["deviceToken"].as_str().unwrap().to_string();
-    assert_eq!(call(&mut ws, "health", json!({})).await["payload"]["ok"], true);
-    let (hello, _) = handshake(&url, &Creds { token: Some(&t1), device: Some(&dk), scopes: &["operator.read"] }).await.hello();
-    assert_eq!(hello["auth"]["deviceToken"], t1.as_str(), "a valid token is kept");
+    assert_eq!(
+        call(&mut ws, "health", json!({})).await["payload"]["ok"],
+        true
+    );
+    let (hello, _) = handshake(
+        &url,
+        &Creds {
+            token: Some(&t1),
+            device: Some(&dk),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    assert_eq!(
+        hello["auth"]["deviceToken"],
+        t1.as_str(),
+        "a valid token is kept"
+    );
 
     // Rotation: the live session closes with the distinct reason; the old token over SSH re-pairs.
     let (code, _, err) = s.g.claw(&["devices", "rotate-token", "--force"]);
@@ -121,12 +208,30 @@ async fn ssh_forward_reaches_the_gateway_and_repairs_after_rotation() {
         }
     };
     assert_eq!(close, (1008, "unauthorized: device token rotated".into()));
-    let (hello, _) = handshake(&url, &Creds { token: Some(&t1), device: Some(&dk), scopes: &["operator.read"] }).await.hello();
+    let (hello, _) = handshake(
+        &url,
+        &Creds {
+            token: Some(&t1),
+            device: Some(&dk),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
     let t2 = hello["auth"]["deviceToken"].as_str().unwrap().to_string();
     assert_ne!(t2, t1);
     assert!(audit(&s.g).iter().any(|e| e.starts_with("device.repaired")));
     // The same old token directly on loopback is still refused.
-    let (_, close) = handshake(&s.g.url, &Creds { token: Some(&t1), device: Some(&dk), scopes: &["operator.read"] }).await.refused();
+    let (_, close) = handshake(
+        &s.g.url,
+        &Creds {
+            token: Some(&t1),
+            device: Some(&dk),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .refused();
     assert_eq!(close.0, 1008);
     let _ = child.kill();
     let _ = child.wait();
@@ -140,19 +245,42 @@ async fn everything_but_forwarding_to_the_gateway_is_refused() {
 
     // Unknown key.
     let (_, stranger) = device(&s, "stranger", false);
-    let (code, err) = run_ssh(&s, &stranger, &["-N", "-L", &format!("{}:{target}", free_port()), "claw@127.0.0.1"]);
+    let (code, err) = run_ssh(
+        &s,
+        &stranger,
+        &[
+            "-N",
+            "-L",
+            &format!("{}:{target}", free_port()),
+            "claw@127.0.0.1",
+        ],
+    );
     assert_eq!(code, 255);
     assert!(err.contains("Permission denied"), "{err}");
 
     // Password / keyboard-interactive.
-    let (code, err) = run_ssh(&s, &key, &["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive", "-N", "claw@127.0.0.1"]);
+    let (code, err) = run_ssh(
+        &s,
+        &key,
+        &[
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "-N",
+            "claw@127.0.0.1",
+        ],
+    );
     assert_eq!(code, 255);
     assert!(err.contains("Permission denied"), "{err}");
 
     // A shell / exec request.
     let (code, err) = run_ssh(&s, &key, &["claw@127.0.0.1", "id"]);
     assert_eq!(code, 255, "{err}");
-    assert!(err.contains("prohibited") || err.contains("open failed"), "{err}");
+    assert!(
+        err.contains("prohibited") || err.contains("open failed"),
+        "{err}"
+    );
 
     // -R.
     let (code, err) = run_ssh(&s, &key, &["-N", "-R", "0:127.0.0.1:9", "claw@127.0.0.1"]);
@@ -162,9 +290,16 @@ async fn everything_but_forwarding_to_the_gateway_is_refused() {
     // A forward to another port: the connection is refused by the server and audited.
     let other = StdListener::bind("127.0.0.1:0").unwrap();
     let (mut child, local) = forward(&s, &key, other.local_addr().unwrap().port()).await;
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", local))
+        .await
+        .unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut c, &mut buf)).await.unwrap();
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut c, &mut buf),
+    )
+    .await
+    .unwrap();
     assert!(matches!(n, Ok(0) | Err(_)), "the forward must not connect");
     let _ = child.kill();
     let _ = child.wait();
@@ -177,14 +312,32 @@ async fn everything_but_forwarding_to_the_gateway_is_refused() {
     let id = v["paired"][0]["deviceId"].as_str().unwrap().to_string();
     let (code, _, _) = s.g.claw(&["devices", "revoke", &id]);
     assert_eq!(code, 0);
-    let (code, err) = run_ssh(&s, &key, &["-N", "-L", &format!("{}:{target}", free_port()), "claw@127.0.0.1"]);
+    let (code, err) = run_ssh(
+        &s,
+        &key,
+        &[
+            "-N",
+            "-L",
+            &format!("{}:{target}", free_port()),
+            "claw@127.0.0.1",
+        ],
+    );
     assert_eq!(code, 255);
     assert!(err.contains("Permission denied"), "{err}");
 
     let events = audit(&s.g);
     // (Password auth never reaches claw: the server offers publickey only.)
-    for want in ["unknown key", "session channel", "remote forwarding", "a forward to 127.0.0.1", "revoked device key"] {
-        assert!(events.iter().any(|e| e.contains(want)), "no audit entry for {want:?}: {events:#?}");
+    for want in [
+        "unknown key",
+        "session channel",
+        "remote forwarding",
+        "a forward to 127.0.0.1",
+        "revoked device key",
+    ] {
+        assert!(
+            events.iter().any(|e| e.contains(want)),
+            "no audit entry for {want:?}: {events:#?}"
+        );
     }
 }
 
@@ -193,9 +346,17 @@ async fn wrong_host_key_is_caught_by_strict_checking() {
     let s = setup();
     let (_, key) = device(&s, "laptop", true);
     let other = claw_tunnel::identity::Identity::generate().unwrap();
-    let fake = format!("[127.0.0.1]:{} {}\n", s.ssh_port, other.ssh_public_openssh());
+    let fake = format!(
+        "[127.0.0.1]:{} {}\n",
+        s.ssh_port,
+        other.ssh_public_openssh()
+    );
     std::fs::write(&s.known_hosts, fake).unwrap();
     let (code, err) = run_ssh(&s, &key, &["-N", "claw@127.0.0.1"]);
     assert_eq!(code, 255);
-    assert!(err.contains("HOST IDENTIFICATION HAS CHANGED") || err.contains("Host key verification failed"), "{err}");
+    assert!(
+        err.contains("HOST IDENTIFICATION HAS CHANGED")
+            || err.contains("Host key verification failed"),
+        "{err}"
+    );
 }

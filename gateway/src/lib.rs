@@ -5,6 +5,7 @@
 //! - [`protocol`]: frames, the `connect` request, error shapes and close codes (no IO).
 //! - [`auth`]: secrets, device signatures, the connect decision, failure delays (no IO).
 //! - [`bind_guard`]: the loopback-only rule for the listen address (no IO besides name resolution).
+//! - [`doctor`]: `claw doctor`'s checks (pure) between fact gathering and safe repairs (IO).
 //! - [`store`]: the only code that touches the SQLite database.
 //! - [`methods`]: one file per method family and the dispatch table that also yields `features.methods`.
 //! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
@@ -13,6 +14,7 @@
 
 pub mod auth;
 pub mod bind_guard;
+pub mod doctor;
 pub mod home;
 pub mod lock;
 pub mod methods;

@@ -2,11 +2,17 @@
 //!
 //! The kernel drops a flock when its process dies (even by SIGKILL), so a lock file left by a
 //! dead gateway is never an obstacle: the next `gateway run` takes it over.
+//!
+//! A holder that ends normally removes the file (while still holding the flock), so a lock file
+//! naming a dead pid is evidence of a crash or `kill -9`; `claw doctor` reports it (`lock.stale`)
+//! and `--fix` removes it the same way: take the lock, unlink, release. Because the file can be
+//! unlinked under a waiter, [`GatewayLock::acquire`] checks after locking that the path still
+//! names the inode it locked, and starts over when it does not.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -30,10 +36,23 @@ pub enum LockError {
     },
 }
 
-/// A held gateway lock; released when dropped (or when the process dies).
+/// A held gateway lock; released when dropped (or when the process dies). Dropping it also
+/// removes the lock file, so only an abnormal death leaves one behind.
 #[derive(Debug)]
 pub struct GatewayLock {
-    _lock: Flock<File>,
+    lock: Flock<File>,
+    path: PathBuf,
+}
+
+/// Attempts [`GatewayLock::acquire`] makes when the file keeps being replaced under it.
+const ACQUIRE_ATTEMPTS: usize = 64;
+
+/// (device, inode) of an open file and of a path.
+fn same_file(f: &File, path: &Path) -> bool {
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// What the lock file says about its owner.
@@ -77,24 +96,37 @@ fn open(path: &Path) -> Result<File, LockError> {
 impl GatewayLock {
     /// Takes the lock without waiting and records this process's pid in it.
     pub fn acquire(path: &Path) -> Result<Self, LockError> {
-        let file = open(path)?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((mut f, _)) => {
-                return Err(LockError::Held {
-                    pid: read_pid(&mut f),
-                })
-            }
-        };
         let io = |source| LockError::Io {
             path: path.display().to_string(),
             source,
         };
-        lock.set_len(0).map_err(io)?;
-        lock.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(&mut *lock, "{}", std::process::id()).map_err(io)?;
-        lock.sync_all().map_err(io)?;
-        Ok(Self { _lock: lock })
+        for _ in 0..ACQUIRE_ATTEMPTS {
+            let file = open(path)?;
+            let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                Err((mut f, _)) => {
+                    return Err(LockError::Held {
+                        pid: read_pid(&mut f),
+                    })
+                }
+            };
+            // The previous holder may have unlinked the file between our open and our flock: a
+            // lock on an unlinked inode excludes nobody, so start over on the current file.
+            if !same_file(&lock, path) {
+                continue;
+            }
+            lock.set_len(0).map_err(io)?;
+            lock.seek(SeekFrom::Start(0)).map_err(io)?;
+            writeln!(&mut *lock, "{}", std::process::id()).map_err(io)?;
+            lock.sync_all().map_err(io)?;
+            return Ok(Self {
+                lock,
+                path: path.to_path_buf(),
+            });
+        }
+        Err(io(std::io::Error::other(
+            "the lock file keeps being replaced; retry",
+        )))
     }
 
     /// Inspects the lock without taking it.
@@ -109,6 +141,17 @@ impl GatewayLock {
             Err((mut f, _)) => LockState::Held {
                 pid: read_pid(&mut f),
             },
+        }
+    }
+}
+
+impl Drop for GatewayLock {
+    fn drop(&mut self) {
+        // Unlink while the flock is still held (it is released when `lock` drops after this), and
+        // only the file we locked: a waiter that locked the unlinked inode sees the mismatch in
+        // `acquire` and retries on a fresh file.
+        if same_file(&self.lock, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -136,10 +179,40 @@ mod tests {
         drop(l);
         assert_eq!(
             GatewayLock::inspect(&p),
-            LockState::Stale {
+            LockState::Absent,
+            "released cleanly"
+        );
+        let _again = GatewayLock::acquire(&p).unwrap();
+    }
+
+    #[test]
+    fn a_file_left_by_a_dead_holder_reads_stale_and_is_taken_over() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("gateway.lock");
+        std::fs::write(&p, "4194305\n").unwrap();
+        assert_eq!(GatewayLock::inspect(&p), LockState::Stale { pid: 4194305 });
+        let l = GatewayLock::acquire(&p).unwrap();
+        assert_eq!(
+            GatewayLock::inspect(&p),
+            LockState::Held {
                 pid: std::process::id()
             }
         );
-        let _again = GatewayLock::acquire(&p).unwrap();
+        drop(l);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_lock_on_an_unlinked_file_is_not_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("gateway.lock");
+        // A waiter opened the old file; the holder then unlinked it and released.
+        let old = open(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let waiter = Flock::lock(old, FlockArg::LockExclusiveNonblock).unwrap();
+        assert!(!same_file(&waiter, &p));
+        // `acquire` itself always ends up on the file at the path.
+        let l = GatewayLock::acquire(&p).unwrap();
+        assert!(same_file(&l.lock, &p));
     }
 }

@@ -1,52 +1,22 @@
-//! One authenticated WebSocket session with a claw (or OpenClaw) gateway.
+//! One authenticated WebSocket session with a claw (or OpenClaw) gateway, and the handshake
+//! that the resilient [`Client`](crate::Client) shares with it.
+//!
+//! [`Session`] is the simple, single-task form: one request at a time, no reconnects. Use it for
+//! one-shot tools (`claw call`); embed [`Client`](crate::Client) for anything long-lived.
 
 use std::time::Duration;
 
 use claw_gateway::auth::device_key::DeviceKey;
-use claw_gateway::protocol::connect::{AuthParams, ClientInfo, ConnectParams};
-use claw_gateway::protocol::PROTOCOL_VERSION;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Client errors.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The gateway answered a request with an error (the socket may stay open).
-    #[error("{code}: {message}")]
-    Rejected {
-        /// `error.code`.
-        code: String,
-        /// `error.message`.
-        message: String,
-        /// `error.details`.
-        details: Option<Value>,
-    },
-    /// The socket closed; carries the close code and reason if any.
-    #[error("gateway closed ({code}): {reason}")]
-    Closed {
-        /// Close code (1006 when none was received).
-        code: u16,
-        /// Close reason.
-        reason: String,
-    },
-    /// Could not connect.
-    #[error("cannot connect to {url}: {reason}")]
-    Connect {
-        /// URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// The peer did not answer in time.
-    #[error("timed out waiting for the gateway")]
-    Timeout,
-    /// The peer sent something that is not the protocol.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-}
+pub use crate::error::ClientError;
+use crate::state::Refusal;
+use crate::wire::{self, Identity, Incoming};
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -65,7 +35,7 @@ pub struct ConnectOptions {
     pub client_id: String,
     /// Client mode.
     pub client_mode: String,
-    /// Per-step timeout.
+    /// Per-step timeout (TCP + upgrade, challenge, `connect` answer; a [`Session`] call).
     pub timeout: Duration,
 }
 
@@ -102,23 +72,48 @@ impl ConnectOptions {
         self.scopes = s.iter().map(|x| x.to_string()).collect();
         self
     }
+    /// Sets the client id and mode.
+    pub fn client(mut self, id: impl Into<String>, mode: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self.client_mode = mode.into();
+        self
+    }
+    /// Sets the per-step timeout.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    pub(crate) fn identity(&self) -> Identity {
+        Identity {
+            client_id: self.client_id.clone(),
+            client_mode: self.client_mode.clone(),
+            role: self.role.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
 }
 
-/// An authenticated session.
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Largest message accepted from the gateway (its own requests are capped at 1 MiB; responses
+/// such as `device.pair.list` may be larger).
+pub(crate) const MAX_INBOUND: usize = 16 * 1024 * 1024;
+
+/// Why a handshake did not produce a session.
 #[derive(Debug)]
-pub struct Session {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-    timeout: Duration,
-    /// The `hello-ok` payload.
-    pub hello: Value,
+pub(crate) enum OpenError {
+    /// The gateway answered `connect` with an error.
+    Refused(Refusal),
+    /// Anything else (network, close before hello, timeout, not the protocol).
+    Other(ClientError),
 }
 
 fn close_of(msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> ClientError {
     match msg {
         Some(Ok(Message::Close(Some(f)))) => ClientError::Closed {
             code: f.code.into(),
-            reason: f.reason.to_string(),
+            reason: f.reason.chars().take(123).collect(),
         },
         _ => ClientError::Closed {
             code: 1006,
@@ -127,135 +122,174 @@ fn close_of(msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>)
     }
 }
 
-impl Session {
-    /// Connects and completes the handshake.
-    pub async fn connect(o: ConnectOptions) -> Result<Self, ClientError> {
-        let t = o.timeout;
-        let (mut ws, _) = tokio::time::timeout(t, tokio_tungstenite::connect_async(o.url.as_str()))
+/// Opens a socket and completes the handshake with `token` (not `o.token`, so the client can
+/// present a refreshed one). Returns the socket and the `hello-ok` payload.
+pub(crate) async fn open(
+    o: &ConnectOptions,
+    token: Option<&str>,
+) -> Result<(Ws, Value), OpenError> {
+    let t = o.timeout;
+    let other = OpenError::Other;
+    let cfg = WebSocketConfig::default()
+        .max_message_size(Some(MAX_INBOUND))
+        .max_frame_size(Some(MAX_INBOUND));
+    let (mut ws, _) = tokio::time::timeout(
+        t,
+        tokio_tungstenite::connect_async_with_config(o.url.as_str(), Some(cfg), true),
+    )
+    .await
+    .map_err(|_| other(ClientError::Timeout))?
+    .map_err(|e| {
+        other(ClientError::Connect {
+            url: o.url.clone(),
+            reason: e.to_string(),
+        })
+    })?;
+    // The challenge; the gateway sends it first, so a bounded number of frames suffices.
+    let mut challenge = None;
+    for _ in 0..16 {
+        let msg = tokio::time::timeout(t, ws.next())
             .await
-            .map_err(|_| ClientError::Timeout)?
-            .map_err(|e| ClientError::Connect {
-                url: o.url.clone(),
-                reason: e.to_string(),
-            })?;
-        // The challenge.
-        let challenge = loop {
-            let msg = tokio::time::timeout(t, ws.next())
-                .await
-                .map_err(|_| ClientError::Timeout)?;
-            match msg {
-                Some(Ok(Message::Text(txt))) => {
-                    let v: Value = serde_json::from_str(&txt)
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                    if v["event"] == "connect.challenge" {
-                        break v["payload"].clone();
+            .map_err(|_| other(ClientError::Timeout))?;
+        match msg {
+            Some(Ok(Message::Text(txt))) => {
+                if let Incoming::Event { name, payload, .. } = wire::parse_incoming(&txt) {
+                    if name == "connect.challenge" {
+                        challenge = Some(wire::challenge(&payload).ok_or_else(|| {
+                            other(ClientError::Protocol("malformed connect.challenge".into()))
+                        })?);
+                        break;
                     }
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                other => return Err(close_of(other)),
             }
-        };
-        let nonce = challenge["nonce"].as_str().unwrap_or_default().to_string();
-        let ts = challenge["ts"].as_u64().unwrap_or(0);
-        let mut params = ConnectParams {
-            min_protocol: PROTOCOL_VERSION,
-            max_protocol: PROTOCOL_VERSION,
-            client: ClientInfo {
-                id: o.client_id.clone(),
-                version: claw_gateway::VERSION.into(),
-                platform: std::env::consts::OS.into(),
-                device_family: "Linux".into(),
-                mode: o.client_mode.clone(),
-                instance_id: None,
-                display_name: None,
-            },
-            role: o.role.clone(),
-            scopes: o.scopes.clone(),
-            auth: AuthParams {
-                token: o.token.clone(),
-                password: None,
-                ..Default::default()
-            },
-            device: None,
-        };
-        let device = o.device.as_ref().map(|k| k.prove(&params, &nonce, ts));
-        params.device = device.clone();
-        let mut p = json!({
-            "minProtocol": params.min_protocol,
-            "maxProtocol": params.max_protocol,
-            "client": {
-                "id": params.client.id, "version": params.client.version,
-                "platform": params.client.platform, "deviceFamily": params.client.device_family,
-                "mode": params.client.mode,
-            },
-            "caps": [],
-            "role": params.role,
-            "scopes": params.scopes,
-        });
-        if let Some(tok) = &o.token {
-            p["auth"] = json!({"token": tok});
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(other(close_of(msg))),
+            Some(Ok(_)) => {}
         }
-        if let Some(d) = device {
-            p["device"] = json!({"id": d.id, "publicKey": d.public_key, "signature": d.signature, "signedAt": d.signed_at, "nonce": d.nonce});
-        }
-        let mut s = Self {
-            ws,
-            next_id: 0,
-            timeout: t,
-            hello: Value::Null,
+    }
+    let Some((nonce, ts)) = challenge else {
+        return Err(other(ClientError::Protocol(
+            "no connect.challenge from the gateway".into(),
+        )));
+    };
+    let params = wire::connect_params(&o.identity(), token, o.device.as_ref(), &nonce, ts);
+    let id = format!("connect-{}", uuid::Uuid::new_v4());
+    tokio::time::timeout(
+        t,
+        ws.send(Message::Text(wire::request(&id, "connect", &params).into())),
+    )
+    .await
+    .map_err(|_| other(ClientError::Timeout))?
+    .map_err(|_| other(close_of(None)))?;
+    // The answer; events before it (none are expected) are skipped, a bounded number of them.
+    for _ in 0..64 {
+        let msg = tokio::time::timeout(t, ws.next())
+            .await
+            .map_err(|_| other(ClientError::Timeout))?;
+        let txt = match msg {
+            Some(Ok(Message::Text(txt))) => txt,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(other(close_of(msg))),
+            Some(Ok(_)) => continue,
         };
-        s.hello = s.request("connect", p).await?;
-        Ok(s)
+        match wire::parse_incoming(&txt) {
+            Incoming::Response { id: rid, result } if rid == id => match result {
+                Ok(hello) => return Ok((ws, hello)),
+                Err(error) => {
+                    // The close follows the refusal; wait briefly for its code and reason.
+                    let close = read_close(&mut ws, Duration::from_secs(2).min(t)).await;
+                    return Err(OpenError::Refused(Refusal { error, close }));
+                }
+            },
+            _ => continue,
+        }
+    }
+    Err(other(ClientError::Protocol(
+        "no answer to connect from the gateway".into(),
+    )))
+}
+
+async fn read_close(ws: &mut Ws, within: Duration) -> Option<(u16, String)> {
+    let deadline = tokio::time::Instant::now() + within;
+    for _ in 0..16 {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => {
+                return Some((f.code.into(), f.reason.chars().take(123).collect()))
+            }
+            Ok(Some(Ok(Message::Close(None)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
+                return None
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+    None
+}
+
+/// An authenticated session.
+#[derive(Debug)]
+pub struct Session {
+    ws: Ws,
+    next_id: u64,
+    timeout: Duration,
+    /// The `hello-ok` payload.
+    pub hello: Value,
+}
+
+impl Session {
+    /// Connects and completes the handshake. A refusal is [`ClientError::Rejected`].
+    pub async fn connect(o: ConnectOptions) -> Result<Self, ClientError> {
+        match open(&o, o.token.as_deref()).await {
+            Ok((ws, hello)) => Ok(Self {
+                ws,
+                next_id: 0,
+                timeout: o.timeout,
+                hello,
+            }),
+            Err(OpenError::Refused(r)) => Err(ClientError::Rejected {
+                code: r.error.code,
+                message: r.error.message,
+                details: r.error.details,
+            }),
+            Err(OpenError::Other(e)) => Err(e),
+        }
     }
 
     /// The device token the gateway handed out, if any.
     pub fn device_token(&self) -> Option<&str> {
-        self.hello["auth"]["deviceToken"].as_str()
+        wire::device_token(&self.hello)
     }
 
     /// Calls a method and waits for its response (events in between are skipped).
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
-        self.request(method, params).await
-    }
-
-    async fn request(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
         self.next_id += 1;
         let id = format!("{}:{}", self.next_id, uuid::Uuid::new_v4());
-        let frame = json!({"type":"req","id":id,"method":method,"params":params}).to_string();
         self.ws
-            .send(Message::Text(frame.into()))
+            .send(Message::Text(wire::request(&id, method, &params).into()))
             .await
             .map_err(|_| close_of(None))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let msg = tokio::time::timeout(self.timeout, self.ws.next())
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .map_err(|_| ClientError::Timeout)?;
             let txt = match msg {
                 Some(Ok(Message::Text(t))) => t,
-                Some(Ok(
-                    Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_),
-                )) => continue,
-                other => return Err(close_of(other)),
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(close_of(msg)),
+                Some(Ok(_)) => continue,
             };
-            let v: Value =
-                serde_json::from_str(&txt).map_err(|e| ClientError::Protocol(e.to_string()))?;
-            if v["type"] != "res" || v["id"] != id.as_str() {
-                continue;
+            match wire::parse_incoming(&txt) {
+                Incoming::Response { id: rid, result } if rid == id => {
+                    return result.map_err(|e| ClientError::Rejected {
+                        code: e.code,
+                        message: e.message,
+                        details: e.details,
+                    })
+                }
+                _ => continue,
             }
-            if v["ok"] == true {
-                return Ok(v["payload"].clone());
-            }
-            let e = &v["error"];
-            return Err(ClientError::Rejected {
-                code: e["code"].as_str().unwrap_or("UNKNOWN").into(),
-                message: e["message"].as_str().unwrap_or_default().into(),
-                details: e.get("details").cloned(),
-            });
         }
     }
 
     /// Closes the session normally.
     pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
     }
 }

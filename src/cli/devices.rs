@@ -150,8 +150,16 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
                 .ok_or_else(|| fail(2, "only ssh-ed25519 keys can be device keys"))?;
             use base64::Engine;
             let pk = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.0);
-            let v = admin_call(home, "device.key.add", json!({"name": name, "publicKey": pk})).await?;
-            println!("authorised {name} as device {}", v["deviceId"].as_str().unwrap_or(""));
+            let v = admin_call(
+                home,
+                "device.key.add",
+                json!({"name": name, "publicKey": pk}),
+            )
+            .await?;
+            println!(
+                "authorised {name} as device {}",
+                v["deviceId"].as_str().unwrap_or("")
+            );
             Ok(0)
         }
         DevicesCmd::RotateToken {

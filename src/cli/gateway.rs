@@ -219,7 +219,10 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     let state = GatewayState::new(home.clone(), config, store, token, source);
     let exposes = parse_exposes(&a.expose)?;
     if !exposes.is_empty() && a.tunnel.is_none() && a.ssh.is_none() {
-        return Err(fail(exit::CONFIG, "--expose needs --tunnel or --ssh (it is how devices reach the service)"));
+        return Err(fail(
+            exit::CONFIG,
+            "--expose needs --tunnel or --ssh (it is how devices reach the service)",
+        ));
     }
     let tunnel = match a.tunnel {
         Some(listen) => {
@@ -270,11 +273,21 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     let url = format!("ws://{}", ready.addrs[0]);
     let ssh = match a.ssh {
         Some(listen) => {
-            let identity = claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
-            let cfg = claw_tunnel::ssh::SshConfig { listen, ..Default::default() };
-            let (info, serving) = claw_tunnel::ssh::bind(state.clone(), &identity, cfg, ready.addrs.clone(), exposes.clone())
-                .await
-                .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+            let identity =
+                claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
+            let cfg = claw_tunnel::ssh::SshConfig {
+                listen,
+                ..Default::default()
+            };
+            let (info, serving) = claw_tunnel::ssh::bind(
+                state.clone(),
+                &identity,
+                cfg,
+                ready.addrs.clone(),
+                exposes.clone(),
+            )
+            .await
+            .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
             let stop = state.clone();
             tokio::spawn(async move {
                 let mut rx = stop.shutdown.subscribe();
@@ -517,11 +530,21 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or(Value::Null);
         if let Some(t) = rt["tunnel"]["addr"].as_str() {
-            println!("  tunnel:     udp://{t} (fingerprint {})", rt["tunnel"]["gatewayId"].as_str().unwrap_or(""));
+            println!(
+                "  tunnel:     udp://{t} (fingerprint {})",
+                rt["tunnel"]["gatewayId"].as_str().unwrap_or("")
+            );
         }
         if let Some(addr) = rt["ssh"]["addr"].as_str() {
-            println!("  ssh:        tcp://{addr} {}", rt["ssh"]["fingerprint"].as_str().unwrap_or(""));
-            for line in rt["ssh"]["knownHosts"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  ssh:        tcp://{addr} {}",
+                rt["ssh"]["fingerprint"].as_str().unwrap_or("")
+            );
+            for line in rt["ssh"]["knownHosts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
                 println!("  known_hosts: {}", line.as_str().unwrap_or(""));
             }
         }

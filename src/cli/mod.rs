@@ -2,7 +2,9 @@
 
 mod admin_client;
 mod call;
+mod channels;
 mod devices;
+mod doctor;
 mod gateway;
 mod pair;
 mod tunnel;
@@ -76,6 +78,11 @@ enum Cmd {
     /// The device side of the QUIC tunnel: pair, up, status.
     #[command(subcommand)]
     Tunnel(tunnel::TunnelCmd),
+    /// Find drifted or orphaned state; `--fix` repairs what is safe (exit 1: the human must act).
+    Doctor(doctor::DoctorArgs),
+    /// The gateway's listeners and the clients on each.
+    #[command(subcommand)]
+    Channels(channels::ChannelsCmd),
 }
 
 impl Cli {
@@ -98,5 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Health(a) => call::health(&home, a).await,
         Cmd::Pair(a) => pair::run(&home, a).await,
         Cmd::Tunnel(c) => tunnel::run(&home, c).await,
+        Cmd::Doctor(a) => doctor::run(&home, a).await,
+        Cmd::Channels(c) => channels::run(&home, c).await,
     }
 }

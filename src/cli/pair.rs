@@ -123,7 +123,9 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
     let text = uri.to_uri();
     PairingUri::parse(&text).map_err(|e| fail(exit::FAILURE, format!("internal: {e}")))?;
     if a.json {
-        let ssh = runtime(home).map(|r| r["ssh"].clone()).unwrap_or(Value::Null);
+        let ssh = runtime(home)
+            .map(|r| r["ssh"].clone())
+            .unwrap_or(Value::Null);
         println!(
             "{}",
             json!({
@@ -157,8 +159,16 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
     }
     println!("gateway fingerprint: {}", uri.gateway_id);
     if let Some(rt) = runtime(home).filter(|r| r["ssh"]["addr"].is_string()) {
-        println!("ssh forward: tcp://{} host key {}", rt["ssh"]["addr"].as_str().unwrap_or(""), rt["ssh"]["fingerprint"].as_str().unwrap_or(""));
-        for line in rt["ssh"]["knownHosts"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "ssh forward: tcp://{} host key {}",
+            rt["ssh"]["addr"].as_str().unwrap_or(""),
+            rt["ssh"]["fingerprint"].as_str().unwrap_or("")
+        );
+        for line in rt["ssh"]["knownHosts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             println!("  known_hosts: {}", line.as_str().unwrap_or(""));
         }
     }

@@ -205,7 +205,12 @@ fn status(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {
     Ok(if connected { 0 } else { exit::FAILURE })
 }
 
-fn export_ssh_key(home: &Home, dh: &DeviceHome, path: Option<std::path::PathBuf>, port: u16) -> anyhow::Result<u8> {
+fn export_ssh_key(
+    home: &Home,
+    dh: &DeviceHome,
+    path: Option<std::path::PathBuf>,
+    port: u16,
+) -> anyhow::Result<u8> {
     let identity = claw_tunnel::identity::Identity::load_or_create(&dh.identity_path())?;
     let path = path.unwrap_or_else(|| home.root().join("id_ed25519_claw"));
     let pem = identity.ssh_private_openssh()?;
@@ -215,9 +220,19 @@ fn export_ssh_key(home: &Home, dh: &DeviceHome, path: Option<std::path::PathBuf>
         .pairing()
         .ok()
         .and_then(|p| p.addrs.first().cloned())
-        .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string()))
+        .and_then(|a| {
+            a.rsplit_once(':')
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        })
         .unwrap_or_else(|| "GATEWAY-HOST".into());
-    println!("wrote {} (0600); public key: {}", path.display(), identity.ssh_public_openssh());
-    println!("ssh -N -L 18789:127.0.0.1:18789 -p {port} -i {} claw@{host}", path.display());
+    println!(
+        "wrote {} (0600); public key: {}",
+        path.display(),
+        identity.ssh_public_openssh()
+    );
+    println!(
+        "ssh -N -L 18789:127.0.0.1:18789 -p {port} -i {} claw@{host}",
+        path.display()
+    );
     Ok(0)
 }

@@ -488,10 +488,31 @@ mod tests {
             Rejection::IdentityMismatch
         );
         // A paired device through the tunnel with no token at all gets one; on loopback it does not.
-        let a = accepted(run(&signed(&k, None, &["operator.read"]), &o, Some(&r), None));
+        let a = accepted(run(
+            &signed(&k, None, &["operator.read"]),
+            &o,
+            Some(&r),
+            None,
+        ));
         assert_eq!(a.action, DeviceAction::RepairOverTunnel);
-        assert_eq!(rejected(run(&signed(&k, None, &["operator.read"]), &Origin::Loopback, Some(&r), None)), Rejection::TokenMissing);
-        assert_eq!(rejected(run(&signed(&k, None, &["operator.admin"]), &o, Some(&r), None)), Rejection::TokenMissing);
+        assert_eq!(
+            rejected(run(
+                &signed(&k, None, &["operator.read"]),
+                &Origin::Loopback,
+                Some(&r),
+                None
+            )),
+            Rejection::TokenMissing
+        );
+        assert_eq!(
+            rejected(run(
+                &signed(&k, None, &["operator.admin"]),
+                &o,
+                Some(&r),
+                None
+            )),
+            Rejection::TokenMissing
+        );
         // Unknown device through the tunnel with the shared token: needs approval.
         let k3 = DeviceKey::generate();
         let o3 = Origin::Tunnel {

@@ -50,7 +50,9 @@ pub fn add_key(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
     use base64::Engine;
     let name = super::str_param(p, "name")?;
     if name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(super::invalid_params("name must be ≤ 64 printable characters"));
+        return Err(super::invalid_params(
+            "name must be ≤ 64 printable characters",
+        ));
     }
     let pk = super::str_param(p, "publicKey")?;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -61,7 +63,10 @@ pub fn add_key(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
     let device_id = crate::auth::signature::device_id_for_key(&raw);
     if let Ok(Some(d)) = state.store().device(&device_id) {
         if d.revoked_at_ms.is_some() {
-            return Err(ErrorShape::new("CONFLICT", format!("device {device_id} is revoked; `claw devices remove` it first")));
+            return Err(ErrorShape::new(
+                "CONFLICT",
+                format!("device {device_id} is revoked; `claw devices remove` it first"),
+            ));
         }
     }
     let d = crate::store::NewDevice {

@@ -165,6 +165,31 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing store for inspection (`claw doctor`): never creates the file, never
+    /// migrates or writes. Safe while a gateway has the store open (SQLite WAL readers).
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self { conn })
+    }
+
+    /// The newest timestamp the store recorded (audit entries and the root's rotation), if any;
+    /// a system clock earlier than this has gone backwards (`claw doctor`'s `clock.skew`).
+    pub fn newest_record_ms(&self) -> Result<Option<u64>> {
+        let v: Option<i64> = self.conn.query_row(
+            "SELECT MAX(ts) FROM (SELECT MAX(ts_ms) AS ts FROM audit UNION ALL SELECT MAX(rotated_at_ms) FROM root)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(|v| v.max(0) as u64))
+    }
+
     fn migrate(&mut self) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute_batch(SCHEMA)?;

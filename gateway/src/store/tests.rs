@@ -204,3 +204,19 @@ fn pairing_codes_work_once_expire_and_burn() {
         .unwrap()
         .is_err());
 }
+
+#[test]
+fn open_existing_never_creates_and_reports_the_newest_record() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("state.db");
+    assert!(Store::open_existing(&p).is_err(), "no file, no store");
+    assert!(!p.exists(), "open_existing created the file");
+    let before = crate::now_ms();
+    let mut s = Store::open(&p).unwrap();
+    s.audit("test.event", None, Some("test"), "x").unwrap();
+    drop(s);
+    let s = Store::open_existing(&p).unwrap();
+    let newest = s.newest_record_ms().unwrap().unwrap();
+    assert!(newest >= before && newest <= crate::now_ms());
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+}

@@ -1,0 +1,133 @@
+//! `claw doctor [--fix] [--json] [--port N]`: gathers the facts (claw_gateway::doctor::gather),
+//! adds the network probe that needs the client library (this home's shared token against the
+//! running gateway), runs the checks, applies the safe repairs when asked, prints the report.
+//!
+//! Exit 0 when nothing needs the human, 1 otherwise (docs/cli.md, docs/doctor.md).
+
+use std::time::{Duration, Instant};
+
+use claw_gateway::doctor::facts::{CredentialProbe, Facts};
+use claw_gateway::doctor::gather::{gather, GatherOptions};
+use claw_gateway::doctor::{checks, fix, Report};
+use claw_gateway::home::Home;
+use relay_client::{ClientError, ConnectOptions, Session};
+use serde_json::{json, Value};
+
+use super::admin_client::live_call;
+
+/// `claw doctor` options.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Apply the safe repairs (remove stale locks, orphan sockets, temporary files; prune expired
+    /// pairing state; tighten permissions). Credentials are never minted, rotated or revoked.
+    #[arg(long)]
+    fix: bool,
+    /// Print one JSON document `{home, findings, summary}`.
+    #[arg(long)]
+    json: bool,
+    /// Check this WebSocket port (default: the running gateway's, else 18789).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+/// Runs `claw doctor`.
+pub async fn run(home: &Home, a: DoctorArgs) -> anyhow::Result<u8> {
+    let opts = GatherOptions { port: a.port };
+    let gather_home = home.clone();
+    let mut facts = tokio::task::spawn_blocking(move || gather(&gather_home, &opts)).await?;
+    if facts.lock.holder().is_some() {
+        probe_token(home, &mut facts).await;
+    }
+    let findings = checks::evaluate(&facts);
+    let outcomes = if a.fix {
+        let fix_home = home.clone();
+        let to_fix = findings.clone();
+        tokio::task::spawn_blocking(move || fix::apply(&fix_home, &to_fix)).await?
+    } else {
+        Vec::new()
+    };
+    let report = Report::new(home.root().to_path_buf(), findings, outcomes);
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(report.exit_code())
+}
+
+/// Time allowed for the shared-token probe (a refused secret is answered after the gateway's
+/// failure delay, at most 5 s).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Presents this home's shared token to the running gateway (connect + `health`) and records the
+/// gateway's token source (from the admin socket; never the token itself).
+async fn probe_token(home: &Home, facts: &mut Facts) {
+    if let Ok(Ok(v)) = live_call(home, "gateway.status", json!({})).await {
+        facts.token.gateway_source = v["gateway"]["tokenSource"].as_str().map(str::to_string);
+    }
+    // Read without the mode check: loose permissions are a finding of their own.
+    let token = match std::fs::read_to_string(home.shared_token_path()) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        Ok(_) => {
+            facts.token.probe = CredentialProbe::NotChecked {
+                why: "gateway.token is empty".into(),
+            };
+            return;
+        }
+        Err(e) => {
+            facts.token.home_token_present = e.kind() != std::io::ErrorKind::NotFound;
+            facts.token.probe = CredentialProbe::NotChecked {
+                why: format!("cannot read gateway.token: {e}"),
+            };
+            return;
+        }
+    };
+    let Some(url) = facts.runtime.as_ref().and_then(|r| r.url.clone()) else {
+        facts.token.probe = CredentialProbe::NotChecked {
+            why: "the gateway wrote no URL in gateway.json".into(),
+        };
+        return;
+    };
+    facts.token.probe = shared_token_probe(&url, token).await;
+}
+
+/// A real round trip with the shared token: the handshake, then `health`.
+pub async fn shared_token_probe(url: &str, token: String) -> CredentialProbe {
+    let mut o = ConnectOptions::new(url)
+        .token(token)
+        .scopes(&["operator.read"]);
+    o.timeout = PROBE_TIMEOUT;
+    let t = Instant::now();
+    let result = async {
+        let mut s = Session::connect(o).await?;
+        let r = s.call("health", json!({})).await;
+        s.close().await;
+        r
+    }
+    .await;
+    match result {
+        Ok(_) => CredentialProbe::Accepted {
+            latency_ms: t.elapsed().as_secs_f64() * 1000.0,
+        },
+        Err(ClientError::Rejected {
+            code,
+            message,
+            details,
+        }) => CredentialProbe::Refused {
+            code: details
+                .as_ref()
+                .and_then(|d| d.get("code"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or(code),
+            reason: message,
+        },
+        Err(ClientError::Closed { code, reason }) if code == 1008 => CredentialProbe::Refused {
+            code: format!("CLOSE_{code}"),
+            reason,
+        },
+        Err(e) => CredentialProbe::Failed {
+            error: e.to_string(),
+        },
+    }
+}
