@@ -182,6 +182,9 @@ mod tests {
         let ssh_pub = russh::keys::PublicKey::from_openssh(&a.ssh_public_openssh()).unwrap();
         assert_eq!(device_id_of_ssh_key(&ssh_pub).unwrap(), a.id());
         assert!(a.ssh_fingerprint().starts_with("SHA256:"));
-        assert!(a.ssh_private_openssh().unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert!(a
+            .ssh_private_openssh()
+            .unwrap()
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
     }
 }

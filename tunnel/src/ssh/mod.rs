@@ -72,7 +72,13 @@ impl SshInfo {
             Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
             _ => host.to_string(),
         };
-        let pattern = if port == 22 { h } else if h.starts_with('[') { format!("{h}:{port}") } else { format!("[{h}]:{port}") };
+        let pattern = if port == 22 {
+            h
+        } else if h.starts_with('[') {
+            format!("{h}:{port}")
+        } else {
+            format!("[{h}]:{port}")
+        };
         format!("{pattern} {}", key.join(" "))
     }
 }
@@ -119,11 +125,16 @@ pub async fn bind(
     gateway_addrs: Vec<SocketAddr>,
     exposes: HashMap<String, SocketAddr>,
 ) -> Result<(SshInfo, impl std::future::Future<Output = ()>), SshError> {
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| SshError::Bind {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| SshError::Bind {
+            addr: cfg.listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| SshError::Bind {
         addr: cfg.listen.to_string(),
         source,
     })?;
-    let addr = listener.local_addr().map_err(|source| SshError::Bind { addr: cfg.listen.to_string(), source })?;
     let info = SshInfo {
         addr,
         fingerprint: identity.ssh_fingerprint(),
@@ -205,10 +216,12 @@ struct Handler {
 
 impl Handler {
     fn audit(&self, event: &str, detail: &str) {
-        let r = self
-            .state
-            .store()
-            .audit(event, self.device_id.as_deref(), Some("ssh"), &format!("from={} {detail}", self.peer));
+        let r = self.state.store().audit(
+            event,
+            self.device_id.as_deref(),
+            Some("ssh"),
+            &format!("from={} {detail}", self.peer),
+        );
         if let Err(e) = r {
             tracing::warn!(error = %e, "audit write failed");
         }
@@ -242,7 +255,11 @@ impl Drop for ChannelSlot {
 impl russh::server::Handler for Handler {
     type Error = russh::Error;
 
-    async fn auth_publickey_offered(&mut self, _user: &str, offer: russh::server::PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
         match self.trusted(offer.public_key) {
             Ok(_) => Ok(Auth::Accept),
             Err(why) => {
@@ -252,7 +269,11 @@ impl russh::server::Handler for Handler {
         }
     }
 
-    async fn auth_publickey(&mut self, _user: &str, key: russh::server::VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         match self.trusted(key.public_key) {
             Ok(id) => {
                 self.device_id = Some(id);
@@ -266,7 +287,10 @@ impl russh::server::Handler for Handler {
     }
 
     async fn auth_password(&mut self, _user: &str, _password: &str) -> Result<Auth, Self::Error> {
-        self.audit("ssh.auth.refused", "password authentication is not accepted");
+        self.audit(
+            "ssh.auth.refused",
+            "password authentication is not accepted",
+        );
         Ok(Auth::reject())
     }
 
@@ -276,30 +300,65 @@ impl russh::server::Handler for Handler {
         Ok(())
     }
 
-    async fn channel_open_session(&mut self, _c: Channel<Msg>, reply: ChannelOpenHandle, _s: &mut Session) -> Result<(), Self::Error> {
-        self.refuse("a session channel (shell/exec/subsystem): only ssh -N -L forwarding is served");
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+    async fn channel_open_session(
+        &mut self,
+        _c: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(
+            "a session channel (shell/exec/subsystem): only ssh -N -L forwarding is served",
+        );
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
-    async fn channel_open_x11(&mut self, _c: Channel<Msg>, _a: &str, _p: u32, reply: ChannelOpenHandle, _s: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_open_x11(
+        &mut self,
+        _c: Channel<Msg>,
+        _a: &str,
+        _p: u32,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.refuse("X11 forwarding");
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
-    async fn channel_open_direct_streamlocal(&mut self, _c: Channel<Msg>, path: &str, reply: ChannelOpenHandle, _s: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _c: Channel<Msg>,
+        path: &str,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.refuse(&format!("a Unix socket forward to {path:?}"));
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
-    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _s: &mut Session) -> Result<bool, Self::Error> {
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _s: &mut Session,
+    ) -> Result<bool, Self::Error> {
         self.refuse(&format!("remote forwarding (-R) of {address}:{port}"));
         Ok(false)
     }
 
-    async fn streamlocal_forward(&mut self, path: &str, _s: &mut Session) -> Result<bool, Self::Error> {
+    async fn streamlocal_forward(
+        &mut self,
+        path: &str,
+        _s: &mut Session,
+    ) -> Result<bool, Self::Error> {
         self.refuse(&format!("remote Unix socket forwarding of {path:?}"));
         Ok(false)
     }
@@ -315,12 +374,18 @@ impl russh::server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(device_id) = self.device_id.clone() else {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         let Some(target) = self.policy.resolve(host, port) else {
-            self.refuse(&format!("a forward to {host}:{port} (only the gateway port and exposed services)"));
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            self.refuse(&format!(
+                "a forward to {host}:{port} (only the gateway port and exposed services)"
+            ));
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         if self.channels.fetch_add(1, Ordering::Relaxed) >= self.max_channels {
@@ -338,7 +403,13 @@ impl russh::server::Handler for Handler {
             let _slot = slot;
             match target {
                 Target::Gateway => {
-                    claw_gateway::server::serve_stream(state, stream, ip, Origin::Tunnel { device_id }).await;
+                    claw_gateway::server::serve_stream(
+                        state,
+                        stream,
+                        ip,
+                        Origin::Tunnel { device_id },
+                    )
+                    .await;
                 }
                 Target::Exposed(addr) => {
                     if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await {

@@ -21,9 +21,15 @@ pub struct TargetPolicy {
 
 fn loopback_host(host: &str) -> Option<Vec<IpAddr>> {
     if host.eq_ignore_ascii_case("localhost") {
-        return Some(vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])]);
+        return Some(vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        ]);
     }
-    let h = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let ip: IpAddr = h.parse().ok()?;
     claw_gateway::bind_guard::is_loopback(ip).then(|| vec![ip])
 }
@@ -66,7 +72,10 @@ mod tests {
         assert_eq!(p.resolve("localhost", 18789), Some(Target::Gateway));
         assert_eq!(p.resolve("::1", 18789), Some(Target::Gateway));
         assert_eq!(p.resolve("[::1]", 18789), Some(Target::Gateway));
-        assert_eq!(p.resolve("127.0.0.1", 18800), Some(Target::Exposed("127.0.0.1:18800".parse().unwrap())));
+        assert_eq!(
+            p.resolve("127.0.0.1", 18800),
+            Some(Target::Exposed("127.0.0.1:18800".parse().unwrap()))
+        );
         for (h, port) in [
             ("127.0.0.1", 22),
             ("127.0.0.1", 18790),
