@@ -565,3 +565,56 @@ async fn exposed_services_and_nothing_else() {
     );
     assert_eq!(code, 78, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claw_call_on_a_paired_device_keeps_working_across_rotations() {
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = device_home(&tmp, "cli");
+    let (code, _, err) = claw_in(&d, &["tunnel", "pair", &pair_uri(&g, &[])]);
+    assert_eq!(code, 0, "{err}");
+    let mut child = Command::new(claw_bin())
+        .args([
+            "--home",
+            d.to_str().unwrap(),
+            "tunnel",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap()
+        .to_string();
+    // No --token: the device's own key and token are used.
+    let (code, out, err) = claw_in(&d, &["call", "health", "--url", &url, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"ok\":true"), "{out}");
+    for round in 0..2 {
+        let (code, _, _) = g.claw(&["devices", "rotate-token", "--force"]);
+        assert_eq!(code, 0);
+        let (code, out, err) = claw_in(&d, &["call", "status", "--url", &url, "--json"]);
+        assert_eq!(code, 0, "round {round}: {err}");
+        assert!(out.contains("deviceTokenGeneration"), "{out}");
+    }
+    // Revoked: a clear failure, non-zero.
+    let id = key_of(&d).device_id();
+    let (code, _, _) = g.claw(&["devices", "revoke", &id]);
+    assert_eq!(code, 0);
+    let (code, _, err) = claw_in(&d, &["call", "health", "--url", &url]);
+    assert_ne!(code, 0);
+    assert!(!err.is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -126,6 +126,32 @@ pub(crate) fn failure_of_rejection(
     f
 }
 
+/// Connects with `options` and returns the device token the gateway hands out in `hello-ok`.
+async fn token_via_connect(options: ConnectOptions) -> Result<String, RefreshError> {
+    match Session::connect(options).await {
+        Ok(s) => {
+            let token = s.device_token().map(str::to_string);
+            s.close().await;
+            token.ok_or_else(|| {
+                RefreshError::permanent("the gateway accepted but issued no device token")
+            })
+        }
+        Err(ClientError::Rejected {
+            code,
+            message,
+            details,
+        }) => Err(RefreshError::refused(failure_of_rejection(
+            &code,
+            &message,
+            details.as_ref(),
+        ))),
+        Err(ClientError::Closed { code: 1008, reason }) => {
+            Err(RefreshError::refused(AuthFailure::new(reason)))
+        }
+        Err(e) => Err(RefreshError::transient(e.to_string())),
+    }
+}
+
 impl CredentialSource for SharedTokenRepair {
     fn name(&self) -> &str {
         "shared-token"
@@ -138,28 +164,39 @@ impl CredentialSource for SharedTokenRepair {
                     "needs both the shared token and the device key",
                 ));
             }
-            match Session::connect(self.options.clone()).await {
-                Ok(s) => {
-                    let token = s.device_token().map(str::to_string);
-                    s.close().await;
-                    token.ok_or_else(|| {
-                        RefreshError::permanent("the gateway accepted but issued no device token")
-                    })
-                }
-                Err(ClientError::Rejected {
-                    code,
-                    message,
-                    details,
-                }) => Err(RefreshError::refused(failure_of_rejection(
-                    &code,
-                    &message,
-                    details.as_ref(),
-                ))),
-                Err(ClientError::Closed { code: 1008, reason }) => {
-                    Err(RefreshError::refused(AuthFailure::new(reason)))
-                }
-                Err(e) => Err(RefreshError::transient(e.to_string())),
+            token_via_connect(self.options.clone()).await
+        })
+    }
+}
+
+/// Re-pairs through claw's QUIC tunnel or SSH forward: a `connect` signed with the device key
+/// and carrying the stale token, sent to the tunnel's local port. The gateway knows the device
+/// from the transport and answers with a fresh token instead of 1008 (unless it was revoked).
+#[derive(Debug, Clone)]
+pub struct TunnelRepair {
+    options: ConnectOptions,
+}
+
+impl TunnelRepair {
+    /// `options` must point at the tunnel's local port and carry the device key.
+    pub fn new(options: ConnectOptions) -> Self {
+        Self { options }
+    }
+}
+
+impl CredentialSource for TunnelRepair {
+    fn name(&self) -> &str {
+        "tunnel"
+    }
+
+    fn refresh<'a>(&'a self, stale: &'a str) -> BoxFuture<'a, Result<String, RefreshError>> {
+        Box::pin(async move {
+            if self.options.device.is_none() {
+                return Err(RefreshError::unavailable("needs the device key"));
             }
+            let mut o = self.options.clone();
+            o.token = (!stale.is_empty()).then(|| stale.to_string());
+            token_via_connect(o).await
         })
     }
 }

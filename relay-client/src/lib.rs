@@ -77,7 +77,9 @@ pub mod state;
 pub mod wire;
 
 pub use client::{CallOptions, Client, ClientConfig, Event};
-pub use credentials::{CredentialChain, CredentialSource, SharedTokenRepair, TokenFile};
+pub use credentials::{
+    CredentialChain, CredentialSource, SharedTokenRepair, TokenFile, TunnelRepair,
+};
 pub use error::{AuthFailure, ClientError, RefreshError, RefreshErrorKind};
 pub use session::{ConnectOptions, Session};
 pub use state::Status;

@@ -48,19 +48,61 @@ fn default_url(home: &Home) -> String {
         .unwrap_or_else(|| "ws://127.0.0.1:18789".into())
 }
 
+/// Credentials for `claw call`, in order: `--token`; a paired device home (its key signs, its
+/// stored device token authenticates — through `claw tunnel up` a stale token is answered with a
+/// fresh one); the gateway home's shared token.
+fn connect_options(home: &Home, url: &str, c: &ConnArgs) -> anyhow::Result<Option<ConnectOptions>> {
+    if let Some(t) = &c.token {
+        return Ok(Some(ConnectOptions::new(url).token(t.clone())));
+    }
+    let dh = claw_tunnel::device::DeviceHome::new(home.root());
+    if dh.pairing().is_ok() {
+        let key = claw_gateway::auth::device_key::DeviceKey::load_or_create(&dh.identity_path())?;
+        let mut o = ConnectOptions::new(url)
+            .device(key)
+            .scopes(&["operator.read", "operator.write"]);
+        if let Some(t) = dh.token()? {
+            o = o.token(t.token);
+        }
+        return Ok(Some(o));
+    }
+    match claw_gateway::home::read_secret(&home.shared_token_path()) {
+        Ok(t) => Ok(Some(ConnectOptions::new(url).token(t))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("{}", home.shared_token_path().display())),
+    }
+}
+
 async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> anyhow::Result<u8> {
     let url = c.url.clone().unwrap_or_else(|| default_url(home));
-    let token = match &c.token {
-        Some(t) => t.clone(),
-        None => claw_gateway::home::read_secret(&home.shared_token_path()).with_context(|| {
-            format!(
-                "no --token given and no shared token in {} (pass --token or CLAW_GATEWAY_TOKEN)",
-                home.root().display()
-            )
-        })?,
+    let options = match connect_options(home, &url, c)? {
+        Some(o) => o,
+        None => {
+            return Err(fail(
+                exit::FAILURE,
+                format!(
+                    "no credentials: pass --token (or CLAW_GATEWAY_TOKEN), run on the gateway's home, or pair this home with `claw tunnel pair` ({})",
+                    home.root().display()
+                ),
+            ))
+        }
     };
+    let device_home = claw_tunnel::device::DeviceHome::new(home.root());
     let result = async {
-        let mut s = Session::connect(ConnectOptions::new(url.clone()).token(token)).await?;
+        let mut s = Session::connect(options).await?;
+        // A device connecting through the tunnel may be handed a fresh token (after a rotation):
+        // keep it where local clients read it.
+        if c.token.is_none() {
+            if let (Some(fresh), Ok(Some(stored))) = (s.device_token(), device_home.token()) {
+                if fresh != stored.token {
+                    // hello-ok does not say which generation; 0 = unknown until `tunnel up`
+                    // next hears from the gateway.
+                    if let Err(e) = device_home.save_token(fresh, 0) {
+                        tracing::warn!(error = %e, "could not store the fresh device token");
+                    }
+                }
+            }
+        }
         let v = s.call(method, params).await;
         s.close().await;
         v
