@@ -26,7 +26,7 @@ use crate::store::NewDevice;
 
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * MAX_PAYLOAD)
         .max_message_size(Some(MAX_PAYLOAD))
@@ -184,6 +184,15 @@ async fn next_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>) -> Result<
     }
 }
 
+/// What an authenticated socket keeps for its lifetime (the handshake's frames, params and
+/// `hello-ok` are dropped before the request loop, so an idle session stays small).
+struct Live {
+    conn_id: u64,
+    ctx: Ctx,
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    last_seen: Arc<AtomicU64>,
+}
+
 async fn session<S>(
     state: Arc<GatewayState>,
     mut ws: Ws<S>,
@@ -191,6 +200,37 @@ async fn session<S>(
     origin: Origin,
     mut slot: PreauthSlot,
 ) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(live) = authenticate(&state, &mut ws, source, origin, &mut slot).await else {
+        return;
+    };
+    drop(slot);
+    let Live {
+        conn_id,
+        ctx,
+        rx,
+        last_seen,
+    } = live;
+    let close_with = request_loop(&state, &mut ws, rx, &ctx, &last_seen).await;
+    // Leave the registry before the closing handshake, so counts and rotations never see a
+    // session that is only waiting for its peer's close reply.
+    state.unregister(conn_id);
+    if let Some((code, reason)) = close_with {
+        close(&mut ws, code, &reason).await;
+    }
+    state.sessions_alive.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Challenge, `connect`, decision; on success registers the session and sends `hello-ok`.
+async fn authenticate<S>(
+    state: &Arc<GatewayState>,
+    ws: &mut Ws<S>,
+    source: IpAddr,
+    origin: Origin,
+    slot: &mut PreauthSlot,
+) -> Option<Live>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let nonce = uuid::Uuid::new_v4().to_string();
@@ -201,31 +241,41 @@ async fn session<S>(
         None,
     );
     if ws.send(Message::Text(challenge.into())).await.is_err() {
-        return;
+        return None;
     }
-    let first = match tokio::time::timeout(state.config.handshake_timeout, next_text(&mut ws)).await
-    {
-        Err(_) => return close(&mut ws, CLOSE_NORMAL, "").await,
-        Ok(Err(0)) => return,
-        Ok(Err(code)) => return close(&mut ws, code, "").await,
+    let first = match tokio::time::timeout(state.config.handshake_timeout, next_text(ws)).await {
+        Err(_) => {
+            close(ws, CLOSE_NORMAL, "").await;
+            return None;
+        }
+        Ok(Err(0)) => return None,
+        Ok(Err(code)) => {
+            close(ws, code, "").await;
+            return None;
+        }
         Ok(Ok(t)) => t,
     };
     let req = match frames::parse_request(&first, MAX_PREAUTH_PAYLOAD) {
         Ok(r) => r,
         Err(FrameError::TooLarge(_)) => {
-            return close(&mut ws, CLOSE_TOO_BIG, "connect frame too large").await
+            close(ws, CLOSE_TOO_BIG, "connect frame too large").await;
+            return None;
         }
-        Err(FrameError::NotJson) => return close(&mut ws, CLOSE_NORMAL, "").await,
+        Err(FrameError::NotJson) => {
+            close(ws, CLOSE_NORMAL, "").await;
+            return None;
+        }
         Err(FrameError::Invalid(_)) => {
             let f = Rejection::FirstRequestNotConnect.frame();
-            return close(&mut ws, f.close_code, &f.close_reason).await;
+            close(ws, f.close_code, &f.close_reason).await;
+            return None;
         }
     };
     let source_key = match &origin {
         Origin::Loopback => source.to_string(),
         Origin::Tunnel { device_id } => format!("device:{device_id}"),
     };
-    let outcome = handshake(&state, &req, &nonce, &origin, &source_key).await;
+    let outcome = handshake(state, &req, &nonce, &origin, &source_key).await;
     let accept = match outcome {
         Ok(a) => a,
         Err(rej) => {
@@ -235,7 +285,8 @@ async fn session<S>(
                     frames::response_err(&req.id, &f.error).into(),
                 ))
                 .await;
-            return close(&mut ws, f.close_code, &f.close_reason).await;
+            close(ws, f.close_code, &f.close_reason).await;
+            return None;
         }
     };
     let (accept, params, token) = accept;
@@ -274,28 +325,28 @@ async fn session<S>(
     );
     slot.release();
     state.sessions_alive.fetch_add(1, Ordering::Relaxed);
+    let ctx = Ctx {
+        scopes: accept.scopes.clone(),
+        device_id: accept.device_id.clone(),
+        method: Some(accept.method),
+        conn_id,
+        actor: "ws",
+    };
     if ws
         .send(Message::Text(frames::response_ok(&req.id, &hello).into()))
         .await
-        .is_ok()
+        .is_err()
     {
-        let ctx = Ctx {
-            scopes: accept.scopes.clone(),
-            device_id: accept.device_id.clone(),
-            method: Some(accept.method),
-            conn_id,
-            actor: "ws",
-        };
-        let close_with = request_loop(&state, &mut ws, rx, &ctx, &last_seen).await;
-        // Leave the registry before the closing handshake, so counts and rotations never see a
-        // session that is only waiting for its peer's close reply.
         state.unregister(conn_id);
-        if let Some((code, reason)) = close_with {
-            close(&mut ws, code, &reason).await;
-        }
+        state.sessions_alive.fetch_sub(1, Ordering::Relaxed);
+        return None;
     }
-    state.unregister(conn_id);
-    state.sessions_alive.fetch_sub(1, Ordering::Relaxed);
+    Some(Live {
+        conn_id,
+        ctx,
+        rx,
+        last_seen,
+    })
 }
 
 type Accepted = (Accept, ConnectParams, Option<(String, u64)>);
