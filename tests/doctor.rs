@@ -562,3 +562,77 @@ async fn the_tunnel_and_ssh_listeners_are_reported_with_their_fingerprints() {
     assert_eq!(c["channels"][3]["name"], "ssh");
     assert_eq!(c["channels"][3]["probe"]["ok"], true, "SSH banner: {c:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_rotated_behind_a_devices_back_is_reported_with_the_command_to_run() {
+    let g = Gateway::start(&["--tunnel", "127.0.0.1:0"]);
+    let (code, out, err) = g.claw(&["pair", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let uri = serde_json::from_str::<Value>(&out).unwrap()["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = tmp.path().join("device");
+    let (code, _, err) = claw_in(&dev, &["tunnel", "pair", &uri]);
+    assert_eq!(code, 0, "{err}");
+    // In step: clean.
+    let (code, v) = doctor(&dev, &[]);
+    assert_eq!(code, 0, "{:#?}", problems(&v));
+    assert_eq!(finding(&v, "token.drift.device")["severity"], "ok");
+
+    // The operator rotates while the device is offline.
+    let (code, _, _) = g.claw(&["devices", "rotate-token", "--force"]);
+    assert_eq!(code, 0);
+    let before = std::fs::read(dev.join("device-token.json")).unwrap();
+    let (code, v) = doctor(&dev, &["--fix"]);
+    assert_eq!(code, 1, "drift needs the human: {v}");
+    let f = finding(&v, "token.drift.device");
+    assert_eq!(f["severity"], "error");
+    assert!(
+        f["hint"].as_str().unwrap().contains("claw tunnel up"),
+        "{f}"
+    );
+    // Doctor never fetches, mints or stores a credential, even with --fix.
+    assert_eq!(
+        std::fs::read(dev.join("device-token.json")).unwrap(),
+        before
+    );
+
+    // Doing what the hint says: `claw tunnel up` re-pairs over the tunnel.
+    let mut up = Command::new(claw_bin())
+        .args([
+            "--home",
+            dev.to_str().unwrap(),
+            "tunnel",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::read(dev.join("device-token.json")).unwrap() == before
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = up.kill();
+    let _ = up.wait();
+    let (code, v) = doctor(&dev, &[]);
+    assert_eq!(code, 0, "{:#?}", problems(&v));
+
+    // Revoked behind its back: an error that says re-pairing will not help.
+    let id = claw_tunnel::device::DeviceHome::new(&dev)
+        .pairing()
+        .unwrap()
+        .device_id;
+    let (code, _, _) = g.claw(&["devices", "revoke", &id]);
+    assert_eq!(code, 0);
+    let (code, v) = doctor(&dev, &[]);
+    assert_eq!(code, 1);
+    let f = finding(&v, "token.drift.device");
+    assert!(f["message"].as_str().unwrap().contains("revoked"), "{f}");
+}

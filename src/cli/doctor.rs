@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use claw_gateway::doctor::facts::{CredentialProbe, Facts};
+use claw_gateway::doctor::facts::{CredentialProbe, DeviceCredentialFacts, Facts};
 use claw_gateway::doctor::gather::{gather, GatherOptions};
 use claw_gateway::doctor::{checks, fix, Report};
 use claw_gateway::home::Home;
@@ -38,6 +38,7 @@ pub async fn run(home: &Home, a: DoctorArgs) -> anyhow::Result<u8> {
     if facts.lock.holder().is_some() {
         probe_token(home, &mut facts).await;
     }
+    facts.device = probe_device(home).await;
     let findings = checks::evaluate(&facts);
     let outcomes = if a.fix {
         let fix_home = home.clone();
@@ -53,6 +54,34 @@ pub async fn run(home: &Home, a: DoctorArgs) -> anyhow::Result<u8> {
         print!("{}", report.human());
     }
     Ok(report.exit_code())
+}
+
+/// A read-only probe of this home's device credentials over the tunnel (nothing is issued or
+/// stored): which generation the gateway is at, against the stored token's.
+async fn probe_device(home: &Home) -> DeviceCredentialFacts {
+    let dh = claw_tunnel::device::DeviceHome::new(home.root());
+    if dh.pairing().is_err() {
+        return DeviceCredentialFacts::NotPaired;
+    }
+    let stored_generation = dh.token().ok().flatten().map(|t| t.generation).unwrap_or(0);
+    match tokio::time::timeout(PROBE_TIMEOUT, claw_tunnel::quic::client::probe(&dh)).await {
+        Ok(Ok(gateway_generation)) => DeviceCredentialFacts::Checked {
+            stored_generation,
+            gateway_generation,
+        },
+        Ok(Err(claw_tunnel::quic::TunnelError::Refused { code, message })) => {
+            DeviceCredentialFacts::Refused {
+                code,
+                reason: message,
+            }
+        }
+        Ok(Err(e)) => DeviceCredentialFacts::Unreachable {
+            error: e.to_string(),
+        },
+        Err(_) => DeviceCredentialFacts::Unreachable {
+            error: "timed out".into(),
+        },
+    }
 }
 
 /// Time allowed for the shared-token probe (a refused secret is answered after the gateway's

@@ -39,6 +39,9 @@ pub enum ClientMsg {
         #[serde(default)]
         platform: String,
     },
+    /// A paired device asks which root generation the gateway is at, without being issued
+    /// anything (`claw doctor`'s drift check).
+    Probe,
     /// A paired device says hello; the gateway answers with its current token.
     Hello {
         /// The root generation of the token the device holds (0 = none).
@@ -70,6 +73,11 @@ pub enum ServerMsg {
         /// The device token (a secret).
         device_token: String,
         /// Its root generation.
+        generation: u64,
+    },
+    /// The answer to [`ClientMsg::Probe`].
+    Probe {
+        /// The gateway's current device-token root generation.
         generation: u64,
     },
     /// Refused; the connection closes after this.

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::facts::{
-    CredentialProbe, Facts, FileFacts, GatewayProcess, ListenerFacts, LockFacts, PortFacts,
-    PortHolder, PortSource, RuntimeFacts, SocketFacts, StoreFacts, TempFile, TokenFacts,
+    CredentialProbe, DeviceCredentialFacts, Facts, FileFacts, GatewayProcess, ListenerFacts,
+    LockFacts, PortFacts, PortHolder, PortSource, RuntimeFacts, SocketFacts, StoreFacts, TempFile,
+    TokenFacts,
 };
 use super::{ids, Finding, FixAction};
 use crate::bind_guard::is_loopback;
@@ -39,6 +40,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     out.push(multiple(&f.other_gateways));
     if f.home_dir.is_some() {
         out.push(token_drift(&f.token, gw, &home.shared_token_path()));
+        out.push(device_drift(&f.device));
     }
     let newest = match &f.store {
         StoreFacts::Open(r) => r.newest_record_ms.clone().ok().flatten(),
@@ -725,6 +727,39 @@ pub fn token_drift(t: &TokenFacts, gw: Option<u32>, token_path: &Path) -> Findin
             let (msg, hint) = drift_advice(Credential::SharedToken { pinned }, code, reason);
             Finding::error(id, msg).with_hint(hint)
         }
+    }
+}
+
+/// `token.drift.device`: is the device token this home holds still of the gateway's generation?
+/// (Answered by a read-only probe over the tunnel; doctor never fetches or stores a token.)
+pub fn device_drift(d: &DeviceCredentialFacts) -> Finding {
+    let id = ids::DEVICE_DRIFT;
+    match d {
+        DeviceCredentialFacts::NotPaired => Finding::ok(id, "this home holds no device credentials"),
+        DeviceCredentialFacts::Checked { stored_generation, gateway_generation } => {
+            if stored_generation == gateway_generation {
+                Finding::ok(id, format!("the device token is of the gateway's current generation ({gateway_generation})"))
+            } else if *stored_generation == 0 {
+                Finding::info(id, format!("the stored device token's generation is unknown; the gateway is at {gateway_generation} (`claw tunnel up` records it)"))
+            } else {
+                let (msg, hint) = drift_advice(
+                    Credential::DeviceToken,
+                    "AUTH_DEVICE_TOKEN_ROTATED",
+                    &format!("stored token of generation {stored_generation}, gateway at {gateway_generation}"),
+                );
+                Finding::error(id, msg).with_hint(hint)
+            }
+        }
+        DeviceCredentialFacts::Refused { code, reason } => {
+            let wire = if code == "revoked" { "AUTH_DEVICE_REVOKED" } else { "AUTH_TOKEN_MISMATCH" };
+            let (msg, hint) = drift_advice(Credential::DeviceToken, wire, reason);
+            Finding::error(id, msg).with_hint(hint)
+        }
+        DeviceCredentialFacts::Unreachable { error } => Finding::warn(
+            id,
+            format!("could not reach the gateway this device paired with: {error}"),
+        )
+        .with_hint("check the network and the gateway (`claw gateway status` on its host); `claw tunnel status` here"),
     }
 }
 

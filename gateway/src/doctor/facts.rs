@@ -283,6 +283,33 @@ pub enum ListenerFacts {
     },
 }
 
+/// This home's device credentials (a device paired through the tunnel) against its gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum DeviceCredentialFacts {
+    /// The home holds no device pairing.
+    NotPaired,
+    /// The gateway answered a read-only probe over the tunnel.
+    Checked {
+        /// Generation of the stored device token (0 = unknown).
+        stored_generation: u64,
+        /// The gateway's current generation.
+        gateway_generation: u64,
+    },
+    /// The gateway refused the device (stable code and message).
+    Refused {
+        /// Code (`revoked`, `not_paired`, …).
+        code: String,
+        /// Message.
+        reason: String,
+    },
+    /// The gateway could not be reached.
+    Unreachable {
+        /// Why.
+        error: String,
+    },
+}
+
 /// Everything the checks judge.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -317,4 +344,6 @@ pub struct Facts {
     pub tunnel: ListenerFacts,
     /// The SSH forward listener.
     pub ssh: ListenerFacts,
+    /// Device credentials held by this home.
+    pub device: DeviceCredentialFacts,
 }

@@ -72,6 +72,7 @@ pub fn gather(home: &Home, opts: &GatherOptions) -> Facts {
         },
         tunnel,
         ssh,
+        device: super::facts::DeviceCredentialFacts::NotPaired,
     }
 }
 

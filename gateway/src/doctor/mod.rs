@@ -54,6 +54,8 @@ pub mod ids {
     pub const GATEWAY_MULTIPLE: &str = "gateway.multiple";
     /// This home's credentials against the running gateway.
     pub const TOKEN_DRIFT: &str = "token.drift";
+    /// This home's device token against the gateway it paired with (over the tunnel).
+    pub const DEVICE_DRIFT: &str = "token.drift.device";
     /// The system clock against the store's newest record.
     pub const CLOCK_SKEW: &str = "clock.skew";
     /// The QUIC tunnel listener.

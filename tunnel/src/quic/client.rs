@@ -225,8 +225,44 @@ pub async fn pair(
             ServerMsg::Error { code, message } => {
                 return Err(TunnelError::Refused { code, message })
             }
-            ServerMsg::Token { .. } => {}
+            ServerMsg::Token { .. } | ServerMsg::Probe { .. } => {}
         }
+    }
+}
+
+/// Asks the paired gateway for its current root generation over the tunnel, issuing nothing.
+pub async fn probe(home: &DeviceHome) -> Result<u64, TunnelError> {
+    let pairing = home.pairing()?;
+    let identity = Identity::load_or_create(&home.identity_path())?;
+    let dialer = Dialer::new(&identity, &pairing.gateway_id, &pairing.addrs[0])?;
+    let conn = dialer.connect(&pairing.addrs).await?;
+    let (_send, recv) = open_control(&conn, &ClientMsg::Probe).await?;
+    let mut lines = BufReader::new(recv).split(b'\n');
+    let line = match lines.next_segment().await {
+        Ok(Some(l)) => l,
+        _ if revoked_in_handshake(&conn) => {
+            return Err(TunnelError::Refused {
+                code: "revoked".into(),
+                message: "this device's key was revoked by the gateway operator".into(),
+            })
+        }
+        other => {
+            return Err(TunnelError::Connection(format!(
+                "no answer to the probe: {}",
+                other
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "stream closed".into())
+            )))
+        }
+    };
+    conn.close(0u32.into(), b"probe done");
+    match control::decode::<ServerMsg>(&line).map_err(|e| TunnelError::Connection(e.to_string()))? {
+        ServerMsg::Probe { generation } => Ok(generation),
+        ServerMsg::Error { code, message } => Err(TunnelError::Refused { code, message }),
+        other => Err(TunnelError::Connection(format!(
+            "unexpected answer {other:?}"
+        ))),
     }
 }
 

@@ -397,6 +397,22 @@ async fn control_stream(
                 other => return refuse(send, "internal", &format!("{other:?}")).await,
             }
         }
+        Ok(ClientMsg::Probe) => {
+            if status(&state, &device_id) != KeyStatus::Paired {
+                return refuse(
+                    send,
+                    "not_paired",
+                    "this key is not paired with the gateway",
+                )
+                .await;
+            }
+            // Read-only: nothing is minted for a probe.
+            let generation = state.store().root().map(|(g, _)| g).unwrap_or(0);
+            let _ = send_msg(&mut send, &ServerMsg::Probe { generation }).await;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+            return;
+        }
         Ok(ClientMsg::Hello { .. }) => {
             if status(&state, &device_id) != KeyStatus::Paired {
                 audit(

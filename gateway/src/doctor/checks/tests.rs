@@ -89,6 +89,7 @@ fn healthy() -> Facts {
         },
         tunnel: ListenerFacts::NotConfigured,
         ssh: ListenerFacts::NotConfigured,
+        device: DeviceCredentialFacts::NotPaired,
     }
 }
 
@@ -753,4 +754,47 @@ fn durations_read_well() {
     assert_eq!(human_duration(5 * 60_000), "5 min");
     assert_eq!(human_duration(3 * 3_600_000), "3 h");
     assert_eq!(human_duration(3 * 86_400_000), "3 d");
+}
+
+#[test]
+fn device_drift_decisions() {
+    use crate::doctor::Severity;
+    assert_eq!(
+        device_drift(&DeviceCredentialFacts::NotPaired).severity,
+        Severity::Ok
+    );
+    let same = DeviceCredentialFacts::Checked {
+        stored_generation: 3,
+        gateway_generation: 3,
+    };
+    assert_eq!(device_drift(&same).severity, Severity::Ok);
+    let behind = DeviceCredentialFacts::Checked {
+        stored_generation: 2,
+        gateway_generation: 3,
+    };
+    let f = device_drift(&behind);
+    assert_eq!(f.severity, Severity::Error);
+    assert!(
+        f.hint.as_deref().unwrap().contains("claw tunnel up"),
+        "{f:?}"
+    );
+    let unknown = DeviceCredentialFacts::Checked {
+        stored_generation: 0,
+        gateway_generation: 3,
+    };
+    assert_eq!(device_drift(&unknown).severity, Severity::Info);
+    let revoked = DeviceCredentialFacts::Refused {
+        code: "revoked".into(),
+        reason: "x".into(),
+    };
+    let f = device_drift(&revoked);
+    assert_eq!(f.severity, Severity::Error);
+    assert!(
+        f.hint.as_deref().unwrap().contains("claw devices remove"),
+        "{f:?}"
+    );
+    let down = DeviceCredentialFacts::Unreachable {
+        error: "timed out".into(),
+    };
+    assert_eq!(device_drift(&down).severity, Severity::Warn);
 }
