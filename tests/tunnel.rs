@@ -79,6 +79,35 @@ async fn wait_connected(t: &Tunnel) {
     panic!("tunnel never connected: {:?}", t.status().last_error);
 }
 
+/// `claw tunnel up` as a real process on a free local port; returns it and its `ws://` URL.
+fn spawn_tunnel_up(home: &Path) -> (std::process::Child, String) {
+    let mut child = Command::new(claw_bin())
+        .args([
+            "--home",
+            home.to_str().unwrap(),
+            "tunnel",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no ready line from tunnel up: {line:?}"))
+        .to_string();
+    (child, url)
+}
+
 /// A signed device-token handshake through the tunnel's local port.
 async fn ws_via(t: &Tunnel, home: &Path, token: &str) -> Outcome {
     let key = key_of(home);
@@ -118,30 +147,7 @@ async fn pair_tunnel_up_and_a_websocket_through_it() {
     }
 
     // `claw tunnel up` as a real process.
-    let mut child = Command::new(claw_bin())
-        .args([
-            "--home",
-            d.to_str().unwrap(),
-            "tunnel",
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap()
-        .to_string();
+    let (mut child, url) = spawn_tunnel_up(&d);
     let (tok, _) = token_of(&d);
     let key = key_of(&d);
     let (hello, mut ws) = handshake(
@@ -573,30 +579,7 @@ async fn claw_call_on_a_paired_device_keeps_working_across_rotations() {
     let d = device_home(&tmp, "cli");
     let (code, _, err) = claw_in(&d, &["tunnel", "pair", &pair_uri(&g, &[])]);
     assert_eq!(code, 0, "{err}");
-    let mut child = Command::new(claw_bin())
-        .args([
-            "--home",
-            d.to_str().unwrap(),
-            "tunnel",
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap()
-        .to_string();
+    let (mut child, url) = spawn_tunnel_up(&d);
     // No --token: the device's own key and token are used.
     let (code, out, err) = claw_in(&d, &["call", "health", "--url", &url, "--json"]);
     assert_eq!(code, 0, "{err}");
