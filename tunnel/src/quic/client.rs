@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint};
+use relay_client::backoff::{Backoff, BackoffPolicy};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -358,14 +359,6 @@ fn revoked_in_handshake(conn: &Connection) -> bool {
     )
 }
 
-/// Full-jitter capped exponential backoff: a uniform wait in `[0, min(cap, base·2^attempt)]`.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let ceiling = base
-        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
-        .min(cap);
-    ceiling.mul_f64(rand::random::<f64>())
-}
-
 /// Starts `claw tunnel up`: binds the local listeners, then keeps a QUIC connection to the
 /// gateway, reconnecting as needed. Returns once the listeners are bound.
 pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> {
@@ -447,7 +440,12 @@ async fn manage(
     done_tx: watch::Sender<Option<String>>,
     status: Arc<Mutex<TunnelStatus>>,
 ) {
-    let mut attempt = 0u32;
+    // Capped exponential backoff with full jitter, from relay-client (the same policy every
+    // claw client uses): 250 ms base, 30 s cap, reset after a stable connection.
+    let mut backoff = Backoff::new(BackoffPolicy {
+        base: Duration::from_millis(250),
+        cap: Duration::from_secs(30),
+    });
     let set =
         |f: &dyn Fn(&mut TunnelStatus)| f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
     loop {
@@ -462,13 +460,7 @@ async fn manage(
                     let _ = done_tx.send(Some(msg));
                     return;
                 }
-                tokio::time::sleep(backoff(
-                    attempt,
-                    Duration::from_millis(250),
-                    Duration::from_secs(30),
-                ))
-                .await;
-                attempt = attempt.saturating_add(1);
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -482,13 +474,7 @@ async fn manage(
             Ok(s) => s,
             Err(e) => {
                 set(&|s| s.last_error = Some(e.to_string()));
-                tokio::time::sleep(backoff(
-                    attempt,
-                    Duration::from_millis(250),
-                    Duration::from_secs(30),
-                ))
-                .await;
-                attempt = attempt.saturating_add(1);
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -514,13 +500,7 @@ async fn manage(
                         .unwrap_or_else(|| "control stream closed".into()),
                 };
                 set(&|s| s.last_error = Some(msg.clone()));
-                tokio::time::sleep(backoff(
-                    attempt,
-                    Duration::from_millis(250),
-                    Duration::from_secs(30),
-                ))
-                .await;
-                attempt = attempt.saturating_add(1);
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -580,15 +560,9 @@ async fn manage(
         }
         set(&|s| s.reconnects += 1);
         if started.elapsed() > Duration::from_secs(10) {
-            attempt = 0;
+            backoff.reset();
         }
-        tokio::time::sleep(backoff(
-            attempt,
-            Duration::from_millis(100),
-            Duration::from_secs(30),
-        ))
-        .await;
-        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
