@@ -97,6 +97,19 @@ pub enum SshError {
     },
 }
 
+/// Ciphers offered, in order: russh's defaults plus `aes128-gcm@openssh.com`, which russh
+/// implements but does not offer by default — `ssh -c aes128-gcm@openssh.com` (the usual advice
+/// for the fastest OpenSSH cipher, and OpenSSH's own server offers it) would otherwise fail with
+/// "no matching cipher found". The client's order decides; OpenSSH's default picks chacha20.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 fn russh_config(identity: &Identity, cfg: &SshConfig) -> Arc<russh::server::Config> {
     let mut methods = MethodSet::empty();
     methods.push(MethodKind::PublicKey);
@@ -113,6 +126,10 @@ fn russh_config(identity: &Identity, cfg: &SshConfig) -> Arc<russh::server::Conf
         nodelay: true,
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 65535,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(CIPHERS),
+            ..Default::default()
+        },
         ..Default::default()
     })
 }
@@ -167,17 +184,40 @@ pub async fn bind(
             };
             let config = config.clone();
             let auth_timeout = cfg.auth_timeout;
+            // A second handle on the socket: at the auth deadline it is shut down, which ends
+            // the connection whatever russh is waiting for (russh runs the session in a task of
+            // its own that dropping its handle does not stop, and reads the client's banner
+            // with only the 10-minute inactivity timeout).
+            let Ok((tcp, cutoff)) = tcp.into_std().and_then(|s| {
+                let cutoff = s.try_clone()?;
+                Ok((tokio::net::TcpStream::from_std(s)?, cutoff))
+            }) else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut permit = Some(permit);
-                let session = match russh::server::run_stream(config, tcp, handler).await {
-                    Ok(s) => s,
-                    Err(e) => {
+                let mut cutoff = Some(cutoff);
+                let deadline = tokio::time::Instant::now() + auth_timeout;
+                let cut = |c: &mut Option<std::net::TcpStream>| {
+                    if let Some(c) = c.take() {
+                        let _ = c.shutdown(std::net::Shutdown::Both);
+                    }
+                };
+                let start = russh::server::run_stream(config, tcp, handler);
+                let session = match tokio::time::timeout_at(deadline, start).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, error = ?e, "ssh: handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "ssh: no identification before the auth deadline");
+                        cut(&mut cutoff);
                         return;
                     }
                 };
                 tokio::pin!(session);
-                let deadline = tokio::time::sleep(auth_timeout);
+                let deadline = tokio::time::sleep_until(deadline);
                 tokio::pin!(deadline);
                 loop {
                     tokio::select! {
@@ -190,11 +230,13 @@ pub async fn bind(
                         ok = authed_rx.wait_for(|a| *a), if permit.is_some() => {
                             if ok.is_ok() {
                                 permit = None; // authenticated: no longer counts against the cap
+                                cutoff = None; // (closes only this duplicate descriptor)
                             }
                         }
                         _ = &mut deadline, if permit.is_some() => {
                             tracing::info!(%peer, "ssh: authentication timed out");
-                            return; // dropping the session closes the connection
+                            cut(&mut cutoff);
+                            return;
                         }
                     }
                 }
