@@ -259,7 +259,13 @@ async fn data_stream(
                 Ok(mut tcp) => {
                     let _ = tcp.set_nodelay(true);
                     let mut io = tokio::io::join(recv, send);
-                    let _ = tokio::io::copy_bidirectional(&mut io, &mut tcp).await;
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut io,
+                        &mut tcp,
+                        64 * 1024,
+                        64 * 1024,
+                    )
+                    .await;
                 }
                 Err(e) => refuse(send, "unreachable", &format!("{name}: {e}")).await,
             }

@@ -457,7 +457,13 @@ impl russh::server::Handler for Handler {
                     if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await {
                         let _ = tcp.set_nodelay(true);
                         let mut stream = stream;
-                        let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
+                        let _ = tokio::io::copy_bidirectional_with_sizes(
+                            &mut stream,
+                            &mut tcp,
+                            64 * 1024,
+                            64 * 1024,
+                        )
+                        .await;
                     }
                 }
             }
