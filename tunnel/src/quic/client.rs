@@ -103,6 +103,15 @@ impl Dialer {
             match tokio::time::timeout(Duration::from_secs(10), connecting).await {
                 Ok(Ok(conn)) => return Ok(conn),
                 Ok(Err(e)) => {
+                    // The gateway may refuse a revoked key before the client finishes (TLS alert
+                    // 44, certificate_revoked): that is final, not a network problem.
+                    if matches!(&e, quinn::ConnectionError::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::crypto(44))
+                    {
+                        return Err(TunnelError::Refused {
+                            code: "revoked".into(),
+                            message: "this device's key was revoked by the gateway operator".into(),
+                        });
+                    }
                     if let Some(seen) = self
                         .verifier
                         .seen
@@ -149,17 +158,31 @@ async fn open_control(
     conn: &Connection,
     first: &ClientMsg,
 ) -> Result<(quinn::SendStream, quinn::RecvStream), TunnelError> {
-    let (mut send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| TunnelError::Connection(e.to_string()))?;
+    // The TLS 1.3 client finishes its handshake before the gateway has judged its key, so a
+    // revoked key's alert can arrive while the stream is being opened: say so, not "connection".
+    let failed = |e: String| {
+        if revoked_in_handshake(conn) {
+            revoked()
+        } else {
+            TunnelError::Connection(e)
+        }
+    };
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| failed(e.to_string()))?;
     send.write_all(&control::encode(&StreamHeader::Control))
         .await
-        .map_err(|e| TunnelError::Connection(e.to_string()))?;
+        .map_err(|e| failed(e.to_string()))?;
     send.write_all(&control::encode(first))
         .await
-        .map_err(|e| TunnelError::Connection(e.to_string()))?;
+        .map_err(|e| failed(e.to_string()))?;
     Ok((send, recv))
+}
+
+/// The refusal of a revoked key.
+fn revoked() -> TunnelError {
+    TunnelError::Refused {
+        code: "revoked".into(),
+        message: "this device's key was revoked by the gateway operator".into(),
+    }
 }
 
 /// Redeems the pairing URI: generates the device key if needed, connects pinning the gateway,
@@ -452,7 +475,10 @@ async fn manage(
         let conn = match dialer.connect(&pairing.addrs).await {
             Ok(c) => c,
             Err(e) => {
-                let fatal = matches!(e, TunnelError::FingerprintMismatch { .. });
+                let fatal = matches!(
+                    e,
+                    TunnelError::FingerprintMismatch { .. } | TunnelError::Refused { .. }
+                );
                 let msg = e.to_string();
                 tracing::warn!(error = %msg, "tunnel connect failed");
                 set(&|s| s.last_error = Some(msg.clone()));
@@ -472,6 +498,13 @@ async fn manage(
             .unwrap_or(0);
         let (send, recv) = match open_control(&conn, &ClientMsg::Hello { generation }).await {
             Ok(s) => s,
+            Err(TunnelError::Refused { code, .. }) if code == "revoked" => {
+                let msg = "the gateway refused this device's key during the TLS handshake: it was revoked by the operator".to_string();
+                tracing::error!("{msg}; not reconnecting");
+                set(&|s| s.last_error = Some(msg.clone()));
+                let _ = done_tx.send(Some(msg));
+                return;
+            }
             Err(e) => {
                 set(&|s| s.last_error = Some(e.to_string()));
                 tokio::time::sleep(backoff.next_delay()).await;
