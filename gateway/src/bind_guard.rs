@@ -192,3 +192,115 @@ mod tests {
         assert!(got.iter().all(|a| a.port() == 7 && is_loopback(a.ip())));
     }
 }
+
+/// Properties (proptest): for any IPv4 or IPv6 address, written plainly or (v6) in brackets,
+/// `check_bind` accepts exactly the loopback addresses — 127.0.0.0/8, `::1` and IPv4-mapped
+/// `::ffff:127.x.y.z` — and never asks the resolver about a literal. The oracle below is written
+/// from the RFCs, not from `std`'s helpers.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn loopback_by_rfc(ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => v4.octets()[0] == 127,
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                s == [0, 0, 0, 0, 0, 0, 0, 1]
+                    || (s[..5] == [0; 5] && s[5] == 0xffff && s[6] >> 8 == 127)
+            }
+        }
+    }
+
+    fn v4() -> impl Strategy<Value = Ipv4Addr> {
+        prop_oneof![
+            any::<u32>().prop_map(Ipv4Addr::from),
+            any::<[u8; 3]>().prop_map(|b| Ipv4Addr::new(127, b[0], b[1], b[2])),
+            (any::<u8>(), any::<[u8; 3]>()).prop_map(|(a, b)| Ipv4Addr::new(a, b[0], b[1], b[2])),
+            prop::sample::select(&[126u8, 128, 0, 255][..]).prop_map(|a| Ipv4Addr::new(a, 0, 0, 1)),
+        ]
+    }
+
+    fn v6() -> impl Strategy<Value = Ipv6Addr> {
+        prop_oneof![
+            any::<u128>().prop_map(Ipv6Addr::from),
+            v4().prop_map(|a| a.to_ipv6_mapped()),
+            v4().prop_map(|a| a.to_ipv6_compatible()),
+            any::<u16>().prop_map(|x| Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, x)),
+            (0usize..8, any::<u16>()).prop_map(|(i, x)| {
+                let mut s = Ipv6Addr::LOCALHOST.segments();
+                s[i] = x;
+                Ipv6Addr::from(s)
+            }),
+            (0usize..8, any::<u16>(), v4()).prop_map(|(i, x, a)| {
+                let mut s = a.to_ipv6_mapped().segments();
+                s[i] = x;
+                Ipv6Addr::from(s)
+            }),
+        ]
+    }
+
+    fn ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![v4().prop_map(IpAddr::V4), v6().prop_map(IpAddr::V6)]
+    }
+
+    fn no_resolver(host: &str) -> std::io::Result<Vec<IpAddr>> {
+        panic!("the resolver was asked about the literal {host:?}")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_literal_is_accepted_iff_loopback(ip in ip(), port in any::<u16>()) {
+            let want = loopback_by_rfc(ip);
+            prop_assert_eq!(is_loopback(ip), want, "{}", ip);
+            let mut spellings = vec![ip.to_string()];
+            if let IpAddr::V6(v6) = ip {
+                spellings.push(format!("[{v6}]"));
+                let s = v6.segments();
+                spellings.push(format!(
+                    "{:x}:{:x}:{:x}:{:x}:{:x}:{:x}:{:x}:{:x}",
+                    s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+                ));
+            }
+            for s in spellings {
+                match check_bind(&s, port, no_resolver) {
+                    Ok(addrs) => {
+                        prop_assert!(want, "accepted {}", s);
+                        prop_assert_eq!(addrs, vec![SocketAddr::new(ip, port)]);
+                    }
+                    Err(e) => {
+                        prop_assert!(!want, "refused {}: {}", s, e);
+                        let is_not_loopback = matches!(e, BindError::NotLoopback { .. });
+                        prop_assert!(is_not_loopback, "{}", e);
+                    }
+                }
+            }
+        }
+
+        /// A name is accepted iff it resolves to at least one address and every one is loopback.
+        #[test]
+        fn a_name_is_accepted_iff_every_address_is_loopback(
+            ips in prop::collection::vec(ip(), 0..5),
+            port in any::<u16>(),
+        ) {
+            let want = !ips.is_empty() && ips.iter().all(|ip| loopback_by_rfc(*ip));
+            let got = check_bind("gw.test", port, |_| Ok(ips.clone()));
+            prop_assert_eq!(got.is_ok(), want, "{:?} -> {:?}", ips, got);
+            if let Ok(addrs) = got {
+                prop_assert!(addrs.iter().all(|a| a.port() == port && loopback_by_rfc(a.ip())));
+            }
+        }
+
+        /// Arbitrary text is refused or accepted, never a panic; whatever is accepted is loopback.
+        #[test]
+        fn arbitrary_text_never_panics(s in ".{0,48}|[0-9a-fA-F:.\\[\\]]{0,48}") {
+            if let Ok(addrs) = check_bind(&s, 1, |_| Ok(vec![IpAddr::from([10, 0, 0, 1])])) {
+                prop_assert!(addrs.iter().all(|a| loopback_by_rfc(a.ip())), "{} -> {:?}", s, addrs);
+            }
+        }
+    }
+}

@@ -174,3 +174,99 @@ mod tests {
         assert_eq!(decode::<ClientMsg>(&big), Err(ControlError::TooLong));
     }
 }
+
+/// Properties (proptest): decode ∘ encode is the identity for every control message and stream
+/// header, and decoding arbitrary bytes never panics.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        ".{0,48}"
+    }
+
+    fn header() -> impl Strategy<Value = StreamHeader> {
+        prop_oneof![
+            Just(StreamHeader::Control),
+            Just(StreamHeader::Gateway),
+            text().prop_map(|name| StreamHeader::Expose { name }),
+        ]
+    }
+
+    fn client_msg() -> impl Strategy<Value = ClientMsg> {
+        prop_oneof![
+            (text(), prop::option::of(text()), text()).prop_map(|(code, name, platform)| {
+                ClientMsg::Pair {
+                    code,
+                    name,
+                    platform,
+                }
+            }),
+            any::<u64>().prop_map(|generation| ClientMsg::Hello { generation }),
+            Just(ClientMsg::Probe),
+        ]
+    }
+
+    fn server_msg() -> impl Strategy<Value = ServerMsg> {
+        prop_oneof![
+            (text(), text(), any::<u64>()).prop_map(|(device_id, device_token, generation)| {
+                ServerMsg::Paired {
+                    device_id,
+                    device_token,
+                    generation,
+                }
+            }),
+            text().prop_map(|request_id| ServerMsg::Pending { request_id }),
+            (text(), any::<u64>()).prop_map(|(device_token, generation)| ServerMsg::Token {
+                device_token,
+                generation
+            }),
+            any::<u64>().prop_map(|generation| ServerMsg::Probe { generation }),
+            (text(), text()).prop_map(|(code, message)| ServerMsg::Error { code, message }),
+        ]
+    }
+
+    /// Encodes one line and decodes it back, checking the framing on the way.
+    fn round_trip<T>(m: &T) -> Result<T, TestCaseError>
+    where
+        T: Serialize + for<'a> Deserialize<'a>,
+    {
+        let line = encode(m);
+        prop_assert_eq!(line.last(), Some(&b'\n'));
+        let body = &line[..line.len() - 1];
+        prop_assert!(!body.contains(&b'\n'), "a message spans lines");
+        decode::<T>(body).map_err(|e| TestCaseError::fail(e.to_string()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn stream_headers_round_trip(h in header()) {
+            prop_assert_eq!(round_trip(&h)?, h);
+        }
+
+        #[test]
+        fn client_messages_round_trip(m in client_msg()) {
+            prop_assert_eq!(round_trip(&m)?, m);
+        }
+
+        #[test]
+        fn server_messages_round_trip(m in server_msg()) {
+            prop_assert_eq!(round_trip(&m)?, m);
+        }
+
+        #[test]
+        fn decoding_anything_never_panics(
+            bytes in prop::collection::vec(any::<u8>(), 0..256),
+            s in r#"\{"(type|open)":"[a-z_]{0,8}"(,"[a-z_]{1,12}":("[^"]{0,8}"|[0-9]{1,21}|null|true))*\}"#,
+        ) {
+            for line in [&bytes[..], s.as_bytes()] {
+                let _ = decode::<ClientMsg>(line);
+                let _ = decode::<ServerMsg>(line);
+                let _ = decode::<StreamHeader>(line);
+            }
+        }
+    }
+}

@@ -180,3 +180,90 @@ mod tests {
         );
     }
 }
+
+/// Properties (proptest): a pairing code with any changed character is never accepted — it is
+/// malformed or names another id (unknown), or it is the right id with a wrong secret.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    /// What the redeeming side does with a presented code: split it, look the id up (the store
+    /// holds exactly one live code, `minted`), judge the secret.
+    fn redeem(minted: &NewCode, rec: &CodeRecord, presented: &str, now_ms: u64) -> Verdict {
+        match split(presented) {
+            None => Verdict::Unknown,
+            Some((id, secret)) => judge((id == minted.id).then_some(rec), secret, now_ms),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn a_code_with_any_changed_character_is_refused(
+            at in any::<Index>(),
+            with in any::<char>(),
+            edit in 0u8..3,
+            attempts in 0..MAX_ATTEMPTS,
+        ) {
+            let c = mint();
+            let rec = CodeRecord {
+                secret_hash: c.secret_hash,
+                expires_at_ms: u64::MAX,
+                attempts,
+                used: false,
+            };
+            prop_assert_eq!(redeem(&c, &rec, &c.code, 0), Verdict::Accept);
+            let mut chars: Vec<char> = c.code.chars().collect();
+            match edit {
+                0 => {
+                    let i = at.index(chars.len());
+                    if chars[i] == with {
+                        return Ok(());
+                    }
+                    chars[i] = with;
+                }
+                1 => {
+                    chars.remove(at.index(chars.len()));
+                }
+                _ => chars.insert(at.index(chars.len() + 1), with),
+            }
+            let modified: String = chars.into_iter().collect();
+            let v = redeem(&c, &rec, &modified, 0);
+            prop_assert!(
+                matches!(v, Verdict::Wrong { .. } | Verdict::Unknown),
+                "{:?} for a modified code",
+                v
+            );
+        }
+
+        #[test]
+        fn split_accepts_exactly_the_code_shape(
+            s in "[A-Za-z0-9_!-]{7,9}[.:][A-Za-z0-9_!-]{21,23}(\\.[a-z]{0,2})?|.{0,40}",
+        ) {
+            if let Some((id, secret)) = split(&s) {
+                prop_assert_eq!(format!("{id}.{secret}"), s.as_str());
+                prop_assert_eq!((id.len(), secret.len()), (8, 22));
+                prop_assert!(id.bytes().chain(secret.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            }
+        }
+
+        /// No secret but the minted one is accepted, and wrong guesses burn the code.
+        #[test]
+        fn only_the_minted_secret_is_accepted(guess in "[A-Za-z0-9_-]{22}", attempts in 0u32..6, now in any::<u64>()) {
+            let c = mint();
+            let rec = CodeRecord { secret_hash: c.secret_hash, expires_at_ms: u64::MAX, attempts, used: false };
+            let v = judge(Some(&rec), &guess, now.min(u64::MAX - 1));
+            let real = split(&c.code).unwrap().1;
+            if attempts >= MAX_ATTEMPTS {
+                prop_assert_eq!(v, Verdict::Used);
+            } else if guess == real {
+                prop_assert_eq!(v, Verdict::Accept);
+            } else {
+                prop_assert_eq!(v, Verdict::Wrong { burned: attempts + 1 >= MAX_ATTEMPTS });
+            }
+        }
+    }
+}

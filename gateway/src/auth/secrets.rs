@@ -103,3 +103,118 @@ mod tests {
         assert_eq!(hex(&token_hash("x"))[..8], *"2d711642");
     }
 }
+
+/// Properties (proptest): a device token with any change is a different secret — its hash (what
+/// the store looks tokens up by) differs and the constant-time comparison refuses it.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    /// One edit of a token: replace, delete or insert a character, flip a bit of a byte, cut or
+    /// extend.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Replace(Index, char),
+        Delete(Index),
+        Insert(Index, char),
+        FlipBit(Index, u8),
+        Truncate(Index),
+        Append(String),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            (any::<Index>(), any::<char>()).prop_map(|(i, c)| Edit::Replace(i, c)),
+            any::<Index>().prop_map(Edit::Delete),
+            (any::<Index>(), any::<char>()).prop_map(|(i, c)| Edit::Insert(i, c)),
+            (any::<Index>(), 0u8..8).prop_map(|(i, b)| Edit::FlipBit(i, b)),
+            any::<Index>().prop_map(Edit::Truncate),
+            ".{1,8}".prop_map(Edit::Append),
+        ]
+    }
+
+    /// Applies `e` to `t` (an ASCII token, as minted tokens are); `None` when the edit happens to
+    /// leave it unchanged (replacing a character by itself).
+    fn apply(t: &str, e: &Edit) -> Option<String> {
+        let mut chars: Vec<char> = t.chars().collect();
+        match e {
+            Edit::Replace(i, c) => {
+                let i = i.index(chars.len());
+                if chars[i] == *c {
+                    return None;
+                }
+                chars[i] = *c;
+            }
+            Edit::Delete(i) => {
+                chars.remove(i.index(chars.len()));
+            }
+            Edit::Insert(i, c) => chars.insert(i.index(chars.len() + 1), *c),
+            Edit::FlipBit(i, bit) => {
+                let mut bytes = t.as_bytes().to_vec();
+                let i = i.index(bytes.len());
+                bytes[i] ^= 1 << bit;
+                return Some(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            Edit::Truncate(i) => chars.truncate(i.index(chars.len())),
+            Edit::Append(s) => chars.extend(s.chars()),
+        }
+        Some(chars.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn a_modified_device_token_never_matches(
+            root in any::<[u8; 32]>(),
+            device in "[0-9a-f]{64}",
+            role in prop::sample::select(&["operator", "node"][..]),
+            serial in any::<u64>(),
+            salt in any::<[u8; 16]>(),
+            e in edit(),
+        ) {
+            let token = mint_device_token(&root, &device, role, serial, &salt);
+            prop_assert!(secrets_equal(&token, &token));
+            let Some(modified) = apply(&token, &e) else {
+                return Ok(());
+            };
+            prop_assert_ne!(&modified, &token);
+            prop_assert_ne!(token_hash(&modified), token_hash(&token));
+            prop_assert!(!secrets_equal(&modified, &token));
+            prop_assert!(!secrets_equal(&token, &modified));
+        }
+
+        /// Every minting input is bound: change any one and the token is unrelated.
+        #[test]
+        fn every_minting_input_is_bound(
+            root in any::<[u8; 32]>(),
+            device in "[0-9a-f]{64}",
+            serial in any::<u64>(),
+            salt in any::<[u8; 16]>(),
+            which in 0u8..5,
+            flip in any::<Index>(),
+        ) {
+            let t = mint_device_token(&root, &device, "operator", serial, &salt);
+            let (mut root2, mut device2, mut role2, mut serial2, mut salt2) =
+                (root, device.clone(), "operator", serial, salt);
+            match which {
+                0 => root2[flip.index(32)] ^= 1,
+                1 => device2 = format!("{}{}", &device[..63], if device.ends_with('0') { '1' } else { '0' }),
+                2 => role2 = "node",
+                3 => serial2 = serial.wrapping_add(1),
+                _ => salt2[flip.index(16)] ^= 1,
+            }
+            let t2 = mint_device_token(&root2, &device2, role2, serial2, &salt2);
+            prop_assert_ne!(&t, &t2);
+            prop_assert!(!secrets_equal(&t, &t2));
+        }
+
+        #[test]
+        fn secrets_equal_is_string_equality(a in ".{0,48}", b in ".{0,48}") {
+            prop_assert_eq!(secrets_equal(&a, &b), a == b);
+            prop_assert!(secrets_equal(&a, &a.clone()));
+        }
+    }
+}

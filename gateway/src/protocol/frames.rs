@@ -244,3 +244,144 @@ mod tests {
         assert_eq!(v["type"], "event");
     }
 }
+
+/// Properties (proptest): the decoder never panics, accepts exactly the frames the rules allow,
+/// and a request serialized by anyone parses back to itself.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Map};
+
+    /// JSON values without floats (serde_json does not promise that a float prints and parses
+    /// back to the same bits), a few levels deep.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            ".{0,16}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A value for a frame key: mostly plausible, sometimes anything.
+    fn field(plausible: &'static [&'static str]) -> impl Strategy<Value = Option<Value>> {
+        prop::option::of(prop_oneof![
+            prop::sample::select(plausible).prop_map(|s| Value::String(s.to_string())),
+            ".{0,300}".prop_map(Value::String),
+            any::<i64>().prop_map(Value::from),
+            json_value(),
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn parse_never_panics(text in ".{0,512}") {
+            let _ = parse_request(&text, MAX_PREAUTH_PAYLOAD);
+            let _ = parse_request(&text, 8);
+        }
+
+        #[test]
+        fn parse_never_panics_on_cut_or_spliced_frames(
+            frame in json_value(),
+            cut in any::<prop::sample::Index>(),
+            junk in ".{0,8}",
+        ) {
+            let text = json!({"type":"req","id":"1","method":"m","params":frame}).to_string();
+            let mut at = cut.index(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let _ = parse_request(&text[..at], MAX_PAYLOAD);
+            let spliced = format!("{}{junk}{}", &text[..at], &text[at..]);
+            let _ = parse_request(&spliced, MAX_PAYLOAD);
+        }
+
+        /// Any JSON object is accepted exactly when `type` is "req", `id` a non-empty string of at
+        /// most MAX_ID_LEN bytes or a number, and `method` a non-empty string of at most
+        /// MAX_METHOD_LEN bytes.
+        #[test]
+        fn object_frames_follow_the_rules(
+            kind in field(&["req", "res", "event"]),
+            id in field(&["1", "c1", ""]),
+            method in field(&["connect", "health", ""]),
+            params in prop::option::of(json_value()),
+            extra in prop::collection::btree_map(".{0,8}", json_value(), 0..3),
+        ) {
+            let mut m: Map<String, Value> = extra.into_iter().collect();
+            for (k, v) in [("type", &kind), ("id", &id), ("method", &method), ("params", &params)] {
+                match v {
+                    Some(v) => m.insert(k.to_string(), v.clone()),
+                    None => m.remove(k),
+                };
+            }
+            let text = Value::Object(m).to_string();
+            let want_id = match &id {
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            };
+            let want_method = match &method {
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_METHOD_LEN => Some(s.clone()),
+                _ => None,
+            };
+            let ok = kind == Some(json!("req")) && want_id.is_some() && want_method.is_some();
+            match parse_request(&text, MAX_PAYLOAD) {
+                Ok(r) => {
+                    prop_assert!(ok, "accepted {text}");
+                    prop_assert_eq!(Some(r.id), want_id);
+                    prop_assert_eq!(Some(r.method), want_method);
+                    prop_assert_eq!(r.params, params.unwrap_or(Value::Null));
+                }
+                Err(e) => prop_assert!(!ok, "refused {text}: {e}"),
+            }
+        }
+
+        /// parse ∘ serialize: a request written by any JSON encoder parses back to itself.
+        #[test]
+        fn a_serialized_request_parses_back(
+            id in ".{1,64}",
+            method in ".{1,32}",
+            params in json_value(),
+            pretty in any::<bool>(),
+        ) {
+            let frame = json!({"type":"req","id":id,"method":method,"params":params});
+            let text = if pretty {
+                serde_json::to_string_pretty(&frame).unwrap()
+            } else {
+                frame.to_string()
+            };
+            let r = parse_request(&text, MAX_PAYLOAD).unwrap();
+            prop_assert_eq!(r, Request { id, method, params });
+        }
+
+        #[test]
+        fn numeric_ids_become_strings(id in any::<i64>(), method in "[a-z.]{1,20}") {
+            let text = json!({"type":"req","id":id,"method":method}).to_string();
+            let r = parse_request(&text, MAX_PAYLOAD).unwrap();
+            prop_assert_eq!(r.id, id.to_string());
+            prop_assert_eq!(r.params, Value::Null);
+        }
+
+        #[test]
+        fn over_the_limit_is_too_large(pad in 0usize..64, limit in 0usize..64) {
+            let text = format!(r#"{{"type":"req","id":"1","method":"m","params":"{}"}}"#, "a".repeat(pad));
+            let r = parse_request(&text, limit);
+            if text.len() > limit {
+                prop_assert_eq!(r, Err(FrameError::TooLarge(text.len())));
+            } else {
+                prop_assert!(r.is_ok());
+            }
+        }
+    }
+}

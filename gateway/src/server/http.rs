@@ -26,6 +26,7 @@ pub enum Head {
 }
 
 /// Parses a complete request head. `Ok(None)` means more bytes are needed.
+#[allow(clippy::result_unit_err)] // public for fuzz/ (`server::parse_head`); `()` = bad head
 pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);

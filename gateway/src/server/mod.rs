@@ -17,6 +17,9 @@ use crate::auth::decide::Origin;
 use crate::protocol::errors::CLOSE_SERVICE_RESTART;
 use crate::state::GatewayState;
 
+/// The HTTP request-head parser of the gateway port (bounded by [`MAX_HEAD`]), public so the fuzz
+/// targets in `fuzz/` can reach it.
+pub use http::{parse_head, Head, MAX_HEAD};
 pub use session::serve_stream;
 
 /// Server errors.

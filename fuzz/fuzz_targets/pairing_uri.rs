@@ -1,0 +1,27 @@
+//! The pairing URI a device is handed (`claw tunnel pair 'claw://pair?…'`): parse, and what
+//! parses prints and parses back to the same value.
+#![no_main]
+
+use claw_tunnel::pairing::{PairingUri, MAX_ADDRS, MAX_URI_LEN};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(u) = PairingUri::parse(text) else {
+        return;
+    };
+    assert_eq!(u.gateway_id.len(), 64);
+    assert!(u
+        .gateway_id
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert!(!u.addrs.is_empty() && u.addrs.len() <= MAX_ADDRS);
+    assert!(claw_gateway::auth::pairing_code::split(&u.code).is_some());
+    assert!(u.name.as_ref().is_none_or(|n| n.len() <= 64));
+    let printed = u.to_uri();
+    if printed.len() <= MAX_URI_LEN {
+        assert_eq!(PairingUri::parse(&printed), Ok(u), "printed {printed:?}");
+    }
+});
