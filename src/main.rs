@@ -9,12 +9,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,4 +28,30 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). tungstenite's TRACE events dump every
+/// WebSocket frame's payload — `connect` params with the shared or device token, `hello-ok` with a
+/// fresh device token — so they are dropped whatever `RUST_LOG` asks for; its DEBUG events (close
+/// frames, handshake steps) stay. Test: tests/security.rs
+/// `no_secret_appears_in_any_log_even_at_trace_level`.
+fn init_logging() {
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let no_payloads = filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE
+            && (meta.target().starts_with("tungstenite")
+                || meta.target().starts_with("tokio_tungstenite")))
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(env.and(no_payloads)),
+        )
+        .init();
 }

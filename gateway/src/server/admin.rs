@@ -15,9 +15,30 @@ use crate::state::GatewayState;
 pub fn bind(state: &GatewayState) -> std::io::Result<UnixListener> {
     let path = state.home.admin_socket_path();
     let _ = std::fs::remove_file(&path);
-    let l = UnixListener::bind(&path)?;
+    let l = bind_private(&path)?;
+    // Already 0600 on Linux (see `bind_private`); kept for kernels that ignore the socket's mode.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
+}
+
+/// A listening Unix socket whose file is created 0600. `bind` creates the file with the mode of
+/// the socket's inode minus the umask (0755 under the usual umask), so the mode is set on the
+/// socket *before* `bind`: there is no window in which the file is wider (tests/security.rs
+/// checks this with strace).
+fn bind_private(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use nix::sys::stat::{fchmod, Mode};
+    use std::os::fd::AsRawFd;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    fchmod(&fd, Mode::from_bits_truncate(0o600))?;
+    socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    socket::listen(&fd, Backlog::new(1024)?)?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
 }
 
 /// Accepts admin connections.
