@@ -312,7 +312,7 @@ async fn probe_quic(home: &Home, address: Option<&str>) -> Probe {
     };
     match tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        dialer.connect(&[target.clone()]),
+        dialer.connect(std::slice::from_ref(&target)),
     )
     .await
     {
