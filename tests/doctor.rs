@@ -559,7 +559,10 @@ async fn the_tunnel_and_ssh_listeners_are_reported_with_their_fingerprints() {
     let c: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(c["channels"][2]["name"], "tunnel");
     assert_eq!(c["channels"][2]["state"], "listening");
-    assert_eq!(c["channels"][2]["probe"]["ok"], true, "QUIC handshake: {c:#}");
+    assert_eq!(
+        c["channels"][2]["probe"]["ok"], true,
+        "QUIC handshake: {c:#}"
+    );
     assert_eq!(c["channels"][3]["name"], "ssh");
     assert_eq!(c["channels"][3]["probe"]["ok"], true, "SSH banner: {c:#}");
 }
