@@ -62,11 +62,7 @@ struct Shared {
 
 fn lookup(state: &Arc<GatewayState>) -> KeyLookup {
     let state = state.clone();
-    Arc::new(move |id: &str| match state.store().device(id) {
-        Ok(Some(d)) if d.revoked_at_ms.is_some() => KeyStatus::Revoked,
-        Ok(Some(_)) => KeyStatus::Paired,
-        _ => KeyStatus::Unpaired,
-    })
+    Arc::new(move |id: &str| status(&state, id))
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -143,6 +139,7 @@ fn peer_id(conn: &Connection) -> Option<String> {
     key_id_of_cert(certs.first()?).ok()
 }
 
+/// What the store says about a key: the one mapping used by the TLS verifier and every stream.
 fn status(state: &GatewayState, id: &str) -> KeyStatus {
     match state.store().device(id) {
         Ok(Some(d)) if d.revoked_at_ms.is_some() => KeyStatus::Revoked,
