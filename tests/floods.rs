@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,21 +24,11 @@ use claw_tunnel::quic::client;
 use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
 
 /// How long each flood runs.
 const FLOOD: Duration = Duration::from_secs(6);
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
 
 /// Samples the gateway's RSS every 100 ms until stopped; returns the peak.
 fn rss_sampler(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
@@ -52,12 +42,6 @@ fn rss_sampler(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> 
     })
 }
 
-async fn tcp_from(src: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
-    let s = TcpSocket::new_v4()?;
-    s.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
-    s.connect(SocketAddr::from(([127, 0, 0, 1], port))).await
-}
-
 /// How a legitimate client fared.
 #[derive(Default)]
 struct Probe {
@@ -66,14 +50,6 @@ struct Probe {
     /// Fresh connections (connect + auth + health) during the flood.
     fresh: Vec<Duration>,
     failures: Vec<String>,
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v.sort();
-    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
 }
 
 impl Probe {
@@ -555,14 +531,6 @@ fn ssh_device(g: &Gateway, tmp: &Path, ssh_port: u16) -> PathBuf {
     let (code, _, err) = g.claw(&["devices", "add-ssh-key", "laptop", &public]);
     assert_eq!(code, 0, "{err}");
     key
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `ssh -N -L local:127.0.0.1:gw`, waiting until the local port accepts.

@@ -315,14 +315,6 @@ fn roots(home: &Path) -> (u64, Vec<u8>) {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_appears_in_any_log_even_at_trace_level() {
     let tmp = tempfile::tempdir().unwrap();

@@ -20,14 +20,6 @@ struct Ssh {
     tmp: PathBuf,
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn setup() -> Ssh {
     let g = Gateway::start(&["--ssh", "127.0.0.1:0"]);
     let rt: Value =

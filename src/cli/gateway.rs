@@ -140,6 +140,26 @@ fn parse_exposes(
     Ok(out)
 }
 
+/// Raises the soft open-file limit to the hard limit, as long-running servers do (Go's runtime
+/// does it for every program; nginx has `worker_rlimit_nofile`): every session is a socket, and
+/// a distribution's default soft limit of 1,024 would cap a gateway far below what it can hold.
+/// Failure is logged, not fatal: the gateway still serves up to the current limit.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        // An unlimited hard limit is capped at the kernel's usual `fs.nr_open` (2^20).
+        Ok((soft, hard)) if soft < hard.min(1 << 20) => {
+            let to = hard.min(1 << 20);
+            match setrlimit(Resource::RLIMIT_NOFILE, to, hard) {
+                Ok(()) => tracing::debug!(from = soft, to, "raised the open-file limit"),
+                Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open-file limit"),
+            }
+        }
+        Ok((soft, _)) => tracing::debug!(limit = soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
 /// Runs a gateway verb.
 pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
     match cmd {
@@ -205,6 +225,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         Err(e) => return Err(e.into()),
     };
     let (token, source) = resolve_shared_token(home, a.token.clone(), a.token_file.clone())?;
+    raise_open_file_limit();
     let store = Store::open(&home.store_path())
         .with_context(|| "cannot open the state store (run `claw doctor`)")?;
     let config = GatewayConfig {

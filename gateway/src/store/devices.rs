@@ -67,6 +67,9 @@ pub struct DeviceInfo {
     pub revoked_at_ms: Option<u64>,
 }
 
+/// How stale `last_seen_at_ms` may get before a connect rewrites it (one minute).
+pub const LAST_SEEN_RESOLUTION_MS: u64 = 60_000;
+
 const COLS: &str = "device_id, public_key, display_name, platform, device_family, client_id, client_mode, role, scopes, approved_via, created_at_ms, approved_at_ms, last_seen_at_ms, revoked_at_ms";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<DeviceInfo> {
@@ -104,11 +107,8 @@ impl Store {
     pub fn device(&self, device_id: &str) -> Result<Option<DeviceInfo>> {
         Ok(self
             .conn
-            .query_row(
-                &format!("SELECT {COLS} FROM devices WHERE device_id = ?1"),
-                [device_id],
-                from_row,
-            )
+            .prepare_cached(&format!("SELECT {COLS} FROM devices WHERE device_id = ?1"))?
+            .query_row([device_id], from_row)
             .optional()?)
     }
 
@@ -219,12 +219,19 @@ impl Store {
         Ok(())
     }
 
-    /// Records a successful connect.
+    /// Records a successful connect. `last_seen_at_ms` has minute resolution: a device that
+    /// reconnects within [`LAST_SEEN_RESOLUTION_MS`] of its last write costs no write.
     pub fn touch_device(&mut self, device_id: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE devices SET last_seen_at_ms = ?2 WHERE device_id = ?1",
-            params![device_id, now_ms() as i64],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE devices SET last_seen_at_ms = ?2 WHERE device_id = ?1 \
+                 AND (last_seen_at_ms IS NULL OR last_seen_at_ms <= ?2 - ?3)",
+            )?
+            .execute(params![
+                device_id,
+                now_ms() as i64,
+                LAST_SEEN_RESOLUTION_MS as i64
+            ])?;
         Ok(())
     }
 }

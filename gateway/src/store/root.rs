@@ -31,11 +31,12 @@ pub struct Rotation {
 impl Store {
     /// The current root generation and secret.
     pub fn root(&self) -> Result<(u64, Vec<u8>)> {
-        Ok(self.conn.query_row(
-            "SELECT generation, secret FROM root WHERE id = 1",
-            [],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-        )?)
+        // Cached statements on the connect path: parsing SQL on every handshake showed up in
+        // the churn profile (docs/reliability.md).
+        Ok(self
+            .conn
+            .prepare_cached("SELECT generation, secret FROM root WHERE id = 1")?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?)
     }
 
     /// Replaces the root (new secret, generation + 1) in one transaction with its audit entry.

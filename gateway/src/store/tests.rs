@@ -1,5 +1,6 @@
 use super::*;
 use crate::auth::pairing_code::Verdict;
+use crate::store::devices::LAST_SEEN_RESOLUTION_MS;
 
 fn dev(id: &str) -> NewDevice {
     NewDevice {
@@ -219,4 +220,31 @@ fn open_existing_never_creates_and_reports_the_newest_record() {
     let newest = s.newest_record_ms().unwrap().unwrap();
     assert!(newest >= before && newest <= crate::now_ms());
     assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+}
+
+#[test]
+fn last_seen_is_written_at_most_once_per_resolution() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    s.pair_device(&dev("d1"), "silent", "loopback").unwrap();
+    let seen = |s: &Store| s.device("d1").unwrap().unwrap().last_seen_at_ms;
+    s.touch_device("d1").unwrap();
+    let first = seen(&s).expect("the first connect is recorded");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    s.touch_device("d1").unwrap();
+    assert_eq!(
+        seen(&s),
+        Some(first),
+        "a reconnect within a minute costs no write"
+    );
+    // An entry older than the resolution is rewritten.
+    let old = first - LAST_SEEN_RESOLUTION_MS - 1;
+    s.conn
+        .execute(
+            "UPDATE devices SET last_seen_at_ms = ?1 WHERE device_id = 'd1'",
+            [old as i64],
+        )
+        .unwrap();
+    s.touch_device("d1").unwrap();
+    assert!(seen(&s).unwrap() >= first);
 }

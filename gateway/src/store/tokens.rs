@@ -119,8 +119,10 @@ impl Store {
     pub fn token_record(&self, token: &str) -> Result<Option<TokenRecord>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT device_id, role, scopes, generation, serial, superseded_at_ms, issued_at_ms FROM device_tokens WHERE token_hash = ?1",
+            )?
+            .query_row(
                 [token_hash(token).to_vec()],
                 |r| {
                     Ok(TokenRecord {
