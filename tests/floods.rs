@@ -602,13 +602,15 @@ async fn ssh_connections_that_never_authenticate_are_capped_and_timed_out() {
         key: None,
     };
     let port = ssh_addr.port();
-    // 100 connections that send an SSH banner and stall, 60 that send nothing: the cap is 64.
+    // 100 connections that send an SSH banner and stall, 60 that send nothing, 8 from each of
+    // 20 addresses (under the per-address cap of 10): the global cap is 64.
     let flood = async move {
         let mut tasks = Vec::new();
         for i in 0..160u32 {
             tasks.push(tokio::spawn(async move {
                 let start = Instant::now();
-                let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+                let src = Ipv4Addr::new(127, 0, 3, 10 + (i % 20) as u8);
+                let mut s = tcp_from(src, port).await.ok()?;
                 if i % 8 < 5 {
                     let _ = s.write_all(b"SSH-2.0-flood_0.1\r\n").await;
                 }
@@ -684,11 +686,13 @@ async fn unauthenticated_ssh_connections_are_closed_at_the_auth_deadline_and_log
     )
     .unwrap();
     let key = ssh_device(&g, tmp.path(), ssh_addr.port());
-    // Fill the cap (64): half send a banner and stall in the key exchange, half send nothing.
+    // Fill the cap (64) from 8 addresses (8 each, under the per-address cap of 10): half send a
+    // banner and stall in the key exchange, half send nothing.
     let start = Instant::now();
     let mut held = Vec::new();
-    for i in 0..64 {
-        let mut s = TcpStream::connect(ssh_addr).await.unwrap();
+    for i in 0..64u8 {
+        let src = Ipv4Addr::new(127, 0, 3, 10 + i / 8);
+        let mut s = tcp_from(src, ssh_addr.port()).await.unwrap();
         if i % 2 == 0 {
             s.write_all(b"SSH-2.0-stall_0.1\r\n").await.unwrap();
         }
@@ -746,6 +750,86 @@ async fn unauthenticated_ssh_connections_are_closed_at_the_auth_deadline_and_log
         .await
         .expect("a session through the new forward");
     assert_eq!(call(&mut ws, "health", json!({})).await["ok"], true);
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+}
+
+/// Whether the server has closed `s` (EOF or error within 300 ms); data is read and skipped.
+async fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_cannot_fill_the_ssh_cap_and_lock_out_paired_devices() {
+    if Command::new("ssh").arg("-V").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the OpenSSH client is needed (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: no `ssh` client");
+        return;
+    }
+    let g = Gateway::start(&["--ssh", "127.0.0.1:0"]);
+    let rt: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
+            .unwrap();
+    let ssh_addr: SocketAddr = rt["ssh"]["addr"].as_str().unwrap().parse().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let known_hosts = tmp.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("{}\n", rt["ssh"]["knownHosts"][0].as_str().unwrap()),
+    )
+    .unwrap();
+    let key = ssh_device(&g, tmp.path(), ssh_addr.port());
+    // 64 stalled connections from one address (127.0.0.2), enough to fill the global cap.
+    let attacker = Ipv4Addr::new(127, 0, 0, 2);
+    let mut conns = Vec::new();
+    for i in 0..64 {
+        let mut s = tcp_from(attacker, ssh_addr.port()).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"SSH-2.0-stall_0.1\r\n").await.unwrap();
+        }
+        conns.push(s);
+    }
+    let mut held = Vec::new();
+    for mut s in conns {
+        if !closed_by_server(&mut s).await {
+            held.push(s);
+        }
+    }
+    eprintln!(
+        "SSH per-address cap: {} of 64 connections from one address held",
+        held.len()
+    );
+    assert_eq!(held.len(), 10, "one address keeps exactly its 10 slots");
+    // A paired device from another address (ssh connects from 127.0.0.1) logs in and reaches
+    // the gateway while the attacker's connections are still held.
+    let (mut ssh, local) = ssh_forward(&key, &known_hosts, ssh_addr.port(), g.port);
+    let legit = Legit {
+        url: format!("ws://127.0.0.1:{local}"),
+        src: None,
+        token: g.token(),
+        key: None,
+    };
+    let mut ws = legit
+        .session()
+        .await
+        .expect("a session through the forward");
+    assert_eq!(call(&mut ws, "health", json!({})).await["ok"], true);
+    for s in &mut held {
+        assert!(
+            !closed_by_server(s).await,
+            "the login happened while the attacker's slots were still held"
+        );
+    }
     let _ = ssh.kill();
     let _ = ssh.wait();
 }

@@ -601,3 +601,55 @@ async fn claw_call_on_a_paired_device_keeps_working_across_rotations() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pre_auth_cap_counts_per_device_through_the_tunnel_not_per_address() {
+    // Three devices behind one address (here all on 127.0.0.1 UDP), like phones behind one NAT
+    // reconnecting together after a rotation. With a cap of 2 per source, each device may hold
+    // 2 unauthenticated sockets; the address as a whole is not the budget.
+    let g = tunnel_gateway(&["--max-preauth", "2", "--pair-attempts-per-min", "100"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tunnels = Vec::new();
+    for i in 0..3 {
+        let h = device_home(&tmp, &format!("dev{i}"));
+        let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
+        client::pair(&DeviceHome::new(&h), &uri, None, |_| {})
+            .await
+            .unwrap();
+        tunnels.push(up(&h).await);
+    }
+    let mut held = Vec::new();
+    for t in &tunnels {
+        let url = format!("ws://{}", t.local_addrs[0]);
+        for _ in 0..2 {
+            // Upgraded and challenged, but no `connect` yet: each holds a pre-auth slot.
+            held.push(open(&url).await);
+        }
+    }
+    assert_eq!(held.len(), 6);
+    // A device over its own budget is refused (503) like any source…
+    let url0 = format!("ws://{}", tunnels[0].local_addrs[0]);
+    match tokio_tungstenite::connect_async(&url0).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503 for a third pre-auth socket of one device, got {other:?}"),
+    }
+    // …and a device that authenticates frees its slot at once.
+    let (mut ws, ch) = held.remove(0);
+    let (tok, _) = token_of(&tmp.path().join("dev0"));
+    let key = key_of(&tmp.path().join("dev0"));
+    let creds = Creds {
+        token: Some(&tok),
+        device: Some(&key),
+        scopes: &["operator.read"],
+    };
+    send(
+        &mut ws,
+        &json!({"type":"req","id":"c1","method":"connect","params": connect_params(&creds, &ch)}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await.unwrap()["ok"], true);
+    let (hello, _) = ws_via(&tunnels[0], &tmp.path().join("dev0"), &tok)
+        .await
+        .hello();
+    assert_eq!(hello["auth"]["method"], "device-token");
+}

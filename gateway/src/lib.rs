@@ -4,6 +4,7 @@
 //! Layout (pure logic first, IO shells last):
 //! - [`protocol`]: frames, the `connect` request, error shapes and close codes (no IO).
 //! - [`auth`]: secrets, device signatures, the connect decision, failure delays (no IO).
+//! - [`limits`]: per-key concurrency caps (pre-auth sockets per source; no IO).
 //! - [`bind_guard`]: the loopback-only rule for the listen address (no IO besides name resolution).
 //! - [`doctor`]: `claw doctor`'s checks (pure) between fact gathering and safe repairs (IO).
 //! - [`store`]: the only code that touches the SQLite database.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod bind_guard;
 pub mod doctor;
 pub mod home;
+pub mod limits;
 pub mod lock;
 pub mod methods;
 pub mod protocol;

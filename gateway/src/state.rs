@@ -143,8 +143,9 @@ pub struct GatewayState {
     next_conn: AtomicU64,
     /// Wrong-secret delays per source.
     pub failures: Mutex<FailureDelay<String>>,
-    /// Unauthenticated sockets per source address.
-    pub preauth: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Unauthenticated sockets per source (an address on loopback, a device through the tunnel
+    /// or SSH).
+    pub preauth: crate::limits::PerKeyLimit<String>,
     /// All open sockets.
     pub open_sockets: AtomicU64,
     /// Authenticated sessions whose task is still running (including a closing handshake).
@@ -169,6 +170,7 @@ impl GatewayState {
         token_source: TokenSource,
     ) -> Arc<Self> {
         let failures = FailureDelay::new(config.auth_fail_delay);
+        let preauth = crate::limits::PerKeyLimit::new(config.max_preauth_per_source);
         Arc::new(Self {
             home,
             config,
@@ -179,7 +181,7 @@ impl GatewayState {
             sessions: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             failures: Mutex::new(failures),
-            preauth: Mutex::new(HashMap::new()),
+            preauth,
             open_sockets: AtomicU64::new(0),
             sessions_alive: AtomicU64::new(0),
             seq: AtomicU64::new(0),

@@ -78,7 +78,8 @@ pub struct RunArgs {
     /// First delay before answering a wrong secret, doubling per failure up to 5 s.
     #[arg(long, default_value_t = 250, value_name = "MS")]
     auth_fail_delay_ms: u64,
-    /// Unauthenticated sockets per source address before HTTP 503.
+    /// Unauthenticated sockets per source before HTTP 503 (per address on loopback, per device
+    /// through the tunnel or SSH).
     #[arg(long, default_value_t = 32)]
     max_preauth: usize,
     /// Start the QUIC tunnel for paired devices (UDP; 0.0.0.0:18790 when given without a value).

@@ -33,48 +33,19 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_PAYLOAD))
 }
 
-/// Counts an unauthenticated socket against its source until authenticated or dropped.
-struct PreauthSlot {
-    state: Arc<GatewayState>,
-    source: IpAddr,
-    held: bool,
-}
-
-impl PreauthSlot {
-    fn take(state: &Arc<GatewayState>, source: IpAddr) -> Option<Self> {
-        let mut map = state.preauth.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(source).or_insert(0);
-        if *n >= state.config.max_preauth_per_source {
-            return None;
-        }
-        *n += 1;
-        Some(Self {
-            state: state.clone(),
-            source,
-            held: true,
-        })
-    }
-
-    fn release(&mut self) {
-        if !self.held {
-            return;
-        }
-        self.held = false;
-        let mut map = self.state.preauth.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.source);
-            }
-        }
+/// Who a socket's pre-auth limits and failure delays are charged to: the source address for a
+/// loopback socket, the device for a tunnelled or SSH-forwarded one (the transport already
+/// authenticated its key). Devices behind one NAT then never share a budget: after a rotation,
+/// every one of them reconnecting at once is not "one source with too many sockets".
+fn source_key(source: IpAddr, origin: &Origin) -> String {
+    match origin {
+        Origin::Loopback => source.to_string(),
+        Origin::Tunnel { device_id } => format!("device:{device_id}"),
     }
 }
 
-impl Drop for PreauthSlot {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
+/// An unauthenticated socket's place in its source's pre-auth budget.
+type PreauthSlot = crate::limits::Slot<String>;
 
 type Ws<S> = WebSocketStream<S>;
 
@@ -149,7 +120,7 @@ pub async fn serve_stream<S>(
     let slot = if total > state.config.max_connections {
         None
     } else {
-        PreauthSlot::take(&state, source)
+        state.preauth.try_take(source_key(source, &origin))
     };
     let Some(slot) = slot else {
         return http::respond(
@@ -271,10 +242,7 @@ where
             return None;
         }
     };
-    let source_key = match &origin {
-        Origin::Loopback => source.to_string(),
-        Origin::Tunnel { device_id } => format!("device:{device_id}"),
-    };
+    let source_key = source_key(source, &origin);
     let outcome = handshake(state, &req, &nonce, &origin, &source_key).await;
     let accept = match outcome {
         Ok(a) => a,

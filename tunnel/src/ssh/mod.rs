@@ -30,8 +30,12 @@ use policy::{Target, TargetPolicy};
 pub struct SshConfig {
     /// TCP address to listen on.
     pub listen: SocketAddr,
-    /// Connections that have not authenticated yet, at most.
+    /// Connections that have not authenticated yet, at most (like OpenSSH's `MaxStartups`).
     pub max_unauthenticated: usize,
+    /// Of those, at most this many from one source address (like OpenSSH's
+    /// `PerSourceMaxStartups`): one address holding connections open cannot fill the global cap
+    /// and lock paired devices out until the auth deadline.
+    pub max_unauthenticated_per_source: usize,
     /// Time to authenticate.
     pub auth_timeout: Duration,
     /// A session with no traffic for this long is closed.
@@ -45,6 +49,7 @@ impl Default for SshConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 18722)),
             max_unauthenticated: 64,
+            max_unauthenticated_per_source: 10,
             auth_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(600),
             max_channels: 64,
@@ -160,6 +165,7 @@ pub async fn bind(
     let config = russh_config(identity, &cfg);
     let policy = Arc::new(TargetPolicy::new(gateway_addrs, exposes));
     let preauth = Arc::new(Semaphore::new(cfg.max_unauthenticated));
+    let per_source = claw_gateway::limits::PerKeyLimit::new(cfg.max_unauthenticated_per_source);
     let fut = async move {
         loop {
             let Ok((tcp, peer)) = listener.accept().await else {
@@ -167,11 +173,17 @@ pub async fn bind(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            // A cap on unauthenticated connections: a scanner or slowloris gets nothing.
+            // Caps on unauthenticated connections, per source address first, then overall: a
+            // scanner or slowloris gets nothing.
+            let Some(source_slot) = per_source.try_take(peer.ip()) else {
+                tracing::info!(%peer, "ssh: too many unauthenticated connections from this address; dropped");
+                continue;
+            };
             let Ok(permit) = preauth.clone().try_acquire_owned() else {
                 tracing::info!(%peer, "ssh: too many unauthenticated connections; dropped");
                 continue;
             };
+            let permit = (permit, source_slot);
             let (authed_tx, mut authed_rx) = watch::channel(false);
             let handler = Handler {
                 state: state.clone(),

@@ -1,0 +1,109 @@
+//! Per-key concurrency caps: "at most N unauthenticated connections per source". Used by the
+//! WebSocket pre-auth cap (per address on loopback, per device through the tunnel or SSH) and by
+//! the SSH server's per-address cap on connections that have not authenticated yet.
+//!
+//! A slot is held by a [`Slot`] guard and released when the guard drops (or on
+//! [`Slot::release`]), so no code path can leak one. No IO; tested directly.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+/// At most `cap` live slots per key.
+#[derive(Debug)]
+pub struct PerKeyLimit<K: Hash + Eq + Clone> {
+    cap: usize,
+    held: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+impl<K: Hash + Eq + Clone> PerKeyLimit<K> {
+    /// A limit of `cap` per key (at least 1).
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            held: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Takes a slot for `key`, or `None` when `key` already holds `cap` of them.
+    pub fn try_take(&self, key: K) -> Option<Slot<K>> {
+        let mut map = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key.clone()).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            held: Some(self.held.clone()),
+            key,
+        })
+    }
+
+    /// Live slots of `key`.
+    pub fn held(&self, key: &K) -> usize {
+        let map = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).copied().unwrap_or(0)
+    }
+
+    /// Keys holding at least one slot (the map never keeps a key with none).
+    pub fn keys(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// One slot of a [`PerKeyLimit`]; released on drop.
+pub struct Slot<K: Hash + Eq + Clone> {
+    held: Option<Arc<Mutex<HashMap<K, usize>>>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone> Slot<K> {
+    /// Gives the slot back now (idempotent; dropping does the same).
+    pub fn release(&mut self) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        let mut map = held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_each_key_separately_and_frees_on_drop_or_release() {
+        let l = PerKeyLimit::new(2);
+        let a1 = l.try_take("a").unwrap();
+        let mut a2 = l.try_take("a").unwrap();
+        assert!(l.try_take("a").is_none(), "a third slot for one key");
+        let b = l.try_take("b").expect("another key has its own budget");
+        assert_eq!((l.held(&"a"), l.held(&"b"), l.keys()), (2, 1, 2));
+        a2.release();
+        a2.release(); // idempotent
+        drop(a2); // and dropping after a release frees nothing twice
+        assert_eq!(l.held(&"a"), 1);
+        let _a3 = l.try_take("a").expect("a released slot is reusable");
+        drop((a1, b));
+        assert_eq!((l.held(&"a"), l.held(&"b"), l.keys()), (1, 0, 1));
+    }
+
+    #[test]
+    fn a_zero_cap_still_admits_one() {
+        let l = PerKeyLimit::new(0);
+        let _s = l.try_take(1u8).unwrap();
+        assert!(l.try_take(1u8).is_none());
+    }
+}
