@@ -71,8 +71,11 @@ impl Probe {
             "{what}: the legitimate client failed: {:?}",
             self.failures
         );
-        assert!(n >= 20, "{what}: only {n} health round trips");
-        assert!(f >= 3, "{what}: only {f} fresh connections");
+        // Progress, not speed: the flood generator shares the machine's two cores with the
+        // gateway (and, in CI, a debug build), so how many round trips fit is a figure to print,
+        // not to assert. Every one of them must have succeeded (above).
+        assert!(n >= 3, "{what}: only {n} health round trips");
+        assert!(f >= 1, "{what}: no fresh connection completed");
     }
 }
 

@@ -653,3 +653,89 @@ async fn the_pre_auth_cap_counts_per_device_through_the_tunnel_not_per_address()
         .hello();
     assert_eq!(hello["auth"]["method"], "device-token");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_data_arrives_intact_and_the_path_mtu_grows_beyond_ethernet_on_loopback() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A sink that counts and hashes what it receives, then answers with both.
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = sink.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let (mut n, mut sum) = (0u64, 0u64);
+                while let Ok(k) = s.read(&mut buf).await {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                    sum = buf[..k]
+                        .iter()
+                        .fold(sum, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
+                }
+                let _ = s.write_all(format!("{n} {sum}").as_bytes()).await;
+            });
+        }
+    });
+    let expose = format!("sink={sink_addr}");
+    let g = tunnel_gateway(&["--expose", &expose]);
+    let tmp = tempfile::tempdir().unwrap();
+    let h = device_home(&tmp, "dev");
+    let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
+    client::pair(&DeviceHome::new(&h), &uri, None, |_| {})
+        .await
+        .unwrap();
+    let t = client::up(
+        DeviceHome::new(&h),
+        UpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            forwards: vec![("127.0.0.1:0".parse().unwrap(), "sink".into())],
+        },
+    )
+    .await
+    .unwrap();
+    wait_connected(&t).await;
+    // 32 MiB of a non-repeating pattern through the tunnel, half-closed, then the sink's verdict.
+    let mut s = tokio::net::TcpStream::connect(t.local_addrs[1])
+        .await
+        .unwrap();
+    let (mut n, mut sum, mut x) = (0u64, 0u64, 0x9e37_79b9_7f4a_7c15u64);
+    let mut chunk = vec![0u8; 64 * 1024];
+    for _ in 0..512 {
+        for b in chunk.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        s.write_all(&chunk).await.unwrap();
+        n += chunk.len() as u64;
+        sum = chunk
+            .iter()
+            .fold(sum, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
+    }
+    s.shutdown().await.unwrap();
+    let mut verdict = String::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_string(&mut verdict))
+        .await
+        .expect("the sink answers")
+        .unwrap();
+    assert_eq!(verdict, format!("{n} {sum}"), "bytes lost or corrupted");
+    // MTU discovery found loopback's larger MTU (the default would stop at 1452).
+    let mut path = None;
+    for _ in 0..100 {
+        path = t.status().path;
+        if path.as_ref().is_some_and(|p| p.mtu > 1452) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = path.expect("path statistics while connected");
+    eprintln!("tunnel path after 32 MiB: {path:?}");
+    assert_eq!(
+        path.mtu,
+        claw_tunnel::quic::config::MAX_UDP_PAYLOAD,
+        "MTU discovery climbs to the configured ceiling on loopback"
+    );
+}

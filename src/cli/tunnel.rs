@@ -190,6 +190,16 @@ fn status(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {
                 .map(|r| format!("{r:.2} ms"))
                 .unwrap_or_else(|| "-".into())
         );
+        if let Some(p) = v["path"].as_object() {
+            println!(
+                "  path:      mtu {}  cwnd {} KiB  lost {} of {} packets  congestion events {}",
+                p["mtu"],
+                p["cwnd"].as_u64().unwrap_or(0) / 1024,
+                p["lostPackets"],
+                p["sentPackets"],
+                p["congestionEvents"]
+            );
+        }
         println!(
             "  streams:   {}  bytes up {}  down {}",
             v["streams"], v["bytesUp"], v["bytesDown"]

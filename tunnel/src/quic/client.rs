@@ -69,10 +69,11 @@ impl Dialer {
         } else {
             unspecified_for(&target)
         };
-        let mut endpoint = Endpoint::client(bind).map_err(|source| TunnelError::Bind {
-            addr: bind.to_string(),
-            source,
-        })?;
+        let mut endpoint =
+            super::config::endpoint(bind, None).map_err(|source| TunnelError::Bind {
+                addr: bind.to_string(),
+                source,
+            })?;
         let (cfg, verifier) = client_config(identity, gateway_id)?;
         endpoint.set_default_client_config(cfg);
         Ok(Self {
@@ -302,6 +303,8 @@ pub struct TunnelStatus {
     pub device_id: String,
     /// Smoothed RTT.
     pub rtt_ms: Option<f64>,
+    /// The QUIC path as quinn sees it (while connected).
+    pub path: Option<PathInfo>,
     /// Forwarded connections open now.
     pub streams: u64,
     /// Bytes sent to the gateway.
@@ -320,6 +323,37 @@ pub struct TunnelStatus {
     pub pid: u32,
     /// When this was written.
     pub updated_at_ms: u64,
+}
+
+/// The QUIC path of the current connection: what MTU discovery and congestion control found.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PathInfo {
+    /// Largest UDP payload in use (MTU discovery climbs to what the path carries, up to
+    /// [`crate::quic::config::MAX_UDP_PAYLOAD`]).
+    pub mtu: u16,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Packets sent on this connection.
+    pub sent_packets: u64,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Congestion events (window reductions).
+    pub congestion_events: u64,
+}
+
+impl PathInfo {
+    /// The path statistics of a live connection.
+    pub fn of(conn: &Connection) -> Self {
+        let p = conn.stats().path;
+        Self {
+            mtu: p.current_mtu,
+            cwnd: p.cwnd,
+            sent_packets: p.sent_packets,
+            lost_packets: p.lost_packets,
+            congestion_events: p.congestion_events,
+        }
+    }
 }
 
 /// `claw tunnel up` settings.
@@ -360,6 +394,7 @@ impl Tunnel {
             .clone();
         if let Some(c) = self.conn.borrow().as_ref() {
             s.rtt_ms = Some(c.rtt().as_secs_f64() * 1000.0);
+            s.path = Some(PathInfo::of(c));
         }
         s
     }
@@ -658,10 +693,10 @@ async fn write_status(
             s.streams = counters.streams.load(Ordering::Relaxed);
             s.bytes_up = counters.up.load(Ordering::Relaxed);
             s.bytes_down = counters.down.load(Ordering::Relaxed);
-            s.rtt_ms = conn
-                .borrow()
-                .as_ref()
-                .map(|c| c.rtt().as_secs_f64() * 1000.0);
+            let live = conn.borrow();
+            s.rtt_ms = live.as_ref().map(|c| c.rtt().as_secs_f64() * 1000.0);
+            s.path = live.as_ref().map(PathInfo::of);
+            drop(live);
             s.updated_at_ms = claw_gateway::now_ms();
             s.clone()
         };

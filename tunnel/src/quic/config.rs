@@ -29,6 +29,59 @@ pub const CONN_WINDOW: u32 = 64 * 1024 * 1024;
 /// Concurrent bidirectional streams a device may open (one per forwarded TCP connection).
 pub const MAX_STREAMS: u32 = 4096;
 
+/// Largest UDP payload either end accepts and the ceiling of MTU discovery (quinn's default
+/// stops at 1452). Paths with a larger MTU (loopback, jumbo-frame LANs, some VPNs) then carry
+/// fewer, larger packets — quinn's cost is per packet — while internet paths still settle at
+/// what they allow (quinn probes, and backs off on black holes). 6,000 and not 9,000: quinn
+/// sends up to 10 packets in one GSO batch, and a batch must fit a 64 KiB UDP datagram; above
+/// ~6,500 bytes every batch fails and discovery falls back to 1,200 (measured; docs/benchmarks-tunnel.md).
+pub const MAX_UDP_PAYLOAD: u16 = 6000;
+/// UDP socket buffers asked for (the kernel caps them at `net.core.rmem_max`/`wmem_max`). The
+/// defaults (~208 KiB) overflow under bulk transfer: on loopback they lost ~4 packets per MB,
+/// each one a congestion-window cut; 4 MiB lost none (quic-go asks for 7 MiB for the same reason).
+pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// The endpoint settings.
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut e = quinn::EndpointConfig::default();
+    e.max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .expect("within QUIC's limits");
+    e
+}
+
+/// A tokio UDP endpoint on `addr` with [`endpoint_config`] and enlarged socket buffers.
+pub fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    enlarge_buffers(&socket);
+    quinn::Endpoint::new(
+        endpoint_config(),
+        server,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// Asks for [`SOCKET_BUFFER`]-sized socket buffers; says once how to raise a low kernel cap.
+fn enlarge_buffers(socket: &std::net::UdpSocket) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let _ = setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER);
+    let _ = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER);
+    // Linux reports twice the usable size.
+    let got = getsockopt(socket, sockopt::RcvBuf).unwrap_or(0) / 2;
+    if got < SOCKET_BUFFER / 4 {
+        tracing::info!(
+            receive_buffer_kib = got / 1024,
+            "the UDP receive buffer is small; bulk transfers through the tunnel will lose packets. \
+             Raise the cap with `sysctl -w net.core.rmem_max=4194304 net.core.wmem_max=4194304`"
+        );
+    } else {
+        tracing::debug!(receive_buffer_kib = got / 1024, "UDP socket buffers");
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -45,6 +98,9 @@ pub fn transport(keep_alive: bool) -> Arc<TransportConfig> {
     t.send_window(CONN_WINDOW as u64);
     t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
 

@@ -76,10 +76,11 @@ pub fn bind(
     cfg: TunnelConfig,
 ) -> Result<(Endpoint, impl std::future::Future<Output = ()>), TunnelError> {
     let server = server_config(identity, lookup(&state))?;
-    let endpoint = Endpoint::server(server, cfg.listen).map_err(|source| TunnelError::Bind {
-        addr: cfg.listen.to_string(),
-        source,
-    })?;
+    let endpoint =
+        super::config::endpoint(cfg.listen, Some(server)).map_err(|source| TunnelError::Bind {
+            addr: cfg.listen.to_string(),
+            source,
+        })?;
     let ep = endpoint.clone();
     let global: DefaultDirectRateLimiter =
         RateLimiter::direct(Quota::per_second(nz(cfg.handshakes_per_sec)));
