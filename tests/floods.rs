@@ -195,11 +195,23 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = rss_sampler(pid, stop.clone());
     let probe = tokio::spawn(legit.run(stop.clone()));
-    let flood = tokio::spawn(flood);
-    let out = tokio::time::timeout(FLOOD + Duration::from_secs(30), flood)
+    // The flood runs on a runtime of its own (one worker thread), so the legitimate client is
+    // measured against the gateway under attack, not against this process's own flood tasks
+    // hogging the scheduler it shares with them.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let flooder = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = tx.send(rt.block_on(flood));
+    });
+    let out = tokio::time::timeout(FLOOD + Duration::from_secs(30), rx)
         .await
         .expect("the flood ends")
-        .unwrap();
+        .expect("the flood finished");
+    flooder.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let probe = probe.await.unwrap();
     let peak = sampler.join().unwrap();
