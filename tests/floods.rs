@@ -521,6 +521,47 @@ async fn quic_handshakes_from_unknown_keys_and_udp_garbage_leave_paired_devices_
 }
 
 /// A device key exported for OpenSSH and authorised on the gateway.
+/// A gateway with `--ssh` and a paired SSH device key, or `None` (skipped) without an OpenSSH
+/// client outside CI.
+struct SshSetup {
+    g: Gateway,
+    ssh_addr: SocketAddr,
+    known_hosts: PathBuf,
+    key: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn ssh_setup() -> Option<SshSetup> {
+    if Command::new("ssh").arg("-V").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the OpenSSH client is needed (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: no `ssh` client");
+        return None;
+    }
+    let g = Gateway::start(&["--ssh", "127.0.0.1:0"]);
+    let rt: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
+            .unwrap();
+    let ssh_addr: SocketAddr = rt["ssh"]["addr"].as_str().unwrap().parse().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let known_hosts = tmp.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("{}\n", rt["ssh"]["knownHosts"][0].as_str().unwrap()),
+    )
+    .unwrap();
+    let key = ssh_device(&g, tmp.path(), ssh_addr.port());
+    Some(SshSetup {
+        g,
+        ssh_addr,
+        known_hosts,
+        key,
+        _tmp: tmp,
+    })
+}
+
 fn ssh_device(g: &Gateway, tmp: &Path, ssh_port: u16) -> PathBuf {
     let home = tmp.join("laptop");
     let key = home.join("id_ed25519");
@@ -546,6 +587,29 @@ fn ssh_device(g: &Gateway, tmp: &Path, ssh_port: u16) -> PathBuf {
     let (code, _, err) = g.claw(&["devices", "add-ssh-key", "laptop", &public]);
     assert_eq!(code, 0, "{err}");
     key
+}
+
+/// A paired device's `ssh -N -L` to the gateway, then a shared-token session through it that
+/// must answer `health`; returns the running `ssh`.
+async fn login_and_call_health(
+    key: &Path,
+    known_hosts: &Path,
+    ssh_port: u16,
+    g: &Gateway,
+) -> Child {
+    let (ssh, local) = ssh_forward(key, known_hosts, ssh_port, g.port);
+    let legit = Legit {
+        url: format!("ws://127.0.0.1:{local}"),
+        src: None,
+        token: g.token(),
+        key: None,
+    };
+    let mut ws = legit
+        .session()
+        .await
+        .expect("a session through the forward");
+    assert_eq!(call(&mut ws, "health", json!({})).await["ok"], true);
+    ssh
 }
 
 /// `ssh -N -L local:127.0.0.1:gw`, waiting until the local port accepts.
@@ -586,27 +650,16 @@ fn ssh_forward(key: &Path, known_hosts: &Path, ssh_port: u16, gw_port: u16) -> (
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ssh_connections_that_never_authenticate_are_capped_and_timed_out() {
-    if Command::new("ssh").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the OpenSSH client is needed (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: no `ssh` client");
+    let Some(SshSetup {
+        g,
+        ssh_addr,
+        known_hosts,
+        key,
+        _tmp,
+    }) = ssh_setup()
+    else {
         return;
-    }
-    let g = Gateway::start(&["--ssh", "127.0.0.1:0"]);
-    let rt: Value =
-        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
-            .unwrap();
-    let ssh_addr: SocketAddr = rt["ssh"]["addr"].as_str().unwrap().parse().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let known_hosts = tmp.path().join("known_hosts");
-    std::fs::write(
-        &known_hosts,
-        format!("{}\n", rt["ssh"]["knownHosts"][0].as_str().unwrap()),
-    )
-    .unwrap();
-    let key = ssh_device(&g, tmp.path(), ssh_addr.port());
+    };
     // The paired device's forward is up before the flood (an authenticated session does not
     // count against the cap on unauthenticated ones).
     let (mut ssh, local) = ssh_forward(&key, &known_hosts, ssh_addr.port(), g.port);
@@ -680,27 +733,16 @@ async fn ssh_connections_that_never_authenticate_are_capped_and_timed_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unauthenticated_ssh_connections_are_closed_at_the_auth_deadline_and_logins_resume() {
-    if Command::new("ssh").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the OpenSSH client is needed (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: no `ssh` client");
+    let Some(SshSetup {
+        g,
+        ssh_addr,
+        known_hosts,
+        key,
+        _tmp,
+    }) = ssh_setup()
+    else {
         return;
-    }
-    let g = Gateway::start(&["--ssh", "127.0.0.1:0"]);
-    let rt: Value =
-        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
-            .unwrap();
-    let ssh_addr: SocketAddr = rt["ssh"]["addr"].as_str().unwrap().parse().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let known_hosts = tmp.path().join("known_hosts");
-    std::fs::write(
-        &known_hosts,
-        format!("{}\n", rt["ssh"]["knownHosts"][0].as_str().unwrap()),
-    )
-    .unwrap();
-    let key = ssh_device(&g, tmp.path(), ssh_addr.port());
+    };
     // Fill the cap (64) from 8 addresses (8 each, under the per-address cap of 10): half send a
     // banner and stall in the key exchange, half send nothing.
     let start = Instant::now();
@@ -753,18 +795,7 @@ async fn unauthenticated_ssh_connections_are_closed_at_the_auth_deadline_and_log
     eprintln!("64 unauthenticated SSH connections closed by {last:?}");
     assert!(*last < Duration::from_secs(26), "{last:?}");
     // The cap is free again: the paired device logs in and reaches the gateway.
-    let (mut ssh, local) = ssh_forward(&key, &known_hosts, ssh_addr.port(), g.port);
-    let legit = Legit {
-        url: format!("ws://127.0.0.1:{local}"),
-        src: None,
-        token: g.token(),
-        key: None,
-    };
-    let mut ws = legit
-        .session()
-        .await
-        .expect("a session through the new forward");
-    assert_eq!(call(&mut ws, "health", json!({})).await["ok"], true);
+    let mut ssh = login_and_call_health(&key, &known_hosts, ssh_addr.port(), &g).await;
     let _ = ssh.kill();
     let _ = ssh.wait();
 }
@@ -783,27 +814,16 @@ async fn closed_by_server(s: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_address_cannot_fill_the_ssh_cap_and_lock_out_paired_devices() {
-    if Command::new("ssh").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the OpenSSH client is needed (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: no `ssh` client");
+    let Some(SshSetup {
+        g,
+        ssh_addr,
+        known_hosts,
+        key,
+        _tmp,
+    }) = ssh_setup()
+    else {
         return;
-    }
-    let g = Gateway::start(&["--ssh", "127.0.0.1:0"]);
-    let rt: Value =
-        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
-            .unwrap();
-    let ssh_addr: SocketAddr = rt["ssh"]["addr"].as_str().unwrap().parse().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let known_hosts = tmp.path().join("known_hosts");
-    std::fs::write(
-        &known_hosts,
-        format!("{}\n", rt["ssh"]["knownHosts"][0].as_str().unwrap()),
-    )
-    .unwrap();
-    let key = ssh_device(&g, tmp.path(), ssh_addr.port());
+    };
     // 64 stalled connections from one address (127.0.0.2), enough to fill the global cap.
     let attacker = Ipv4Addr::new(127, 0, 0, 2);
     let mut conns = Vec::new();
@@ -827,18 +847,7 @@ async fn one_address_cannot_fill_the_ssh_cap_and_lock_out_paired_devices() {
     assert_eq!(held.len(), 10, "one address keeps exactly its 10 slots");
     // A paired device from another address (ssh connects from 127.0.0.1) logs in and reaches
     // the gateway while the attacker's connections are still held.
-    let (mut ssh, local) = ssh_forward(&key, &known_hosts, ssh_addr.port(), g.port);
-    let legit = Legit {
-        url: format!("ws://127.0.0.1:{local}"),
-        src: None,
-        token: g.token(),
-        key: None,
-    };
-    let mut ws = legit
-        .session()
-        .await
-        .expect("a session through the forward");
-    assert_eq!(call(&mut ws, "health", json!({})).await["ok"], true);
+    let mut ssh = login_and_call_health(&key, &known_hosts, ssh_addr.port(), &g).await;
     for s in &mut held {
         assert!(
             !closed_by_server(s).await,

@@ -56,17 +56,35 @@ fn audit(g: &Gateway) -> Vec<Value> {
 }
 
 async fn up(home: &Path) -> Tunnel {
+    up_with(home, &[]).await
+}
+
+/// `client::up` with a local forward per exposed name (local_addrs[1..] in order), connected.
+async fn up_with(home: &Path, forwards: &[&str]) -> Tunnel {
     let t = client::up(
         DeviceHome::new(home),
         UpConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            forwards: vec![],
+            forwards: forwards
+                .iter()
+                .map(|n| ("127.0.0.1:0".parse().unwrap(), n.to_string()))
+                .collect(),
         },
     )
     .await
     .unwrap();
     wait_connected(&t).await;
     t
+}
+
+/// A new device home `name`, paired with `g` through a fresh code.
+async fn paired(g: &Gateway, tmp: &tempfile::TempDir, name: &str) -> PathBuf {
+    let h = device_home(tmp, name);
+    let uri = PairingUri::parse(&pair_uri(g, &[])).unwrap();
+    client::pair(&DeviceHome::new(&h), &uri, None, |_| {})
+        .await
+        .unwrap();
+    h
 }
 
 async fn wait_connected(t: &Tunnel) {
@@ -519,24 +537,8 @@ async fn exposed_services_and_nothing_else() {
     let expose = format!("echo={echo_addr}");
     let g = tunnel_gateway(&["--expose", &expose]);
     let tmp = tempfile::tempdir().unwrap();
-    let h = device_home(&tmp, "dev");
-    let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
-    client::pair(&DeviceHome::new(&h), &uri, None, |_| {})
-        .await
-        .unwrap();
-    let t = client::up(
-        DeviceHome::new(&h),
-        UpConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            forwards: vec![
-                ("127.0.0.1:0".parse().unwrap(), "echo".into()),
-                ("127.0.0.1:0".parse().unwrap(), "secret".into()),
-            ],
-        },
-    )
-    .await
-    .unwrap();
-    wait_connected(&t).await;
+    let h = paired(&g, &tmp, "dev").await;
+    let t = up_with(&h, &["echo", "secret"]).await;
     let mut s = tokio::net::TcpStream::connect(t.local_addrs[1])
         .await
         .unwrap();
@@ -611,11 +613,7 @@ async fn the_pre_auth_cap_counts_per_device_through_the_tunnel_not_per_address()
     let tmp = tempfile::tempdir().unwrap();
     let mut tunnels = Vec::new();
     for i in 0..3 {
-        let h = device_home(&tmp, &format!("dev{i}"));
-        let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
-        client::pair(&DeviceHome::new(&h), &uri, None, |_| {})
-            .await
-            .unwrap();
+        let h = paired(&g, &tmp, &format!("dev{i}")).await;
         tunnels.push(up(&h).await);
     }
     let mut held = Vec::new();
@@ -681,21 +679,8 @@ async fn bulk_data_arrives_intact_and_the_path_mtu_grows_beyond_ethernet_on_loop
     let expose = format!("sink={sink_addr}");
     let g = tunnel_gateway(&["--expose", &expose]);
     let tmp = tempfile::tempdir().unwrap();
-    let h = device_home(&tmp, "dev");
-    let uri = PairingUri::parse(&pair_uri(&g, &[])).unwrap();
-    client::pair(&DeviceHome::new(&h), &uri, None, |_| {})
-        .await
-        .unwrap();
-    let t = client::up(
-        DeviceHome::new(&h),
-        UpConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            forwards: vec![("127.0.0.1:0".parse().unwrap(), "sink".into())],
-        },
-    )
-    .await
-    .unwrap();
-    wait_connected(&t).await;
+    let h = paired(&g, &tmp, "dev").await;
+    let t = up_with(&h, &["sink"]).await;
     // 32 MiB of a non-repeating pattern through the tunnel, half-closed, then the sink's verdict.
     let mut s = tokio::net::TcpStream::connect(t.local_addrs[1])
         .await
