@@ -458,3 +458,20 @@ async fn a_gateway_restart_is_a_shutdown_1012_then_backoff_and_reconnect() {
     assert_eq!(client.status().borrow().name(), "connected");
     assert!(proxy.connects() >= 2);
 }
+
+#[test]
+fn claw_call_refuses_a_url_that_would_carry_the_token_insecurely() {
+    let g = Gateway::start(&[]);
+    let t = g.token();
+    // The gateway itself, over loopback: fine.
+    let url = g.url.clone();
+    let (code, out, err) = g.claw(&["call", "health", "--url", &url, "--token", &t, "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The same gateway as wss:// (unsupported: claw reaches remote gateways through the tunnel
+    // or SSH): refused before any connection, exit 78, with what to do instead.
+    let wss = url.replacen("ws://", "wss://", 1);
+    let (code, _, err) = g.claw(&["call", "health", "--url", &wss, "--token", &t]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("claw tunnel up"), "{err}");
+    assert!(!err.contains(&t), "the token is not echoed");
+}

@@ -74,6 +74,7 @@ mod error;
 pub mod refresh;
 mod session;
 pub mod state;
+pub mod url_policy;
 pub mod wire;
 
 pub use client::{CallOptions, Client, ClientConfig, Event};

@@ -37,6 +37,9 @@ pub struct ConnectOptions {
     pub client_mode: String,
     /// Per-step timeout (TCP + upgrade, challenge, `connect` answer; a [`Session`] call).
     pub timeout: Duration,
+    /// Sends credentials to a non-loopback `ws://` URL (cleartext on the network). Off by
+    /// default: see [`crate::url_policy`].
+    pub allow_insecure_remote: bool,
 }
 
 impl ConnectOptions {
@@ -55,7 +58,14 @@ impl ConnectOptions {
             client_id: "claw-cli".into(),
             client_mode: "cli".into(),
             timeout: Duration::from_secs(10),
+            allow_insecure_remote: false,
         }
+    }
+    /// Allows a non-loopback `ws://` URL, whose token and traffic cross the network in
+    /// cleartext. Prefer `claw tunnel up` or `ssh -N -L` and a loopback URL.
+    pub fn allow_insecure_remote(mut self) -> Self {
+        self.allow_insecure_remote = true;
+        self
     }
     /// Sets the token.
     pub fn token(mut self, t: impl Into<String>) -> Self {
@@ -128,6 +138,24 @@ pub(crate) async fn open(
     o: &ConnectOptions,
     token: Option<&str>,
 ) -> Result<(Ws, Value), OpenError> {
+    // Before any socket: a refused URL ends in `auth_failed` with the reason (not a reconnect
+    // loop), since no retry can make it safe.
+    if let Err(crate::url_policy::UrlRefused(message)) =
+        crate::url_policy::check(&o.url, o.allow_insecure_remote)
+    {
+        let details = serde_json::json!({
+            "code": "INSECURE_URL",
+            "recommendedNextStep": "review_auth_configuration",
+        });
+        return Err(OpenError::Refused(Refusal {
+            error: wire::RemoteError {
+                code: "INSECURE_URL".into(),
+                message,
+                details: Some(details),
+            },
+            close: None,
+        }));
+    }
     let t = o.timeout;
     let other = OpenError::Other;
     let cfg = WebSocketConfig::default()

@@ -435,3 +435,38 @@ async fn an_unreachable_gateway_is_retried_with_backoff_not_hammered() {
         Err(ClientError::Timeout)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_that_would_send_credentials_insecurely_is_auth_failed_before_any_socket() {
+    let f = Fake::start(10_000).await;
+    // The fake listens on loopback; wss:// to it is refused by the client's URL policy (the
+    // same path refuses non-loopback ws:// hosts, unit-tested in url_policy without sending
+    // anything off the machine).
+    let url = f.url.replacen("ws://", "wss://", 1);
+    let c = Client::start(
+        ClientConfig::new(ConnectOptions::new(url).token("t"))
+            .backoff(fast_backoff())
+            .request_timeout(Duration::from_secs(2)),
+    );
+    let Status::AuthFailed(why) = wait_status(&c, "auth_failed").await else {
+        unreachable!()
+    };
+    assert_eq!(why.code.as_deref(), Some("INSECURE_URL"));
+    assert!(why.reason.contains("claw tunnel up"), "{}", why.reason);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.conns.load(Ordering::SeqCst), 0, "no socket was opened");
+    assert!(matches!(
+        c.call("echo", json!({})).await,
+        Err(ClientError::AuthFailed(_))
+    ));
+    // `Session::connect` (one-shot clients such as `claw call`) refuses the same way.
+    let Err(e) = relay_client::Session::connect(
+        ConnectOptions::new(f.url.replacen("ws://", "wss://", 1)).token("t"),
+    )
+    .await
+    else {
+        panic!("a wss:// URL was accepted");
+    };
+    assert!(e.to_string().contains("INSECURE_URL"), "{e}");
+    assert_eq!(f.conns.load(Ordering::SeqCst), 0);
+}

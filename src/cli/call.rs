@@ -121,6 +121,11 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
             exit::UNAVAILABLE,
             format!("no gateway answers at {url} (is `claw gateway run` up?)"),
         )),
+        // The URL policy refused before any socket (non-loopback ws://, wss://): like a refused
+        // --bind, a configuration error (78).
+        Err(ClientError::Rejected { code, message, .. }) if code == "INSECURE_URL" => {
+            Err(fail(exit::CONFIG, message))
+        }
         Err(ClientError::Rejected {
             code,
             message,
