@@ -126,3 +126,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics_on_any_input(s in "\\PC{0,80}") {
+            let _ = check(&s, false);
+            let _ = check(&s, true);
+        }
+
+        #[test]
+        fn an_ipv4_url_passes_iff_loopback(ip in any::<[u8; 4]>(), port in 1u16.., path in "[a-z/]{0,8}") {
+            let addr = std::net::Ipv4Addr::from(ip);
+            let url = format!("ws://{addr}:{port}/{path}");
+            prop_assert_eq!(check(&url, false).is_ok(), addr.is_loopback(), "{}", url);
+        }
+
+        #[test]
+        fn an_ipv6_url_passes_iff_loopback(ip in any::<[u8; 16]>(), port in 1u16..) {
+            let addr = std::net::Ipv6Addr::from(ip);
+            let url = format!("ws://[{addr}]:{port}");
+            let loopback = addr.is_loopback()
+                || addr.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback());
+            prop_assert_eq!(check(&url, false).is_ok(), loopback, "{}", url);
+        }
+    }
+}
