@@ -53,6 +53,9 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
         &f.tunnel,
         "paired devices reach the gateway through it: `claw gateway run --tunnel`",
     ));
+    let uses_tunnel = !matches!(f.tunnel, ListenerFacts::NotConfigured)
+        || !matches!(f.device, DeviceCredentialFacts::NotPaired);
+    out.push(udp_buffers(uses_tunnel, f.socket_buffer_max));
     out.push(listener(
         ids::SSH_LISTENER,
         "SSH forward",
@@ -778,6 +781,43 @@ pub fn clock_skew(now_ms: u64, newest_ms: Option<u64>) -> Finding {
         .with_hint("fix the clock (`timedatectl set-ntp true`): pairing expiry and token ages are computed from it"),
         Some(_) => Finding::ok(id, "the system clock is not behind the store's records"),
     }
+}
+
+/// What the QUIC tunnel asks for per UDP socket (claw_tunnel's `SOCKET_BUFFER`).
+pub const TUNNEL_SOCKET_BUFFER: u64 = 4 * 1024 * 1024;
+
+/// `udp.buffers`: the kernel lets the tunnel's UDP sockets have the buffers it asks for. With
+/// the usual ~208 KiB cap, bulk transfers overflow the receive queue and lose packets. Reported
+/// as info (the tunnel works, only slower) and never fixed: it is a system-wide setting.
+pub fn udp_buffers(uses_tunnel: bool, max: Option<(u64, u64)>) -> Finding {
+    let id = ids::UDP_BUFFERS;
+    let Some((r, w)) = max else {
+        return Finding::ok(id, "socket buffer caps unreadable; nothing to check");
+    };
+    if !uses_tunnel {
+        return Finding::ok(id, "the QUIC tunnel is not used here");
+    }
+    if r >= TUNNEL_SOCKET_BUFFER && w >= TUNNEL_SOCKET_BUFFER {
+        return Finding::ok(
+            id,
+            format!(
+                "UDP socket buffers may grow to the {} KiB the tunnel asks for",
+                TUNNEL_SOCKET_BUFFER / 1024
+            ),
+        );
+    }
+    Finding::info(
+        id,
+        format!(
+            "the kernel caps socket buffers at {} KiB receive / {} KiB send; the tunnel asks for {} KiB, so bulk transfers through it lose packets and slow down",
+            r / 1024,
+            w / 1024,
+            TUNNEL_SOCKET_BUFFER / 1024
+        ),
+    )
+    .with_hint(format!(
+        "as root: `sysctl -w net.core.rmem_max={TUNNEL_SOCKET_BUFFER} net.core.wmem_max={TUNNEL_SOCKET_BUFFER}` (persist it in /etc/sysctl.d/); then restart the gateway and `claw tunnel up`"
+    ))
 }
 
 /// `tunnel.listener` / `ssh.listener`: a remote-access listener is up with its key, or not

@@ -346,4 +346,7 @@ pub struct Facts {
     pub ssh: ListenerFacts,
     /// Device credentials held by this home.
     pub device: DeviceCredentialFacts,
+    /// The kernel's caps on socket buffers, bytes (`net.core.rmem_max`, `net.core.wmem_max`);
+    /// `None` when unreadable.
+    pub socket_buffer_max: Option<(u64, u64)>,
 }

@@ -73,6 +73,7 @@ pub fn gather(home: &Home, opts: &GatherOptions) -> Facts {
         tunnel,
         ssh,
         device: super::facts::DeviceCredentialFacts::NotPaired,
+        socket_buffer_max: socket_buffer_max(),
     }
 }
 
@@ -385,4 +386,16 @@ fn other_gateways(home: &Path, gw: Option<u32>) -> Vec<GatewayProcess> {
             Some(GatewayProcess { pid, home, cmdline })
         })
         .collect()
+}
+
+/// `net.core.rmem_max` and `net.core.wmem_max`.
+fn socket_buffer_max() -> Option<(u64, u64)> {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("rmem_max")?, read("wmem_max")?))
 }

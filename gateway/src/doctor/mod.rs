@@ -62,6 +62,8 @@ pub mod ids {
     pub const TUNNEL_LISTENER: &str = "tunnel.listener";
     /// The SSH forward listener.
     pub const SSH_LISTENER: &str = "ssh.listener";
+    /// The kernel caps UDP socket buffers below what the tunnel asks for.
+    pub const UDP_BUFFERS: &str = "udp.buffers";
 }
 
 /// How bad a finding is. Warnings and errors that are not fixed make `claw doctor` exit 1.

@@ -39,7 +39,8 @@ pub const MAX_UDP_PAYLOAD: u16 = 6000;
 /// UDP socket buffers asked for (the kernel caps them at `net.core.rmem_max`/`wmem_max`). The
 /// defaults (~208 KiB) overflow under bulk transfer: on loopback they lost ~4 packets per MB,
 /// each one a congestion-window cut; 4 MiB lost none (quic-go asks for 7 MiB for the same reason).
-pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// `claw doctor` (`udp.buffers`) reports a kernel cap below it.
+pub const SOCKET_BUFFER: usize = claw_gateway::doctor::checks::TUNNEL_SOCKET_BUFFER as usize;
 
 /// The endpoint settings.
 pub fn endpoint_config() -> quinn::EndpointConfig {
@@ -64,22 +65,20 @@ pub fn endpoint(
     )
 }
 
-/// Asks for [`SOCKET_BUFFER`]-sized socket buffers; says once how to raise a low kernel cap.
+/// Asks for [`SOCKET_BUFFER`]-sized socket buffers. A lower kernel cap is logged at debug level
+/// only (every CLI command that opens an endpoint would repeat it); `claw doctor` reports it
+/// with the command that raises it.
 fn enlarge_buffers(socket: &std::net::UdpSocket) {
     use nix::sys::socket::{getsockopt, setsockopt, sockopt};
     let _ = setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER);
     let _ = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER);
     // Linux reports twice the usable size.
     let got = getsockopt(socket, sockopt::RcvBuf).unwrap_or(0) / 2;
-    if got < SOCKET_BUFFER / 4 {
-        tracing::info!(
-            receive_buffer_kib = got / 1024,
-            "the UDP receive buffer is small; bulk transfers through the tunnel will lose packets. \
-             Raise the cap with `sysctl -w net.core.rmem_max=4194304 net.core.wmem_max=4194304`"
-        );
-    } else {
-        tracing::debug!(receive_buffer_kib = got / 1024, "UDP socket buffers");
-    }
+    tracing::debug!(
+        receive_buffer_kib = got / 1024,
+        wanted_kib = SOCKET_BUFFER / 1024,
+        "UDP socket buffers (see `claw doctor`, udp.buffers)"
+    );
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

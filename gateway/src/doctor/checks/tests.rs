@@ -90,6 +90,7 @@ fn healthy() -> Facts {
         tunnel: ListenerFacts::NotConfigured,
         ssh: ListenerFacts::NotConfigured,
         device: DeviceCredentialFacts::NotPaired,
+        socket_buffer_max: Some((4 << 20, 4 << 20)),
     }
 }
 
@@ -797,4 +798,30 @@ fn device_drift_decisions() {
         error: "timed out".into(),
     };
     assert_eq!(device_drift(&down).severity, Severity::Warn);
+}
+
+#[test]
+fn small_udp_buffer_caps_are_reported_only_where_the_tunnel_is_used() {
+    let small = Some((212_992, 212_992));
+    let f = udp_buffers(true, small);
+    assert_eq!(f.severity, Severity::Info);
+    assert!(f.message.contains("208 KiB"), "{}", f.message);
+    assert!(f
+        .hint
+        .unwrap()
+        .contains("sysctl -w net.core.rmem_max=4194304"));
+    assert!(
+        f.fix.is_none(),
+        "a system-wide setting is never changed by --fix"
+    );
+    assert_eq!(udp_buffers(false, small).severity, Severity::Ok);
+    assert_eq!(
+        udp_buffers(true, Some((4 << 20, 8 << 20))).severity,
+        Severity::Ok
+    );
+    assert_eq!(
+        udp_buffers(true, Some((8 << 20, 212_992))).severity,
+        Severity::Info
+    );
+    assert_eq!(udp_buffers(true, None).severity, Severity::Ok);
 }
