@@ -3,7 +3,7 @@
 # running (the run includes a real shared-token connect + health) and stopped.
 # Usage: scripts/bench-doctor.sh [CLAW_BINARY] [N]   (default: target/release/claw, 20)
 set -euo pipefail
-claw=${1:-target/release/claw}
+claw=${1:-${CARGO_TARGET_DIR:-target}/release/claw}
 n=${2:-20}
 home=$(mktemp -d)/home
 trap '"$claw" --home "$home" gateway stop >/dev/null 2>&1 || true; rm -rf "$(dirname "$home")"' EXIT

@@ -110,7 +110,7 @@ export HOME=$HOME_OP
 # --- 2. claw gateway on 127.0.0.1, any free port ---------------------------------------------
 echo "interop: cargo build --bin claw"
 HOME=$CALLER_HOME cargo build --bin claw || setup_fail "cargo build --bin claw failed"
-CLAW=$REPO/target/debug/claw
+CLAW=${CARGO_TARGET_DIR:-$REPO/target}/debug/claw
 
 # Short path: the gateway's home holds a unix socket (108-byte path limit).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/claw-interop.XXXXXX")
