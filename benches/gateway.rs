@@ -20,9 +20,9 @@
 //! Environment: `CLAW_BENCH_QUICK=1` (or running without `--bench`, e.g. under
 //! `cargo test --benches`) selects a few-second smoke run.
 
-use std::fmt::Display;
+mod common;
+
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,10 +32,11 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Res<T> = Result<T, String>;
+use common::{
+    connect_params, die_with_parent, free_port, health, machine, median, next_json, open_ws,
+    percentile, quick_mode, raise_nofile, response, round_ratios, s, sorted, verdict, Res, Ws,
+};
 
 /// Set in a re-executed copy of this binary: serve the floor on this port.
 const FLOOR_ENV: &str = "CLAW_BENCH_FLOOR_SERVE";
@@ -52,10 +53,6 @@ const STEP: Duration = Duration::from_secs(5);
 const START_DEADLINE: Duration = Duration::from_secs(15);
 /// Interval between connect attempts while waiting for a cold start.
 const POLL: Duration = Duration::from_micros(500);
-
-fn s<E: Display>(e: E) -> String {
-    e.to_string()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Plan
@@ -280,34 +277,9 @@ impl Drop for Target {
     }
 }
 
-fn free_port() -> Res<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(s)?;
-    Ok(l.local_addr().map_err(s)?.port())
-}
-
-/// Children die with the bench (SIGKILL on parent death).
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is a single async-signal-safe syscall; nothing is allocated
-    // or locked between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
-}
-
 fn connect_frame(token: &str) -> String {
-    json!({
-        "type": "req", "id": "c1", "method": "connect",
-        "params": {
-            "minProtocol": 4, "maxProtocol": 4,
-            "client": {"id": "claw-bench", "version": "0", "platform": "linux", "deviceFamily": "Linux", "mode": "cli"},
-            "caps": [], "role": "operator", "scopes": ["operator.read"],
-            "auth": {"token": token},
-        }
-    })
-    .to_string()
+    json!({"type": "req", "id": "c1", "method": "connect", "params": connect_params(token)})
+        .to_string()
 }
 
 enum Token {
@@ -409,7 +381,7 @@ async fn first_hello(t: &mut Target, t0: Instant, token: Token) -> Res<Duration>
                 t.name
             ));
         }
-        let ws = match open_ws(&t.url).await {
+        let ws = match open_ws(&t.url, STEP).await {
             Ok(ws) => ws,
             Err(_) => {
                 // A blocking sleep: tokio's timer has 1 ms granularity and nothing else runs here.
@@ -440,57 +412,15 @@ fn read_token(p: &Path) -> Res<String> {
 // ---------------------------------------------------------------------------------------------
 // The client (the same code for both targets)
 
-async fn open_ws(url: &str) -> Res<Ws> {
-    let (ws, _) = tokio::time::timeout(
-        STEP,
-        tokio_tungstenite::connect_async_with_config(url, None, true),
-    )
-    .await
-    .map_err(|_| "ws connect timed out".to_string())?
-    .map_err(s)?;
-    Ok(ws)
-}
-
-/// Next JSON text frame (pings skipped), bounded in frames and time.
-async fn next_json(ws: &mut Ws) -> Res<Value> {
-    for _ in 0..64 {
-        let msg = tokio::time::timeout(STEP, ws.next())
-            .await
-            .map_err(|_| "timed out waiting for a frame".to_string())?;
-        match msg {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).map_err(s),
-            Some(Ok(Message::Close(f))) => return Err(format!("closed: {f:?}")),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("connection lost".into()),
-        }
-    }
-    Err("too many non-text frames".into())
-}
-
-/// Waits for the response to `id`, skipping events (bounded).
-async fn response(ws: &mut Ws, id: &str) -> Res<Value> {
-    for _ in 0..64 {
-        let v = next_json(ws).await?;
-        if v["type"] == "res" && v["id"] == id {
-            if v["ok"] != true {
-                return Err(format!("request {id} failed: {}", v["error"]));
-            }
-            return Ok(v);
-        }
-    }
-    Err(format!("no response to {id}"))
-}
-
 async fn finish_handshake(mut ws: Ws, frame: &str) -> Res<Ws> {
-    let ch = next_json(&mut ws).await?;
+    let ch = next_json(&mut ws, STEP).await?;
     if ch["event"] != "connect.challenge" {
         return Err(format!("expected connect.challenge, got {ch}"));
     }
     ws.send(Message::Text(frame.to_owned().into()))
         .await
         .map_err(s)?;
-    let res = response(&mut ws, "c1").await?;
+    let res = response(&mut ws, "c1", STEP).await?;
     if res["payload"]["type"] != "hello-ok" {
         return Err(format!("expected hello-ok, got {res}"));
     }
@@ -498,17 +428,10 @@ async fn finish_handshake(mut ws: Ws, frame: &str) -> Res<Ws> {
 }
 
 async fn handshake(t: &Target) -> Res<Ws> {
-    let ws = open_ws(&t.url).await?;
+    let ws = open_ws(&t.url, STEP).await?;
     finish_handshake(ws, &t.frame)
         .await
         .map_err(|e| format!("{}: {e}", t.name))
-}
-
-async fn health(ws: &mut Ws, n: usize) -> Res<()> {
-    let id = format!("h{n}");
-    let frame = format!(r#"{{"type":"req","id":"{id}","method":"health","params":{{}}}}"#);
-    ws.send(Message::Text(frame.into())).await.map_err(s)?;
-    response(ws, &id).await.map(|_| ())
 }
 
 /// Closes politely and waits (bounded) for the server's close, outside any timing.
@@ -551,43 +474,10 @@ impl Samples {
     fn p99(&self) -> f64 {
         percentile(&self.all, 0.99)
     }
-}
-
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
-}
-
-fn median(v: &[f64]) -> f64 {
-    let v = sorted(v);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    /// The median of each round, in round order.
+    fn round_medians(&self) -> Vec<f64> {
+        self.rounds.iter().map(|r| median(r)).collect()
     }
-}
-
-/// Nearest-rank percentile.
-fn percentile(v: &[f64], q: f64) -> f64 {
-    let v = sorted(v);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-/// Per-round ratios of medians (claw / floor): (min, median, max).
-fn round_ratios(a: &Samples, b: &Samples) -> (f64, f64, f64) {
-    let r: Vec<f64> = a
-        .rounds
-        .iter()
-        .zip(&b.rounds)
-        .map(|(x, y)| median(x) / median(y))
-        .collect();
-    let s = sorted(&r);
-    (s[0], median(&r), s[s.len() - 1])
 }
 
 fn ms(us: f64) -> String {
@@ -684,7 +574,7 @@ async fn latency(p: &Plan) -> Res<Latency> {
     for ws in sessions.iter_mut() {
         for _ in 0..p.health_warmup {
             n += 1;
-            health(ws, n).await?;
+            health(ws, n, STEP).await?;
         }
     }
     let mut he = [Samples::default(), Samples::default()];
@@ -694,7 +584,7 @@ async fn latency(p: &Plan) -> Res<Latency> {
             for _ in 0..p.health_per_round {
                 n += 1;
                 let t0 = Instant::now();
-                health(&mut sessions[which], n).await?;
+                health(&mut sessions[which], n, STEP).await?;
                 he[which].push(t0.elapsed());
             }
         }
@@ -752,48 +642,11 @@ async fn memory(mut t: Target, sockets: usize) -> Res<Memory> {
     })
 }
 
-/// Raises the soft open-file limit so N client sockets (plus the gateway's, which inherits it) fit.
-fn raise_nofile(want: u64) -> Res<u64> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(s)?;
-    if soft >= want {
-        return Ok(soft);
-    }
-    let new = want.min(hard);
-    setrlimit(Resource::RLIMIT_NOFILE, new, hard).map_err(s)?;
-    Ok(new)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Report
 
-fn machine() -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|x| x.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
-}
-
 fn row(fig: &str, claw: &str, floor: &str, ratio: &str, target: &str) {
     println!("| {fig:<44} | {claw:>12} | {floor:>12} | {ratio:>7} | {target:<40} |");
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
 }
 
 async fn run(p: Plan) -> Res<()> {
@@ -809,6 +662,7 @@ async fn run(p: Plan) -> Res<()> {
     println!("machine: {}", machine());
     println!("claw binary: {}", env!("CARGO_BIN_EXE_claw"));
     println!("floor: trivial tokio-tungstenite server, {floor_kind}");
+    // Room for N client sockets plus the gateway's (a child inherits the raised limit).
     let limit = raise_nofile(p.sockets as u64 * 2 + 512)?;
     let sockets = p
         .sockets
@@ -841,8 +695,8 @@ async fn run(p: Plan) -> Res<()> {
     let [he_c, he_f] = &lat.health;
     let hs_ratio = hs_c.median() / hs_f.median();
     let he_ratio = he_c.median() / he_f.median();
-    let (hs_lo, hs_mid, hs_hi) = round_ratios(hs_c, hs_f);
-    let (he_lo, he_mid, he_hi) = round_ratios(he_c, he_f);
+    let (hs_lo, hs_mid, hs_hi) = round_ratios(&hs_c.round_medians(), &hs_f.round_medians());
+    let (he_lo, he_mid, he_hi) = round_ratios(&he_c.round_medians(), &he_f.round_medians());
 
     row("figure", "claw", "floor", "ratio", "target (anchors.md)");
     println!(
@@ -979,13 +833,7 @@ fn main() {
         floor_process_main(&port);
         return;
     }
-    let env_on = |k: &str| {
-        std::env::var(k)
-            .map(|v| !v.is_empty() && v != "0")
-            .unwrap_or(false)
-    };
-    let under_bench = std::env::args().any(|a| a == "--bench");
-    let quick = env_on("CLAW_BENCH_QUICK") || !under_bench;
+    let quick = quick_mode();
     let in_process = std::env::var("CLAW_BENCH_FLOOR")
         .map(|v| v == "thread")
         .unwrap_or(false);

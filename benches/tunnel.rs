@@ -31,9 +31,10 @@
 //! `CLAW_BENCH_DEVICE_RT=current` runs the in-process device side on a single-threaded runtime.
 //! `CLAW_BENCH_PATHS=tunnel,raw` keeps only the bulk paths whose name contains one of the words.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,12 +49,12 @@ use claw_tunnel::quic::client::{self, Tunnel, UpConfig};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Res<T> = Result<T, String>;
+use common::{
+    connect_params, die_with_parent, free_port, health, machine, median, next_json, open_ws,
+    percentile, quick_mode, raise_nofile, response, round_ratios, s, sorted, verdict, Res, Ws,
+};
 
 const CLAW: &str = env!("CARGO_BIN_EXE_claw");
 const SSHD: &str = "/usr/sbin/sshd";
@@ -66,10 +67,6 @@ const TARGET_TUNNEL_VS_OPENSSH: f64 = 1.2;
 const TARGET_SSH_VS_SSHD: f64 = 1.0;
 const TARGET_ADDED_US: f64 = 100.0;
 const TARGET_ROTATE_MS: f64 = 1000.0;
-
-fn s<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Plan
@@ -92,13 +89,7 @@ struct Plan {
 
 impl Plan {
     fn from_env() -> Self {
-        let env_on = |k: &str| {
-            std::env::var(k)
-                .map(|v| !v.is_empty() && v != "0")
-                .unwrap_or(false)
-        };
-        let under_bench = std::env::args().any(|a| a == "--bench");
-        let quick = env_on("CLAW_BENCH_QUICK") || !under_bench;
+        let quick = quick_mode();
         let only = std::env::var("CLAW_BENCH_ONLY").unwrap_or_default();
         let want = |k: &str| only.is_empty() || only.split(',').any(|x| x.trim() == k);
         let mut p = if quick {
@@ -197,23 +188,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Children die with the bench (SIGKILL on parent death).
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is a single async-signal-safe syscall; nothing is allocated
-    // or locked between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
-}
-
-fn free_port() -> Res<u16> {
-    let l = StdListener::bind("127.0.0.1:0").map_err(s)?;
-    Ok(l.local_addr().map_err(s)?.port())
 }
 
 /// True when something listens on TCP `port` (any local address), from /proc/net/tcp{,6}:
@@ -834,59 +808,14 @@ fn bulk(p: &Plan, sink: &Sink, paths: &mut [BulkPath]) -> Res<()> {
 // ---------------------------------------------------------------------------------------------
 // WebSocket client
 
-async fn open_ws(url: &str) -> Res<Ws> {
-    let (ws, _) = tokio::time::timeout(
-        STEP,
-        tokio_tungstenite::connect_async_with_config(url, None, true),
-    )
-    .await
-    .map_err(|_| format!("ws connect to {url} timed out"))?
-    .map_err(|e| format!("ws connect to {url}: {e}"))?;
-    Ok(ws)
-}
-
-async fn next_json(ws: &mut Ws) -> Res<Value> {
-    for _ in 0..64 {
-        let msg = tokio::time::timeout(STEP, ws.next())
-            .await
-            .map_err(|_| "timed out waiting for a frame".to_string())?;
-        match msg {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).map_err(s),
-            Some(Ok(Message::Close(f))) => return Err(format!("closed: {f:?}")),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("connection lost".into()),
-        }
-    }
-    Err("too many non-text frames".into())
-}
-
-async fn response(ws: &mut Ws, id: &str) -> Res<Value> {
-    for _ in 0..64 {
-        let v = next_json(ws).await?;
-        if v["type"] == "res" && v["id"] == id {
-            if v["ok"] != true {
-                return Err(format!("request {id} failed: {}", v["error"]));
-            }
-            return Ok(v);
-        }
-    }
-    Err(format!("no response to {id}"))
-}
-
 /// Opens a session: shared token, or a device token signed by `device`.
 async fn session(url: &str, token: &str, device: Option<&DeviceKey>) -> Res<(Value, Ws)> {
-    let mut ws = open_ws(url).await?;
-    let ch = next_json(&mut ws).await?;
+    let mut ws = open_ws(url, STEP).await?;
+    let ch = next_json(&mut ws, STEP).await?;
     if ch["event"] != "connect.challenge" {
         return Err(format!("expected connect.challenge, got {ch}"));
     }
-    let mut params = json!({
-        "minProtocol": 4, "maxProtocol": 4,
-        "client": {"id": "claw-bench", "version": "0", "platform": "linux", "deviceFamily": "Linux", "mode": "cli"},
-        "caps": [], "role": "operator", "scopes": ["operator.read"],
-        "auth": {"token": token},
-    });
+    let mut params = connect_params(token);
     if let Some(k) = device {
         let parsed = parse_connect(&params)?;
         let nonce = ch["payload"]["nonce"].as_str().ok_or("no nonce")?;
@@ -898,18 +827,11 @@ async fn session(url: &str, token: &str, device: Option<&DeviceKey>) -> Res<(Val
     ws.send(Message::Text(frame.to_string().into()))
         .await
         .map_err(s)?;
-    let res = response(&mut ws, "c1").await?;
+    let res = response(&mut ws, "c1", STEP).await?;
     if res["payload"]["type"] != "hello-ok" {
         return Err(format!("expected hello-ok, got {res}"));
     }
     Ok((res["payload"].clone(), ws))
-}
-
-async fn health(ws: &mut Ws, n: usize) -> Res<()> {
-    let id = format!("h{n}");
-    let frame = format!(r#"{{"type":"req","id":"{id}","method":"health","params":{{}}}}"#);
-    ws.send(Message::Text(frame.into())).await.map_err(s)?;
-    response(ws, &id).await.map(|_| ())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -926,7 +848,7 @@ async fn latency(p: &Plan, paths: &mut [LatPath]) -> Res<()> {
     for path in paths.iter_mut() {
         for _ in 0..p.lat_warmup {
             n += 1;
-            health(&mut path.ws, n)
+            health(&mut path.ws, n, STEP)
                 .await
                 .map_err(|e| format!("{}: {e}", path.name))?;
         }
@@ -938,7 +860,7 @@ async fn latency(p: &Plan, paths: &mut [LatPath]) -> Res<()> {
             for _ in 0..p.lat_per_round {
                 n += 1;
                 let t = Instant::now();
-                health(&mut path.ws, n)
+                health(&mut path.ws, n, STEP)
                     .await
                     .map_err(|e| format!("{}: {e}", path.name))?;
                 path.us.push(t.elapsed().as_secs_f64() * 1e6);
@@ -1160,78 +1082,7 @@ async fn rotate_once(gw: &Gateway, devs: &[Dev], sessions: &mut Vec<Ws>) -> Res<
 }
 
 // ---------------------------------------------------------------------------------------------
-// Statistics and report
-
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
-}
-
-fn median(v: &[f64]) -> f64 {
-    let v = sorted(v);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// Nearest-rank percentile.
-fn percentile(v: &[f64], q: f64) -> f64 {
-    let v = sorted(v);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|x| x.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
-fn raise_nofile(want: u64) -> Res<u64> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(s)?;
-    if soft >= want {
-        return Ok(soft);
-    }
-    let new = want.min(hard);
-    setrlimit(Resource::RLIMIT_NOFILE, new, hard).map_err(s)?;
-    Ok(new)
-}
-
-/// Per-round ratio a/b: (min, median, max).
-fn round_ratios(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
-    let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
-    let s = sorted(&r);
-    if s.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    (s[0], median(&r), s[s.len() - 1])
-}
+// Report
 
 fn report_bulk(paths: &[BulkPath]) {
     let find = |n: &str| paths.iter().find(|p| p.name.starts_with(n));
