@@ -119,12 +119,17 @@ OUTS=$WORK/outputs
 mkdir -p "$OUTS"
 GW_PID=
 TUP_PID=
+SSH_PID=
 
 cleanup() {
   local rc=$?
   if [ -n "$TUP_PID" ]; then
     kill -TERM "$TUP_PID" 2>/dev/null || true
     wait "$TUP_PID" 2>/dev/null || true
+  fi
+  if [ -n "$SSH_PID" ]; then
+    kill -TERM "$SSH_PID" 2>/dev/null || true
+    wait "$SSH_PID" 2>/dev/null || true
   fi
   if [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; then
     kill -TERM "$GW_PID" 2>/dev/null || true
@@ -146,7 +151,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$CLAW" --home "$GW_HOME" gateway run --port 0 --tunnel 127.0.0.1:0 >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
+"$CLAW" --home "$GW_HOME" gateway run --port 0 --tunnel 127.0.0.1:0 --ssh 127.0.0.1:0 >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
 GW_PID=$!
 
 PORT=
@@ -394,6 +399,42 @@ if [ -n "$TPORT" ]; then
 else
   OUT=$WORK/tunnel-pair.out ERR=$WORK/tunnel-up.err RC=- TOOK=
   fail "gateway call health through claw tunnel up" "could not pair a device home or start claw tunnel up"
+fi
+
+# 3d. Through claw's built-in SSH forward with the stock OpenSSH client: a device key exported
+# with `claw tunnel export-ssh-key`, authorised with `claw devices add-ssh-key`, `ssh -N -L` with
+# strict host-key checking against the known_hosts line claw prints, then the real CLI on the
+# forward's local port.
+SSH_HOME=$WORK/ssh-device
+SPORT=
+if command -v ssh >/dev/null 2>&1; then
+  SSH_ADDR=$(node -e 'const j=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));process.stdout.write((j.ssh&&j.ssh.addr)||"")' "$GW_HOME/gateway.json" 2>/dev/null)
+  SSH_PORT=${SSH_ADDR##*:}
+  node -e 'const j=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));process.stdout.write(j.ssh.knownHosts[0]+"\n")' "$GW_HOME/gateway.json" >"$WORK/known_hosts" 2>/dev/null
+  KEY=$SSH_HOME/id_ed25519
+  PUB=$("$CLAW" --home "$SSH_HOME" tunnel export-ssh-key "$KEY" --port "$SSH_PORT" 2>/dev/null | sed -n '1s/.*public key: //p')
+  LPORT=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{process.stdout.write(String(s.address().port));s.close()})')
+  if [ -n "$SSH_PORT" ] && [ -n "$PUB" ] && [ -n "$LPORT" ] \
+    && "$CLAW" --home "$GW_HOME" devices add-ssh-key interop-ssh "$PUB" >"$WORK/add-ssh-key.out" 2>&1; then
+    ssh -F /dev/null -p "$SSH_PORT" -i "$KEY" -o StrictHostKeyChecking=yes \
+      -o UserKnownHostsFile="$WORK/known_hosts" -o BatchMode=yes -o IdentitiesOnly=yes \
+      -o ExitOnForwardFailure=yes -N -L "$LPORT:127.0.0.1:$PORT" claw@127.0.0.1 \
+      </dev/null >"$WORK/ssh.out" 2>"$WORK/ssh.err" &
+    SSH_PID=$!
+    for _ in $(seq 150); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$LPORT") 2>/dev/null; then SPORT=$LPORT; break; fi
+      kill -0 "$SSH_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+fi
+if [ -n "$SPORT" ]; then
+  oc ssh-health "$CALL_TIMEOUT" -- gateway call health --url "ws://127.0.0.1:$SPORT" --token "$T" --json
+  check "gateway call health through claw's SSH forward (ssh -N -L)" "expected rc 0 and ok:true through the forward's local port" \
+    eval 'rc_is 0 && jsok "j && j.ok === true"'
+else
+  OUT=$WORK/add-ssh-key.out ERR=$WORK/ssh.err RC=- TOOK=
+  fail "gateway call health through claw's SSH forward (ssh -N -L)" "could not authorise the key or bring up ssh -N -L (is openssh-client installed?)"
 fi
 
 if ! kill -0 "$GW_PID" 2>/dev/null; then
