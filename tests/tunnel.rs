@@ -724,3 +724,54 @@ async fn bulk_data_arrives_intact_and_the_path_mtu_grows_beyond_ethernet_on_loop
         "MTU discovery climbs to the configured ceiling on loopback"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_never_sends_its_header_does_not_hold_up_the_next() {
+    use claw_tunnel::control::{encode, StreamHeader};
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let h = paired(&g, &tmp, "dev").await;
+    let link = DeviceHome::new(&h).pairing().unwrap();
+    let id = claw_tunnel::identity::Identity::load_or_create(&h.join("identity.key")).unwrap();
+    let dialer = client::Dialer::new(&id, &link.gateway_id, &link.addrs[0]).unwrap();
+    let conn = dialer.connect(&link.addrs).await.unwrap();
+    // Stream 1: opened (a byte is needed for the gateway to see it) but no header line, ever.
+    let (mut stalled_send, mut stalled_recv) = conn.open_bi().await.unwrap();
+    stalled_send.write_all(b"{").await.unwrap();
+    // Stream 2: a gateway stream, opened after it, completes a full OpenClaw handshake.
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode(&StreamHeader::Gateway))
+        .await
+        .unwrap();
+    let io = tokio::io::join(recv, send);
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::client_async("ws://claw/", io),
+    )
+    .await
+    .expect("the second stream is served")
+    .unwrap();
+    let first = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut ws),
+        )
+        .await
+        .unwrap()
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => break t,
+            Some(Ok(_)) => continue,
+            other => panic!("no challenge: {other:?}"),
+        }
+    };
+    assert!(first.contains("connect.challenge"), "{first}");
+    // …while the stalled stream is still open: the gateway gives each stream 10 s for its header,
+    // so had the second waited behind the first, the first would be gone by now.
+    let mut buf = [0u8; 16];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stalled_recv.read(&mut buf))
+            .await
+            .is_err(),
+        "the stalled stream was closed early"
+    );
+}

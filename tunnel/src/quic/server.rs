@@ -170,15 +170,17 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
             Ok(s) => s,
             Err(_) => return,
         };
-        let header = match tokio::time::timeout(Duration::from_secs(10), read_line(&mut recv)).await
-        {
-            Ok(Ok(Some(line))) => control::decode::<StreamHeader>(&line),
-            _ => continue,
-        };
         let shared = shared.clone();
         let device_id = device_id.clone();
         let conn2 = conn.clone();
+        // The header is read in the stream's own task: a stream whose first line is slow (loss,
+        // a stalled client) must not hold up the streams opened after it.
         tokio::spawn(async move {
+            let header =
+                match tokio::time::timeout(Duration::from_secs(10), read_line(&mut recv)).await {
+                    Ok(Ok(Some(line))) => control::decode::<StreamHeader>(&line),
+                    _ => return,
+                };
             match header {
                 Ok(StreamHeader::Control) => {
                     control_stream(shared, conn2, device_id, send, recv).await
