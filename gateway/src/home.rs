@@ -80,6 +80,17 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Writes `data` to `path` atomically with mode 0600: temp file (created 0600), fsync, rename,
 /// fsync of the directory. A crash leaves either the old or the new content, never a mix.
 pub fn write_secret_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_private(path, data, true)
+}
+
+/// Like [`write_secret_atomic`] (0600, temp file and rename: readers never see a mix) but
+/// without the two fsyncs, for snapshots rewritten every second whose loss in a power cut costs
+/// nothing (`claw tunnel up`'s status file): a laptop should not flush its disk once a second.
+pub fn write_volatile_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_private(path, data, false)
+}
+
+fn write_private(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -94,10 +105,14 @@ pub fn write_secret_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
+        if durable {
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
         }
         Ok(())
     })();
@@ -157,5 +172,23 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_secret(&p).unwrap_err().to_string();
         assert!(err.contains("0600"), "{err}");
+    }
+
+    #[test]
+    fn volatile_writes_are_private_atomic_replacements_too() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("tunnel-status.json");
+        write_volatile_atomic(&p, b"{\"n\":1}").unwrap();
+        write_volatile_atomic(&p, b"{\"n\":2}").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "{\"n\":2}");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read_dir(t.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 }

@@ -701,6 +701,6 @@ async fn write_status(
             s.clone()
         };
         let data = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
-        let _ = claw_gateway::home::write_secret_atomic(&home.status_path(), &data);
+        let _ = claw_gateway::home::write_volatile_atomic(&home.status_path(), &data);
     }
 }
