@@ -143,6 +143,7 @@ impl Dialer {
     pub fn rebind(&self) -> std::io::Result<SocketAddr> {
         let local = self.endpoint.local_addr()?;
         let sock = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+        super::config::enlarge_buffers(&sock);
         let addr = sock.local_addr()?;
         self.endpoint.rebind(sock)?;
         Ok(addr)

@@ -68,7 +68,7 @@ pub fn endpoint(
 /// Asks for [`SOCKET_BUFFER`]-sized socket buffers. A lower kernel cap is logged at debug level
 /// only (every CLI command that opens an endpoint would repeat it); `claw doctor` reports it
 /// with the command that raises it.
-fn enlarge_buffers(socket: &std::net::UdpSocket) {
+pub(crate) fn enlarge_buffers(socket: &std::net::UdpSocket) {
     use nix::sys::socket::{getsockopt, setsockopt, sockopt};
     let _ = setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER);
     let _ = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER);
