@@ -615,27 +615,17 @@ async fn login_and_call_health(
 /// `ssh -N -L local:127.0.0.1:gw`, waiting until the local port accepts.
 fn ssh_forward(key: &Path, known_hosts: &Path, ssh_port: u16, gw_port: u16) -> (Child, u16) {
     let local = free_port();
-    let mut child = Command::new("ssh")
-        .args(["-p", &ssh_port.to_string(), "-i", key.to_str().unwrap()])
-        .args(["-o", "StrictHostKeyChecking=yes"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-F",
-            "/dev/null",
-        ])
-        .args(["-o", "ExitOnForwardFailure=yes", "-N", "-L"])
-        .arg(format!("{local}:127.0.0.1:{gw_port}"))
-        .arg("claw@127.0.0.1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let spec = format!("{local}:127.0.0.1:{gw_port}");
+    let mut child = ssh_client(
+        ssh_port,
+        key,
+        known_hosts,
+        &["-N", "-L", &spec, "claw@127.0.0.1"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", local)).is_err() {
         if let Ok(Some(st)) = child.try_wait() {

@@ -563,35 +563,17 @@ async fn no_secret_appears_in_any_log_even_at_trace_level() {
     }
     if which("ssh") {
         let local = free_port();
-        let mut ssh = Command::new("ssh")
-            .args([
-                "-p",
-                &ssh_addr.port().to_string(),
-                "-i",
-                id_file.to_str().unwrap(),
-            ])
-            .args(["-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-F",
-                "/dev/null",
-            ])
-            .args(["-o", "ExitOnForwardFailure=yes", "-N", "-L"])
-            .arg(format!(
-                "{local}:127.0.0.1:{}",
-                url.rsplit(':').next().unwrap()
-            ))
-            .arg("claw@127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let spec = format!("{local}:127.0.0.1:{}", url.rsplit(':').next().unwrap());
+        let mut ssh = ssh_client(
+            ssh_addr.port(),
+            &id_file,
+            &known_hosts,
+            &["-N", "-L", &spec, "claw@127.0.0.1"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
         let fwd = format!("ws://127.0.0.1:{local}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", local)).is_err() {

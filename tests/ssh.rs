@@ -5,7 +5,7 @@ mod common;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use claw_gateway::auth::device_key::DeviceKey;
@@ -80,28 +80,7 @@ fn device(s: &Ssh, name: &str, authorise: bool) -> (PathBuf, PathBuf) {
 }
 
 fn ssh_cmd(s: &Ssh, key: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new("ssh");
-    c.args(["-p", &s.ssh_port.to_string(), "-i", key.to_str().unwrap()])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            &format!("UserKnownHostsFile={}", s.known_hosts.display()),
-        ])
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ExitOnForwardFailure=yes",
-        ])
-        .args(["-o", "ConnectTimeout=10", "-F", "/dev/null"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
+    ssh_client(s.ssh_port, key, &s.known_hosts, extra)
 }
 
 /// `ssh -N -L LOCAL:127.0.0.1:TARGET`; waits until the local port accepts.

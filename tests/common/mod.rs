@@ -309,3 +309,32 @@ pub fn raise_nofile(want: u64) -> u64 {
     setrlimit(Resource::RLIMIT_NOFILE, new, hard).unwrap();
     new
 }
+
+/// The stock OpenSSH client for claw's SSH server on 127.0.0.1:`port`: identity `key` only,
+/// strict host-key checking against `known_hosts`, batch mode, no config file; `extra` follows
+/// (e.g. `-N -L L:127.0.0.1:G claw@127.0.0.1`). stdin null, stdout and stderr piped (callers
+/// may redirect them).
+pub fn ssh_client(port: u16, key: &Path, known_hosts: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(["-p", &port.to_string(), "-i", key.to_str().unwrap()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &format!("UserKnownHostsFile={}", known_hosts.display()),
+        ])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+        ])
+        .args(["-o", "ConnectTimeout=10", "-F", "/dev/null"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
