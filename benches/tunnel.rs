@@ -1212,6 +1212,122 @@ fn report_latency(paths: &[LatPath]) {
     }
 }
 
+/// The transports under the tunnel's latency, measured in the same run: a 19-byte echo over
+/// loopback TCP, and over one quinn stream between two in-process endpoints with claw's own
+/// configs (`claw_tunnel::quic::config`). Returns the median round trips in µs (TCP, quinn).
+async fn transport_floors(round_trips: usize, dev_rt: &tokio::runtime::Handle) -> Res<(f64, f64)> {
+    use claw_tunnel::identity::Identity;
+    use claw_tunnel::quic::config;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PING: &[u8] = b"ping-ping-ping-ping";
+    // TCP: echo task on this runtime, client on the device runtime (two runtimes, like two
+    // processes).
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(s)?;
+    let addr = l.local_addr().map_err(s)?;
+    tokio::spawn(async move {
+        let Ok((mut c, _)) = l.accept().await else {
+            return;
+        };
+        let _ = c.set_nodelay(true);
+        let mut b = [0u8; 64];
+        while let Ok(n) = c.read(&mut b).await {
+            if n == 0 || c.write_all(&b[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let tcp = dev_rt
+        .spawn(async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.map_err(s)?;
+            c.set_nodelay(true).map_err(s)?;
+            let mut b = [0u8; 64];
+            let mut us = Vec::with_capacity(round_trips);
+            for _ in 0..round_trips {
+                let t = Instant::now();
+                c.write_all(PING).await.map_err(s)?;
+                let mut got = 0;
+                while got < PING.len() {
+                    let n = tokio::time::timeout(STEP, c.read(&mut b))
+                        .await
+                        .map_err(s)?
+                        .map_err(s)?;
+                    if n == 0 {
+                        return Err("TCP echo closed".to_string());
+                    }
+                    got += n;
+                }
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok::<_, String>(median(&us))
+        })
+        .await
+        .map_err(s)??;
+    // quinn: the server endpoint on this runtime, the client on the device runtime.
+    let server_id = Identity::generate().map_err(s)?;
+    let client_id = Identity::generate().map_err(s)?;
+    let lookup: claw_tunnel::verify::KeyLookup =
+        Arc::new(|_: &str| claw_tunnel::verify::KeyStatus::Paired);
+    let server = config::endpoint(
+        "127.0.0.1:0".parse().map_err(s)?,
+        Some(config::server_config(&server_id, lookup).map_err(s)?),
+    )
+    .map_err(s)?;
+    let server_addr = server.local_addr().map_err(s)?;
+    tokio::spawn(async move {
+        let Some(incoming) = server.accept().await else {
+            return;
+        };
+        let Ok(conn) = incoming.await else { return };
+        let Ok((mut tx, mut rx)) = conn.accept_bi().await else {
+            return;
+        };
+        let mut b = [0u8; 64];
+        while let Ok(Some(n)) = rx.read(&mut b).await {
+            if tx.write_all(&b[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let gateway_id = server_id.id();
+    let quinn = dev_rt
+        .spawn(async move {
+            let mut ep = config::endpoint("127.0.0.1:0".parse().map_err(s)?, None).map_err(s)?;
+            let (cfg, _) = config::client_config(&client_id, &gateway_id).map_err(s)?;
+            ep.set_default_client_config(cfg);
+            let conn = ep
+                .connect(server_addr, config::SERVER_NAME)
+                .map_err(s)?
+                .await
+                .map_err(s)?;
+            let (mut tx, mut rx) = conn.open_bi().await.map_err(s)?;
+            let mut b = [0u8; 64];
+            let mut us = Vec::with_capacity(round_trips);
+            for _ in 0..round_trips {
+                let t = Instant::now();
+                tx.write_all(PING).await.map_err(s)?;
+                let mut got = 0;
+                while got < PING.len() {
+                    match tokio::time::timeout(STEP, rx.read(&mut b))
+                        .await
+                        .map_err(s)?
+                        .map_err(s)?
+                    {
+                        Some(n) => got += n,
+                        None => return Err("quinn echo closed".to_string()),
+                    }
+                }
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            conn.close(0u32.into(), b"done");
+            Ok::<_, String>(median(&us))
+        })
+        .await
+        .map_err(s)??;
+    Ok((tcp, quinn))
+}
+
 fn report_rotation(n: usize, rs: &[Rotation]) {
     println!(
         "\n## 3. `claw devices rotate-token --force` → {n} tunnelled devices re-authenticated\n"
@@ -1428,6 +1544,17 @@ async fn run(p: Plan, dev_rt: tokio::runtime::Handle) -> Res<()> {
         }
         latency(&p, &mut paths).await?;
         report_latency(&paths);
+        let n = p.lat_rounds * p.lat_per_round;
+        let (tcp, quinn) = transport_floors(n.max(100), &dev_rt).await?;
+        let added = median(&paths[1].us) - median(&paths[0].us);
+        println!(
+            "\nTransport floors, same run ({} round trips of a 19-byte echo, medians): loopback TCP \
+             {tcp:.1} µs; one quinn stream with claw's configs {quinn:.1} µs. The tunnel adds \
+             {added:.1} µs against one TCP hop + one quinn round trip = {:.1} µs ({:.2}×).",
+            n.max(100),
+            tcp + quinn,
+            added / (tcp + quinn)
+        );
     }
 
     if p.rotate {
