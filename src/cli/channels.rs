@@ -278,15 +278,14 @@ async fn probe_ws(home: &Home, rt: &RuntimeFacts) -> Probe {
     }
 }
 
-/// Connects to the SSH forward and reads its identification banner (`SSH-2.0-…`).
-/// A real QUIC + TLS 1.3 handshake with the tunnel, pinning the gateway's own key, from a
-/// throwaway client key (unpaired keys may complete the handshake; they reach nothing).
-async fn probe_quic(home: &Home, address: Option<&str>) -> Probe {
-    let Some(addr) = address.and_then(|a| a.strip_prefix("udp://")) else {
-        return Probe::failed("no address");
+/// The socket address a listener advertised as `scheme://ADDR` is reached at from this host (a
+/// wildcard listener on loopback), or the failed probe saying why not.
+fn probe_target(address: Option<&str>, scheme: &str) -> Result<std::net::SocketAddr, Probe> {
+    let Some(addr) = address.and_then(|a| a.strip_prefix(scheme)) else {
+        return Err(Probe::failed("no address"));
     };
     let Ok(mut sa) = addr.parse::<std::net::SocketAddr>() else {
-        return Probe::failed(format!("unparsable address {addr}"));
+        return Err(Probe::failed(format!("unparsable address {addr}")));
     };
     if sa.ip().is_unspecified() {
         sa.set_ip(if sa.is_ipv4() {
@@ -295,6 +294,16 @@ async fn probe_quic(home: &Home, address: Option<&str>) -> Probe {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
+    Ok(sa)
+}
+
+/// A real QUIC + TLS 1.3 handshake with the tunnel, pinning the gateway's own key, from a
+/// throwaway client key (unpaired keys may complete the handshake; they reach nothing).
+async fn probe_quic(home: &Home, address: Option<&str>) -> Probe {
+    let sa = match probe_target(address, "udp://") {
+        Ok(sa) => sa,
+        Err(p) => return p,
+    };
     let gateway =
         match claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key")) {
             Ok(i) => i.id(),
@@ -326,22 +335,13 @@ async fn probe_quic(home: &Home, address: Option<&str>) -> Probe {
     }
 }
 
+/// Connects to the SSH forward and reads its identification banner (`SSH-2.0-…`).
 async fn probe_ssh_banner(address: Option<&str>) -> Probe {
     use tokio::io::AsyncBufReadExt;
-    let Some(addr) = address.and_then(|a| a.strip_prefix("tcp://")) else {
-        return Probe::failed("no address");
+    let sa = match probe_target(address, "tcp://") {
+        Ok(sa) => sa,
+        Err(p) => return p,
     };
-    let Ok(mut sa) = addr.parse::<std::net::SocketAddr>() else {
-        return Probe::failed(format!("unparsable address {addr}"));
-    };
-    if sa.ip().is_unspecified() {
-        // A wildcard listener is reached on loopback from here.
-        sa.set_ip(if sa.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
     let t = Instant::now();
     let banner = async {
         let s = tokio::net::TcpStream::connect(sa).await?;
