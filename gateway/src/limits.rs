@@ -58,6 +58,11 @@ pub struct Slot<K: Hash + Eq + Clone> {
 }
 
 impl<K: Hash + Eq + Clone> Slot<K> {
+    /// The key this slot counts against.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+
     /// Gives the slot back now (idempotent; dropping does the same).
     pub fn release(&mut self) {
         let Some(held) = self.held.take() else {

@@ -136,7 +136,7 @@ pub async fn serve_stream<S>(
     }
     let ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
-    session(state, ws, source, origin, slot).await;
+    session(state, ws, origin, slot).await;
 }
 
 /// Reads the next text message before authentication. `Err(code)` = close with that code.
@@ -164,16 +164,11 @@ struct Live {
     last_seen: Arc<AtomicU64>,
 }
 
-async fn session<S>(
-    state: Arc<GatewayState>,
-    mut ws: Ws<S>,
-    source: IpAddr,
-    origin: Origin,
-    mut slot: PreauthSlot,
-) where
+async fn session<S>(state: Arc<GatewayState>, mut ws: Ws<S>, origin: Origin, mut slot: PreauthSlot)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(live) = authenticate(&state, &mut ws, source, origin, &mut slot).await else {
+    let Some(live) = authenticate(&state, &mut ws, origin, &mut slot).await else {
         return;
     };
     drop(slot);
@@ -197,7 +192,6 @@ async fn session<S>(
 async fn authenticate<S>(
     state: &Arc<GatewayState>,
     ws: &mut Ws<S>,
-    source: IpAddr,
     origin: Origin,
     slot: &mut PreauthSlot,
 ) -> Option<Live>
@@ -242,7 +236,8 @@ where
             return None;
         }
     };
-    let source_key = source_key(source, &origin);
+    // The key the pre-auth slot was taken under also keys the failure delay.
+    let source_key = slot.key().clone();
     let outcome = handshake(state, &req, &nonce, &origin, &source_key).await;
     let accept = match outcome {
         Ok(a) => a,
