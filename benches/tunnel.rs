@@ -1212,59 +1212,78 @@ fn report_latency(paths: &[LatPath]) {
     }
 }
 
+/// Echoes what `r` yields back to `w` until either side ends (the floors' far end).
+async fn echo<R, W>(mut r: R, mut w: W)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut b = [0u8; 64];
+    while let Ok(n) = r.read(&mut b).await {
+        if n == 0 || w.write_all(&b[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `round_trips` sequential 19-byte echoes through `w` → far end → `r`; the median in µs.
+async fn echo_round_trips<R, W>(mut r: R, mut w: W, round_trips: usize) -> Res<f64>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PING: &[u8] = b"ping-ping-ping-ping";
+    let mut b = [0u8; 64];
+    let mut us = Vec::with_capacity(round_trips);
+    for _ in 0..round_trips {
+        let t = Instant::now();
+        w.write_all(PING).await.map_err(s)?;
+        let mut got = 0;
+        while got < PING.len() {
+            let n = tokio::time::timeout(STEP, r.read(&mut b))
+                .await
+                .map_err(s)?
+                .map_err(s)?;
+            if n == 0 {
+                return Err("the echo closed".to_string());
+            }
+            got += n;
+        }
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(&us))
+}
+
 /// The transports under the tunnel's latency, measured in the same run: a 19-byte echo over
 /// loopback TCP, and over one quinn stream between two in-process endpoints with claw's own
-/// configs (`claw_tunnel::quic::config`). Returns the median round trips in µs (TCP, quinn).
+/// configs (`claw_tunnel::quic::config`). The far end runs on this runtime, the near end on the
+/// device runtime (two runtimes, like two processes). Returns the median round trips in µs
+/// (TCP, quinn).
 async fn transport_floors(round_trips: usize, dev_rt: &tokio::runtime::Handle) -> Res<(f64, f64)> {
     use claw_tunnel::identity::Identity;
     use claw_tunnel::quic::config;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const PING: &[u8] = b"ping-ping-ping-ping";
-    // TCP: echo task on this runtime, client on the device runtime (two runtimes, like two
-    // processes).
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(s)?;
     let addr = l.local_addr().map_err(s)?;
     tokio::spawn(async move {
-        let Ok((mut c, _)) = l.accept().await else {
-            return;
-        };
-        let _ = c.set_nodelay(true);
-        let mut b = [0u8; 64];
-        while let Ok(n) = c.read(&mut b).await {
-            if n == 0 || c.write_all(&b[..n]).await.is_err() {
-                return;
-            }
+        if let Ok((c, _)) = l.accept().await {
+            let _ = c.set_nodelay(true);
+            let (r, w) = c.into_split();
+            echo(r, w).await;
         }
     });
     let tcp = dev_rt
         .spawn(async move {
-            let mut c = tokio::net::TcpStream::connect(addr).await.map_err(s)?;
+            let c = tokio::net::TcpStream::connect(addr).await.map_err(s)?;
             c.set_nodelay(true).map_err(s)?;
-            let mut b = [0u8; 64];
-            let mut us = Vec::with_capacity(round_trips);
-            for _ in 0..round_trips {
-                let t = Instant::now();
-                c.write_all(PING).await.map_err(s)?;
-                let mut got = 0;
-                while got < PING.len() {
-                    let n = tokio::time::timeout(STEP, c.read(&mut b))
-                        .await
-                        .map_err(s)?
-                        .map_err(s)?;
-                    if n == 0 {
-                        return Err("TCP echo closed".to_string());
-                    }
-                    got += n;
-                }
-                us.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            Ok::<_, String>(median(&us))
+            let (r, w) = c.into_split();
+            echo_round_trips(r, w, round_trips).await
         })
         .await
         .map_err(s)??;
-    // quinn: the server endpoint on this runtime, the client on the device runtime.
     let server_id = Identity::generate().map_err(s)?;
     let client_id = Identity::generate().map_err(s)?;
     let lookup: claw_tunnel::verify::KeyLookup =
@@ -1280,14 +1299,8 @@ async fn transport_floors(round_trips: usize, dev_rt: &tokio::runtime::Handle) -
             return;
         };
         let Ok(conn) = incoming.await else { return };
-        let Ok((mut tx, mut rx)) = conn.accept_bi().await else {
-            return;
-        };
-        let mut b = [0u8; 64];
-        while let Ok(Some(n)) = rx.read(&mut b).await {
-            if tx.write_all(&b[..n]).await.is_err() {
-                return;
-            }
+        if let Ok((tx, rx)) = conn.accept_bi().await {
+            echo(rx, tx).await;
         }
     });
     let gateway_id = server_id.id();
@@ -1301,27 +1314,10 @@ async fn transport_floors(round_trips: usize, dev_rt: &tokio::runtime::Handle) -
                 .map_err(s)?
                 .await
                 .map_err(s)?;
-            let (mut tx, mut rx) = conn.open_bi().await.map_err(s)?;
-            let mut b = [0u8; 64];
-            let mut us = Vec::with_capacity(round_trips);
-            for _ in 0..round_trips {
-                let t = Instant::now();
-                tx.write_all(PING).await.map_err(s)?;
-                let mut got = 0;
-                while got < PING.len() {
-                    match tokio::time::timeout(STEP, rx.read(&mut b))
-                        .await
-                        .map_err(s)?
-                        .map_err(s)?
-                    {
-                        Some(n) => got += n,
-                        None => return Err("quinn echo closed".to_string()),
-                    }
-                }
-                us.push(t.elapsed().as_secs_f64() * 1e6);
-            }
+            let (tx, rx) = conn.open_bi().await.map_err(s)?;
+            let median = echo_round_trips(rx, tx, round_trips).await;
             conn.close(0u32.into(), b"done");
-            Ok::<_, String>(median(&us))
+            median
         })
         .await
         .map_err(s)??;
