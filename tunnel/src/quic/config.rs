@@ -1,6 +1,6 @@
 //! TLS and QUIC transport settings shared by both ends of the tunnel.
 //!
-//! quinn's defaults bite a tunnel (see shared/reference/crates.md): no keep-alive and a 30 s idle
+//! quinn's defaults bite a tunnel: no keep-alive and a 30 s idle
 //! timeout kill idle tunnels, and a 1.25 MB stream window caps one stream's throughput. The values
 //! here are chosen for a long-lived, mostly idle tunnel that must still move bulk data fast.
 
