@@ -672,3 +672,85 @@ async fn http_endpoints_on_the_gateway_port() {
     // The same port still speaks WebSocket.
     shared_token_works(&g.url, &g.token()).await;
 }
+
+/// A reader that goes away (`claw gateway status | head -1`) ends claw quietly with 141, as
+/// SIGPIPE would, not with a panic and exit 101 — for plain prints (`gateway status`) and for
+/// generated output (`completions`). The pipe's read end is closed before claw starts, so every
+/// write fails whatever the scheduler does.
+#[test]
+fn a_closed_stdout_pipe_ends_claw_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [&["gateway", "status"][..], &["completions", "bash"][..]] {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        drop(read_end);
+        let out = Command::new(claw_bin())
+            .arg("--home")
+            .arg(tmp.path())
+            .args(args)
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// `claw completions SHELL` and `claw man` are generated from the real command definitions: the
+/// bash script parses, every shell's script names the verbs, the man page is roff for `claw`.
+#[test]
+fn completions_and_man_page_are_generated() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (rc, out, err) = claw_in(tmp.path(), &["completions", shell]);
+        assert_eq!(rc, 0, "{shell}: {err}");
+        for verb in ["gateway", "devices", "tunnel", "doctor", "rotate-token"] {
+            assert!(out.contains(verb), "{shell} completions lack {verb}");
+        }
+        if shell == "bash" && Command::new("bash").arg("--version").output().is_ok() {
+            let path = tmp.path().join("claw.bash");
+            std::fs::write(&path, &out).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+            assert!(check.status.success(), "bash -n: {check:?}");
+        }
+    }
+    let (rc, out, _) = claw_in(tmp.path(), &["completions", "tcsh"]);
+    assert_ne!(rc, 0, "an unknown shell is refused: {out}");
+    let (rc, man, err) = claw_in(tmp.path(), &["man"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(man.starts_with(".ie") || man.contains(".TH claw"), "{man}");
+    assert!(man.contains("gateway"), "{man}");
+}
+
+/// Logs written to a file or a pipe carry no ANSI colour escapes (`gateway.log` of
+/// `claw gateway start`, a piped `gateway run`).
+#[test]
+fn logs_to_a_pipe_or_file_have_no_ansi_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let mut child = Command::new(claw_bin())
+        .args(["--home", &home.display().to_string(), "gateway", "run"])
+        .args(["--port", "0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.contains("ws://"), "{ready}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INFO"), "no log lines: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escapes in piped logs: {stderr:?}"
+    );
+}

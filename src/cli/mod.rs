@@ -3,6 +3,7 @@
 mod admin_client;
 mod call;
 mod channels;
+mod completions;
 mod devices;
 mod doctor;
 mod gateway;
@@ -25,6 +26,9 @@ pub mod exit {
     pub const LOCKED: u8 = 75;
     /// Configuration refused (non-loopback bind).
     pub const CONFIG: u8 = 78;
+    /// stdout's reader went away (`claw … | head -1`): what a process killed by SIGPIPE reports
+    /// (128 + 13), so `set -o pipefail` scripts see the same as with any Unix tool.
+    pub const BROKEN_PIPE: u8 = 141;
 }
 
 /// An error that carries its exit status.
@@ -83,6 +87,10 @@ enum Cmd {
     /// The gateway's listeners and the clients on each.
     #[command(subcommand)]
     Channels(channels::ChannelsCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print claw's man page (roff) to stdout: `claw man > claw.1`.
+    Man,
 }
 
 impl Cli {
@@ -107,5 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Tunnel(c) => tunnel::run(&home, c).await,
         Cmd::Doctor(a) => doctor::run(&home, a).await,
         Cmd::Channels(c) => channels::run(&home, c).await,
+        Cmd::Completions(a) => completions::completions(a),
+        Cmd::Man => completions::man(),
     }
 }
