@@ -775,3 +775,97 @@ async fn a_stream_that_never_sends_its_header_does_not_hold_up_the_next() {
         "the stalled stream was closed early"
     );
 }
+
+/// `claw pair` prints a QR code that decodes to the URI it prints, and both fit an 80×24
+/// terminal: the printed text is rendered to an image (one character = one module wide, two
+/// high) and read back by `zbarimg`, as a phone would read the screen.
+#[test]
+fn pair_prints_a_qr_code_that_decodes_to_its_uri() {
+    let have_zbar = Command::new("sh")
+        .args(["-c", "command -v zbarimg"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_zbar {
+        let msg = "zbarimg is not installed (apt-get install zbar-tools; .ci/run installs it)";
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    let g = tunnel_gateway(&[]);
+    let (code, out, err) = g.claw(&["pair", "--name", "phone", "--addr", "127.0.0.1:18790"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    // Rows on an 80-column terminal: the long URI line wraps, nothing else may.
+    let screen_rows: usize = lines
+        .iter()
+        .map(|l| l.chars().count().div_ceil(80).max(1))
+        .sum();
+    assert!(screen_rows <= 24, "{screen_rows} terminal rows:\n{out}");
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.chars().count() <= 80),
+        "a line other than the URI is wider than 80 columns:\n{out}"
+    );
+    let printed = lines
+        .last()
+        .and_then(|l| l.strip_prefix("claw tunnel pair '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("the URI is not the last line:\n{out}"));
+    let parsed = PairingUri::parse(printed).unwrap();
+    assert_eq!(parsed.addrs, ["127.0.0.1:18790"]);
+
+    // The code: the leading run of block characters and spaces of each line before the URI.
+    let rows: Vec<Vec<bool>> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| {
+            l.chars()
+                .take_while(|c| matches!(c, ' ' | '▀' | '▄' | '█'))
+                .collect::<String>()
+        })
+        .take_while(|r| !r.is_empty())
+        .flat_map(|r| {
+            let top = r.chars().map(|c| matches!(c, '▀' | '█')).collect();
+            let bottom = r.chars().map(|c| matches!(c, '▄' | '█')).collect();
+            [top, bottom]
+        })
+        .collect();
+    assert!(rows.len() >= 42, "no QR code in:\n{out}");
+    let (scale, margin) = (6, 8);
+    let modules = rows.iter().map(Vec::len).max().unwrap();
+    let (w, h) = (
+        (modules + 2 * margin) * scale,
+        (rows.len() + 2 * margin) * scale,
+    );
+    let mut pgm = format!("P5 {w} {h} 255\n").into_bytes();
+    for y in 0..h {
+        for x in 0..w {
+            let (mx, my) = (
+                (x / scale).wrapping_sub(margin),
+                (y / scale).wrapping_sub(margin),
+            );
+            let dark = rows
+                .get(my)
+                .and_then(|r| r.get(mx))
+                .copied()
+                .unwrap_or(false);
+            pgm.push(if dark { 0 } else { 255 });
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("qr.pgm");
+    std::fs::write(&img, pgm).unwrap();
+    let z = Command::new("zbarimg")
+        .args(["--quiet", "--raw", "-Sdisable", "-Sqrcode.enable"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let decoded = String::from_utf8_lossy(&z.stdout);
+    assert!(
+        z.status.success(),
+        "zbarimg: {}",
+        String::from_utf8_lossy(&z.stderr)
+    );
+    assert_eq!(decoded.trim_end(), printed);
+}

@@ -8,6 +8,7 @@ mod devices;
 mod doctor;
 mod gateway;
 mod pair;
+mod qr;
 mod tunnel;
 
 use std::path::PathBuf;
