@@ -754,3 +754,75 @@ fn logs_to_a_pipe_or_file_have_no_ansi_escapes() {
         "ANSI escapes in piped logs: {stderr:?}"
     );
 }
+
+/// `claw gateway install --print` writes a unit that runs this binary on this home with the
+/// given flags, holds no secret (neither the home's token nor one from the environment), is
+/// accepted by `systemd-analyze verify` where it exists, and refuses `--token` and bad flags.
+#[test]
+fn the_service_unit_runs_the_gateway_and_holds_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    // A home with a generated token, and a token in the environment, neither of which may leak.
+    let (rc, _, err) = claw_in(&home, &["gateway", "token"]);
+    assert!(rc == 0 || rc == 1, "{err}");
+    let mut cmd = Command::new(claw_bin());
+    cmd.arg("--home")
+        .arg(&home)
+        .args([
+            "gateway",
+            "install",
+            "--print",
+            "--tunnel",
+            "--ssh",
+            "127.0.0.1:18722",
+        ])
+        .env("CLAW_GATEWAY_TOKEN", "env-secret-must-not-leak");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let unit = String::from_utf8(out.stdout).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    assert_eq!(
+        exec,
+        format!(
+            "{} --home {} gateway run --tunnel --ssh 127.0.0.1:18722",
+            claw_bin(),
+            home.display()
+        )
+    );
+    assert!(!unit.contains("env-secret-must-not-leak"), "{unit}");
+    if let Ok(t) = std::fs::read_to_string(home.join("gateway.token")) {
+        assert!(!unit.contains(t.trim()), "the home's token is in the unit");
+    }
+    assert!(!unit.contains("Environment"), "{unit}");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let path = tmp.path().join("claw-gateway.service");
+        std::fs::write(&path, &unit).unwrap();
+        let v = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(v.status.success(), "systemd-analyze verify: {v:?}\n{unit}");
+    }
+    let (rc, _, err) = claw_in(&home, &["gateway", "install", "--print", "--token", "abc"]);
+    assert_eq!(rc, 78, "{err}");
+    assert!(err.contains("--token-file"), "{err}");
+    let (rc, _, err) = claw_in(&home, &["gateway", "install", "--print", "--bogus"]);
+    assert_eq!(rc, 78, "{err}");
+    assert!(err.contains("--bogus"), "{err}");
+    let (rc, plist, _) = claw_in(
+        &home,
+        &[
+            "gateway", "install", "--print", "--format", "launchd", "--tunnel",
+        ],
+    );
+    assert_eq!(rc, 0);
+    assert!(plist.contains("<string>--tunnel</string>"), "{plist}");
+}

@@ -9,6 +9,7 @@ mod doctor;
 mod gateway;
 mod pair;
 mod qr;
+mod service;
 mod tunnel;
 
 use std::path::PathBuf;
