@@ -763,6 +763,8 @@ fn the_service_unit_runs_the_gateway_and_holds_no_secret() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     // A home with a generated token, and a token in the environment, neither of which may leak.
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
     let (rc, _, err) = claw_in(&home, &["gateway", "token"]);
     assert!(rc == 0 || rc == 1, "{err}");
     let mut cmd = Command::new(claw_bin());
@@ -825,4 +827,30 @@ fn the_service_unit_runs_the_gateway_and_holds_no_secret() {
     );
     assert_eq!(rc, 0);
     assert!(plist.contains("<string>--tunnel</string>"), "{plist}");
+}
+
+/// A mistyped `--home` is refused with exit 66 and creates nothing, where it used to make a new,
+/// empty store (and `pair` a new gateway identity); the verbs that make a home still do.
+#[test]
+fn a_home_that_does_not_exist_is_refused_not_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = tmp.path().join("typo");
+    for args in [
+        &["devices", "list"][..],
+        &["devices", "revoke", "0123456789abcdef"][..],
+        &["pair"][..],
+        &["doctor"][..],
+        &["health"][..],
+        &["gateway", "audit"][..],
+        &["tunnel", "up"][..],
+    ] {
+        let (rc, _, err) = claw_in(&typo, args);
+        assert_eq!(rc, 66, "{args:?}: {err}");
+        assert!(err.contains("no claw home at"), "{args:?}: {err}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    let (rc, _, _) = claw_in(&typo, &["gateway", "status"]);
+    assert_eq!(rc, 3, "status of a never-used home: not running");
+    let (rc, _, _) = claw_in(&typo, &["completions", "fish"]);
+    assert_eq!(rc, 0);
 }

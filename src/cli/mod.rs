@@ -24,6 +24,8 @@ pub mod exit {
     pub const NOT_RUNNING: u8 = 3;
     /// The gateway is not running and the command needs it.
     pub const UNAVAILABLE: u8 = 69;
+    /// The home does not exist (a mistyped `--home`): nothing was created (sysexits' EX_NOINPUT).
+    pub const NO_HOME: u8 = 66;
     /// Another gateway holds this home's lock.
     pub const LOCKED: u8 = 75;
     /// Configuration refused (non-loopback bind).
@@ -105,9 +107,35 @@ impl Cli {
     }
 }
 
+impl Cmd {
+    /// Verbs that may make a new home: the gateway (`run`, `start`, `install`) and a device's
+    /// `tunnel pair`; verbs that need none; and `gateway status`, whose "not running" (exit 3) is
+    /// the true answer for a home that was never used. Every other verb on a missing home would
+    /// create an empty store (and `pair` a new gateway identity), so it is refused instead.
+    fn may_run_without_home(&self) -> bool {
+        use gateway::GatewayCmd as G;
+        matches!(
+            self,
+            Cmd::Gateway(G::Run(_) | G::Start(_) | G::Install(_) | G::Status { .. })
+                | Cmd::Tunnel(tunnel::TunnelCmd::Pair { .. })
+                | Cmd::Completions(_)
+                | Cmd::Man
+        )
+    }
+}
+
 /// Runs the parsed command; returns the exit status.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let home = cli.home();
+    if !cli.cmd.may_run_without_home() && !home.root().exists() {
+        return Err(fail(
+            exit::NO_HOME,
+            format!(
+                "no claw home at {} (nothing was created): check --home / CLAW_HOME; `claw gateway run` makes a gateway home, `claw tunnel pair URI` a device home",
+                home.root().display()
+            ),
+        ));
+    }
     match cli.cmd {
         Cmd::Gateway(c) => gateway::run(&home, c).await,
         Cmd::Devices(c) => devices::run(&home, c).await,
