@@ -31,6 +31,14 @@ fn pair_uri(g: &Gateway, extra: &[&str]) -> String {
     v["uri"].as_str().unwrap().to_string()
 }
 
+/// The tunnel's UDP address as the running gateway reports it (`gateway.json`).
+fn tunnel_addr(g: &Gateway) -> String {
+    let rt: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
+            .unwrap();
+    rt["tunnel"]["addr"].as_str().unwrap().to_string()
+}
+
 fn device_home(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
     let p = tmp.path().join(name);
     std::fs::create_dir_all(&p).unwrap();
@@ -868,4 +876,71 @@ fn pair_prints_a_qr_code_that_decodes_to_its_uri() {
         String::from_utf8_lossy(&z.stderr)
     );
     assert_eq!(decoded.trim_end(), printed);
+}
+
+/// When the gateway dies, `claw tunnel up` notices within a few keep-alives (QUIC alone would say
+/// "connected" until its 45 s idle timeout), and a client through the tunnel fails at once with
+/// "no gateway answers" (exit 69) instead of hanging; when the gateway is back, so is the tunnel.
+#[tokio::test]
+async fn a_dead_gateway_is_noticed_fast_and_clients_fail_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gw");
+    let mut g = Gateway::start_in(&gw_home, &["--tunnel", "127.0.0.1:0"]);
+    let d = device_home(&tmp, "dev");
+    let (code, _, err) = claw_in(
+        &d,
+        &[
+            "tunnel",
+            "pair",
+            &pair_uri(&g, &["--addr", &tunnel_addr(&g)]),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (mut up, url) = spawn_tunnel_up(&d);
+    let connected = |d: &Path| {
+        let (_, out, _) = claw_in(d, &["tunnel", "status", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .ok()
+            .map(|v| v["connected"] == true)
+    };
+    let wait_for = |want: bool, limit: Duration| {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < limit {
+            if connected(&d) == Some(want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        false
+    };
+    assert!(wait_for(true, Duration::from_secs(30)), "never connected");
+    let (code, _, err) = claw_in(&d, &["call", "health", "--url", &url, "--json"]);
+    assert_eq!(code, 0, "{err}");
+
+    g.kill9();
+    // Three keep-alives and some slack (16 s), far below the 45 s idle timeout it used to take.
+    assert!(
+        wait_for(false, Duration::from_secs(35)),
+        "`tunnel status` still says connected long after the gateway died"
+    );
+    let (_, out, _) = claw_in(&d, &["tunnel", "status", "--json"]);
+    assert!(out.contains("no answer from the gateway"), "{out}");
+    let t0 = std::time::Instant::now();
+    let (code, _, err) = claw_in(&d, &["call", "health", "--url", &url]);
+    assert_eq!(code, 69, "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "the client hung for {:?}",
+        t0.elapsed()
+    );
+
+    // The gateway comes back on the same address: the tunnel reconnects by itself.
+    let port = tunnel_addr(&g);
+    drop(g);
+    let _g = Gateway::start_in(&gw_home, &["--tunnel", &port]);
+    assert!(wait_for(true, Duration::from_secs(60)), "never reconnected");
+    let (code, _, err) = claw_in(&d, &["call", "health", "--url", &url, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let _ = up.kill();
+    let _ = up.wait();
 }
