@@ -21,6 +21,7 @@ pub mod limits;
 pub mod lock;
 pub mod methods;
 pub mod protocol;
+pub mod rotation;
 pub mod server;
 pub mod state;
 pub mod store;

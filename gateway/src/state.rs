@@ -33,6 +33,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Lifetime of a pending pairing request.
     pub pairing_request_ttl: Duration,
+    /// Scheduled rotation of the device-token root ([`crate::rotation`]), if any.
+    pub rotate_every: Option<Duration>,
 }
 
 impl Default for GatewayConfig {
@@ -46,6 +48,7 @@ impl Default for GatewayConfig {
             max_preauth_per_source: 32,
             max_connections: 20_000,
             pairing_request_ttl: Duration::from_secs(600),
+            rotate_every: None,
         }
     }
 }

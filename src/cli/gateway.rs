@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// Let paired devices reach a loopback service through the tunnel: NAME=127.0.0.1:PORT.
     #[arg(long = "expose", value_name = "NAME=ADDR")]
     expose: Vec<String>,
+    /// Rotate the device-token root on a schedule (e.g. 24h): due that long after the last
+    /// rotation, which survives restarts; connected devices re-pair over the tunnel at once.
+    #[arg(long, value_name = "DURATION")]
+    rotate_every: Option<humantime::Duration>,
 }
 
 /// Parses `--expose NAME=ADDR` values; only loopback targets are accepted.
@@ -254,8 +258,21 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         ping_interval: Duration::from_millis(a.ping_interval_ms.max(100)),
         auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms),
         max_preauth_per_source: a.max_preauth.max(1),
+        rotate_every: a.rotate_every.map(Into::into),
         ..GatewayConfig::default()
     };
+    if let Some(every) = config.rotate_every {
+        if every < claw_gateway::rotation::MIN_EVERY {
+            return Err(fail(
+                exit::CONFIG,
+                format!(
+                    "--rotate-every {}: the shortest schedule is {}",
+                    humantime::format_duration(every),
+                    humantime::format_duration(claw_gateway::rotation::MIN_EVERY)
+                ),
+            ));
+        }
+    }
     let state = GatewayState::new(home.clone(), config, store, token, source);
     let exposes = parse_exposes(&a.expose)?;
     if !exposes.is_empty() && a.tunnel.is_none() && a.ssh.is_none() {
@@ -287,6 +304,9 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
+    if let Some(every) = state.config.rotate_every {
+        tokio::spawn(claw_gateway::rotation::run(state.clone(), every));
+    }
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(claw_gateway::server::run(state.clone(), ready_tx));
     let signals = state.clone();
@@ -565,6 +585,20 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
             v["devices"]["paired"], v["devices"]["revoked"], v["devices"]["pending"]
         );
         println!("  generation: {}", v["deviceTokenGeneration"]);
+        if let (Some(every), Some(next)) = (
+            v["rotation"]["everyMs"].as_u64(),
+            v["rotation"]["nextAtMs"].as_u64(),
+        ) {
+            let left = next.saturating_sub(claw_gateway::now_ms()) / 1000;
+            println!(
+                "  rotation:   every {}, next in {} ({})",
+                humantime::format_duration(Duration::from_millis(every)),
+                humantime::format_duration(Duration::from_secs(left)),
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(next)
+                )
+            );
+        }
         let rt: Value = std::fs::read_to_string(home.runtime_path())
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())

@@ -19,6 +19,14 @@ pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
         .open_sockets
         .load(std::sync::atomic::Ordering::Relaxed));
     v["clients"] = clients(state);
+    if let Some(every) = state.config.rotate_every {
+        let last = state.store().root_rotated_at_ms().unwrap_or(0);
+        v["rotation"] = json!({
+            "everyMs": every.as_millis() as u64,
+            "lastRotatedAtMs": last,
+            "nextAtMs": crate::rotation::next_due_ms(last, every),
+        });
+    }
     Ok(v)
 }
 

@@ -39,6 +39,14 @@ impl Store {
             .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?)
     }
 
+    /// When the root was last rotated (its creation, if never), ms since the epoch.
+    pub fn root_rotated_at_ms(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT rotated_at_ms FROM root WHERE id = 1")?
+            .query_row([], |r| r.get::<_, i64>(0))? as u64)
+    }
+
     /// Replaces the root (new secret, generation + 1) in one transaction with its audit entry.
     /// Every device token of older generations stops working. With `remove_devices`, every
     /// paired device is forgotten too and must pair again.
