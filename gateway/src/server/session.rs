@@ -359,6 +359,7 @@ async fn handshake(
             generation,
             device: device.as_ref(),
             token: token.as_ref(),
+            now_ms: crate::now_ms(),
         })
     };
     let origin_name = match origin {
