@@ -33,6 +33,9 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Lifetime of a pending pairing request.
     pub pairing_request_ttl: Duration,
+    /// Browser origins allowed besides the gateway's own loopback ones (`--allow-origin`,
+    /// canonical forms; the home's persisted list is loaded separately).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -46,6 +49,7 @@ impl Default for GatewayConfig {
             max_preauth_per_source: 32,
             max_connections: 20_000,
             pairing_request_ttl: Duration::from_secs(600),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -158,6 +162,10 @@ pub struct GatewayState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Credential events (subscribe with `events.subscribe()`).
     pub events: tokio::sync::broadcast::Sender<GatewayEvent>,
+    /// Browser origins allowed to upgrade (loopback seeds are added once the ports are bound).
+    pub origins: std::sync::RwLock<crate::origin::OriginPolicy>,
+    /// Refused browser origins (audited once each).
+    pub origin_refusals: Mutex<crate::origin::RefusalLog>,
 }
 
 impl GatewayState {
@@ -171,6 +179,11 @@ impl GatewayState {
     ) -> Arc<Self> {
         let failures = FailureDelay::new(config.auth_fail_delay);
         let preauth = crate::limits::PerKeyLimit::new(config.max_preauth_per_source);
+        let persisted = crate::origin::load(home.root()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the persisted browser origins");
+            Vec::new()
+        });
+        let origins = crate::origin::OriginPolicy::new(config.allowed_origins.clone(), persisted);
         Arc::new(Self {
             home,
             config,
@@ -188,6 +201,8 @@ impl GatewayState {
             url: Mutex::new(String::new()),
             shutdown: tokio::sync::watch::channel(false).0,
             events: tokio::sync::broadcast::channel(1024).0,
+            origins: std::sync::RwLock::new(origins),
+            origin_refusals: Mutex::new(crate::origin::RefusalLog::default()),
         })
     }
 

@@ -6,6 +6,7 @@ mod channels;
 mod devices;
 mod doctor;
 mod gateway;
+mod origins;
 mod pair;
 mod tunnel;
 
