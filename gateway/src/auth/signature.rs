@@ -124,6 +124,13 @@ mod tests {
         ),
     ];
 
+    /// The first `connect` of OpenClaw's Control UI (openclaw 2026.9.6, headless Chromium 156,
+    /// a WebCrypto Ed25519 identity), captured by `tests/ui/control-ui.mjs` (`UI_CAPTURE=`) against
+    /// claw on loopback. Its token is a throwaway gateway's.
+    const CONTROL_UI: &str = r#"{"minProtocol":4,"maxProtocol":4,"client":{"id":"openclaw-control-ui","version":"2026.9.6","buildId":"2026.9.6-release-eb377ac59e6c-2026-09-23T16-33-12.144Z","platform":"Linux x86_64","mode":"webchat","instanceId":"8a83f6c8-df95-45c2-b4ed-03d449980275","timeZone":"UTC"},"role":"operator","scopes":["operator.admin","operator.read","operator.write","operator.approvals","operator.questions","operator.pairing"],"device":{"id":"27d3fc32479a8cc6675c36db7e65db268463c9618889b13959dbd469875e0fd1","publicKey":"iQfkCH6SbFfM6FjD2NWbJ0IUdey5bQ4t-i0tcvmm1SY","signature":"h4openVZ7N9GLSczHJ2Y3BtiFkfmF11b0M7vHcS7ncR-3jBbfBQQmw2DrvS1lfvPeCC45J_qq2XyezV3jB_mBw","signedAt":1796165612756,"nonce":"46b790ab-09b7-4f88-a5e5-92916edb4df3"},"caps":["agent-kind","approvals","task-suggestions","terminal-offset-seq","terminal-session-metadata","terminal-upload-path-style","tool-events","inline-widgets","model-selection-policy","ui-commands","usage-refreshing"],"auth":{"token":"HKINP567eRn7njc1X2pD0YRFWfbaCsrCcAmxIhmm9v0","password":"HKINP567eRn7njc1X2pD0YRFWfbaCsrCcAmxIhmm9v0"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36","locale":"en-US"}"#;
+    const CONTROL_UI_NONCE: &str = "46b790ab-09b7-4f88-a5e5-92916edb4df3";
+    const CONTROL_UI_SIGNED_AT: u64 = 1796165612756;
+
     fn node_connect(platform: &str, family: Option<&str>, signature: &str) -> ConnectParams {
         let mut client =
             serde_json::json!({"id":"openclaw-control-ui","mode":"webchat","platform":platform});
@@ -146,6 +153,42 @@ mod tests {
         assert_eq!(
             check(&p, REAL_NONCE, REAL_SIGNED_AT),
             Ok(PayloadVersion::V3)
+        );
+    }
+
+    /// The browser client's real frame verifies — as the legacy v2 payload, which is why a
+    /// v3-only check refused the Control UI (`DEVICE_AUTH_SIGNATURE_INVALID`) — and only within
+    /// the skew of the gateway's clock.
+    #[test]
+    fn control_ui_connect_verifies_as_v2() {
+        let p = parse_connect(&serde_json::from_str(CONTROL_UI).unwrap()).unwrap();
+        assert_eq!(p.client.device_family, "");
+        let t = CONTROL_UI_SIGNED_AT;
+        for now in [t, t - 119_000, t + 119_000] {
+            assert_eq!(check(&p, CONTROL_UI_NONCE, now), Ok(PayloadVersion::V2));
+        }
+        assert_eq!(
+            check(&p, CONTROL_UI_NONCE, t + 121_000),
+            Err(Rejection::SignatureExpired)
+        );
+        // v2 signs neither platform nor family, but everything else.
+        let mut q = p.clone();
+        q.client.platform = "Linux aarch64".into();
+        assert_eq!(check(&q, CONTROL_UI_NONCE, t), Ok(PayloadVersion::V2));
+        q.client.mode = "cli".into();
+        assert_eq!(
+            check(&q, CONTROL_UI_NONCE, t),
+            Err(Rejection::SignatureInvalid)
+        );
+        let mut q = p.clone();
+        q.scopes.retain(|s| s != "operator.admin");
+        assert_eq!(
+            check(&q, CONTROL_UI_NONCE, t),
+            Err(Rejection::SignatureInvalid)
+        );
+        assert_eq!(
+            check(&p, "another-challenge", t),
+            Err(Rejection::NonceMismatch)
         );
     }
 
@@ -395,6 +438,7 @@ mod tests {
 mod proptests {
     use super::*;
     use crate::auth::device_key::DeviceKey;
+    use crate::protocol::connect::signature_payload_v2;
     use crate::protocol::connect::{js_trim, normalize_metadata, AuthParams, ClientInfo};
     use proptest::prelude::*;
     use proptest::sample::Index;
@@ -572,17 +616,33 @@ mod proptests {
             nonce in "[0-9a-f-]{36}",
             ts in any::<u64>(),
             c in change(),
+            legacy in any::<bool>(),
         ) {
             let key = DeviceKey::from_seed(seed);
-            let proof = key.prove(&p, &nonce, ts);
-            prop_assert_eq!(verify_device(&p, &proof, &nonce, ts), Ok(key.public_key().to_vec()));
+            let mut proof = key.prove(&p, &nonce, ts);
+            // A legacy client signs the v2 payload instead.
+            let payload = |p: &ConnectParams, d: &DeviceProof| {
+                if legacy { signature_payload_v2(p, d) } else { signature_payload(p, d) }
+            };
+            if legacy {
+                proof.signature = URL_SAFE_NO_PAD.encode(key.sign(payload(&p, &proof).as_bytes()));
+            }
+            let version = if legacy { PayloadVersion::V2 } else { PayloadVersion::V3 };
+            prop_assert_eq!(
+                verify_device_version(&p, &proof, &nonce, ts),
+                Ok((key.public_key().to_vec(), version))
+            );
+            // v2 does not sign the platform or device family.
+            if legacy && matches!(c, Change::Platform(_) | Change::DeviceFamily(_)) {
+                return Ok(());
+            }
             let (mut p2, mut d2) = (p.clone(), proof.clone());
             let Some(challenge) = apply(&c, &mut p2, &mut d2, &nonce) else {
                 return Ok(());
             };
-            let what_was_signed = signature_payload(&p, &proof);
+            let what_was_signed = payload(&p, &proof);
             prop_assert!(
-                signature_payload(&p2, &d2) != what_was_signed || d2 != proof || challenge != nonce,
+                payload(&p2, &d2) != what_was_signed || d2 != proof || challenge != nonce,
                 "the change left everything as signed"
             );
             let r = verify_device(&p2, &d2, &challenge, ts);
