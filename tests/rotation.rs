@@ -295,3 +295,46 @@ async fn admin_commands_work_with_the_gateway_stopped() {
         "an offline rotation is in force after restart"
     );
 }
+
+/// Destructive verbs ask on a terminal (`script` gives the command one) and do nothing on "n";
+/// `--yes` skips the question; a one-character prefix names nothing.
+#[tokio::test]
+async fn revoke_asks_on_a_terminal_and_refuses_short_prefixes() {
+    let g = Gateway::start(&[]);
+    let a = DeviceKey::generate();
+    pair(&g, &a).await;
+    let id = a.device_id();
+    let (code, _, err) = g.claw(&["devices", "revoke", &id[..1]]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("at least 8"), "{err}");
+    let revoked = |g: &Gateway| {
+        let (_, out, _) = g.claw(&["devices", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["paired"][0]["revoked"] == true
+    };
+    let cmd = format!(
+        "{} --home {} devices revoke {}",
+        claw_bin(),
+        g.home.display(),
+        &id[..8]
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("[y/N]"),
+        "no question on the terminal: {shown}"
+    );
+    assert!(!out.status.success(), "{shown}");
+    assert!(!revoked(&g), "answered n, yet revoked");
+    let (code, _, err) = g.claw(&["devices", "revoke", &id[..8], "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(revoked(&g));
+}

@@ -1,4 +1,4 @@
-//! Security properties of the real binary, each with a test (issue 7):
+//! Security properties of the real binary, each with a test:
 //! - only the tunnel (UDP) and SSH (TCP) listeners ever face anything but loopback, under every
 //!   flag combination (read from the gateway process's own sockets in /proc);
 //! - no secret (shared token, device tokens, pairing code, private keys, the device-token root)

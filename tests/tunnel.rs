@@ -31,6 +31,14 @@ fn pair_uri(g: &Gateway, extra: &[&str]) -> String {
     v["uri"].as_str().unwrap().to_string()
 }
 
+/// The tunnel's UDP address as the running gateway reports it (`gateway.json`).
+fn tunnel_addr(g: &Gateway) -> String {
+    let rt: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
+            .unwrap();
+    rt["tunnel"]["addr"].as_str().unwrap().to_string()
+}
+
 fn device_home(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
     let p = tmp.path().join(name);
     std::fs::create_dir_all(&p).unwrap();
@@ -774,4 +782,165 @@ async fn a_stream_that_never_sends_its_header_does_not_hold_up_the_next() {
             .is_err(),
         "the stalled stream was closed early"
     );
+}
+
+/// `claw pair` prints a QR code that decodes to the URI it prints, and both fit an 80×24
+/// terminal: the printed text is rendered to an image (one character = one module wide, two
+/// high) and read back by `zbarimg`, as a phone would read the screen.
+#[test]
+fn pair_prints_a_qr_code_that_decodes_to_its_uri() {
+    let have_zbar = Command::new("sh")
+        .args(["-c", "command -v zbarimg"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_zbar {
+        let msg = "zbarimg is not installed (apt-get install zbar-tools; .ci/run installs it)";
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    let g = tunnel_gateway(&[]);
+    let (code, out, err) = g.claw(&["pair", "--name", "phone", "--addr", "127.0.0.1:18790"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    // Rows on an 80-column terminal: the long URI line wraps, nothing else may.
+    let screen_rows: usize = lines
+        .iter()
+        .map(|l| l.chars().count().div_ceil(80).max(1))
+        .sum();
+    assert!(screen_rows <= 24, "{screen_rows} terminal rows:\n{out}");
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.chars().count() <= 80),
+        "a line other than the URI is wider than 80 columns:\n{out}"
+    );
+    let printed = lines
+        .last()
+        .and_then(|l| l.strip_prefix("claw tunnel pair '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("the URI is not the last line:\n{out}"));
+    let parsed = PairingUri::parse(printed).unwrap();
+    assert_eq!(parsed.addrs, ["127.0.0.1:18790"]);
+
+    // The code: the leading run of block characters and spaces of each line before the URI.
+    let rows: Vec<Vec<bool>> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| {
+            l.chars()
+                .take_while(|c| matches!(c, ' ' | '▀' | '▄' | '█'))
+                .collect::<String>()
+        })
+        .take_while(|r| !r.is_empty())
+        .flat_map(|r| {
+            let top = r.chars().map(|c| matches!(c, '▀' | '█')).collect();
+            let bottom = r.chars().map(|c| matches!(c, '▄' | '█')).collect();
+            [top, bottom]
+        })
+        .collect();
+    assert!(rows.len() >= 42, "no QR code in:\n{out}");
+    let (scale, margin) = (6, 8);
+    let modules = rows.iter().map(Vec::len).max().unwrap();
+    let (w, h) = (
+        (modules + 2 * margin) * scale,
+        (rows.len() + 2 * margin) * scale,
+    );
+    let mut pgm = format!("P5 {w} {h} 255\n").into_bytes();
+    for y in 0..h {
+        for x in 0..w {
+            let (mx, my) = (
+                (x / scale).wrapping_sub(margin),
+                (y / scale).wrapping_sub(margin),
+            );
+            let dark = rows
+                .get(my)
+                .and_then(|r| r.get(mx))
+                .copied()
+                .unwrap_or(false);
+            pgm.push(if dark { 0 } else { 255 });
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("qr.pgm");
+    std::fs::write(&img, pgm).unwrap();
+    let z = Command::new("zbarimg")
+        .args(["--quiet", "--raw", "-Sdisable", "-Sqrcode.enable"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let decoded = String::from_utf8_lossy(&z.stdout);
+    assert!(
+        z.status.success(),
+        "zbarimg: {}",
+        String::from_utf8_lossy(&z.stderr)
+    );
+    assert_eq!(decoded.trim_end(), printed);
+}
+
+/// When the gateway dies, `claw tunnel up` notices within a few keep-alives (QUIC alone would say
+/// "connected" until its 45 s idle timeout), and a client through the tunnel fails at once with
+/// "no gateway answers" (exit 69) instead of hanging; when the gateway is back, so is the tunnel.
+#[tokio::test]
+async fn a_dead_gateway_is_noticed_fast_and_clients_fail_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gw");
+    let mut g = Gateway::start_in(&gw_home, &["--tunnel", "127.0.0.1:0"]);
+    let d = device_home(&tmp, "dev");
+    let (code, _, err) = claw_in(
+        &d,
+        &[
+            "tunnel",
+            "pair",
+            &pair_uri(&g, &["--addr", &tunnel_addr(&g)]),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (mut up, url) = spawn_tunnel_up(&d);
+    let connected = |d: &Path| {
+        let (_, out, _) = claw_in(d, &["tunnel", "status", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .ok()
+            .map(|v| v["connected"] == true)
+    };
+    let wait_for = |want: bool, limit: Duration| {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < limit {
+            if connected(&d) == Some(want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        false
+    };
+    assert!(wait_for(true, Duration::from_secs(30)), "never connected");
+    let (code, _, err) = claw_in(&d, &["call", "health", "--url", &url, "--json"]);
+    assert_eq!(code, 0, "{err}");
+
+    g.kill9();
+    // Three keep-alives and some slack (16 s), far below the 45 s idle timeout it used to take.
+    assert!(
+        wait_for(false, Duration::from_secs(35)),
+        "`tunnel status` still says connected long after the gateway died"
+    );
+    let (_, out, _) = claw_in(&d, &["tunnel", "status", "--json"]);
+    assert!(out.contains("no answer from the gateway"), "{out}");
+    let t0 = std::time::Instant::now();
+    let (code, _, err) = claw_in(&d, &["call", "health", "--url", &url]);
+    assert_eq!(code, 69, "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "the client hung for {:?}",
+        t0.elapsed()
+    );
+
+    // The gateway comes back on the same address: the tunnel reconnects by itself.
+    let port = tunnel_addr(&g);
+    drop(g);
+    let _g = Gateway::start_in(&gw_home, &["--tunnel", &port]);
+    assert!(wait_for(true, Duration::from_secs(60)), "never reconnected");
+    let (code, _, err) = claw_in(&d, &["call", "health", "--url", &url, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let _ = up.kill();
+    let _ = up.wait();
 }

@@ -1,5 +1,6 @@
-//! The pairing URI a device is handed (`claw tunnel pair 'claw://pair?…'`): parse, and what
-//! parses prints and parses back to the same value.
+//! The pairing URI a device is handed (`claw tunnel pair 'claw://pair?…'` or its compact
+//! `CLAW://P/…` form): parse, and what parses prints — in both forms — and parses back to the
+//! same value.
 #![no_main]
 
 use claw_tunnel::pairing::{PairingUri, MAX_ADDRS, MAX_URI_LEN};
@@ -22,6 +23,16 @@ fuzz_target!(|data: &[u8]| {
     assert!(u.name.as_ref().is_none_or(|n| n.len() <= 64));
     let printed = u.to_uri();
     if printed.len() <= MAX_URI_LEN {
-        assert_eq!(PairingUri::parse(&printed), Ok(u), "printed {printed:?}");
+        assert_eq!(PairingUri::parse(&printed), Ok(u.clone()), "printed {printed:?}");
+    }
+    // The compact form (`CLAW://P/…`) carries the same value, less the name the gateway keeps.
+    let compact = u.to_display_uri();
+    if compact.len() <= MAX_URI_LEN {
+        let expected = if claw_tunnel::pairing_compact::is_compact(&compact) {
+            PairingUri { name: None, ..u }
+        } else {
+            u
+        };
+        assert_eq!(PairingUri::parse(&compact), Ok(expected), "printed {compact:?}");
     }
 });

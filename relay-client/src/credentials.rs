@@ -3,9 +3,8 @@
 //!
 //! 1. [`TokenFile`]: a token freshly written to a file by another process (`claw tunnel up`
 //!    writes the device token it obtained; the gateway host writes `gateway.token`).
-//! 2. A reconnect through the tunnel with the device key — implemented by the tunnel crate as a
-//!    [`CredentialSource`] (issue 3); plug it in with
-//!    [`ClientConfig::refresh_source`](crate::ClientConfig::refresh_source).
+//! 2. [`TunnelRepair`]: a reconnect through the tunnel with the device key, which the gateway
+//!    answers with a fresh token (the transport already authenticated the key).
 //! 3. [`SharedTokenRepair`]: a signed `connect` with the device key and the configured shared
 //!    token, which the gateway answers with the device's current token
 //!    (`hello-ok.auth.deviceToken`) — works on loopback for a client that holds the shared token.

@@ -19,7 +19,7 @@ pub enum DevicesCmd {
     },
     /// Approve a pending pairing request (by request id or device id, or the newest with --latest).
     Approve {
-        /// Request id or device id (a unique prefix is enough).
+        /// Request id or device id (a unique prefix of at least 8 characters), or the device's name.
         #[arg(required_unless_present = "latest")]
         id: Option<String>,
         /// Approve the most recent pending request.
@@ -28,23 +28,29 @@ pub enum DevicesCmd {
     },
     /// Reject a pending pairing request.
     Reject {
-        /// Request id or device id (a unique prefix is enough).
+        /// Request id or device id (a unique prefix of at least 8 characters), or the device's name.
         id: String,
     },
     /// Revoke a device: its sessions close now and every channel refuses its key from now on.
     Revoke {
-        /// Device id (a unique prefix is enough).
+        /// Device id, a unique prefix of at least 8 characters, or the device's name.
         id: String,
+        /// Do not ask for confirmation on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Give one device a new token; its old token stops working.
     Rotate {
-        /// Device id (a unique prefix is enough).
+        /// Device id, a unique prefix of at least 8 characters, or the device's name.
         id: String,
     },
     /// Forget a device (it may pair again).
     Remove {
-        /// Device id (a unique prefix is enough).
+        /// Device id, a unique prefix of at least 8 characters, or the device's name.
         id: String,
+        /// Do not ask for confirmation on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Authorise an existing OpenSSH Ed25519 key as a device (for the built-in SSH forward).
     AddSshKey {
@@ -110,8 +116,9 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
             println!("rejected device {}", v["deviceId"].as_str().unwrap_or(""));
             Ok(0)
         }
-        DevicesCmd::Revoke { id } => {
+        DevicesCmd::Revoke { id, yes } => {
             let d = paired(home, &id).await?;
+            confirm(yes, &format!("Revoke device {d}? Its sessions close now and it can never connect again with this key."))?;
             let v = admin_call(
                 home,
                 "device.token.revoke",
@@ -135,8 +142,12 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
             println!("rotated the token of device {d} ({} session(s) closed); the device gets its new token at its next signed connect", v["closedSessions"]);
             Ok(0)
         }
-        DevicesCmd::Remove { id } => {
+        DevicesCmd::Remove { id, yes } => {
             let d = paired(home, &id).await?;
+            confirm(
+                yes,
+                &format!("Remove device {d}? It must pair again to reconnect."),
+            )?;
             admin_call(home, "device.pair.remove", json!({"deviceId": d})).await?;
             println!("removed device {d}");
             Ok(0)
@@ -170,6 +181,12 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
     }
 }
 
+/// Shortest id prefix accepted: a one-character prefix once revoked a device by accident, and 8
+/// hex characters (32 bits) keep a prefix unique among any number of devices one person pairs.
+pub const MIN_PREFIX: usize = 8;
+
+/// Finds the one item `id` names: a full id, a unique prefix of at least [`MIN_PREFIX`]
+/// characters, or an exact device name (`displayName`). Pure: tested below.
 fn resolve(items: &[Value], id: &str, keys: &[&str], what: &str) -> anyhow::Result<Value> {
     if id.is_empty() {
         return Err(fail(2, format!("give a {what} id")));
@@ -178,7 +195,19 @@ fn resolve(items: &[Value], id: &str, keys: &[&str], what: &str) -> anyhow::Resu
         .iter()
         .filter(|v| keys.iter().any(|k| v[k] == id))
         .collect();
-    let hits = if exact.is_empty() {
+    let by_name: Vec<&Value> = items.iter().filter(|v| v["displayName"] == id).collect();
+    let hits = if !exact.is_empty() {
+        exact
+    } else if !by_name.is_empty() {
+        by_name
+    } else if id.chars().count() < MIN_PREFIX {
+        return Err(fail(
+            exit::FAILURE,
+            format!(
+                "{id:?} is neither a full id nor a device name, and a prefix needs at least {MIN_PREFIX} characters (see `claw devices list`)"
+            ),
+        ));
+    } else {
         items
             .iter()
             .filter(|v| {
@@ -186,8 +215,6 @@ fn resolve(items: &[Value], id: &str, keys: &[&str], what: &str) -> anyhow::Resu
                     .any(|k| v[k].as_str().is_some_and(|s| s.starts_with(id)))
             })
             .collect()
-    } else {
-        exact
     };
     match hits.as_slice() {
         [one] => Ok((*one).clone()),
@@ -197,11 +224,25 @@ fn resolve(items: &[Value], id: &str, keys: &[&str], what: &str) -> anyhow::Resu
         )),
         _ => Err(fail(
             exit::FAILURE,
-            format!(
-                "{id:?} matches {} {what}s; give more characters",
-                hits.len()
-            ),
+            format!("{id:?} matches {} {what}s; give the full id", hits.len()),
         )),
+    }
+}
+
+/// Asks `question [y/N]` on a terminal unless `yes`; off a terminal (scripts) it goes ahead, as
+/// `--yes` would.
+fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
+    if yes || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(fail(exit::FAILURE, "nothing changed"))
     }
 }
 
@@ -312,4 +353,41 @@ async fn rotate_token(
         }
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices() -> Vec<Value> {
+        vec![
+            json!({"deviceId": "a1b2c3d4e5f60718", "displayName": "phone"}),
+            json!({"deviceId": "a1b2c3d4ffff0000", "displayName": "laptop"}),
+            json!({"deviceId": "9999999999999999", "displayName": "laptop2"}),
+        ]
+    }
+
+    fn pick(id: &str) -> Result<String, String> {
+        resolve(&devices(), id, &["deviceId"], "paired device")
+            .map(|v| v["deviceId"].as_str().unwrap().to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ids_names_and_long_prefixes_resolve() {
+        assert_eq!(pick("a1b2c3d4e5f60718").unwrap(), "a1b2c3d4e5f60718");
+        assert_eq!(pick("a1b2c3d4e").unwrap(), "a1b2c3d4e5f60718");
+        assert_eq!(pick("phone").unwrap(), "a1b2c3d4e5f60718");
+        assert_eq!(pick("laptop").unwrap(), "a1b2c3d4ffff0000");
+    }
+
+    #[test]
+    fn short_and_ambiguous_prefixes_are_refused() {
+        for short in ["a", "9", "a1b2c3d"] {
+            let e = pick(short).unwrap_err();
+            assert!(e.contains("at least 8"), "{short}: {e}");
+        }
+        assert!(pick("a1b2c3d4").unwrap_err().contains("matches 2"));
+        assert!(pick("b1b2c3d4").unwrap_err().contains("no paired device"));
+    }
 }

@@ -50,6 +50,14 @@ pub enum GatewayCmd {
         #[arg(long)]
         show: bool,
     },
+    /// Install the gateway as a service (systemd user unit by default) and start it.
+    Install(super::service::InstallArgs),
+    /// Stop and remove the installed service.
+    Uninstall(super::service::ScopeArgs),
+    /// Restart the installed service.
+    Restart(super::service::ScopeArgs),
+    /// The gateway's log: the service's journal, or `gateway.log` of `gateway start`.
+    Logs(super::service::LogsArgs),
 }
 
 /// `gateway run` / `gateway start` options.
@@ -182,6 +190,16 @@ pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
         GatewayCmd::Token { show } => token(home, show).await,
         GatewayCmd::Audit { limit, json } => audit(home, limit, json).await,
         GatewayCmd::Origins { cmd } => super::origins::run(home, cmd).await,
+        GatewayCmd::Install(a) => super::service::install(home, a),
+        GatewayCmd::Uninstall(a) => super::service::uninstall(a),
+        GatewayCmd::Restart(a) if super::service::installed(a.system()) => {
+            super::service::restart_unit(&a)
+        }
+        GatewayCmd::Restart(_) => Err(fail(
+            exit::FAILURE,
+            "no claw gateway service is installed (`claw gateway install`); a gateway started with `claw gateway start` restarts with `claw gateway stop` then `claw gateway start FLAGS`",
+        )),
+        GatewayCmd::Logs(a) => super::service::logs(home, a),
     }
 }
 

@@ -3,11 +3,14 @@
 mod admin_client;
 mod call;
 mod channels;
+mod completions;
 mod devices;
 mod doctor;
 mod gateway;
 mod origins;
 mod pair;
+mod qr;
+mod service;
 mod tunnel;
 
 use std::path::PathBuf;
@@ -22,10 +25,15 @@ pub mod exit {
     pub const NOT_RUNNING: u8 = 3;
     /// The gateway is not running and the command needs it.
     pub const UNAVAILABLE: u8 = 69;
+    /// The home does not exist (a mistyped `--home`): nothing was created (sysexits' EX_NOINPUT).
+    pub const NO_HOME: u8 = 66;
     /// Another gateway holds this home's lock.
     pub const LOCKED: u8 = 75;
     /// Configuration refused (non-loopback bind).
     pub const CONFIG: u8 = 78;
+    /// stdout's reader went away (`claw … | head -1`): what a process killed by SIGPIPE reports
+    /// (128 + 13), so `set -o pipefail` scripts see the same as with any Unix tool.
+    pub const BROKEN_PIPE: u8 = 141;
 }
 
 /// An error that carries its exit status.
@@ -84,6 +92,10 @@ enum Cmd {
     /// The gateway's listeners and the clients on each.
     #[command(subcommand)]
     Channels(channels::ChannelsCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print claw's man page (roff) to stdout: `claw man > claw.1`.
+    Man,
 }
 
 impl Cli {
@@ -96,9 +108,35 @@ impl Cli {
     }
 }
 
+impl Cmd {
+    /// Verbs that may make a new home: the gateway (`run`, `start`, `install`) and a device's
+    /// `tunnel pair`; verbs that need none; and `gateway status`, whose "not running" (exit 3) is
+    /// the true answer for a home that was never used. Every other verb on a missing home would
+    /// create an empty store (and `pair` a new gateway identity), so it is refused instead.
+    fn may_run_without_home(&self) -> bool {
+        use gateway::GatewayCmd as G;
+        matches!(
+            self,
+            Cmd::Gateway(G::Run(_) | G::Start(_) | G::Install(_) | G::Status { .. })
+                | Cmd::Tunnel(tunnel::TunnelCmd::Pair { .. })
+                | Cmd::Completions(_)
+                | Cmd::Man
+        )
+    }
+}
+
 /// Runs the parsed command; returns the exit status.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let home = cli.home();
+    if !cli.cmd.may_run_without_home() && !home.root().exists() {
+        return Err(fail(
+            exit::NO_HOME,
+            format!(
+                "no claw home at {} (nothing was created): check --home / CLAW_HOME; `claw gateway run` makes a gateway home, `claw tunnel pair URI` a device home",
+                home.root().display()
+            ),
+        ));
+    }
     match cli.cmd {
         Cmd::Gateway(c) => gateway::run(&home, c).await,
         Cmd::Devices(c) => devices::run(&home, c).await,
@@ -108,5 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Tunnel(c) => tunnel::run(&home, c).await,
         Cmd::Doctor(a) => doctor::run(&home, a).await,
         Cmd::Channels(c) => channels::run(&home, c).await,
+        Cmd::Completions(a) => completions::completions(a),
+        Cmd::Man => completions::man(),
     }
 }

@@ -120,8 +120,16 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
         name: a.name.clone(),
     };
     // Our own output must parse: fail loudly rather than print a URI a device would reject.
-    let text = uri.to_uri();
-    PairingUri::parse(&text).map_err(|e| fail(exit::FAILURE, format!("internal: {e}")))?;
+    let long = uri.to_uri();
+    let text = uri.to_display_uri();
+    for t in [&long, &text] {
+        PairingUri::parse(t).map_err(|e| {
+            fail(
+                exit::FAILURE,
+                format!("claw pair made a URI it cannot read back ({e}); please report this"),
+            )
+        })?;
+    }
     if a.json {
         let ssh = runtime(home)
             .map(|r| r["ssh"].clone())
@@ -129,12 +137,26 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
         println!(
             "{}",
             json!({
-                "uri": text, "gatewayId": uri.gateway_id, "addrs": uri.addrs,
+                "uri": text, "uriLong": long, "gatewayId": uri.gateway_id, "addrs": uri.addrs,
                 "expiresAtMs": expires_ms, "codeId": v["codeId"], "requireApproval": a.require_approval,
                 "ssh": ssh,
             })
         );
         return Ok(0);
+    }
+    let ssh = runtime(home).filter(|r| r["ssh"]["addr"].is_string());
+    if !a.no_qr {
+        match super::qr::render(&text, colour_on_stdout()) {
+            Ok(rows) => {
+                print_qr_page(
+                    &rows,
+                    &qr_side_text(&a, &uri.gateway_id, ssh.as_ref()),
+                    &text,
+                );
+                return Ok(0);
+            }
+            Err(e) => eprintln!("(no QR code: {e})"),
+        }
     }
     println!(
         "Pair a device with this gateway. The code works once and expires in {}.",
@@ -143,22 +165,8 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
     println!();
     println!("  claw tunnel pair '{text}'");
     println!();
-    if !a.no_qr {
-        match qrcode::QrCode::new(text.as_bytes()) {
-            Ok(qr) => {
-                let art = qr
-                    .render::<qrcode::render::unicode::Dense1x2>()
-                    .dark_color(qrcode::render::unicode::Dense1x2::Light)
-                    .light_color(qrcode::render::unicode::Dense1x2::Dark)
-                    .quiet_zone(true)
-                    .build();
-                println!("{art}");
-            }
-            Err(e) => eprintln!("(no QR code: {e})"),
-        }
-    }
     println!("gateway fingerprint: {}", uri.gateway_id);
-    if let Some(rt) = runtime(home).filter(|r| r["ssh"]["addr"].is_string()) {
+    if let Some(rt) = ssh {
         println!(
             "ssh forward: tcp://{} host key {}",
             rt["ssh"]["addr"].as_str().unwrap_or(""),
@@ -176,4 +184,61 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
         println!("the device will wait for `claw devices approve <id>` after redeeming the code");
     }
     Ok(0)
+}
+
+/// Colour escapes on stdout: only on a terminal, and never with `NO_COLOR` set.
+fn colour_on_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// The lines printed beside the QR code (each at most 36 characters, so code and text fit 80
+/// columns).
+fn qr_side_text(a: &PairArgs, gateway_id: &str, ssh: Option<&Value>) -> Vec<String> {
+    let mut side = vec![
+        "Pair a device with this gateway.".to_string(),
+        format!("The code works once; expires in {}.", a.ttl),
+        String::new(),
+        "Scan this code on the device, or".to_string(),
+        "run the command below there.".to_string(),
+        String::new(),
+        "gateway fingerprint:".to_string(),
+        format!("  {}", &gateway_id[..32.min(gateway_id.len())]),
+        format!("  {}", gateway_id.get(32..).unwrap_or("")),
+    ];
+    if let Some(rt) = ssh {
+        side.push(String::new());
+        side.push(format!(
+            "ssh forward: {}",
+            rt["ssh"]["addr"].as_str().unwrap_or("")
+        ));
+        let fp = rt["ssh"]["fingerprint"].as_str().unwrap_or("");
+        side.push("ssh host key:".to_string());
+        let (head, tail) = fp.split_at(fp.len().min(30));
+        side.push(format!("  {head}"));
+        if !tail.is_empty() {
+            side.push(format!("  {tail}"));
+        }
+    }
+    if a.require_approval {
+        side.push(String::new());
+        side.push("The device then waits for".to_string());
+        side.push("`claw devices approve <id>`.".to_string());
+    }
+    side
+}
+
+/// The QR code with its text beside it, then the command (the URI) last, so code and URI stay on
+/// screen together.
+fn print_qr_page(rows: &[String], side: &[String], uri: &str) {
+    for (i, row) in rows.iter().enumerate() {
+        match side.get(i) {
+            Some(t) if !t.is_empty() => println!("{row}  {t}"),
+            _ => println!("{row}"),
+        }
+    }
+    for t in side.iter().skip(rows.len()) {
+        println!("{t}");
+    }
+    println!("claw tunnel pair '{uri}'");
 }

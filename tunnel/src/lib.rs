@@ -3,7 +3,8 @@
 //! - [`identity`]: one Ed25519 key per device (and per gateway), made with rcgen, serving mutual
 //!   TLS, the signed WebSocket `connect` and SSH.
 //! - [`verify`]: rustls verifiers that pin keys instead of trusting a CA.
-//! - [`pairing`]: the `claw://pair?…` URI (pure).
+//! - [`pairing`]: the `claw://pair?…` URI (pure), and [`pairing_compact`] its QR-friendly
+//!   `CLAW://P/…` form.
 //! - [`control`]: the tunnel's control messages and stream headers (pure).
 //! - [`quic`]: the QUIC tunnel: gateway-side listener and device-side `tunnel up`.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod control;
 pub mod device;
 pub mod identity;
 pub mod pairing;
+pub mod pairing_compact;
 pub mod quic;
 pub mod ssh;
 pub mod verify;

@@ -3,7 +3,9 @@
 //! `claw://pair?v=1&gw=<64 hex: gateway key id>&addr=<host:port>[&addr=…]&code=<id.secret>&exp=<unix s>[&name=<name>]`
 //!
 //! `gw` is the gateway's pinned key fingerprint, `addr` the tunnel address(es) to try in order,
-//! `code` the one-time pairing code, `exp` its expiry.
+//! `code` the one-time pairing code, `exp` its expiry. The same fields also travel packed as
+//! `CLAW://P/<BASE32>` ([`crate::pairing_compact`], what `claw pair` prints and puts in its QR
+//! code); [`PairingUri::parse`] takes both.
 
 use std::fmt;
 
@@ -84,6 +86,9 @@ impl PairingUri {
         if s.len() > MAX_URI_LEN {
             return Err(UriError::TooLong);
         }
+        if crate::pairing_compact::is_compact(s) {
+            return crate::pairing_compact::decode(s)?.validated();
+        }
         let url = Url::parse(s).map_err(|_| UriError::NotPairing)?;
         if url.scheme() != "claw" || url.host_str() != Some("pair") {
             return Err(UriError::NotPairing);
@@ -109,38 +114,51 @@ impl PairingUri {
         let gateway_id = gw
             .ok_or(UriError::Field("missing gw (gateway fingerprint)"))?
             .to_ascii_lowercase();
-        if gateway_id.len() != 64 || !gateway_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(UriError::Field("gw must be 64 hex characters"));
-        }
-        if addrs.is_empty() {
-            return Err(UriError::Field("missing addr"));
-        }
-        if addrs.len() > MAX_ADDRS {
-            return Err(UriError::Field("too many addr"));
-        }
-        if !addrs.iter().all(|a| valid_addr(a)) {
-            return Err(UriError::Field("addr must be host:port"));
-        }
         let code = code.ok_or(UriError::Field("missing code"))?;
-        if claw_gateway::auth::pairing_code::split(&code).is_none() {
-            return Err(UriError::Field("malformed code"));
-        }
         let expires_at = exp
             .ok_or(UriError::Field("missing exp"))?
             .parse::<u64>()
             .map_err(|_| UriError::Field("exp must be seconds since the epoch"))?;
-        if let Some(n) = &name {
-            if n.len() > 64 || n.chars().any(char::is_control) {
-                return Err(UriError::Field("name must be ≤ 64 printable characters"));
-            }
-        }
-        Ok(Self {
+        Self {
             gateway_id,
             addrs,
             code,
             expires_at,
             name,
-        })
+        }
+        .validated()
+    }
+
+    /// The field checks both spellings of the URI pass through.
+    pub(crate) fn validated(self) -> Result<Self, UriError> {
+        let gid = &self.gateway_id;
+        if gid.len() != 64 || !gid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(UriError::Field("gw must be 64 hex characters"));
+        }
+        if self.addrs.is_empty() {
+            return Err(UriError::Field("missing addr"));
+        }
+        if self.addrs.len() > MAX_ADDRS {
+            return Err(UriError::Field("too many addr"));
+        }
+        if !self.addrs.iter().all(|a| valid_addr(a)) {
+            return Err(UriError::Field("addr must be host:port"));
+        }
+        if claw_gateway::auth::pairing_code::split(&self.code).is_none() {
+            return Err(UriError::Field("malformed code"));
+        }
+        if let Some(n) = &self.name {
+            if n.len() > 64 || n.chars().any(char::is_control) {
+                return Err(UriError::Field("name must be ≤ 64 printable characters"));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The URI to show a person and put in a QR code: the compact `CLAW://P/…` form when the
+    /// fields pack ([`crate::pairing_compact`]), else the long form. Both parse to `self`.
+    pub fn to_display_uri(&self) -> String {
+        crate::pairing_compact::encode(self).unwrap_or_else(|| self.to_uri())
     }
 
     /// Prints the URI (inverse of [`PairingUri::parse`]).
@@ -291,6 +309,19 @@ mod proptests {
                 prop_assert_eq!(PairingUri::parse(&text), Ok(u));
             } else {
                 prop_assert_eq!(PairingUri::parse(&text), Err(UriError::TooLong));
+            }
+        }
+
+        /// The compact form carries the same value (less the name, which the gateway keeps):
+        /// whatever packs parses back to itself.
+        #[test]
+        fn compact_round_trip(u in uri()) {
+            if let Some(text) = crate::pairing_compact::encode(&u) {
+                prop_assert!(text.len() <= MAX_URI_LEN || u.addrs.len() > 1);
+                if text.len() <= MAX_URI_LEN {
+                    let nameless = PairingUri { name: None, ..u };
+                    prop_assert_eq!(PairingUri::parse(&text), Ok(nameless));
+                }
             }
         }
 

@@ -1,6 +1,6 @@
 //! Every handshake rejection claw sends, with OpenClaw's error object and the WebSocket close.
 //!
-//! The texts and codes are OpenClaw's (see `shared/reference/openclaw-protocol-v4.md`); claw adds
+//! The texts and codes are OpenClaw's (as the real 2026.9.6 gateway sends them; see docs/protocol.md); claw adds
 //! two reasons OpenClaw lacks — [`Rejection::DeviceTokenRotated`] and [`Rejection::DeviceRevoked`] —
 //! so a client can tell whether re-pairing can help.
 

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::config::{client_config, SERVER_NAME};
+use super::liveness::{Liveness, DEAD_AFTER};
 use super::TunnelError;
 use crate::control::{self, ClientMsg, ServerMsg, StreamHeader};
 use crate::device::{DeviceHome, Pairing};
@@ -466,7 +467,13 @@ pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> 
         ..Default::default()
     }));
     for (l, header) in listeners {
-        tokio::spawn(accept_loop(l, header, conn_rx.clone(), counters.clone()));
+        tokio::spawn(accept_loop(
+            l,
+            header,
+            conn_rx.clone(),
+            counters.clone(),
+            status.clone(),
+        ));
     }
     tokio::spawn(manage(
         home.clone(),
@@ -581,11 +588,20 @@ async fn manage(
         });
         tracing::info!("tunnel connected");
         let mut pending = Some(first);
+        let silence = gateway_silent(&conn);
+        tokio::pin!(silence);
+        let mut went_silent = false;
         // Control stream: store every token the gateway sends; stop for good when revoked.
         let fatal = loop {
             let next = match pending.take() {
                 Some(l) => Ok(Some(l)),
-                None => lines.next_segment().await,
+                None => tokio::select! {
+                    n = lines.next_segment() => n,
+                    () = &mut silence => {
+                        went_silent = true;
+                        break None;
+                    }
+                },
             };
             match next {
                 Ok(Some(line)) => match control::decode::<ServerMsg>(&line) {
@@ -612,10 +628,19 @@ async fn manage(
         };
         drop(send);
         let _ = conn_tx.send(None);
-        let reason = conn
-            .close_reason()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "control stream ended".into());
+        let reason = if went_silent {
+            let msg = format!(
+                "no answer from the gateway for {} s (is it running and reachable?); reconnecting",
+                DEAD_AFTER.as_secs()
+            );
+            tracing::warn!("{msg}");
+            conn.close(0u32.into(), b"gateway silent");
+            msg
+        } else {
+            conn.close_reason()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "control stream ended".into())
+        };
         set(&|s| {
             s.connected = false;
             s.last_error = Some(reason.clone());
@@ -635,20 +660,73 @@ async fn manage(
     }
 }
 
+/// Resolves once nothing has arrived from the gateway for [`DEAD_AFTER`].
+async fn gateway_silent(conn: &Connection) {
+    let mut live = Liveness::new(conn.stats().udp_rx.datagrams, Instant::now());
+    let mut iv = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        iv.tick().await;
+        if live.silent(conn.stats().udp_rx.datagrams, Instant::now()) {
+            return;
+        }
+    }
+}
+
+/// How long a local connection waits for the tunnel to come (back) up before it is told the
+/// gateway is unreachable: long enough for a reconnect after a blip, short enough that a client
+/// fails fast and clearly when the gateway is gone.
+pub const LOCAL_WAIT: Duration = Duration::from_secs(5);
+
 async fn accept_loop(
     l: TcpListener,
     header: StreamHeader,
     conn: watch::Receiver<Option<Connection>>,
     counters: Arc<Counters>,
+    status: Arc<Mutex<TunnelStatus>>,
 ) {
+    let mut backoff = Duration::from_millis(10);
     loop {
         let Ok((tcp, _)) = l.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // EMFILE and friends: back off instead of spinning.
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         };
+        backoff = Duration::from_millis(10);
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(forward(tcp, header.clone(), conn.clone(), counters.clone()));
+        tokio::spawn(forward(
+            tcp,
+            header.clone(),
+            conn.clone(),
+            counters.clone(),
+            status.clone(),
+        ));
     }
+}
+
+/// Answers a local WebSocket client while the tunnel is down: HTTP 503 with the reason, so it
+/// fails at once with a message instead of hanging (`claw health` exits 69).
+async fn refuse_unreachable(tcp: &mut TcpStream, status: &Mutex<TunnelStatus>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let why = status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .last_error
+        .clone()
+        .unwrap_or_else(|| "not connected yet".into());
+    let body = format!(
+        "claw tunnel: the gateway is unreachable ({}); see `claw tunnel status`\n",
+        why.escape_debug()
+    );
+    // Read what the client sent first (bounded), so the answer is not lost to a reset.
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf)).await;
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.write_all(resp.as_bytes()).await;
+    let _ = tcp.shutdown().await;
 }
 
 async fn forward(
@@ -656,13 +734,19 @@ async fn forward(
     header: StreamHeader,
     mut conn: watch::Receiver<Option<Connection>>,
     counters: Arc<Counters>,
+    status: Arc<Mutex<TunnelStatus>>,
 ) {
     // Wait (bounded) for a live connection, e.g. while reconnecting.
-    let c =
-        match tokio::time::timeout(Duration::from_secs(15), conn.wait_for(|c| c.is_some())).await {
-            Ok(Ok(c)) => c.clone().expect("checked"),
-            _ => return,
-        };
+    let live = tokio::time::timeout(LOCAL_WAIT, conn.wait_for(|c| c.is_some()))
+        .await
+        .ok()
+        .and_then(|r| r.ok().and_then(|c| c.clone()));
+    let Some(c) = live else {
+        if header == StreamHeader::Gateway {
+            refuse_unreachable(&mut tcp, &status).await;
+        }
+        return;
+    };
     let Ok((mut send, recv)) = c.open_bi().await else {
         return;
     };

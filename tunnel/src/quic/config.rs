@@ -1,6 +1,6 @@
 //! TLS and QUIC transport settings shared by both ends of the tunnel.
 //!
-//! quinn's defaults bite a tunnel (see shared/reference/crates.md): no keep-alive and a 30 s idle
+//! quinn's defaults bite a tunnel: no keep-alive and a 30 s idle
 //! timeout kill idle tunnels, and a 1.25 MB stream window caps one stream's throughput. The values
 //! here are chosen for a long-lived, mostly idle tunnel that must still move bulk data fast.
 
@@ -18,8 +18,9 @@ use crate::verify::{DeviceClientVerifier, KeyLookup, PinnedServerVerifier};
 pub const ALPN: &[u8] = b"claw-tunnel/1";
 /// SNI the device sends (the key is pinned; the name is not checked).
 pub const SERVER_NAME: &str = "claw";
-/// Keep-alive interval (client side).
-pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// Keep-alive interval (client side): short enough that a dead gateway is noticed within three of
+/// them ([`crate::quic::liveness::DEAD_AFTER`]), one small packet every 5 s on an idle tunnel.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Idle timeout (both sides).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Per-stream receive window.

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod lines;
+pub mod liveness;
 pub mod server;
 
 /// Tunnel errors.

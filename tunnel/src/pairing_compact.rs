@@ -1,0 +1,260 @@
+//! The compact pairing URI: the same facts as `claw://pair?v=1&…`, packed into bytes and printed
+//! as `CLAW://P/<BASE32>` (pure).
+//!
+//! Why: a QR code stores upper-case letters, digits and `:/` in its alphanumeric mode at 5.5 bits
+//! a character against 8 for the long URI's bytes, and the binary form drops the field names and
+//! the hex of the fingerprint. One tunnel address makes a 115-character URI — a version 5 QR code
+//! (37 modules) at error-correction level M instead of the long form's version 9 (53 modules), so
+//! the code and the URI fit an 80×24 terminal together.
+//!
+//! Layout (all integers big-endian): `0x02` (format) ‖ gateway key id (32 bytes) ‖ code id
+//! (6 bytes) ‖ code secret (16 bytes) ‖ expiry (u32, seconds since the epoch), then items, each a
+//! tag byte and its value:
+//! `0x04` IPv4 address (4 bytes) and port (2), `0x06` IPv6 address (16) and port (2), `0x0e` host
+//! name: length (1), the name, port (2) — tunnel addresses, in order.
+//!
+//! The suggested device name stays out: the gateway recorded it with the code and gives it to the
+//! device that redeems the code, so the QR code does not grow with it.
+//!
+//! Unknown tags end parsing with an error (an item's length is not known to an older claw).
+//! URIs that cannot be packed (an expiry past 2106) are printed in the long form.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use data_encoding::BASE32_NOPAD;
+
+use crate::pairing::{PairingUri, UriError};
+
+/// The compact URI's prefix, as printed (parsing ignores case).
+pub const PREFIX: &str = "CLAW://P/";
+
+const FORMAT: u8 = 2;
+const TAG_V4: u8 = 0x04;
+const TAG_V6: u8 = 0x06;
+const TAG_NAME_ADDR: u8 = 0x0e;
+
+/// Packs `u` (all but its `name`); `None` when it cannot be packed (then print
+/// [`PairingUri::to_uri`]).
+pub fn encode(u: &PairingUri) -> Option<String> {
+    let mut b = Vec::with_capacity(96);
+    b.push(FORMAT);
+    b.extend(hex32(&u.gateway_id)?);
+    let (id, secret) = claw_gateway::auth::pairing_code::split(&u.code)?;
+    b.extend(URL_SAFE_NO_PAD.decode(id).ok().filter(|v| v.len() == 6)?);
+    b.extend(
+        URL_SAFE_NO_PAD
+            .decode(secret)
+            .ok()
+            .filter(|v| v.len() == 16)?,
+    );
+    b.extend(u32::try_from(u.expires_at).ok()?.to_be_bytes());
+    for a in &u.addrs {
+        let (host, port) = a.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        match bare.parse::<IpAddr>() {
+            // Only the canonical spelling packs: the long form keeps any other byte-exact.
+            Ok(IpAddr::V4(ip)) if a == &format!("{ip}:{port}") => {
+                b.push(TAG_V4);
+                b.extend(ip.octets());
+            }
+            Ok(IpAddr::V6(ip)) if a == &format!("[{ip}]:{port}") => {
+                b.push(TAG_V6);
+                b.extend(ip.octets());
+            }
+            Ok(_) => return None,
+            Err(_) => {
+                b.push(TAG_NAME_ADDR);
+                b.push(u8::try_from(host.len()).ok()?);
+                b.extend(host.as_bytes());
+            }
+        }
+        b.extend(port.to_be_bytes());
+    }
+    Some(format!("{PREFIX}{}", BASE32_NOPAD.encode(&b)))
+}
+
+/// True when `s` looks like a compact URI (any case).
+pub fn is_compact(s: &str) -> bool {
+    s.len() >= PREFIX.len()
+        && s.is_char_boundary(PREFIX.len())
+        && s[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+}
+
+/// Unpacks a compact URI into its fields; [`PairingUri::parse`] validates them as it validates the
+/// long form.
+pub(crate) fn decode(s: &str) -> Result<PairingUri, UriError> {
+    let body = s[PREFIX.len()..].to_ascii_uppercase();
+    let bytes = BASE32_NOPAD
+        .decode(body.as_bytes())
+        .map_err(|_| UriError::Field("compact URI is not base32"))?;
+    let mut r = Reader(&bytes);
+    match r.u8()? {
+        FORMAT => {}
+        other => return Err(UriError::Version(other.to_string())),
+    }
+    let gateway_id: String = r.take(32)?.iter().map(|x| format!("{x:02x}")).collect();
+    let id = URL_SAFE_NO_PAD.encode(r.take(6)?);
+    let secret = URL_SAFE_NO_PAD.encode(r.take(16)?);
+    let expires_at = u64::from(u32::from_be_bytes(r.array()?));
+    let mut addrs = Vec::new();
+    while !r.0.is_empty() {
+        match r.u8()? {
+            TAG_V4 => {
+                let ip = Ipv4Addr::from(r.array::<4>()?);
+                addrs.push(format!("{ip}:{}", r.port()?));
+            }
+            TAG_V6 => {
+                let ip = Ipv6Addr::from(r.array::<16>()?);
+                addrs.push(format!("[{ip}]:{}", r.port()?));
+            }
+            TAG_NAME_ADDR => {
+                let n = usize::from(r.u8()?);
+                let host = std::str::from_utf8(r.take(n)?)
+                    .map_err(|_| UriError::Field("addr must be host:port"))?
+                    .to_string();
+                addrs.push(format!("{host}:{}", r.port()?));
+            }
+            _ => return Err(UriError::Field("compact URI has an unknown item")),
+        }
+    }
+    Ok(PairingUri {
+        gateway_id,
+        addrs,
+        code: format!("{id}.{secret}"),
+        expires_at,
+        name: None,
+    })
+}
+
+fn hex32(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    (0..32)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// A cursor over the packed bytes; running out is a malformed URI, never a panic.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], UriError> {
+        if self.0.len() < n {
+            return Err(UriError::Field("compact URI is truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], UriError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, UriError> {
+        Ok(self.take(1)?[0])
+    }
+    fn port(&mut self) -> Result<u16, UriError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(addrs: &[&str], name: Option<&str>) -> PairingUri {
+        PairingUri {
+            gateway_id: "0b86ae56826c65c8e50f8dfcfdd3cf6deff41e77f06e7c80838c52aa3d59e1c9".into(),
+            addrs: addrs.iter().map(|s| s.to_string()).collect(),
+            code: claw_gateway::auth::pairing_code::mint().code,
+            expires_at: 1_800_000_000,
+            name: name.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_parse_in_any_case() {
+        for u in [
+            sample(&["127.0.0.1:18790"], None),
+            sample(&["127.0.0.1:18790", "[::1]:18790", "gw.example:443"], None),
+        ] {
+            let text = encode(&u).unwrap();
+            assert!(text.starts_with(PREFIX));
+            assert!(text[PREFIX.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+            assert_eq!(PairingUri::parse(&text).unwrap(), u);
+            assert_eq!(PairingUri::parse(&text.to_ascii_lowercase()).unwrap(), u);
+        }
+    }
+
+    #[test]
+    fn one_address_fits_a_version_5_qr_code() {
+        let text = encode(&sample(&["127.0.0.1:18790"], None)).unwrap();
+        assert_eq!(text.len(), 115, "{text}");
+    }
+
+    #[test]
+    fn the_name_is_left_to_the_gateway() {
+        let named = sample(&["127.0.0.1:18790"], Some("my phone"));
+        let back = PairingUri::parse(&encode(&named).unwrap()).unwrap();
+        assert_eq!(back.name, None);
+        assert_eq!(back.code, named.code);
+    }
+
+    #[test]
+    fn what_cannot_be_packed_is_left_to_the_long_form() {
+        let mut u = sample(&["127.0.0.1:18790"], None);
+        u.expires_at = u64::from(u32::MAX) + 1;
+        assert_eq!(encode(&u), None);
+        // A non-canonical spelling of an address would not survive packing byte for byte.
+        assert!(encode(&sample(&["[::ffff:1.2.3.4]:1"], None)).is_some());
+        assert_eq!(encode(&sample(&["::1:18790"], None)), None);
+    }
+
+    #[test]
+    fn hostile_compact_uris_get_an_error() {
+        let good = encode(&sample(&["127.0.0.1:18790"], None)).unwrap();
+        let mut cases: Vec<String> = vec![
+            PREFIX.into(),
+            format!("{PREFIX}!!!!"),
+            format!("{PREFIX}A"),
+            format!("{PREFIX}{}", BASE32_NOPAD.encode(&[3u8; 60])),
+            format!("{PREFIX}{}", BASE32_NOPAD.encode(&[2u8; 10])),
+            format!("{good}AAAA"),
+        ];
+        for cut in [10, 50, 100, good.len() - 2] {
+            cases.push(good[..cut].to_string());
+        }
+        // Valid base32 whose items are bad: zero port, empty host, control characters.
+        let mut raw = BASE32_NOPAD
+            .decode(&good.as_bytes()[PREFIX.len()..])
+            .unwrap();
+        raw.truncate(59);
+        for item in [
+            vec![TAG_V4, 1, 2, 3, 4, 0, 0],
+            vec![TAG_NAME_ADDR, 0, 0, 80],
+            vec![TAG_NAME_ADDR, 3, b'a', b' ', b'b', 0, 80],
+            vec![TAG_NAME_ADDR, 2, 0x1b, b'[', 0, 80],
+            vec![0x7f, 1, 2],
+        ] {
+            let mut b = raw.clone();
+            b.extend([TAG_V4, 127, 0, 0, 1, 0x49, 0x26]);
+            b.extend(item);
+            cases.push(format!("{PREFIX}{}", BASE32_NOPAD.encode(&b)));
+        }
+        // No address at all.
+        cases.push(format!("{PREFIX}{}", BASE32_NOPAD.encode(&raw)));
+        for c in cases {
+            assert!(PairingUri::parse(&c).is_err(), "accepted {c:?}");
+        }
+    }
+}
