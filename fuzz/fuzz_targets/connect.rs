@@ -7,7 +7,8 @@
 //! (loopback, the tunnel as the fixed key, as OpenClaw's captured device1, as someone else),
 //! bits 3–4 the stored state of the devices (absent, paired, revoked, paired with admin scope),
 //! bits 5–6 the state of the stored device token (current, old generation, superseded, owned by
-//! the other device). The rest is the frame. The fake store's devices are the fixed key and the
+//! the other device), bit 7 the gateway clock (at the capture's `signedAt`, or one millisecond
+//! past the two-minute skew, when no device proof may be accepted). The rest is the frame. The fake store's devices are the fixed key and the
 //! device of the real OpenClaw capture (`openclaw-wire.txt`), so the captured signed connects
 //! verify against the captured nonce.
 #![no_main]
@@ -20,7 +21,7 @@ use claw_gateway::auth::decide::{
 use claw_gateway::auth::device_key::DeviceKey;
 use claw_gateway::auth::scopes::is_subset;
 use claw_gateway::auth::secrets::{mint_device_token, secrets_equal, token_hash};
-use claw_gateway::auth::signature::verify_device;
+use claw_gateway::auth::signature::{verify_device, SIGNATURE_SKEW_MS};
 use claw_gateway::protocol::connect::{negotiate_protocol, parse_connect, MAX_FIELD_LEN};
 use claw_gateway::protocol::frames::{parse_request, MAX_PREAUTH_PAYLOAD};
 use claw_gateway::protocol::hello::AuthMethod;
@@ -63,10 +64,15 @@ fuzz_target!(|data: &[u8]| {
         assert!(p.min_protocol <= v && v <= p.max_protocol && (v == 4 || v == 3));
     }
 
+    let now_ms = if ctl & 0x80 != 0 {
+        SIGNED_AT + SIGNATURE_SKEW_MS + 1
+    } else {
+        SIGNED_AT
+    };
     if ctl & 1 != 0 {
         let proof = KEY.prove(&p, NONCE, SIGNED_AT);
         assert_eq!(
-            verify_device(&p, &proof, NONCE),
+            verify_device(&p, &proof, NONCE, SIGNED_AT),
             Ok(KEY.public_key().to_vec()),
             "a proof made by the key does not verify"
         );
@@ -132,13 +138,18 @@ fuzz_target!(|data: &[u8]| {
         generation: GENERATION,
         device: device.as_ref(),
         token: token.as_ref(),
+        now_ms,
     });
 
     // Invariants of every decision.
     let verified = |id: &str| {
         p.device
             .as_ref()
-            .is_some_and(|proof| proof.id == id && verify_device(&p, proof, NONCE).is_ok())
+            .is_some_and(|proof| {
+                proof.id == id
+                    && proof.signed_at.abs_diff(now_ms) <= SIGNATURE_SKEW_MS
+                    && verify_device(&p, proof, NONCE, now_ms).is_ok()
+            })
     };
     let tunnel_id = match &origin {
         Origin::Tunnel { device_id } => Some(device_id.as_str()),

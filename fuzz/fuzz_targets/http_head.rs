@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(n > 0 && n <= data.len());
     match &head {
-        Head::Upgrade { key } => assert!(!key.is_empty() && key.len() <= 64),
+        Head::Upgrade { key, .. } => assert!(!key.is_empty() && key.len() <= 64),
         Head::Get { path } => assert!(!path.contains('?')),
         Head::Other => {}
     }

@@ -5,6 +5,7 @@
 //! - [`protocol`]: frames, the `connect` request, error shapes and close codes (no IO).
 //! - [`auth`]: secrets, device signatures, the connect decision, failure delays (no IO).
 //! - [`limits`]: per-key concurrency caps (pre-auth sockets per source; no IO).
+//! - [`origin`]: the browser-origin allow-list checked before a WebSocket upgrade (pure).
 //! - [`bind_guard`]: the loopback-only rule for the listen address (no IO besides name resolution).
 //! - [`doctor`]: `claw doctor`'s checks (pure) between fact gathering and safe repairs (IO).
 //! - [`store`]: the only code that touches the SQLite database.
@@ -20,6 +21,7 @@ pub mod home;
 pub mod limits;
 pub mod lock;
 pub mod methods;
+pub mod origin;
 pub mod protocol;
 pub mod rotation;
 pub mod server;

@@ -35,6 +35,9 @@ pub struct GatewayConfig {
     pub pairing_request_ttl: Duration,
     /// Scheduled rotation of the device-token root ([`crate::rotation`]), if any.
     pub rotate_every: Option<Duration>,
+    /// Browser origins allowed besides the gateway's own loopback ones (`--allow-origin`,
+    /// canonical forms; the home's persisted list is loaded separately).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -49,6 +52,7 @@ impl Default for GatewayConfig {
             max_connections: 20_000,
             pairing_request_ttl: Duration::from_secs(600),
             rotate_every: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -161,6 +165,10 @@ pub struct GatewayState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Credential events (subscribe with `events.subscribe()`).
     pub events: tokio::sync::broadcast::Sender<GatewayEvent>,
+    /// Browser origins allowed to upgrade (loopback seeds are added once the ports are bound).
+    pub origins: std::sync::RwLock<crate::origin::OriginPolicy>,
+    /// Refused browser origins (audited once each).
+    pub origin_refusals: Mutex<crate::origin::RefusalLog>,
 }
 
 impl GatewayState {
@@ -174,6 +182,11 @@ impl GatewayState {
     ) -> Arc<Self> {
         let failures = FailureDelay::new(config.auth_fail_delay);
         let preauth = crate::limits::PerKeyLimit::new(config.max_preauth_per_source);
+        let persisted = crate::origin::load(home.root()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the persisted browser origins");
+            Vec::new()
+        });
+        let origins = crate::origin::OriginPolicy::new(config.allowed_origins.clone(), persisted);
         Arc::new(Self {
             home,
             config,
@@ -191,6 +204,8 @@ impl GatewayState {
             url: Mutex::new(String::new()),
             shutdown: tokio::sync::watch::channel(false).0,
             events: tokio::sync::broadcast::channel(1024).0,
+            origins: std::sync::RwLock::new(origins),
+            origin_refusals: Mutex::new(crate::origin::RefusalLog::default()),
         })
     }
 

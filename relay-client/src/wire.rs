@@ -298,8 +298,8 @@ mod tests {
         let p = connect_params(&id, Some("tok"), Some(&key), "nonce-1", 9);
         let parsed = parse_connect(&p).unwrap();
         let proof = parsed.device.clone().unwrap();
-        verify_device(&parsed, &proof, "nonce-1").unwrap();
-        assert!(verify_device(&parsed, &proof, "nonce-2").is_err());
+        verify_device(&parsed, &proof, "nonce-1", 9).unwrap();
+        assert!(verify_device(&parsed, &proof, "nonce-2", 9).is_err());
         let unsigned = connect_params(&id, None, None, "n", 1);
         assert!(unsigned.get("auth").is_none() && unsigned.get("device").is_none());
     }

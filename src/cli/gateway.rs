@@ -38,6 +38,12 @@ pub enum GatewayCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Browser origins allowed to connect (persisted in the home; see `--allow-origin`).
+    Origins {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: super::origins::OriginsCmd,
+    },
     /// The shared gateway token.
     Token {
         /// Print the token itself (a secret).
@@ -108,6 +114,11 @@ pub struct RunArgs {
     /// rotation, which survives restarts; connected devices re-pair over the tunnel at once.
     #[arg(long, value_name = "DURATION")]
     rotate_every: Option<humantime::Duration>,
+    /// Allow a browser origin to open a WebSocket (repeatable): scheme://host[:port], no path,
+    /// no wildcard, never `null`. The gateway's own loopback origins are always allowed; a
+    /// persistent list is kept with `claw gateway origins add`.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
 }
 
 /// Parses `--expose NAME=ADDR` values; only loopback targets are accepted.
@@ -182,6 +193,7 @@ pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
         GatewayCmd::Status { json } => status(home, json).await,
         GatewayCmd::Token { show } => token(home, show).await,
         GatewayCmd::Audit { limit, json } => audit(home, limit, json).await,
+        GatewayCmd::Origins { cmd } => super::origins::run(home, cmd).await,
         GatewayCmd::Install(a) => super::service::install(home, a),
         GatewayCmd::Uninstall(a) => super::service::uninstall(a),
         GatewayCmd::Restart(a) if super::service::installed(a.system()) => {
@@ -251,8 +263,22 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     raise_open_file_limit();
     let store = Store::open(&home.store_path())
         .with_context(|| "cannot open the state store (run `claw doctor`)")?;
+    let allowed_origins = a
+        .allow_origin
+        .iter()
+        .map(|o| {
+            claw_gateway::origin::parse_origin(o).map_err(|e| {
+                fail(
+                    exit::CONFIG,
+                    format!("--allow-origin {}: {e}", o.escape_debug()),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    claw_gateway::origin::load(home.root()).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
     let config = GatewayConfig {
         listen,
+        allowed_origins,
         handshake_timeout: Duration::from_secs(a.handshake_timeout.max(1)),
         tick_interval: Duration::from_millis(a.tick_interval_ms.max(100)),
         ping_interval: Duration::from_millis(a.ping_interval_ms.max(100)),
@@ -429,6 +455,12 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
     for e in &a.expose {
         v.push("--expose".into());
         v.push(e.clone());
+    }
+    for o in &a.allow_origin {
+        v.push(format!("--allow-origin={o}"));
+    }
+    if let Some(every) = a.rotate_every {
+        v.push(format!("--rotate-every={every}"));
     }
     v
 }

@@ -69,6 +69,8 @@ pub struct AuthInput<'a> {
     pub device: Option<&'a DeviceRecord>,
     /// The store's record for the hash of the presented secret, if any.
     pub token: Option<&'a TokenRecord>,
+    /// The gateway's clock (ms since the epoch): a device's `signedAt` must be near it.
+    pub now_ms: u64,
 }
 
 /// What to do with the device after accepting.
@@ -121,7 +123,7 @@ pub enum Decision {
 pub fn decide(input: &AuthInput<'_>) -> Decision {
     let p = input.params;
     let device_id = match &p.device {
-        Some(proof) => match verify_device(p, proof, input.nonce) {
+        Some(proof) => match verify_device(p, proof, input.nonce, input.now_ms) {
             Ok(_) => Some(proof.id.clone()),
             Err(r) => return Decision::Reject(r),
         },
@@ -272,6 +274,7 @@ mod tests {
             generation: 2,
             device: dev,
             token: tok,
+            now_ms: 1,
         })
     }
 
@@ -535,5 +538,33 @@ mod tests {
             rejected(run(&p, &Origin::Loopback, None, None)),
             Rejection::NonceMismatch
         );
+    }
+
+    /// The clock is an input: the same signed connect is accepted within two minutes of its
+    /// `signedAt` either way and refused (`SignatureExpired`) beyond, before the secret counts.
+    #[test]
+    fn signed_at_must_be_near_the_gateway_clock() {
+        let k = DeviceKey::generate();
+        let mut p = params(Some(SHARED), &[]);
+        let signed_at = 1_795_560_005_454;
+        p.device = Some(k.prove(&p, NONCE, signed_at));
+        let at = |now_ms| {
+            decide(&AuthInput {
+                params: &p,
+                nonce: NONCE,
+                origin: &Origin::Loopback,
+                shared_token: SHARED,
+                generation: 2,
+                device: None,
+                token: None,
+                now_ms,
+            })
+        };
+        for now in [signed_at, signed_at - 120_000, signed_at + 120_000] {
+            assert_eq!(accepted(at(now)).action, DeviceAction::PairSilently);
+        }
+        for now in [signed_at - 120_001, signed_at + 120_001, 0, u64::MAX] {
+            assert_eq!(rejected(at(now)), Rejection::SignatureExpired, "{now}");
+        }
     }
 }

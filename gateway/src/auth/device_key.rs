@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(a.device_id().len(), 64);
         let p = parse_connect(&serde_json::json!({"minProtocol":4,"maxProtocol":4,"auth":{"token":"t"},"scopes":["operator.read"]})).unwrap();
         let proof = a.prove(&p, "n1", 5);
-        verify_device(&p, &proof, "n1").unwrap();
+        verify_device(&p, &proof, "n1", 5).unwrap();
         std::fs::write(&path, "garbage").unwrap();
         assert!(matches!(
             DeviceKey::load_or_create(&path),

@@ -1,13 +1,30 @@
-//! Device identity checks: `device.id` is the SHA-256 of the public key, and the Ed25519 signature
-//! over the v3 payload verifies.
+//! Device identity checks as OpenClaw's gateway makes them, in its order: `device.id` is the
+//! SHA-256 of the public key, `signedAt` is within [`SIGNATURE_SKEW_MS`] of the gateway's clock,
+//! the nonce is this connection's challenge, and the Ed25519 signature verifies over the v3
+//! payload or, failing that, the legacy v2 payload.
 
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::signature::{UnparsedPublicKey, ED25519};
 
 use super::secrets::hex;
-use crate::protocol::connect::{signature_payload, ConnectParams, DeviceProof};
+use crate::protocol::connect::{
+    signature_payload, signature_payload_v2, ConnectParams, DeviceProof,
+};
 use crate::protocol::errors::Rejection;
+
+/// How far `signedAt` may be from the gateway's clock, either way (OpenClaw's
+/// `DEVICE_SIGNATURE_SKEW_MS`).
+pub const SIGNATURE_SKEW_MS: u64 = 120_000;
+
+/// Which payload a device signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadVersion {
+    /// `v3|…|platform|deviceFamily` (current OpenClaw clients).
+    V3,
+    /// `v2|…|nonce` (legacy clients: no platform or device family).
+    V2,
+}
 
 /// Device id for a raw Ed25519 public key: lowercase hex SHA-256.
 pub fn device_id_for_key(raw_public_key: &[u8]) -> String {
@@ -22,29 +39,58 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
         .or_else(|| URL_SAFE.decode(s).ok())
 }
 
-/// Verifies a device proof against this connection's challenge nonce. Returns the raw public key.
+/// Verifies a device proof against this connection's challenge nonce at gateway time `now_ms`.
+/// Returns the raw public key.
 pub fn verify_device(
     params: &ConnectParams,
     device: &DeviceProof,
     challenge_nonce: &str,
+    now_ms: u64,
 ) -> Result<Vec<u8>, Rejection> {
+    verify_device_version(params, device, challenge_nonce, now_ms).map(|(key, _)| key)
+}
+
+/// [`verify_device`], also saying which payload version verified.
+pub fn verify_device_version(
+    params: &ConnectParams,
+    device: &DeviceProof,
+    challenge_nonce: &str,
+    now_ms: u64,
+) -> Result<(Vec<u8>, PayloadVersion), Rejection> {
     let key = b64url(&device.public_key)
         .filter(|k| k.len() == 32)
         .ok_or(Rejection::IdentityMismatch)?;
     if device_id_for_key(&key) != device.id {
         return Err(Rejection::IdentityMismatch);
     }
-    if device.nonce != challenge_nonce {
+    if device.signed_at.abs_diff(now_ms) > SIGNATURE_SKEW_MS {
+        return Err(Rejection::SignatureExpired);
+    }
+    // OpenClaw trims the presented nonce, compares it and uses the trimmed nonce in the payload.
+    let nonce = crate::protocol::connect::js_trim(&device.nonce);
+    if nonce.is_empty() {
+        return Err(Rejection::NonceRequired);
+    }
+    if nonce != challenge_nonce {
         return Err(Rejection::NonceMismatch);
     }
     let sig = b64url(&device.signature)
         .filter(|s| s.len() == 64)
         .ok_or(Rejection::SignatureInvalid)?;
-    let msg = signature_payload(params, device);
-    UnparsedPublicKey::new(&ED25519, &key)
-        .verify(msg.as_bytes(), &sig)
-        .map_err(|_| Rejection::SignatureInvalid)?;
-    Ok(key)
+    let signed = DeviceProof {
+        nonce: nonce.to_string(),
+        ..device.clone()
+    };
+    let key_ref = UnparsedPublicKey::new(&ED25519, &key);
+    let verifies = |msg: String| key_ref.verify(msg.as_bytes(), &sig).is_ok();
+    let version = if verifies(signature_payload(params, &signed)) {
+        PayloadVersion::V3
+    } else if verifies(signature_payload_v2(params, &signed)) {
+        PayloadVersion::V2
+    } else {
+        return Err(Rejection::SignatureInvalid);
+    };
+    Ok((key, version))
 }
 
 #[cfg(test)]
@@ -54,57 +100,326 @@ mod tests {
 
     /// A signed connect captured from the real OpenClaw exchange (device1, scenario `device`).
     const REAL: &str = r#"{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"0.0.1-probe","platform":"linux","deviceFamily":"Linux","mode":"cli"},"caps":[],"role":"operator","scopes":["operator.read","operator.admin","operator.pairing"],"auth":{"token":"tok-A-123456"},"device":{"id":"0b86ae56826c65c8e50f8dfcfdd3cf6deff41e77f06e7c80838c52aa3d59e1c9","publicKey":"yBixz1XxfNTSsDyS5wFtXftdMf_oaFSNrSySb_6OBmw","signature":"3_T_N07lGoWXxUGb0nBquGgmOe96iccAaPFSs14IChMu2cS394AZxLGHahb6OTDm3LEek-ckeurFKh-eJtQ-DA","signedAt":1795560005454,"nonce":"84a3b6c4-a85c-439f-9de1-ddac63a9f12c"}}"#;
+    const REAL_NONCE: &str = "84a3b6c4-a85c-439f-9de1-ddac63a9f12c";
+    const REAL_SIGNED_AT: u64 = 1_795_560_005_454;
+
+    /// Vectors made with OpenClaw 2026.9.6's own payload builders (`buildDeviceAuthPayload`,
+    /// `buildDeviceAuthPayloadV3` from its `dist/device-auth-*.mjs`) and Node's Ed25519, key seed
+    /// 32 × 0x05: (payload version, client.platform, client.deviceFamily, signature). The v3 one
+    /// signs platform `"  Linux x86_64 "` as `linux x86_64` and a missing family as "".
+    const NODE_KEY: &str = "bnoc3Smwt4_ROvTFWY_v9O8qlxZuPKby5Pv8zYBQW_E";
+    const NODE_ID: &str = "7599776c3085e3f9da0d13071eb0b4ab50fd2bf64c06dd92c2365af3a328eca3";
+    const NODE_VECTORS: &[(PayloadVersion, &str, Option<&str>, &str)] = &[
+        (
+            PayloadVersion::V2,
+            "",
+            None,
+            "IVCFiv8MksKqBHVlIsmx4RQWC6fM0H0iBpD7Nu1BPx1M9NoI3TwntksZ9jzNXhwFBUGmJkq0Y7p8670HMXhsDw",
+        ),
+        (
+            PayloadVersion::V3,
+            "  Linux x86_64 ",
+            None,
+            "bSkhctro_JDKY62ZpzlNqz1pnS7IIHoNQeS8mZV8b9Y7C7zVJmFlptYh1yoZZa-k45HXkgDxl1gPZXVrHj3iDQ",
+        ),
+    ];
+
+    /// The first `connect` of OpenClaw's Control UI (openclaw 2026.9.6, headless Chromium 156,
+    /// a WebCrypto Ed25519 identity), captured by `tests/ui/control-ui.mjs` (`UI_CAPTURE=`) against
+    /// claw on loopback. Its token is a throwaway gateway's.
+    const CONTROL_UI: &str = r#"{"minProtocol":4,"maxProtocol":4,"client":{"id":"openclaw-control-ui","version":"2026.9.6","buildId":"2026.9.6-release-eb377ac59e6c-2026-09-23T16-33-12.144Z","platform":"Linux x86_64","mode":"webchat","instanceId":"8a83f6c8-df95-45c2-b4ed-03d449980275","timeZone":"UTC"},"role":"operator","scopes":["operator.admin","operator.read","operator.write","operator.approvals","operator.questions","operator.pairing"],"device":{"id":"27d3fc32479a8cc6675c36db7e65db268463c9618889b13959dbd469875e0fd1","publicKey":"iQfkCH6SbFfM6FjD2NWbJ0IUdey5bQ4t-i0tcvmm1SY","signature":"h4openVZ7N9GLSczHJ2Y3BtiFkfmF11b0M7vHcS7ncR-3jBbfBQQmw2DrvS1lfvPeCC45J_qq2XyezV3jB_mBw","signedAt":1796165612756,"nonce":"46b790ab-09b7-4f88-a5e5-92916edb4df3"},"caps":["agent-kind","approvals","task-suggestions","terminal-offset-seq","terminal-session-metadata","terminal-upload-path-style","tool-events","inline-widgets","model-selection-policy","ui-commands","usage-refreshing"],"auth":{"token":"HKINP567eRn7njc1X2pD0YRFWfbaCsrCcAmxIhmm9v0","password":"HKINP567eRn7njc1X2pD0YRFWfbaCsrCcAmxIhmm9v0"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36","locale":"en-US"}"#;
+    const CONTROL_UI_NONCE: &str = "46b790ab-09b7-4f88-a5e5-92916edb4df3";
+    const CONTROL_UI_SIGNED_AT: u64 = 1796165612756;
+
+    fn node_connect(platform: &str, family: Option<&str>, signature: &str) -> ConnectParams {
+        let mut client =
+            serde_json::json!({"id":"openclaw-control-ui","mode":"webchat","platform":platform});
+        if let Some(f) = family {
+            client["deviceFamily"] = f.into();
+        }
+        let v = serde_json::json!({"minProtocol":4,"maxProtocol":4,"client":client,"role":"operator",
+            "scopes":["operator.admin","operator.read"],"auth":{"token":"tok-A-123456","password":"tok-A-123456"},
+            "device":{"id":NODE_ID,"publicKey":NODE_KEY,"signature":signature,"signedAt":REAL_SIGNED_AT,"nonce":REAL_NONCE}});
+        parse_connect(&v).unwrap()
+    }
+
+    fn check(p: &ConnectParams, nonce: &str, now: u64) -> Result<PayloadVersion, Rejection> {
+        verify_device_version(p, p.device.as_ref().unwrap(), nonce, now).map(|(_, v)| v)
+    }
 
     #[test]
     fn real_openclaw_signature_verifies() {
         let p = parse_connect(&serde_json::from_str(REAL).unwrap()).unwrap();
-        let d = p.device.clone().unwrap();
-        verify_device(&p, &d, "84a3b6c4-a85c-439f-9de1-ddac63a9f12c").unwrap();
+        assert_eq!(
+            check(&p, REAL_NONCE, REAL_SIGNED_AT),
+            Ok(PayloadVersion::V3)
+        );
     }
 
+    /// The browser client's real frame verifies — as the legacy v2 payload, which is why a
+    /// v3-only check refused the Control UI (`DEVICE_AUTH_SIGNATURE_INVALID`) — and only within
+    /// the skew of the gateway's clock.
     #[test]
-    fn any_change_breaks_it() {
-        let p = parse_connect(&serde_json::from_str(REAL).unwrap()).unwrap();
-        let d = p.device.clone().unwrap();
+    fn control_ui_connect_verifies_as_v2() {
+        let p = parse_connect(&serde_json::from_str(CONTROL_UI).unwrap()).unwrap();
+        assert_eq!(p.client.device_family, "");
+        let t = CONTROL_UI_SIGNED_AT;
+        for now in [t, t - 119_000, t + 119_000] {
+            assert_eq!(check(&p, CONTROL_UI_NONCE, now), Ok(PayloadVersion::V2));
+        }
         assert_eq!(
-            verify_device(&p, &d, "other-nonce"),
+            check(&p, CONTROL_UI_NONCE, t + 121_000),
+            Err(Rejection::SignatureExpired)
+        );
+        // v2 signs neither platform nor family, but everything else.
+        let mut q = p.clone();
+        q.client.platform = "Linux aarch64".into();
+        assert_eq!(check(&q, CONTROL_UI_NONCE, t), Ok(PayloadVersion::V2));
+        q.client.mode = "cli".into();
+        assert_eq!(
+            check(&q, CONTROL_UI_NONCE, t),
+            Err(Rejection::SignatureInvalid)
+        );
+        let mut q = p.clone();
+        q.scopes.retain(|s| s != "operator.admin");
+        assert_eq!(
+            check(&q, CONTROL_UI_NONCE, t),
+            Err(Rejection::SignatureInvalid)
+        );
+        assert_eq!(
+            check(&p, "another-challenge", t),
             Err(Rejection::NonceMismatch)
         );
-        let mut p2 = p.clone();
-        p2.scopes.pop();
+    }
+
+    /// Both payload versions verify, each only as itself: a v2 signature is not read as v3 with
+    /// other metadata, and the v3 normalisation (trim, ASCII lowercase, missing = "") is the one
+    /// OpenClaw signs.
+    #[test]
+    fn openclaw_v2_and_v3_vectors() {
+        for &(version, platform, family, sig) in NODE_VECTORS {
+            let p = node_connect(platform, family, sig);
+            assert_eq!(
+                check(&p, REAL_NONCE, REAL_SIGNED_AT),
+                Ok(version),
+                "{version:?}"
+            );
+            // v2 does not sign the platform, so any platform verifies; v3 does.
+            let other = node_connect("Windows", family, sig);
+            let want = match version {
+                PayloadVersion::V2 => Ok(PayloadVersion::V2),
+                PayloadVersion::V3 => Err(Rejection::SignatureInvalid),
+            };
+            assert_eq!(check(&other, REAL_NONCE, REAL_SIGNED_AT), want);
+            // The signed token is auth.token; a password is not signed.
+            let mut q = p.clone();
+            q.auth.password = Some("other".into());
+            assert_eq!(check(&q, REAL_NONCE, REAL_SIGNED_AT), Ok(version));
+            q.auth.token = Some("tok-B".into());
+            assert_eq!(
+                check(&q, REAL_NONCE, REAL_SIGNED_AT),
+                Err(Rejection::SignatureInvalid)
+            );
+        }
+        // Case and surrounding space of the v3 metadata do not matter; inner text does.
+        let (_, _, _, sig3) = NODE_VECTORS[1];
+        for platform in [
+            "linux x86_64",
+            "LINUX X86_64",
+            "\u{feff}Linux x86_64\t",
+            "Linux x86_64",
+        ] {
+            for family in [None, Some(""), Some("  ")] {
+                let p = node_connect(platform, family, sig3);
+                assert_eq!(
+                    check(&p, REAL_NONCE, REAL_SIGNED_AT),
+                    Ok(PayloadVersion::V3)
+                );
+            }
+        }
+        for (platform, family) in [("linux  x86_64", None), ("linux x86_64", Some("Linux"))] {
+            let p = node_connect(platform, family, sig3);
+            assert_eq!(
+                check(&p, REAL_NONCE, REAL_SIGNED_AT),
+                Err(Rejection::SignatureInvalid)
+            );
+        }
+    }
+
+    /// The signed token is `auth.token ?? auth.deviceToken ?? auth.bootstrapToken ?? ""`.
+    #[test]
+    fn signed_token_precedence() {
+        let p = |auth: serde_json::Value| {
+            parse_connect(&serde_json::json!({"minProtocol":4,"maxProtocol":4,"auth":auth}))
+                .unwrap()
+        };
+        let cases = [
+            (
+                serde_json::json!({"token":"t","deviceToken":"d","bootstrapToken":"b"}),
+                "t",
+            ),
+            (
+                serde_json::json!({"deviceToken":"d","bootstrapToken":"b"}),
+                "d",
+            ),
+            (
+                serde_json::json!({"bootstrapToken":"b","password":"pw"}),
+                "b",
+            ),
+            (serde_json::json!({"password":"pw"}), ""),
+            (serde_json::json!({"token":"","deviceToken":"d"}), ""),
+            (serde_json::json!({"token":null,"deviceToken":"d"}), "d"),
+        ];
+        for (auth, want) in cases {
+            assert_eq!(p(auth.clone()).signed_token(), want, "{auth}");
+        }
+    }
+
+    /// (case, connect, challenge nonce, gateway clock, expected outcome)
+    type Row = (
+        &'static str,
+        ConnectParams,
+        &'static str,
+        u64,
+        Result<PayloadVersion, Rejection>,
+    );
+
+    /// Each rejection, in OpenClaw's order: identity, then time, then nonce, then signature.
+    #[test]
+    fn rejections_table() {
+        let p = parse_connect(&serde_json::from_str(REAL).unwrap()).unwrap();
+        let d = p.device.clone().unwrap();
+        let with = |f: &dyn Fn(&mut DeviceProof)| {
+            let mut q = p.clone();
+            f(q.device.as_mut().unwrap());
+            q
+        };
+        let bad_sig = "A3mQdh1x4QZqtMtjhRnf8cA8CcQy7KH-UKi44PFVgGFT6G-Rz0eSSZMXk-GGsolHt9bjW1JwtF48L9u2v0oSBg";
+        let mut scope_dropped = p.clone();
+        scope_dropped.scopes.pop();
+        let mut token_changed = p.clone();
+        token_changed.auth.token = Some("tok-B".into());
+        let t = REAL_SIGNED_AT;
+        let table: Vec<Row> = vec![
+            (
+                "as signed",
+                p.clone(),
+                REAL_NONCE,
+                t,
+                Ok(PayloadVersion::V3),
+            ),
+            (
+                "2 min early",
+                p.clone(),
+                REAL_NONCE,
+                t - 120_000,
+                Ok(PayloadVersion::V3),
+            ),
+            (
+                "2 min late",
+                p.clone(),
+                REAL_NONCE,
+                t + 120_000,
+                Ok(PayloadVersion::V3),
+            ),
+            (
+                "nonce padded",
+                with(&|d| d.nonce = format!(" {REAL_NONCE}\n")),
+                REAL_NONCE,
+                t,
+                Ok(PayloadVersion::V3),
+            ),
+            (
+                "other challenge",
+                p.clone(),
+                "other-nonce",
+                t,
+                Err(Rejection::NonceMismatch),
+            ),
+            (
+                "empty nonce",
+                with(&|d| d.nonce = " ".into()),
+                REAL_NONCE,
+                t,
+                Err(Rejection::NonceRequired),
+            ),
+            (
+                "stale",
+                p.clone(),
+                REAL_NONCE,
+                t + 120_001,
+                Err(Rejection::SignatureExpired),
+            ),
+            (
+                "from the future",
+                p.clone(),
+                REAL_NONCE,
+                t - 120_001,
+                Err(Rejection::SignatureExpired),
+            ),
+            (
+                "stale beats nonce",
+                p.clone(),
+                "other-nonce",
+                t + 999_999,
+                Err(Rejection::SignatureExpired),
+            ),
+            (
+                "id beats stale",
+                with(&|d| d.id = format!("00{}", &d.id[2..])),
+                REAL_NONCE,
+                0,
+                Err(Rejection::IdentityMismatch),
+            ),
+            (
+                "bad key",
+                with(&|d| d.public_key = "!!!".into()),
+                REAL_NONCE,
+                t,
+                Err(Rejection::IdentityMismatch),
+            ),
+            (
+                "scope dropped",
+                scope_dropped,
+                REAL_NONCE,
+                t,
+                Err(Rejection::SignatureInvalid),
+            ),
+            (
+                "token changed",
+                token_changed,
+                REAL_NONCE,
+                t,
+                Err(Rejection::SignatureInvalid),
+            ),
+            (
+                "signedAt changed",
+                with(&|d| d.signed_at += 1),
+                REAL_NONCE,
+                t,
+                Err(Rejection::SignatureInvalid),
+            ),
+            (
+                "other signature",
+                with(&|d| d.signature = bad_sig.into()),
+                REAL_NONCE,
+                t,
+                Err(Rejection::SignatureInvalid),
+            ),
+            (
+                "short signature",
+                with(&|d| d.signature = "short".into()),
+                REAL_NONCE,
+                t,
+                Err(Rejection::SignatureInvalid),
+            ),
+        ];
+        for (name, q, nonce, now, want) in table {
+            assert_eq!(check(&q, nonce, now), want, "{name}");
+        }
         assert_eq!(
-            verify_device(&p2, &d, &d.nonce),
-            Err(Rejection::SignatureInvalid)
-        );
-        let mut p3 = p.clone();
-        p3.auth.token = Some("tok-B".into());
-        assert_eq!(
-            verify_device(&p3, &d, &d.nonce),
-            Err(Rejection::SignatureInvalid)
-        );
-        let mut d2 = d.clone();
-        d2.id = format!("00{}", &d.id[2..]);
-        assert_eq!(
-            verify_device(&p, &d2, &d.nonce),
-            Err(Rejection::IdentityMismatch)
-        );
-        let mut d3 = d.clone();
-        d3.signature = "A3mQdh1x4QZqtMtjhRnf8cA8CcQy7KH-UKi44PFVgGFT6G-Rz0eSSZMXk-GGsolHt9bjW1JwtF48L9u2v0oSBg".into();
-        assert_eq!(
-            verify_device(&p, &d3, &d.nonce),
-            Err(Rejection::SignatureInvalid)
-        );
-        let mut d4 = d.clone();
-        d4.public_key = "!!!".into();
-        assert_eq!(
-            verify_device(&p, &d4, &d.nonce),
-            Err(Rejection::IdentityMismatch)
-        );
-        let mut d5 = d.clone();
-        d5.signature = "short".into();
-        assert_eq!(
-            verify_device(&p, &d5, &d.nonce),
-            Err(Rejection::SignatureInvalid)
+            verify_device(&p, &d, REAL_NONCE, t).map(|k| k.len()),
+            Ok(32)
         );
     }
 }
@@ -115,14 +430,16 @@ mod tests {
 ///
 /// The signed fields are OpenClaw's v3 payload: device id, `client.id`, `client.mode`, role,
 /// scopes, `signedAt`, the signed token, nonce, platform and device family (the last two
-/// lowercased, so a change of case alone is not a change). `client.version`, instance id,
+/// trimmed and ASCII-lowercased, so a change of case or surrounding space alone is not a
+/// change). The legacy v2 fallback must not open a way around any of them. `client.version`, instance id,
 /// display name, `auth.password` and the protocol range are not signed by OpenClaw clients, so
 /// they are not mutated here.
 #[cfg(test)]
 mod proptests {
     use super::*;
     use crate::auth::device_key::DeviceKey;
-    use crate::protocol::connect::{AuthParams, ClientInfo};
+    use crate::protocol::connect::signature_payload_v2;
+    use crate::protocol::connect::{js_trim, normalize_metadata, AuthParams, ClientInfo};
     use proptest::prelude::*;
     use proptest::sample::Index;
 
@@ -234,19 +551,22 @@ mod proptests {
                 p.auth.token = Some(v.clone());
             }
             Change::Platform(v) => {
-                if p.client.platform.to_lowercase() == v.to_lowercase() {
+                if normalize_metadata(&p.client.platform) == normalize_metadata(v) {
                     return None;
                 }
                 p.client.platform = v.clone();
             }
             Change::DeviceFamily(v) => {
-                if p.client.device_family.to_lowercase() == v.to_lowercase() {
+                if normalize_metadata(&p.client.device_family) == normalize_metadata(v) {
                     return None;
                 }
                 p.client.device_family = v.clone();
             }
             Change::Replay(v) => {
-                set(&mut d.nonce, v)?;
+                if js_trim(v) == js_trim(&d.nonce) {
+                    return None;
+                }
+                d.nonce = v.clone();
                 return Some(v.clone());
             }
             Change::Challenge(v) => {
@@ -296,20 +616,36 @@ mod proptests {
             nonce in "[0-9a-f-]{36}",
             ts in any::<u64>(),
             c in change(),
+            legacy in any::<bool>(),
         ) {
             let key = DeviceKey::from_seed(seed);
-            let proof = key.prove(&p, &nonce, ts);
-            prop_assert_eq!(verify_device(&p, &proof, &nonce), Ok(key.public_key().to_vec()));
+            let mut proof = key.prove(&p, &nonce, ts);
+            // A legacy client signs the v2 payload instead.
+            let payload = |p: &ConnectParams, d: &DeviceProof| {
+                if legacy { signature_payload_v2(p, d) } else { signature_payload(p, d) }
+            };
+            if legacy {
+                proof.signature = URL_SAFE_NO_PAD.encode(key.sign(payload(&p, &proof).as_bytes()));
+            }
+            let version = if legacy { PayloadVersion::V2 } else { PayloadVersion::V3 };
+            prop_assert_eq!(
+                verify_device_version(&p, &proof, &nonce, ts),
+                Ok((key.public_key().to_vec(), version))
+            );
+            // v2 does not sign the platform or device family.
+            if legacy && matches!(c, Change::Platform(_) | Change::DeviceFamily(_)) {
+                return Ok(());
+            }
             let (mut p2, mut d2) = (p.clone(), proof.clone());
             let Some(challenge) = apply(&c, &mut p2, &mut d2, &nonce) else {
                 return Ok(());
             };
-            let what_was_signed = signature_payload(&p, &proof);
+            let what_was_signed = payload(&p, &proof);
             prop_assert!(
-                signature_payload(&p2, &d2) != what_was_signed || d2 != proof || challenge != nonce,
+                payload(&p2, &d2) != what_was_signed || d2 != proof || challenge != nonce,
                 "the change left everything as signed"
             );
-            let r = verify_device(&p2, &d2, &challenge);
+            let r = verify_device(&p2, &d2, &challenge, ts);
             prop_assert!(r.is_err(), "{:?} verified after {:?}", r, c);
         }
 
@@ -323,7 +659,7 @@ mod proptests {
             nonce in ".{0,40}",
         ) {
             let d = DeviceProof { id, public_key, signature, signed_at: 1, nonce: nonce.clone() };
-            prop_assert!(verify_device(&p, &d, &nonce).is_err());
+            prop_assert!(verify_device(&p, &d, &nonce, 1).is_err());
         }
     }
 }

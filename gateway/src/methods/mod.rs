@@ -4,6 +4,7 @@
 mod admin;
 mod devices;
 mod health;
+mod origins;
 mod pairing;
 mod root;
 
@@ -87,6 +88,7 @@ pub static TABLE: &[MethodSpec] = &[
     MethodSpec { name: "gateway.token.show", scope: scopes::ADMIN, ws: false, handler: admin::show_token },
     MethodSpec { name: "audit.tail", scope: scopes::ADMIN, ws: false, handler: admin::audit_tail },
     MethodSpec { name: "pairing.prune", scope: scopes::ADMIN, ws: false, handler: admin::prune_pairing },
+    MethodSpec { name: "gateway.origins.reload", scope: scopes::ADMIN, ws: false, handler: origins::reload },
 ];
 
 /// The methods advertised in `hello-ok.features.methods`.

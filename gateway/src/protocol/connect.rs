@@ -1,4 +1,5 @@
-//! The `connect` request: its parameters, protocol negotiation and the v3 device-signature payload.
+//! The `connect` request: its parameters, protocol negotiation and the device-signature payloads
+//! (v3 and the legacy v2).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -67,7 +68,9 @@ pub struct DeviceProof {
     pub public_key: String,
     /// Base64url Ed25519 signature over [`signature_payload`].
     pub signature: String,
-    /// The challenge `ts` the client signed.
+    /// When the client signed, in ms since the epoch by its own clock; must be within
+    /// [`crate::auth::signature::SIGNATURE_SKEW_MS`] of the gateway's (it need not equal the
+    /// challenge `ts`: the Control UI signs with the browser's clock).
     pub signed_at: u64,
     /// The challenge nonce the client signed.
     pub nonce: String,
@@ -101,12 +104,14 @@ impl ConnectParams {
             .or(non_empty(&self.auth.device_token))
     }
 
-    /// The token a device signs: `auth.token ?? auth.deviceToken ?? auth.bootstrapToken`, as
-    /// OpenClaw resolves it.
+    /// The token a device signs: `auth.token ?? auth.deviceToken ?? auth.bootstrapToken ?? ""`,
+    /// as OpenClaw resolves it (`??`: the first one present, even when it is empty).
     pub fn signed_token(&self) -> &str {
-        non_empty(&self.auth.token)
-            .or(non_empty(&self.auth.device_token))
-            .or(non_empty(&self.auth.bootstrap_token))
+        self.auth
+            .token
+            .as_deref()
+            .or(self.auth.device_token.as_deref())
+            .or(self.auth.bootstrap_token.as_deref())
             .unwrap_or("")
     }
 }
@@ -207,10 +212,26 @@ pub fn negotiate_protocol(min: u32, max: u32, mode: &str) -> Option<u32> {
 
 /// The UTF-8 string a device signs (OpenClaw's v3 payload):
 /// `v3|deviceId|client.id|client.mode|role|scopes,joined|signedAt|token|nonce|platform|deviceFamily`
-/// with platform and device family lowercased and `token` empty when absent.
+/// with platform and device family normalised by [`normalize_metadata`] and `token` the
+/// [`ConnectParams::signed_token`].
 pub fn signature_payload(p: &ConnectParams, device: &DeviceProof) -> String {
     format!(
-        "v3|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        "{}|{}|{}",
+        payload_base("v3", p, device),
+        normalize_metadata(&p.client.platform),
+        normalize_metadata(&p.client.device_family)
+    )
+}
+
+/// OpenClaw's legacy v2 payload, which the gateway still accepts when the v3 one does not verify:
+/// `v2|deviceId|client.id|client.mode|role|scopes,joined|signedAt|token|nonce`.
+pub fn signature_payload_v2(p: &ConnectParams, device: &DeviceProof) -> String {
+    payload_base("v2", p, device)
+}
+
+fn payload_base(version: &str, p: &ConnectParams, device: &DeviceProof) -> String {
+    format!(
+        "{version}|{}|{}|{}|{}|{}|{}|{}|{}",
         device.id,
         p.client.id,
         p.client.mode,
@@ -219,9 +240,40 @@ pub fn signature_payload(p: &ConnectParams, device: &DeviceProof) -> String {
         device.signed_at,
         p.signed_token(),
         device.nonce,
-        p.client.platform.to_lowercase(),
-        p.client.device_family.to_lowercase()
     )
+}
+
+/// Platform and device family as OpenClaw signs them: trimmed (JavaScript's `trim`), then only
+/// ASCII `A`–`Z` lowercased (`"Linux x86_64"` → `"linux x86_64"`; `"ÄB"` → `"Äb"`).
+pub fn normalize_metadata(s: &str) -> String {
+    js_trim(s).to_ascii_lowercase()
+}
+
+/// JavaScript's `String.prototype.trim`: strips ECMAScript white space and line terminators
+/// (which differ from Rust's `char::is_whitespace` in U+FEFF and U+0085).
+pub fn js_trim(s: &str) -> &str {
+    fn js_space(c: char) -> bool {
+        matches!(
+            c,
+            '\u{9}'
+                | '\u{a}'
+                | '\u{b}'
+                | '\u{c}'
+                | '\u{d}'
+                | ' '
+                | '\u{a0}'
+                | '\u{1680}'
+                | '\u{2000}'
+                ..='\u{200a}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202f}'
+                    | '\u{205f}'
+                    | '\u{3000}'
+                    | '\u{feff}'
+        )
+    }
+    s.trim_matches(js_space)
 }
 
 #[cfg(test)]

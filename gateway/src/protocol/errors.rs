@@ -43,6 +43,10 @@ pub enum Rejection {
     ScopeMismatch,
     /// Signature does not verify.
     SignatureInvalid,
+    /// `signedAt` is more than two minutes from the gateway's clock.
+    SignatureExpired,
+    /// The proof carries no nonce.
+    NonceRequired,
     /// The signed nonce is not this connection's challenge.
     NonceMismatch,
     /// `device.id` is not the SHA-256 of the public key.
@@ -85,6 +89,17 @@ fn auth_details(code: &str, reason: &str, can_retry: bool, next: &str) -> Value 
     })
 }
 
+/// A device-proof rejection in OpenClaw's shape: `INVALID_REQUEST`, details `{code, reason}`,
+/// close 1008 with the message.
+fn device_auth(message: &str, code: &str, reason: &str) -> (ErrorShape, u16, String) {
+    (
+        ErrorShape::new("INVALID_REQUEST", message)
+            .with_details(json!({"code": code, "reason": reason})),
+        CLOSE_POLICY,
+        message.to_string(),
+    )
+}
+
 impl Rejection {
     /// True for failures that present a wrong secret; these are answered after a growing delay.
     pub fn is_bad_secret(&self) -> bool {
@@ -104,6 +119,8 @@ impl Rejection {
             Rejection::DeviceRevoked => "device_revoked",
             Rejection::ScopeMismatch => "scope_mismatch",
             Rejection::SignatureInvalid => "signature_invalid",
+            Rejection::SignatureExpired => "signature_expired",
+            Rejection::NonceRequired => "nonce_required",
             Rejection::NonceMismatch => "nonce_mismatch",
             Rejection::IdentityMismatch => "identity_mismatch",
             Rejection::PairingRequired { .. } => "pairing_required",
@@ -214,6 +231,16 @@ impl Rejection {
                     m.to_string(),
                 )
             }
+            Rejection::SignatureExpired => device_auth(
+                "device signature expired",
+                "DEVICE_AUTH_SIGNATURE_EXPIRED",
+                "device-signature-stale",
+            ),
+            Rejection::NonceRequired => device_auth(
+                "device nonce required",
+                "DEVICE_AUTH_NONCE_REQUIRED",
+                "device-nonce-missing",
+            ),
             Rejection::NonceMismatch => {
                 let m = "device nonce mismatch";
                 (
@@ -307,6 +334,8 @@ mod tests {
             Rejection::DeviceRevoked,
             Rejection::ScopeMismatch,
             Rejection::SignatureInvalid,
+            Rejection::SignatureExpired,
+            Rejection::NonceRequired,
             Rejection::NonceMismatch,
             Rejection::IdentityMismatch,
             Rejection::PairingRequired {
@@ -375,5 +404,21 @@ mod tests {
             Rejection::DeviceRevoked.frame().close_reason,
             "unauthorized: device revoked"
         );
+    }
+
+    /// The skew and nonce rejections as OpenClaw 2026.9.6's gateway sends them
+    /// (`connect-device-proof`: reason `device-signature-stale` / `device-nonce-missing`).
+    #[test]
+    fn device_proof_rejections_match_openclaw() {
+        let f = Rejection::SignatureExpired.frame();
+        let want: Value = serde_json::from_str(r#"{"code":"INVALID_REQUEST","message":"device signature expired","details":{"code":"DEVICE_AUTH_SIGNATURE_EXPIRED","reason":"device-signature-stale"}}"#).unwrap();
+        assert_eq!(serde_json::to_value(&f.error).unwrap(), want);
+        assert_eq!(
+            (f.close_code, f.close_reason.as_str()),
+            (1008, "device signature expired")
+        );
+        let f = Rejection::NonceRequired.frame();
+        let want: Value = serde_json::from_str(r#"{"code":"INVALID_REQUEST","message":"device nonce required","details":{"code":"DEVICE_AUTH_NONCE_REQUIRED","reason":"device-nonce-missing"}}"#).unwrap();
+        assert_eq!(serde_json::to_value(&f.error).unwrap(), want);
     }
 }

@@ -11,10 +11,13 @@ pub const MAX_HEAD: usize = 8 * 1024;
 /// What the request asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Head {
-    /// A WebSocket upgrade on `/`; carries `Sec-WebSocket-Key`.
+    /// A WebSocket upgrade on `/`; carries `Sec-WebSocket-Key` and the `Origin` header.
     Upgrade {
         /// The client's key.
         key: String,
+        /// The `Origin` header as sent (browsers always send one; other clients none). Not
+        /// UTF-8 counts as present and unparsable (`Some("")`), so it is refused.
+        origin: Option<String>,
     },
     /// A plain GET.
     Get {
@@ -58,6 +61,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
     });
     let version_ok = header("sec-websocket-version") == Some("13");
+    let origin = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("origin"))
+        .map(|h| {
+            std::str::from_utf8(h.value)
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        });
     match (
         upgrade && conn_upgrade && version_ok,
         header("sec-websocket-key"),
@@ -65,6 +78,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
         (true, Some(key)) if path == "/" && !key.is_empty() && key.len() <= 64 => Ok(Some((
             Head::Upgrade {
                 key: key.to_string(),
+                origin,
             },
             n,
         ))),
@@ -126,9 +140,23 @@ mod tests {
         assert_eq!(
             h,
             Head::Upgrade {
-                key: "dGhlIHNhbXBsZSBub25jZQ==".into()
+                key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+                origin: None,
             }
         );
+        let browser = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: https://evil.example\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        assert_eq!(
+            parse_head(browser).unwrap().unwrap().0,
+            Head::Upgrade {
+                key: "a".into(),
+                origin: Some("https://evil.example".into()),
+            }
+        );
+        let not_utf8 = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: \xff\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        assert!(matches!(
+            parse_head(not_utf8).unwrap().unwrap().0,
+            Head::Upgrade { origin: Some(o), .. } if o.is_empty()
+        ));
         assert_eq!(&up[n..], b"EXTRA");
         let (h, _) = parse_head(b"GET /health?x=1 HTTP/1.1\r\n\r\n")
             .unwrap()

@@ -67,6 +67,12 @@ pub async fn run(
         addr: state.home.admin_socket_path().display().to_string(),
         source,
     })?;
+    {
+        let mut origins = state.origins.write().unwrap_or_else(|e| e.into_inner());
+        for a in &addrs {
+            origins.add_fixed(crate::origin::loopback_origins(a.port()));
+        }
+    }
     if let Some(first) = addrs.first() {
         *state.url.lock().unwrap_or_else(|e| e.into_inner()) = format!("ws://{first}");
     }

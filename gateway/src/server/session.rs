@@ -77,7 +77,18 @@ pub async fn serve_stream<S>(
         return;
     };
     let key = match head {
-        Head::Upgrade { key } => key,
+        Head::Upgrade { key, origin: o } => {
+            if !origin_allowed(&state, o.as_deref(), &origin) {
+                return http::respond(
+                    &mut stream,
+                    "403 Forbidden",
+                    "text/plain; charset=utf-8",
+                    "Origin not allowed (claw gateway origins add ORIGIN, or --allow-origin)",
+                )
+                .await;
+            }
+            key
+        }
         Head::Get { path } if path == "/health" || path == "/healthz" => {
             return http::respond(
                 &mut stream,
@@ -137,6 +148,43 @@ pub async fn serve_stream<S>(
     let ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
     session(state, ws, origin, slot).await;
+}
+
+/// Checks an upgrade's `Origin` against the allow-list; a refusal is logged (escaped) and
+/// audited once per distinct origin.
+fn origin_allowed(state: &GatewayState, header: Option<&str>, origin: &Origin) -> bool {
+    use crate::origin::Verdict;
+    let verdict = state
+        .origins
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(header);
+    let Verdict::Refused(sent) = verdict else {
+        return true;
+    };
+    let shown: String = sent.escape_debug().take(300).collect();
+    let first = state
+        .origin_refusals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(&sent);
+    if first {
+        tracing::info!(origin = %shown, "browser origin refused");
+        let source = match origin {
+            Origin::Loopback => "loopback",
+            Origin::Tunnel { .. } => "tunnel",
+        };
+        let detail = format!("origin_not_allowed {shown}");
+        if let Err(e) = state
+            .store()
+            .audit("auth.failed", None, Some(source), &detail)
+        {
+            tracing::warn!(error = %e, "audit write failed");
+        }
+    } else {
+        tracing::debug!(origin = %shown, "browser origin refused again");
+    }
+    false
 }
 
 /// Reads the next text message before authentication. `Err(code)` = close with that code.
@@ -359,6 +407,7 @@ async fn handshake(
             generation,
             device: device.as_ref(),
             token: token.as_ref(),
+            now_ms: crate::now_ms(),
         })
     };
     let origin_name = match origin {
