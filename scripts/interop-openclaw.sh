@@ -396,6 +396,14 @@ if [ -n "$TPORT" ]; then
   oc tunnel-devices "$CALL_TIMEOUT" -- devices list --url "$TU" --token "$T" --json
   check "devices list through claw tunnel up shows the tunnel device" "expected rc 0 and a paired device named by the tunnel" \
     eval 'rc_is 0 && jsok "Array.isArray(j.paired) && j.paired.some(d => d.approvedVia === \"pairing-code\")"'
+  # No gateway secret on the device: the tunnel's authentication of the device key is the
+  # credential. The CLI insists on some --token with --url, so it gets a placeholder.
+  oc tunnel-stock "$CALL_TIMEOUT" -- gateway call health --url "$TU" --token placeholder-not-a-secret --json
+  check "gateway call health through claw tunnel up with no real token (the device's transport identity)" "expected rc 0 and ok:true with a placeholder token" \
+    eval 'rc_is 0 && jsok "j && j.ok === true"'
+  oc tunnel-stock-status "$CALL_TIMEOUT" OPENCLAW_GATEWAY_PORT="$TPORT" OPENCLAW_GATEWAY_TOKEN=placeholder -- gateway call status --json
+  check "gateway call status through claw tunnel up via OPENCLAW_GATEWAY_PORT, no real token" "expected rc 0 and a status payload" \
+    eval 'rc_is 0 && jsok "j && Array.isArray(j.channelSummary)"'
 else
   OUT=$WORK/tunnel-pair.out ERR=$WORK/tunnel-up.err RC=- TOOK=
   fail "gateway call health through claw tunnel up" "could not pair a device home or start claw tunnel up"

@@ -1009,3 +1009,76 @@ async fn scheduled_rotation_repairs_devices_and_survives_kill9() {
         );
     }
 }
+
+/// A stock client on a paired device — no token, no device key, or a stale token — goes through
+/// `claw tunnel up` as that device: the tunnel's authentication is the credential. It gets only
+/// scopes the device was approved for, a root rotation does not close it (nothing on it can go
+/// stale), a revoke does; `--strict-device-auth` asks for the device's token again.
+#[tokio::test]
+async fn stock_clients_on_a_paired_device_need_no_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = tunnel_gateway(&[]);
+    let d = paired(&g, &tmp, "laptop").await;
+    let t = up(&d).await;
+    let url = format!("ws://{}", t.local_addrs[0]);
+    let stock = |token: Option<&'static str>| Creds {
+        token,
+        device: None,
+        scopes: &["operator.read", "operator.admin"],
+    };
+    let (hello, mut ws) = handshake(&url, &stock(None)).await.hello();
+    assert_eq!(hello["auth"]["method"], "transport");
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.read"]), "{hello}");
+    assert_eq!(
+        call(&mut ws, "health", json!({})).await["payload"]["ok"],
+        true
+    );
+    // An admin method is refused for the scope, and the socket stays usable.
+    let r = call(&mut ws, "device.pair.list", json!({})).await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(call(&mut ws, "health", json!({})).await["ok"], true);
+    // A wrong or stale token changes nothing: the transport identity decides.
+    let (hello, _ws2) = handshake(&url, &stock(Some("stale-or-wrong")))
+        .await
+        .hello();
+    assert_eq!(hello["auth"]["method"], "transport");
+
+    let (code, _, err) = g.claw(&["devices", "rotate-token", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        call(&mut ws, "health", json!({})).await["ok"],
+        true,
+        "a rotation closed a stock client's session"
+    );
+    let (hello, _) = handshake(&url, &stock(None)).await.hello();
+    assert_eq!(hello["auth"]["method"], "transport");
+
+    // Revoked: the session is cut.
+    let (_, out, _) = g.claw(&["devices", "list", "--json"]);
+    let id = serde_json::from_str::<Value>(&out).unwrap()["paired"][0]["deviceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, _, err) = g.claw(&["devices", "revoke", &id, "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match recv(&mut ws).await {
+                Err(close) => return close,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .expect("the revoked device's stock client stayed connected");
+    assert_eq!(closed.0, 1008, "{closed:?}");
+
+    // Strict mode: the device's token or signature is required again.
+    let g2 = tunnel_gateway(&["--strict-device-auth"]);
+    let d2 = paired(&g2, &tmp, "strict").await;
+    let t2 = up(&d2).await;
+    let (_, close) = handshake(&format!("ws://{}", t2.local_addrs[0]), &stock(None))
+        .await
+        .refused();
+    assert_eq!(close.0, 1008, "{close:?}");
+}

@@ -8,7 +8,9 @@
 //! bits 3–4 the stored state of the devices (absent, paired, revoked, paired with admin scope),
 //! bits 5–6 the state of the stored device token (current, old generation, superseded, owned by
 //! the other device), bit 7 the gateway clock (at the capture's `signedAt`, or one millisecond
-//! past the two-minute skew, when no device proof may be accepted). The rest is the frame. The fake store's devices are the fixed key and the
+//! past the two-minute skew, when no device proof may be accepted) and, with it, strict device
+//! auth (no transport identity without a token or signature; transport identity involves no
+//! clock, so pairing the two loses no path). The rest is the frame. The fake store's devices are the fixed key and the
 //! device of the real OpenClaw capture (`openclaw-wire.txt`), so the captured signed connects
 //! verify against the captured nonce.
 #![no_main]
@@ -92,7 +94,12 @@ fuzz_target!(|data: &[u8]| {
         },
     };
     // The store: the device record found by the presented device id.
-    let presented_id = p.device.as_ref().map(|d| d.id.clone());
+    // The device record the gateway looks up: the one a proof names, else (tunnelled socket) the
+    // transport-authenticated one.
+    let presented_id = p.device.as_ref().map(|d| d.id.clone()).or(match &origin {
+        Origin::Tunnel { device_id } => Some(device_id.clone()),
+        Origin::Loopback => None,
+    });
     let device_state = (ctl >> 3) & 3;
     let device = match (&presented_id, device_state) {
         (_, 0) | (None, _) => None,
@@ -139,6 +146,7 @@ fuzz_target!(|data: &[u8]| {
         device: device.as_ref(),
         token: token.as_ref(),
         now_ms,
+        transport_identity: ctl & 0x80 == 0,
     });
 
     // Invariants of every decision.
@@ -164,6 +172,20 @@ fuzz_target!(|data: &[u8]| {
             action,
         }) => {
             assert_eq!(role, &p.role);
+            if *method == AuthMethod::Transport {
+                // Transport identity: a tunnelled socket without a device proof or the shared
+                // token, of a known, unrevoked device, granted no more than that device holds.
+                let id = device_id.as_deref().expect("transport auth without a device");
+                assert_eq!(tunnel_id, Some(id));
+                assert!(p.device.is_none(), "transport auth for a signing client");
+                assert!(ctl & 0x80 == 0, "transport auth in strict mode");
+                assert!(!secrets_equal(p.secret().unwrap_or(""), SHARED));
+                let r = device.as_ref().filter(|r| r.device_id == id).expect("unknown device");
+                assert!(!r.revoked, "accepted a revoked device");
+                assert!(is_subset(granted, &r.scopes) && is_subset(granted, &p.scopes));
+                assert_eq!(*action, DeviceAction::None);
+                return;
+            }
             assert_eq!(granted, &p.scopes);
             if let Some(id) = device_id {
                 assert!(verified(id), "accepted an unverified device");
@@ -180,6 +202,7 @@ fuzz_target!(|data: &[u8]| {
                 AuthMethod::Token => {
                     assert!(secrets_equal(p.secret().unwrap_or(""), SHARED));
                 }
+                AuthMethod::Transport => unreachable!("checked above"),
                 AuthMethod::DeviceToken => {
                     let id = device_id
                         .as_deref()

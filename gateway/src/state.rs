@@ -35,6 +35,9 @@ pub struct GatewayConfig {
     pub pairing_request_ttl: Duration,
     /// Scheduled rotation of the device-token root ([`crate::rotation`]), if any.
     pub rotate_every: Option<Duration>,
+    /// Through the tunnel or SSH forward, require the device's token or signature as well as
+    /// the transport's authentication (`--strict-device-auth`; see `auth::decide`).
+    pub strict_device_auth: bool,
     /// Browser origins allowed besides the gateway's own loopback ones (`--allow-origin`,
     /// canonical forms; the home's persisted list is loaded separately).
     pub allowed_origins: Vec<String>,
@@ -52,6 +55,7 @@ impl Default for GatewayConfig {
             max_connections: 20_000,
             pairing_request_ttl: Duration::from_secs(600),
             rotate_every: None,
+            strict_device_auth: false,
             allowed_origins: Vec::new(),
         }
     }

@@ -114,6 +114,11 @@ pub struct RunArgs {
     /// rotation, which survives restarts; connected devices re-pair over the tunnel at once.
     #[arg(long, value_name = "DURATION")]
     rotate_every: Option<humantime::Duration>,
+    /// Through the tunnel or SSH forward, also require the device's token or signature: by
+    /// default the transport's authentication of the device key is the credential, so stock
+    /// clients on a paired device need no token.
+    #[arg(long)]
+    strict_device_auth: bool,
     /// Allow a browser origin to open a WebSocket (repeatable): scheme://host[:port], no path,
     /// no wildcard, never `null`. The gateway's own loopback origins are always allowed; a
     /// persistent list is kept with `claw gateway origins add`.
@@ -285,6 +290,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms),
         max_preauth_per_source: a.max_preauth.max(1),
         rotate_every: a.rotate_every.map(Into::into),
+        strict_device_auth: a.strict_device_auth,
         ..GatewayConfig::default()
     };
     if let Some(every) = config.rotate_every {
@@ -461,6 +467,9 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
     }
     if let Some(every) = a.rotate_every {
         v.push(format!("--rotate-every={every}"));
+    }
+    if a.strict_device_auth {
+        v.push("--strict-device-auth".into());
     }
     v
 }

@@ -65,12 +65,16 @@ pub struct AuthInput<'a> {
     pub shared_token: &'a str,
     /// The current root generation.
     pub generation: u64,
-    /// The store's record for `params.device.id`, if any.
+    /// The store's record for `params.device.id`, or — with no device proof on a tunnelled
+    /// socket — for the transport-authenticated device, if any.
     pub device: Option<&'a DeviceRecord>,
     /// The store's record for the hash of the presented secret, if any.
     pub token: Option<&'a TokenRecord>,
     /// The gateway's clock (ms since the epoch): a device's `signedAt` must be near it.
     pub now_ms: u64,
+    /// Whether a tunnelled socket's transport identity alone is a credential (the default);
+    /// `false` with `claw gateway run --strict-device-auth`.
+    pub transport_identity: bool,
 }
 
 /// What to do with the device after accepting.
@@ -143,6 +147,9 @@ pub fn decide(input: &AuthInput<'_>) -> Decision {
         .filter(|d| Some(&d.device_id) == device_id.as_ref());
     if known.is_some_and(|d| d.revoked) {
         return Decision::Reject(Rejection::DeviceRevoked);
+    }
+    if let Some(accept) = transport_identity(input, device_id.as_deref()) {
+        return accept;
     }
 
     let Some(secret) = p.secret() else {
@@ -237,6 +244,38 @@ pub fn decide(input: &AuthInput<'_>) -> Decision {
     })
 }
 
+/// A stock client through the tunnel or SSH forward (the real `openclaw` CLI, a node host, any
+/// WebSocket client on a paired device): the transport authenticated the device's key, so that
+/// identity is the credential — no token to send, none to go stale after a rotation, none to copy
+/// onto the device. Applies to a socket with no device proof (a signing client takes the signed
+/// path) that does not present the shared token; whatever other secret it sends (none, a stale or
+/// a wrong token) is ignored. It gets the scopes it asked for that the device was approved for.
+/// Off with `--strict-device-auth`, where a tunnelled client needs the device's token or
+/// signature as on loopback.
+fn transport_identity(input: &AuthInput<'_>, proof_id: Option<&str>) -> Option<Decision> {
+    let Origin::Tunnel { device_id } = input.origin else {
+        return None;
+    };
+    let shared = input
+        .params
+        .secret()
+        .is_some_and(|s| secrets_equal(s, input.shared_token));
+    if !input.transport_identity || proof_id.is_some() || shared {
+        return None;
+    }
+    let d = input.device.filter(|d| &d.device_id == device_id)?;
+    if d.revoked {
+        return Some(Decision::Reject(Rejection::DeviceRevoked));
+    }
+    Some(Decision::Accept(Accept {
+        method: AuthMethod::Transport,
+        role: input.params.role.clone(),
+        scopes: scopes::granted(&input.params.scopes, &d.scopes),
+        device_id: Some(device_id.clone()),
+        action: DeviceAction::None,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +314,7 @@ mod tests {
             device: dev,
             token: tok,
             now_ms: 1,
+            transport_identity: true,
         })
     }
 
@@ -558,6 +598,7 @@ mod tests {
                 device: None,
                 token: None,
                 now_ms,
+                transport_identity: true,
             })
         };
         for now in [signed_at, signed_at - 120_000, signed_at + 120_000] {

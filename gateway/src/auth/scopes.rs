@@ -19,6 +19,15 @@ pub fn is_subset(asked: &[String], allowed: &[String]) -> bool {
     asked.iter().all(|s| has_scope(allowed, s))
 }
 
+/// The scopes of `asked` that `allowed` grants (admin in `allowed` grants all), in `asked`'s order.
+pub fn granted(asked: &[String], allowed: &[String]) -> Vec<String> {
+    asked
+        .iter()
+        .filter(|s| has_scope(allowed, s))
+        .cloned()
+        .collect()
+}
+
 /// `a ∪ b`, sorted and deduplicated.
 pub fn union(a: &[String], b: &[String]) -> Vec<String> {
     let mut v: Vec<String> = a.iter().chain(b.iter()).cloned().collect();
@@ -33,6 +42,16 @@ mod tests {
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
     }
+    #[test]
+    fn granted_keeps_only_what_is_allowed() {
+        assert_eq!(granted(&s(&[ADMIN, READ]), &s(&[READ, WRITE])), s(&[READ]));
+        assert_eq!(
+            granted(&s(&[PAIRING, READ]), &s(&[ADMIN])),
+            s(&[PAIRING, READ])
+        );
+        assert!(granted(&s(&[ADMIN]), &s(&[])).is_empty());
+    }
+
     #[test]
     fn admin_covers_all_and_subsets() {
         assert!(has_scope(&s(&[ADMIN]), PAIRING));

@@ -12,10 +12,13 @@ use crate::state::{GatewayEvent, GatewayState};
 /// Close reason for sessions of a removed device.
 pub const REMOVED_REASON: &str = "unauthorized: device removed (pair again)";
 
-/// Non-admin device-token callers manage only their own device (OpenClaw's rule).
+/// Non-admin device sessions (device token or transport identity) manage only their own device
+/// (OpenClaw's rule).
 fn check_self_scope(ctx: &Ctx, target: &str) -> Result<(), ErrorShape> {
-    if ctx.method == Some(AuthMethod::DeviceToken)
-        && !scopes::has_scope(&ctx.scopes, scopes::ADMIN)
+    if matches!(
+        ctx.method,
+        Some(AuthMethod::DeviceToken | AuthMethod::Transport)
+    ) && !scopes::has_scope(&ctx.scopes, scopes::ADMIN)
         && ctx.device_id.as_deref() != Some(target)
     {
         return Err(ErrorShape::new(

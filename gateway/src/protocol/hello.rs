@@ -23,6 +23,10 @@ pub enum AuthMethod {
     Token,
     /// A device token.
     DeviceToken,
+    /// No client secret: the tunnel or SSH forward authenticated the device's key, and that
+    /// identity is the credential (a stock client on a paired device). Not closed by root or
+    /// token rotation — there is nothing on the client to go stale — only by revoke/remove.
+    Transport,
 }
 
 impl AuthMethod {
@@ -31,6 +35,7 @@ impl AuthMethod {
         match self {
             AuthMethod::Token => "token",
             AuthMethod::DeviceToken => "device-token",
+            AuthMethod::Transport => "transport",
         }
     }
 }

@@ -390,10 +390,15 @@ async fn handshake(
     let decision = {
         let store = state.store();
         let generation = store.root().map(|(g, _)| g).unwrap_or(0);
-        let device = params
-            .device
-            .as_ref()
-            .and_then(|d| store.device(&d.id).ok().flatten())
+        // The device a proof names; without one, the device the tunnel or SSH forward
+        // authenticated (its transport identity may be the credential).
+        let device_id = match (&params.device, origin) {
+            (Some(d), _) => Some(d.id.as_str()),
+            (None, Origin::Tunnel { device_id }) => Some(device_id.as_str()),
+            (None, Origin::Loopback) => None,
+        };
+        let device = device_id
+            .and_then(|id| store.device(id).ok().flatten())
             .map(|d| d.record());
         let token = params
             .secret()
@@ -408,6 +413,7 @@ async fn handshake(
             device: device.as_ref(),
             token: token.as_ref(),
             now_ms: crate::now_ms(),
+            transport_identity: !state.config.strict_device_auth,
         })
     };
     let origin_name = match origin {
