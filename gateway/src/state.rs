@@ -264,6 +264,20 @@ impl GatewayState {
         n
     }
 
+    /// Closes every session of `device_id` — authenticated as the device, or carried by its
+    /// tunnel or SSH forward whatever secret it presented — with `code`/`reason`; returns how
+    /// many. What revocation and removal call: a device cut off keeps no WebSocket open.
+    pub fn close_device_sessions(&self, device_id: &str, code: u16, reason: &str) -> usize {
+        self.close_sessions(
+            |s| {
+                s.device_id.as_deref() == Some(device_id)
+                    || matches!(&s.origin, Origin::Tunnel { device_id: d } if d == device_id)
+            },
+            code,
+            reason,
+        )
+    }
+
     /// Sends a text frame to every session; returns how many were reached.
     pub fn broadcast(&self, text: &str) -> usize {
         self.sessions()
