@@ -7,7 +7,60 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Bytes one socket may send before it authenticates: the largest pre-auth message
+/// ([`crate::protocol::frames::MAX_PREAUTH_PAYLOAD`]) plus room for frame headers, pings and a
+/// close. Enforced while reading (see `server::metered`), so a 1 MiB pre-auth message is cut
+/// after this many bytes instead of being buffered whole.
+pub const PREAUTH_READ_PER_SOCKET: usize = crate::protocol::frames::MAX_PREAUTH_PAYLOAD + 4096;
+
+/// Bytes all unauthenticated sockets together may have sent and not yet authenticated: the
+/// gateway's pre-auth memory budget. A legitimate handshake reads about 1 KiB, so this admits
+/// tens of thousands of concurrent handshakes, while a flood of large pre-auth messages is
+/// refused past it (each socket's reads beyond it fail and the socket closes).
+pub const PREAUTH_READ_GLOBAL: usize = 64 * 1024 * 1024;
+
+/// A byte budget shared by many holders (the pre-auth bytes of every socket together).
+#[derive(Debug)]
+pub struct SharedBudget {
+    cap: usize,
+    used: AtomicUsize,
+}
+
+impl SharedBudget {
+    /// A budget of `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Charges `n` bytes; `false` (and nothing charged) when that would exceed the cap.
+    pub fn try_charge(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.cap)
+            })
+            .is_ok()
+    }
+
+    /// Gives `n` charged bytes back.
+    pub fn refund(&self, n: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
 
 /// At most `cap` live slots per key.
 #[derive(Debug)]
@@ -103,6 +156,20 @@ mod tests {
         let _a3 = l.try_take("a").expect("a released slot is reusable");
         drop((a1, b));
         assert_eq!((l.held(&"a"), l.held(&"b"), l.keys()), (1, 0, 1));
+    }
+
+    #[test]
+    fn a_shared_budget_refuses_past_its_cap_and_refunds() {
+        let b = SharedBudget::new(100);
+        assert!(b.try_charge(60));
+        assert!(!b.try_charge(41), "over the cap: refused, nothing charged");
+        assert_eq!(b.used(), 60);
+        assert!(b.try_charge(40));
+        b.refund(70);
+        assert_eq!(b.used(), 30);
+        b.refund(1000);
+        assert_eq!(b.used(), 0, "never below zero");
+        assert!(!b.try_charge(usize::MAX), "no overflow");
     }
 
     #[test]

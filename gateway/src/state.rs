@@ -146,6 +146,8 @@ pub struct GatewayState {
     /// Unauthenticated sockets per source (an address on loopback, a device through the tunnel
     /// or SSH).
     pub preauth: crate::limits::PerKeyLimit<String>,
+    /// Bytes read from unauthenticated sockets, all together (see `limits::PREAUTH_READ_GLOBAL`).
+    pub preauth_bytes: Arc<crate::limits::SharedBudget>,
     /// All open sockets.
     pub open_sockets: AtomicU64,
     /// Authenticated sessions whose task is still running (including a closing handshake).
@@ -182,6 +184,9 @@ impl GatewayState {
             next_conn: AtomicU64::new(1),
             failures: Mutex::new(failures),
             preauth,
+            preauth_bytes: Arc::new(crate::limits::SharedBudget::new(
+                crate::limits::PREAUTH_READ_GLOBAL,
+            )),
             open_sockets: AtomicU64::new(0),
             sessions_alive: AtomicU64::new(0),
             seq: AtomicU64::new(0),

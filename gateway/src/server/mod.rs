@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod http;
+mod metered;
 mod session;
 mod tasks;
 
@@ -123,8 +124,20 @@ async fn accept_loop(state: Arc<GatewayState>, listener: TcpListener) {
     }
 }
 
-async fn handle_tcp(state: Arc<GatewayState>, stream: TcpStream, peer: SocketAddr) {
-    state.open_sockets.fetch_add(1, Ordering::Relaxed);
-    serve_stream(state.clone(), stream, peer.ip(), Origin::Loopback).await;
+async fn handle_tcp(state: Arc<GatewayState>, mut stream: TcpStream, peer: SocketAddr) {
+    let before = state.open_sockets.fetch_add(1, Ordering::Relaxed) as usize;
+    if before >= state.config.max_connections {
+        // Over the connection cap: answered before the head is read, so sockets that never
+        // finish their head count against the cap too (and cannot run the process out of fds).
+        http::respond(
+            &mut stream,
+            "503 Service Unavailable",
+            "text/plain; charset=utf-8",
+            "Too many connections",
+        )
+        .await;
+    } else {
+        serve_stream(state.clone(), stream, peer.ip(), Origin::Loopback).await;
+    }
     state.open_sockets.fetch_sub(1, Ordering::Relaxed);
 }

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::http::{self, Head};
+use super::metered::Metered;
 use crate::auth::decide::{decide, Accept, AuthInput, Decision, DeviceAction, Origin};
 use crate::methods::{self, Ctx};
 use crate::protocol::connect::{negotiate_protocol, parse_connect, ConnectParams};
@@ -48,6 +49,9 @@ fn source_key(source: IpAddr, origin: &Origin) -> String {
 type PreauthSlot = crate::limits::Slot<String>;
 
 type Ws<S> = WebSocketStream<S>;
+
+/// A socket whose reads are metered until it authenticates.
+type MeteredWs<S> = WebSocketStream<Metered<S>>;
 
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: u16, reason: &str) {
     let frame = CloseFrame {
@@ -134,6 +138,7 @@ pub async fn serve_stream<S>(
     if http::accept_upgrade(&mut stream, &key).await.is_err() {
         return;
     }
+    let stream = Metered::new(stream, state.preauth_bytes.clone());
     let ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
     session(state, ws, origin, slot).await;
@@ -164,8 +169,12 @@ struct Live {
     last_seen: Arc<AtomicU64>,
 }
 
-async fn session<S>(state: Arc<GatewayState>, mut ws: Ws<S>, origin: Origin, mut slot: PreauthSlot)
-where
+async fn session<S>(
+    state: Arc<GatewayState>,
+    mut ws: MeteredWs<S>,
+    origin: Origin,
+    mut slot: PreauthSlot,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(live) = authenticate(&state, &mut ws, origin, &mut slot).await else {
@@ -191,7 +200,7 @@ where
 /// Challenge, `connect`, decision; on success registers the session and sends `hello-ok`.
 async fn authenticate<S>(
     state: &Arc<GatewayState>,
-    ws: &mut Ws<S>,
+    ws: &mut MeteredWs<S>,
     origin: Origin,
     slot: &mut PreauthSlot,
 ) -> Option<Live>
@@ -287,6 +296,7 @@ where
         },
     );
     slot.release();
+    ws.get_mut().lift();
     state.sessions_alive.fetch_add(1, Ordering::Relaxed);
     let ctx = Ctx {
         scopes: accept.scopes.clone(),
