@@ -20,6 +20,7 @@ pub mod home;
 pub mod limits;
 pub mod lock;
 pub mod methods;
+pub mod peer_uid;
 pub mod protocol;
 pub mod server;
 pub mod state;

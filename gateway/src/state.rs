@@ -146,6 +146,11 @@ pub struct GatewayState {
     /// Unauthenticated sockets per source (an address on loopback, a device through the tunnel
     /// or SSH).
     pub preauth: crate::limits::PerKeyLimit<String>,
+    /// Connects with a secret in flight per failure key while it has recent failures
+    /// (see `limits::FAILING_IN_FLIGHT_PER_KEY`).
+    pub failing: crate::limits::PerKeyLimit<String>,
+    /// The same, all keys together.
+    pub failing_all: crate::limits::PerKeyLimit<()>,
     /// Bytes read from unauthenticated sockets, all together (see `limits::PREAUTH_READ_GLOBAL`).
     pub preauth_bytes: Arc<crate::limits::SharedBudget>,
     /// All open sockets.
@@ -184,6 +189,8 @@ impl GatewayState {
             next_conn: AtomicU64::new(1),
             failures: Mutex::new(failures),
             preauth,
+            failing: crate::limits::PerKeyLimit::new(crate::limits::FAILING_IN_FLIGHT_PER_KEY),
+            failing_all: crate::limits::PerKeyLimit::new(crate::limits::FAILING_IN_FLIGHT_ALL),
             preauth_bytes: Arc::new(crate::limits::SharedBudget::new(
                 crate::limits::PREAUTH_READ_GLOBAL,
             )),

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::auth::decide::Origin;
 use crate::protocol::errors::CLOSE_SERVICE_RESTART;
 use crate::state::GatewayState;
 
@@ -137,7 +136,12 @@ async fn handle_tcp(state: Arc<GatewayState>, mut stream: TcpStream, peer: Socke
         )
         .await;
     } else {
-        serve_stream(state.clone(), stream, peer.ip(), Origin::Loopback).await;
+        // The kernel names the uid of the client's socket: budgets are charged per user.
+        let uid = stream
+            .local_addr()
+            .ok()
+            .and_then(|local| crate::peer_uid::of_peer(peer, local));
+        session::serve_loopback(state.clone(), stream, peer.ip(), uid).await;
     }
     state.open_sockets.fetch_sub(1, Ordering::Relaxed);
 }
