@@ -694,3 +694,92 @@ async fn rotating_loopback_addresses_does_not_escape_the_wrong_secret_delay() {
         "rotating addresses bought {many} guesses against {one} from one address"
     );
 }
+
+// Item 9: a paired device cannot grow the store with made-up roles
+
+fn token_rows(home: &Path) -> i64 {
+    let out = std::process::Command::new("sqlite3")
+        .arg(home.join("state.db"))
+        .arg("SELECT COUNT(*) FROM device_tokens;")
+        .output()
+        .expect("sqlite3");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A signed, secret-less connect of `key` with `role` over one new tunnel stream; true when
+/// accepted.
+async fn tunnel_connect_with_role(
+    conn: &claw_tunnel::quinn::Connection,
+    key: &claw_gateway::auth::device_key::DeviceKey,
+    role: &str,
+) -> bool {
+    use claw_tunnel::control::{encode, StreamHeader};
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode(&StreamHeader::Gateway))
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://claw/", tokio::io::join(recv, send))
+        .await
+        .unwrap();
+    let ch = next_json(&mut ws, Duration::from_secs(10)).await.unwrap();
+    let mut p = json!({
+        "minProtocol": 4, "maxProtocol": 4,
+        "client": {"id":"cli","version":"test","platform":"linux","deviceFamily":"Linux","mode":"cli"},
+        "caps": [], "role": role, "scopes": ["operator.read"],
+    });
+    let parsed = claw_gateway::protocol::connect::parse_connect(&p).unwrap();
+    let d = key.prove(
+        &parsed,
+        ch["payload"]["nonce"].as_str().unwrap(),
+        ch["payload"]["ts"].as_u64().unwrap(),
+    );
+    p["device"] = json!({"id": d.id, "publicKey": d.public_key, "signature": d.signature, "signedAt": d.signed_at, "nonce": d.nonce});
+    let req = json!({"type":"req","id":"c1","method":"connect","params": p});
+    ws.send(Message::Text(req.to_string().into()))
+        .await
+        .unwrap();
+    let ok = next_json(&mut ws, Duration::from_secs(10))
+        .await
+        .map(|v| v["ok"] == true)
+        .unwrap_or(false);
+    let _ = ws.close(None).await;
+    ok
+}
+
+/// The review's disk filler: a paired device connecting through the tunnel with a new `role`
+/// string each time stored a new token row each time (5,000 connects: 5.4 → 14.6 MB). 500 such
+/// connects must not grow the store by 500 rows, and the device's own role keeps working.
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_roles_from_a_paired_device_do_not_grow_the_store() {
+    let g = Gateway::start(&["--tunnel", "127.0.0.1:0"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("dev");
+    let uri = pair_uri(&g);
+    client::pair(&DeviceHome::new(&home), &uri, None, |_| {})
+        .await
+        .unwrap();
+    let id = claw_tunnel::identity::Identity::load_or_create(&home.join("identity.key")).unwrap();
+    let key = claw_gateway::auth::device_key::DeviceKey::load_or_create(&home.join("identity.key"))
+        .unwrap();
+    let dialer = client::Dialer::new(&id, &uri.gateway_id, &uri.addrs[0]).unwrap();
+    let conn = dialer.connect(&uri.addrs).await.unwrap();
+    assert!(tunnel_connect_with_role(&conn, &key, "operator").await);
+    let before = token_rows(&g.home);
+    let mut accepted = 0;
+    for i in 0..500 {
+        if tunnel_connect_with_role(&conn, &key, &format!("role-{i}")).await {
+            accepted += 1;
+        }
+    }
+    let after = token_rows(&g.home);
+    eprintln!("500 made-up roles: {accepted} accepted; token rows {before} -> {after}");
+    assert!(
+        after < before + 10,
+        "500 made-up roles grew the token table from {before} to {after} rows"
+    );
+    assert_eq!(accepted, 0, "a made-up role was accepted");
+    assert!(
+        tunnel_connect_with_role(&conn, &key, "operator").await,
+        "the device's own role still works"
+    );
+}

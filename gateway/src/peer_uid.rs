@@ -142,8 +142,8 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:18789".parse().unwrap();
         let m = build_request(a, b, 7).unwrap();
         assert_eq!(m.len(), 72);
-        assert_eq!(&m[20..22], &5000u16.to_be_bytes());
-        assert_eq!(&m[22..24], &18789u16.to_be_bytes());
+        assert_eq!(&m[24..26], &5000u16.to_be_bytes());
+        assert_eq!(&m[26..28], &18789u16.to_be_bytes());
         assert!(build_request(a, "[::1]:1".parse().unwrap(), 1).is_none());
     }
 

@@ -51,8 +51,21 @@ impl<S> Drop for Metered<S> {
     }
 }
 
-fn spent(what: &str) -> io::Error {
-    io::Error::other(format!("pre-auth read budget spent ({what})"))
+/// The error a metered read fails with: the socket sent more than it may before
+/// authenticating (answered with close 1009, like any oversized message).
+#[derive(Debug, thiserror::Error)]
+#[error("pre-auth read budget spent ({0})")]
+pub struct BudgetSpent(&'static str);
+
+impl BudgetSpent {
+    /// True when `e` is a metered read's refusal.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|i| i.is::<BudgetSpent>())
+    }
+}
+
+fn spent(what: &'static str) -> io::Error {
+    io::Error::other(BudgetSpent(what))
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
@@ -128,7 +141,8 @@ mod tests {
         m.read_exact(&mut got).await.unwrap();
         assert_eq!(global.used(), PREAUTH_READ_PER_SOCKET);
         let mut one = [0u8; 1];
-        assert!(m.read(&mut one).await.is_err(), "past the per-socket cap");
+        let e = m.read(&mut one).await.unwrap_err();
+        assert!(BudgetSpent::is(&e), "past the per-socket cap: {e}");
         m.lift();
         assert_eq!(global.used(), 0, "lifting refunds");
         assert_eq!(

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::http::{self, Head};
-use super::metered::Metered;
+use super::metered::{BudgetSpent, Metered};
 use crate::auth::decide::{decide, Accept, AuthInput, Decision, DeviceAction, Origin};
 use crate::methods::{self, Ctx};
 use crate::protocol::connect::{negotiate_protocol, parse_connect, ConnectParams};
@@ -171,6 +171,11 @@ async fn next_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>) -> Result<
             Some(Ok(Message::Binary(_))) => return Err(CLOSE_NORMAL),
             Some(Ok(Message::Close(_))) | None => return Err(0),
             Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                return Err(CLOSE_TOO_BIG)
+            }
+            // More pre-auth bytes than the meter allows: an oversized message, cut while it
+            // arrived.
+            Some(Err(tokio_tungstenite::tungstenite::Error::Io(e))) if BudgetSpent::is(&e) => {
                 return Err(CLOSE_TOO_BIG)
             }
             Some(Err(_)) => return Err(0),
@@ -379,14 +384,16 @@ async fn handshake(
         })?);
     }
     let shared = state.shared_token();
+    let recorded_role: Option<String>;
     let decision = {
         let store = state.store();
         let generation = store.root().map(|(g, _)| g).unwrap_or(0);
-        let device = params
+        let info = params
             .device
             .as_ref()
-            .and_then(|d| store.device(&d.id).ok().flatten())
-            .map(|d| d.record());
+            .and_then(|d| store.device(&d.id).ok().flatten());
+        recorded_role = info.as_ref().map(|d| d.role.clone());
+        let device = info.map(|d| d.record());
         let token = params
             .secret()
             .filter(|s| !crate::auth::secrets::secrets_equal(s, &shared))
@@ -405,6 +412,7 @@ async fn handshake(
         Origin::Loopback => "loopback",
         Origin::Tunnel { .. } => "tunnel",
     };
+    let decision = restrict_role(decision, origin, recorded_role.as_deref());
     match decision {
         Decision::Reject(r) => {
             let device_id = params.device.as_ref().map(|d| d.id.as_str());
@@ -460,6 +468,24 @@ async fn handshake(
             let token = carry_out(state, &a, &params, origin_name)?;
             Ok((a, params, token))
         }
+    }
+}
+
+/// A paired device keeps the role it was paired with: through the tunnel or SSH, or with its
+/// device token, a connect asking for another role is refused like a scope upgrade (OpenClaw
+/// asks for approval of a role upgrade), so no made-up role string ever mints a token row. Only
+/// the shared token on loopback (an operator) may re-pair a device under another role.
+fn restrict_role(decision: Decision, origin: &Origin, recorded: Option<&str>) -> Decision {
+    match decision {
+        Decision::Accept(a)
+            if a.device_id.is_some()
+                && recorded.is_some_and(|r| r != a.role)
+                && (matches!(origin, Origin::Tunnel { .. })
+                    || a.method == crate::protocol::hello::AuthMethod::DeviceToken) =>
+        {
+            Decision::Reject(Rejection::ScopeMismatch)
+        }
+        d => d,
     }
 }
 
