@@ -783,3 +783,71 @@ async fn made_up_roles_from_a_paired_device_do_not_grow_the_store() {
         "the device's own role still works"
     );
 }
+
+// Item 6: floods of refusals cannot wipe the audit log
+
+/// The review pushed a rogue device's `device.paired` row out of `claw gateway audit` with a
+/// flood of refusals (one row each, 50,000 kept, 50 shown by default). After 3,000 refused
+/// connects the pairing must still be shown, and the flood must take a handful of rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_refusals_does_not_push_a_pairing_out_of_the_audit_log() {
+    let g = Gateway::start(&[]);
+    let key = claw_gateway::auth::device_key::DeviceKey::generate();
+    let (_hello, ws) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&g.token()),
+            device: Some(&key),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    drop(ws);
+    let url = g.url.clone();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(tokio::time::timeout(
+            Duration::from_secs(120),
+            async move {
+                for _ in 0..(3000 / 16) {
+                    let (_, close) = handshake(
+                        &url,
+                        &Creds {
+                            token: Some("wrong"),
+                            device: None,
+                            scopes: &["operator.read"],
+                        },
+                    )
+                    .await
+                    .refused();
+                    assert_eq!(close.0, 1008);
+                }
+            },
+        )));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("the flood finished in time");
+    }
+    let (code, out, err) = g.claw(&["gateway", "audit", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let entries = v["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["event"] == "device.paired" && e["deviceId"] == key.device_id().as_str()),
+        "the pairing was pushed out of `claw gateway audit` by the flood: {entries:#?}"
+    );
+    let (_, out, _) = g.claw(&["gateway", "audit", "--json", "--limit", "10000"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let refusals = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "auth.failed")
+        .count();
+    eprintln!("3,000 refused connects: {refusals} auth.failed rows");
+    assert!(refusals <= 10, "{refusals} rows for one flood");
+}
