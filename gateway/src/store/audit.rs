@@ -131,7 +131,7 @@ impl RefusalGate {
         if total == 0 {
             return None;
         }
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         let parts: Vec<String> = top
             .iter()
             .take(5)
