@@ -22,6 +22,7 @@ pub mod limits;
 pub mod lock;
 pub mod methods;
 pub mod origin;
+pub mod peer_uid;
 pub mod protocol;
 pub mod rotation;
 pub mod server;

@@ -7,7 +7,97 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Bytes one socket may send before it authenticates: the largest pre-auth message
+/// ([`crate::protocol::frames::MAX_PREAUTH_PAYLOAD`]) plus room for frame headers, pings and a
+/// close. Enforced while reading (see `server::metered`), so a 1 MiB pre-auth message is cut
+/// after this many bytes instead of being buffered whole.
+pub const PREAUTH_READ_PER_SOCKET: usize = crate::protocol::frames::MAX_PREAUTH_PAYLOAD + 4096;
+
+/// Bytes all unauthenticated sockets together may have sent and not yet authenticated: the
+/// gateway's pre-auth memory budget. A legitimate handshake reads about 1 KiB, so this admits
+/// tens of thousands of concurrent handshakes, while a flood of large pre-auth messages is
+/// refused past it (each socket's reads beyond it fail and the socket closes).
+pub const PREAUTH_READ_GLOBAL: usize = 64 * 1024 * 1024;
+
+/// Who a socket's pre-auth budget is charged to. Tunnelled and SSH-forwarded sockets: their
+/// device (the transport authenticated its key, and devices behind one NAT must not share a
+/// budget). Loopback sockets of the gateway's own uid (`own_uid`): their address, as before.
+/// Loopback sockets of another local user: that uid, whatever 127.x address it uses — so another
+/// user's sockets never count against the operator's budget, and rotating addresses gains it
+/// nothing. Unknown owner (no `sock_diag`): the address.
+pub fn preauth_key(
+    source: std::net::IpAddr,
+    tunnel_device: Option<&str>,
+    peer_uid: Option<u32>,
+    own_uid: u32,
+) -> String {
+    match (tunnel_device, peer_uid) {
+        (Some(d), _) => format!("device:{d}"),
+        (None, Some(uid)) if uid != own_uid => format!("uid:{uid}"),
+        (None, _) => source.to_string(),
+    }
+}
+
+/// Who a socket's wrong secrets are charged to (the failure delay): the device through the
+/// tunnel or SSH; on loopback the peer's uid, or all of loopback as one source when the owner is
+/// unknown — never the address, which a local attacker can rotate through 127.0.0.0/8.
+pub fn failure_key(tunnel_device: Option<&str>, peer_uid: Option<u32>) -> String {
+    match (tunnel_device, peer_uid) {
+        (Some(d), _) => format!("device:{d}"),
+        (None, Some(uid)) => format!("uid:{uid}"),
+        (None, None) => "loopback".to_string(),
+    }
+}
+
+/// Connects with a secret that one failure key may have in flight while it has recent failures
+/// (being evaluated, or sleeping off their delay), and all keys together: the wrong-secret rate
+/// is then at most this many per delay, however many sockets or addresses the guesser uses.
+pub const FAILING_IN_FLIGHT_PER_KEY: usize = 32;
+/// All failure keys together (the global cap).
+pub const FAILING_IN_FLIGHT_ALL: usize = 256;
+
+/// A byte budget shared by many holders (the pre-auth bytes of every socket together).
+#[derive(Debug)]
+pub struct SharedBudget {
+    cap: usize,
+    used: AtomicUsize,
+}
+
+impl SharedBudget {
+    /// A budget of `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Charges `n` bytes; `false` (and nothing charged) when that would exceed the cap.
+    pub fn try_charge(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.cap)
+            })
+            .is_ok()
+    }
+
+    /// Gives `n` charged bytes back.
+    pub fn refund(&self, n: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
 
 /// At most `cap` live slots per key.
 #[derive(Debug)]
@@ -103,6 +193,36 @@ mod tests {
         let _a3 = l.try_take("a").expect("a released slot is reusable");
         drop((a1, b));
         assert_eq!((l.held(&"a"), l.held(&"b"), l.keys()), (1, 0, 1));
+    }
+
+    #[test]
+    fn keys_charge_other_users_by_uid_and_never_by_a_rotatable_address() {
+        let a: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+        // Another user: one budget whatever the address.
+        assert_eq!(preauth_key(a, None, Some(1000), 0), "uid:1000");
+        assert_eq!(preauth_key(b, None, Some(1000), 0), "uid:1000");
+        // The operator's own uid, or an unknown owner: per address.
+        assert_eq!(preauth_key(a, None, Some(0), 0), "127.0.0.1");
+        assert_eq!(preauth_key(b, None, None, 0), "127.0.0.9");
+        assert_eq!(preauth_key(a, Some("d1"), Some(5), 0), "device:d1");
+        assert_eq!(failure_key(None, Some(0)), "uid:0");
+        assert_eq!(failure_key(None, None), "loopback");
+        assert_eq!(failure_key(Some("d1"), None), "device:d1");
+    }
+
+    #[test]
+    fn a_shared_budget_refuses_past_its_cap_and_refunds() {
+        let b = SharedBudget::new(100);
+        assert!(b.try_charge(60));
+        assert!(!b.try_charge(41), "over the cap: refused, nothing charged");
+        assert_eq!(b.used(), 60);
+        assert!(b.try_charge(40));
+        b.refund(70);
+        assert_eq!(b.used(), 30);
+        b.refund(1000);
+        assert_eq!(b.used(), 0, "never below zero");
+        assert!(!b.try_charge(usize::MAX), "no overflow");
     }
 
     #[test]

@@ -157,6 +157,13 @@ pub struct GatewayState {
     /// Unauthenticated sockets per source (an address on loopback, a device through the tunnel
     /// or SSH).
     pub preauth: crate::limits::PerKeyLimit<String>,
+    /// Connects with a secret in flight per failure key while it has recent failures
+    /// (see `limits::FAILING_IN_FLIGHT_PER_KEY`).
+    pub failing: crate::limits::PerKeyLimit<String>,
+    /// The same, all keys together.
+    pub failing_all: crate::limits::PerKeyLimit<()>,
+    /// Bytes read from unauthenticated sockets, all together (see `limits::PREAUTH_READ_GLOBAL`).
+    pub preauth_bytes: Arc<crate::limits::SharedBudget>,
     /// All open sockets.
     pub open_sockets: AtomicU64,
     /// Authenticated sessions whose task is still running (including a closing handshake).
@@ -202,6 +209,11 @@ impl GatewayState {
             next_conn: AtomicU64::new(1),
             failures: Mutex::new(failures),
             preauth,
+            failing: crate::limits::PerKeyLimit::new(crate::limits::FAILING_IN_FLIGHT_PER_KEY),
+            failing_all: crate::limits::PerKeyLimit::new(crate::limits::FAILING_IN_FLIGHT_ALL),
+            preauth_bytes: Arc::new(crate::limits::SharedBudget::new(
+                crate::limits::PREAUTH_READ_GLOBAL,
+            )),
             open_sockets: AtomicU64::new(0),
             sessions_alive: AtomicU64::new(0),
             seq: AtomicU64::new(0),
@@ -284,6 +296,20 @@ impl GatewayState {
             }
         }
         n
+    }
+
+    /// Closes every session of `device_id` — authenticated as the device, or carried by its
+    /// tunnel or SSH forward whatever secret it presented — with `code`/`reason`; returns how
+    /// many. What revocation and removal call: a device cut off keeps no WebSocket open.
+    pub fn close_device_sessions(&self, device_id: &str, code: u16, reason: &str) -> usize {
+        self.close_sessions(
+            |s| {
+                s.device_id.as_deref() == Some(device_id)
+                    || matches!(&s.origin, Origin::Tunnel { device_id: d } if d == device_id)
+            },
+            code,
+            reason,
+        )
     }
 
     /// Sends a text frame to every session; returns how many were reached.

@@ -170,7 +170,7 @@ pub(crate) async fn open(
     .map_err(|e| {
         other(ClientError::Connect {
             url: o.url.clone(),
-            reason: e.to_string(),
+            reason: refusal_reason(&e),
         })
     })?;
     // The challenge; the gateway sends it first, so a bounded number of frames suffices.
@@ -319,5 +319,26 @@ impl Session {
     /// Closes the session normally.
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+    }
+}
+
+/// Why the upgrade failed: for an HTTP refusal, its status and (escaped, bounded) body — the
+/// gateway's 503 says "Too many unauthenticated sockets", which is what the user must read, not
+/// a generic connection failure.
+fn refusal_reason(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            let body = resp
+                .body()
+                .as_deref()
+                .map(|b| {
+                    String::from_utf8_lossy(&b[..b.len().min(200)])
+                        .escape_debug()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            format!("HTTP {}: {body}", resp.status())
+        }
+        other => other.to_string(),
     }
 }

@@ -117,6 +117,17 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
             }
             Ok(0)
         }
+        Err(ClientError::Connect { reason, .. })
+            if reason.contains("Too many unauthenticated sockets") =>
+        {
+            Err(fail(
+                exit::UNAVAILABLE,
+                format!(
+                    "the gateway at {url} refused a new socket: too many unauthenticated sockets \
+                     (HTTP 503; someone is holding many sockets open before authenticating)"
+                ),
+            ))
+        }
         Err(ClientError::Connect { .. }) => Err(fail(
             exit::UNAVAILABLE,
             format!("no gateway answers at {url} (is `claw gateway run` up?)"),

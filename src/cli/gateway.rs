@@ -212,6 +212,9 @@ pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
     }
 }
 
+/// A pinned token shorter than this draws a warning at start (the generated one has 43).
+const MIN_PINNED_TOKEN_CHARS: usize = 32;
+
 /// Resolves the shared token: pinned by flag/env/file, else generated once and persisted 0600.
 pub fn resolve_shared_token(
     home: &Home,
@@ -265,6 +268,14 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         Err(e) => return Err(e.into()),
     };
     let (token, source) = resolve_shared_token(home, a.token.clone(), a.token_file.clone())?;
+    if source == TokenSource::Pinned && token.chars().count() < MIN_PINNED_TOKEN_CHARS {
+        // The wrong-secret delay slows guessing; it does not make a short token safe.
+        tracing::warn!(
+            length = token.chars().count(),
+            "the pinned gateway token is shorter than {MIN_PINNED_TOKEN_CHARS} characters: a \
+             local user can guess a short token; use a long random one (or let claw generate it)"
+        );
+    }
     raise_open_file_limit();
     let store = Store::open(&home.store_path())
         .with_context(|| "cannot open the state store (run `claw doctor`)")?;

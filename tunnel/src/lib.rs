@@ -20,4 +20,5 @@ pub mod ssh;
 pub mod verify;
 
 /// The russh version claw builds on (for OpenSSH key parsing in the CLI).
+pub use quinn;
 pub use russh;

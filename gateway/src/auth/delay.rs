@@ -57,6 +57,14 @@ impl<K: Hash + Eq + Clone> FailureDelay<K> {
         self.base.saturating_mul(factor).min(CAP.max(self.base))
     }
 
+    /// True when `key` failed within [`FORGET_AFTER`] of `now` (its next secret must wait for
+    /// an in-flight slot, see `limits::FAILING_IN_FLIGHT_PER_KEY`).
+    pub fn is_failing(&self, key: &K, now: Instant) -> bool {
+        self.failures
+            .get(key)
+            .is_some_and(|(n, at)| *n > 0 && now.saturating_duration_since(*at) < FORGET_AFTER)
+    }
+
     /// Forgets `key`'s failures after a success.
     pub fn on_success(&mut self, key: &K) {
         self.failures.remove(key);
@@ -86,6 +94,8 @@ mod tests {
             .collect();
         assert_eq!(got, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
         assert_eq!(d.on_failure(&"b", t), BASE, "other sources are unaffected");
+        assert!(d.is_failing(&"a", t) && !d.is_failing(&"c", t));
+        assert!(!d.is_failing(&"a", t + FORGET_AFTER), "forgotten");
         d.on_success(&"a");
         assert_eq!(d.on_failure(&"a", t), BASE);
         assert_eq!(

@@ -125,11 +125,7 @@ pub fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
     state.emit(GatewayEvent::DeviceRemoved {
         device_id: id.to_string(),
     });
-    let closed = state.close_sessions(
-        |s| s.device_id.as_deref() == Some(id) && s.method == AuthMethod::DeviceToken,
-        CLOSE_POLICY,
-        REMOVED_REASON,
-    );
+    let closed = state.close_device_sessions(id, CLOSE_POLICY, REMOVED_REASON);
     Ok(
         json!({"deviceId": id, "removed": true, "closedSessions": closed, "removedAtMs": crate::now_ms()}),
     )
@@ -196,11 +192,7 @@ pub fn revoke_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
         device_id: id.to_string(),
     });
     let reason = Rejection::DeviceRevoked.frame().close_reason;
-    let closed = state.close_sessions(
-        |s| s.device_id.as_deref() == Some(id),
-        CLOSE_POLICY,
-        &reason,
-    );
+    let closed = state.close_device_sessions(id, CLOSE_POLICY, &reason);
     Ok(
         json!({"deviceId": id, "role": role, "revoked": true, "revokedAtMs": crate::now_ms(), "closedSessions": closed}),
     )

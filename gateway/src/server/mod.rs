@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod http;
+mod metered;
 mod session;
 mod tasks;
 
@@ -13,7 +14,6 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::auth::decide::Origin;
 use crate::protocol::errors::CLOSE_SERVICE_RESTART;
 use crate::state::GatewayState;
 
@@ -129,8 +129,25 @@ async fn accept_loop(state: Arc<GatewayState>, listener: TcpListener) {
     }
 }
 
-async fn handle_tcp(state: Arc<GatewayState>, stream: TcpStream, peer: SocketAddr) {
-    state.open_sockets.fetch_add(1, Ordering::Relaxed);
-    serve_stream(state.clone(), stream, peer.ip(), Origin::Loopback).await;
+async fn handle_tcp(state: Arc<GatewayState>, mut stream: TcpStream, peer: SocketAddr) {
+    let before = state.open_sockets.fetch_add(1, Ordering::Relaxed) as usize;
+    if before >= state.config.max_connections {
+        // Over the connection cap: answered before the head is read, so sockets that never
+        // finish their head count against the cap too (and cannot run the process out of fds).
+        http::respond(
+            &mut stream,
+            "503 Service Unavailable",
+            "text/plain; charset=utf-8",
+            "Too many connections",
+        )
+        .await;
+    } else {
+        // The kernel names the uid of the client's socket: budgets are charged per user.
+        let uid = stream
+            .local_addr()
+            .ok()
+            .and_then(|local| crate::peer_uid::of_peer(peer, local));
+        session::serve_loopback(state.clone(), stream, peer.ip(), uid).await;
+    }
     state.open_sockets.fetch_sub(1, Ordering::Relaxed);
 }

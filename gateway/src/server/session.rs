@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::http::{self, Head};
+use super::metered::{BudgetSpent, Metered};
 use crate::auth::decide::{decide, Accept, AuthInput, Decision, DeviceAction, Origin};
 use crate::methods::{self, Ctx};
 use crate::protocol::connect::{negotiate_protocol, parse_connect, ConnectParams};
@@ -33,21 +34,13 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_PAYLOAD))
 }
 
-/// Who a socket's pre-auth limits and failure delays are charged to: the source address for a
-/// loopback socket, the device for a tunnelled or SSH-forwarded one (the transport already
-/// authenticated its key). Devices behind one NAT then never share a budget: after a rotation,
-/// every one of them reconnecting at once is not "one source with too many sockets".
-fn source_key(source: IpAddr, origin: &Origin) -> String {
-    match origin {
-        Origin::Loopback => source.to_string(),
-        Origin::Tunnel { device_id } => format!("device:{device_id}"),
-    }
-}
-
 /// An unauthenticated socket's place in its source's pre-auth budget.
 type PreauthSlot = crate::limits::Slot<String>;
 
 type Ws<S> = WebSocketStream<S>;
+
+/// A socket whose reads are metered until it authenticates.
+type MeteredWs<S> = WebSocketStream<Metered<S>>;
 
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: u16, reason: &str) {
     let frame = CloseFrame {
@@ -64,11 +57,32 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: u16, rea
 
 /// Serves one byte stream (a loopback TCP socket, or a tunnelled stream whose device the
 /// transport authenticated): HTTP head, then the WebSocket session.
-pub async fn serve_stream<S>(
+pub async fn serve_stream<S>(state: Arc<GatewayState>, stream: S, source: IpAddr, origin: Origin)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve(state, stream, source, origin, None).await
+}
+
+/// [`serve_stream`] for a loopback socket whose client's uid the kernel named (`peer_uid`):
+/// its budgets are charged by uid (see `limits::preauth_key` and `limits::failure_key`).
+pub(super) async fn serve_loopback<S>(
+    state: Arc<GatewayState>,
+    stream: S,
+    source: IpAddr,
+    peer_uid: Option<u32>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve(state, stream, source, Origin::Loopback, peer_uid).await
+}
+
+async fn serve<S>(
     state: Arc<GatewayState>,
     mut stream: S,
     source: IpAddr,
     origin: Origin,
+    peer_uid: Option<u32>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -128,11 +142,19 @@ pub async fn serve_stream<S>(
         }
     };
     let total = state.open_sockets.load(Ordering::Relaxed) as usize;
+    let device = match &origin {
+        Origin::Loopback => None,
+        Origin::Tunnel { device_id } => Some(device_id.as_str()),
+    };
+    let own_uid = nix::unistd::geteuid().as_raw();
     let slot = if total > state.config.max_connections {
         None
     } else {
-        state.preauth.try_take(source_key(source, &origin))
+        state.preauth.try_take(crate::limits::preauth_key(
+            source, device, peer_uid, own_uid,
+        ))
     };
+    let fail_key = crate::limits::failure_key(device, peer_uid);
     let Some(slot) = slot else {
         return http::respond(
             &mut stream,
@@ -145,9 +167,10 @@ pub async fn serve_stream<S>(
     if http::accept_upgrade(&mut stream, &key).await.is_err() {
         return;
     }
+    let stream = Metered::new(stream, state.preauth_bytes.clone());
     let ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
-    session(state, ws, origin, slot).await;
+    session(state, ws, origin, slot, fail_key).await;
 }
 
 /// Checks an upgrade's `Origin` against the allow-list; a refusal is logged (escaped) and
@@ -198,6 +221,11 @@ async fn next_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>) -> Result<
             Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
                 return Err(CLOSE_TOO_BIG)
             }
+            // More pre-auth bytes than the meter allows: an oversized message, cut while it
+            // arrived.
+            Some(Err(tokio_tungstenite::tungstenite::Error::Io(e))) if BudgetSpent::is(&e) => {
+                return Err(CLOSE_TOO_BIG)
+            }
             Some(Err(_)) => return Err(0),
         }
     }
@@ -212,11 +240,16 @@ struct Live {
     last_seen: Arc<AtomicU64>,
 }
 
-async fn session<S>(state: Arc<GatewayState>, mut ws: Ws<S>, origin: Origin, mut slot: PreauthSlot)
-where
+async fn session<S>(
+    state: Arc<GatewayState>,
+    mut ws: MeteredWs<S>,
+    origin: Origin,
+    mut slot: PreauthSlot,
+    fail_key: String,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(live) = authenticate(&state, &mut ws, origin, &mut slot).await else {
+    let Some(live) = authenticate(&state, &mut ws, origin, &mut slot, &fail_key).await else {
         return;
     };
     drop(slot);
@@ -239,9 +272,10 @@ where
 /// Challenge, `connect`, decision; on success registers the session and sends `hello-ok`.
 async fn authenticate<S>(
     state: &Arc<GatewayState>,
-    ws: &mut Ws<S>,
+    ws: &mut MeteredWs<S>,
     origin: Origin,
     slot: &mut PreauthSlot,
+    fail_key: &str,
 ) -> Option<Live>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -284,9 +318,7 @@ where
             return None;
         }
     };
-    // The key the pre-auth slot was taken under also keys the failure delay.
-    let source_key = slot.key().clone();
-    let outcome = handshake(state, &req, &nonce, &origin, &source_key).await;
+    let outcome = handshake(state, &req, &nonce, &origin, fail_key).await;
     let accept = match outcome {
         Ok(a) => a,
         Err(rej) => {
@@ -335,6 +367,7 @@ where
         },
     );
     slot.release();
+    ws.get_mut().lift();
     state.sessions_alive.fetch_add(1, Ordering::Relaxed);
     let ctx = Ctx {
         scopes: accept.scopes.clone(),
@@ -386,7 +419,20 @@ async fn handshake(
             client_max: params.max_protocol,
         });
     }
+    // A key with recent failures has at most `FAILING_IN_FLIGHT_PER_KEY` secrets in flight
+    // (evaluated or sleeping off their delay), all keys together `FAILING_IN_FLIGHT_ALL`: more
+    // sockets or more source addresses then buy no more guesses per delay.
+    let mut in_flight = None;
+    if params.secret().is_some() && failing(state, source_key) {
+        in_flight = Some(wait_in_flight(state, source_key).await.ok_or_else(|| {
+            tracing::info!(origin = ?origin, "connect refused: too many wrong secrets in flight");
+            Rejection::TokenMismatch {
+                can_retry_with_device_token: false,
+            }
+        })?);
+    }
     let shared = state.shared_token();
+    let recorded_role: Option<String>;
     let decision = {
         let store = state.store();
         let generation = store.root().map(|(g, _)| g).unwrap_or(0);
@@ -397,9 +443,9 @@ async fn handshake(
             (None, Origin::Tunnel { device_id }) => Some(device_id.as_str()),
             (None, Origin::Loopback) => None,
         };
-        let device = device_id
-            .and_then(|id| store.device(id).ok().flatten())
-            .map(|d| d.record());
+        let info = device_id.and_then(|id| store.device(id).ok().flatten());
+        recorded_role = info.as_ref().map(|d| d.role.clone());
+        let device = info.map(|d| d.record());
         let token = params
             .secret()
             .filter(|s| !crate::auth::secrets::secrets_equal(s, &shared))
@@ -420,6 +466,7 @@ async fn handshake(
         Origin::Loopback => "loopback",
         Origin::Tunnel { .. } => "tunnel",
     };
+    let decision = restrict_role(decision, origin, recorded_role.as_deref());
     match decision {
         Decision::Reject(r) => {
             let device_id = params.device.as_ref().map(|d| d.id.as_str());
@@ -441,6 +488,8 @@ async fn handshake(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .on_failure(&source_key.to_string(), Instant::now());
+                // The first failures of a key had no slot to wait for: take one if free.
+                let _held = in_flight.or_else(|| take_in_flight(state, source_key));
                 tokio::time::sleep(wait).await;
             }
             Err(r)
@@ -473,6 +522,56 @@ async fn handshake(
             let token = carry_out(state, &a, &params, origin_name)?;
             Ok((a, params, token))
         }
+    }
+}
+
+/// A paired device keeps the role it was paired with: through the tunnel or SSH, or with its
+/// device token, a connect asking for another role is refused like a scope upgrade (OpenClaw
+/// asks for approval of a role upgrade), so no made-up role string ever mints a token row. Only
+/// the shared token on loopback (an operator) may re-pair a device under another role.
+fn restrict_role(decision: Decision, origin: &Origin, recorded: Option<&str>) -> Decision {
+    match decision {
+        Decision::Accept(a)
+            if a.device_id.is_some()
+                && recorded.is_some_and(|r| r != a.role)
+                && (matches!(origin, Origin::Tunnel { .. })
+                    || a.method == crate::protocol::hello::AuthMethod::DeviceToken) =>
+        {
+            Decision::Reject(Rejection::ScopeMismatch)
+        }
+        d => d,
+    }
+}
+
+/// Slots of one connect in flight for a failing key (see [`handshake`]).
+type InFlight = (crate::limits::Slot<String>, crate::limits::Slot<()>);
+
+fn failing(state: &GatewayState, key: &str) -> bool {
+    state
+        .failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_failing(&key.to_string(), Instant::now())
+}
+
+fn take_in_flight(state: &GatewayState, key: &str) -> Option<InFlight> {
+    let one = state.failing.try_take(key.to_string())?;
+    let all = state.failing_all.try_take(())?;
+    Some((one, all))
+}
+
+/// Waits (up to the handshake timeout) for an in-flight slot of `key`; `None` when none freed
+/// up — the connect is then refused without its secret being looked at.
+async fn wait_in_flight(state: &GatewayState, key: &str) -> Option<InFlight> {
+    let end = Instant::now() + state.config.handshake_timeout;
+    loop {
+        if let Some(s) = take_in_flight(state, key) {
+            return Some(s);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -60,6 +60,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// The open store.
 pub struct Store {
     conn: Connection,
+    /// Collapses floods of refusal rows (see `audit::RefusalGate`).
+    refusals: audit::RefusalGate,
 }
 
 impl std::fmt::Debug for Store {
@@ -160,7 +162,10 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let mut store = Self { conn };
+        let mut store = Self {
+            conn,
+            refusals: Default::default(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -176,7 +181,10 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            refusals: Default::default(),
+        })
     }
 
     /// The newest timestamp the store recorded (audit entries and the root's rotation), if any;

@@ -99,6 +99,13 @@ fn issue_in(
             now
         ],
     )?;
+    // Dead rows go: of this device's tokens for this role, only the new one and the one before
+    // it (which a device that missed this issue still holds, and must be told is "rotated",
+    // not "wrong") are kept.
+    tx.execute(
+        "DELETE FROM device_tokens WHERE device_id = ?1 AND role = ?2 AND serial < ?3",
+        params![device_id, role, serial - 1],
+    )?;
     audit::insert(
         tx,
         "device.token.issued",
@@ -203,5 +210,44 @@ fn device_grant(tx: &Transaction<'_>, device_id: &str) -> Result<(Vec<String>, V
             "device {device_id} is revoked"
         ))),
         Some((s, None, salt)) => Ok((scopes_from_json(&s), salt)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{NewDevice, Store};
+
+    #[test]
+    fn only_the_current_and_the_previous_token_rows_are_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&t.path().join("state.db")).unwrap();
+        let d = NewDevice {
+            device_id: "d1".into(),
+            public_key: "pk".into(),
+            role: "operator".into(),
+            scopes: vec!["operator.read".into()],
+            ..Default::default()
+        };
+        s.pair_device(&d, "silent", "loopback").unwrap();
+        let mut tokens = Vec::new();
+        for _ in 0..20 {
+            tokens.push(
+                s.rotate_device_token("d1", "operator", "admin")
+                    .unwrap()
+                    .token,
+            );
+        }
+        let rows: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM device_tokens", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            rows, 2,
+            "20 rotations leave the current and the previous row"
+        );
+        let prev = s.token_record(&tokens[18]).unwrap().expect("previous kept");
+        assert!(prev.superseded, "so it is told apart as rotated");
+        assert!(s.token_record(&tokens[17]).unwrap().is_none());
+        assert!(!s.token_record(&tokens[19]).unwrap().unwrap().superseded);
     }
 }

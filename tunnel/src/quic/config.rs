@@ -104,6 +104,23 @@ pub fn transport(keep_alive: bool) -> Arc<TransportConfig> {
     Arc::new(t)
 }
 
+/// Connection-level receive window a key gets at the handshake, before the gateway knows whether
+/// it is paired: an unpaired key can make the gateway buffer at most this much, however many
+/// streams it opens and however little the gateway reads. Raised to [`CONN_WINDOW`] for a paired
+/// key (quinn's `set_receive_window`), with the stream limit.
+pub const HANDSHAKE_WINDOW: u32 = 256 * 1024;
+
+/// The server's transport settings: [`transport`] with the small pre-pairing limits
+/// ([`HANDSHAKE_WINDOW`], [`crate::quic::server::UNPAIRED_STREAMS`]) that a paired key is raised
+/// from once its connection is up. (A QUIC peer keeps any credit it was granted, so the limits
+/// must start small: lowering them after the handshake would not take anything back.)
+pub fn server_transport() -> Arc<TransportConfig> {
+    let mut t = Arc::try_unwrap(transport(false)).unwrap_or_else(|_| unreachable!("fresh Arc"));
+    t.receive_window(VarInt::from_u32(HANDSHAKE_WINDOW));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(crate::quic::server::UNPAIRED_STREAMS));
+    Arc::new(t)
+}
+
 /// The gateway's QUIC server config: its identity, client keys checked by `lookup`.
 pub fn server_config(
     identity: &Identity,
@@ -120,7 +137,7 @@ pub fn server_config(
     tls.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TunnelError::Config(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(transport(false));
+    cfg.transport_config(server_transport());
     Ok(cfg)
 }
 

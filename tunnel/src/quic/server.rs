@@ -16,11 +16,10 @@ use claw_gateway::state::{GatewayEvent, GatewayState};
 use claw_gateway::store::{NewDevice, Redeemed};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::config::server_config;
-use super::lines::read_line;
+use super::lines::{read_line, LineReader};
 use super::{close_code, TunnelError};
 use crate::control::{self, ClientMsg, ServerMsg, StreamHeader};
 use crate::identity::Identity;
@@ -158,17 +157,91 @@ fn audit(state: &GatewayState, event: &str, device: &str, detail: &str) {
     }
 }
 
+/// Streams a key that is not paired may have open at once: one control stream to redeem a
+/// pairing code, one spare. The transport already grants no more than this at the handshake (see
+/// [`super::config::server_transport`]); a paired key is raised to the full limits.
+pub const UNPAIRED_STREAMS: u32 = 2;
+/// Time an unpaired key's stream has to send its header and first control line.
+pub const UNPAIRED_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Lifts a paired device's connection from the handshake's small limits to the full ones.
+fn raise_limits(conn: &Connection) {
+    conn.set_max_concurrent_bi_streams(VarInt::from_u32(super::config::MAX_STREAMS));
+    conn.set_receive_window(VarInt::from_u32(super::config::CONN_WINDOW));
+}
+
+/// True when `ev` ends `device_id`'s access (revoked or removed).
+fn cuts_off(ev: &GatewayEvent, device_id: &str) -> bool {
+    matches!(ev, GatewayEvent::DeviceRevoked { device_id: d } | GatewayEvent::DeviceRemoved { device_id: d } if d == device_id)
+}
+
 async fn connection(shared: Arc<Shared>, conn: Connection) {
     let Some(device_id) = peer_id(&conn) else {
         conn.close(VarInt::from_u32(close_code::PROTOCOL), b"no client key");
         return;
     };
     let remote = conn.remote_address();
-    tracing::info!(device = %device_id, %remote, "tunnel connection");
+    // Subscribed before the key is looked up: a revocation from this instant on is seen.
+    let mut events = shared.state.events.subscribe();
+    let mut paired = match status(&shared.state, &device_id) {
+        KeyStatus::Revoked => {
+            conn.close(VarInt::from_u32(close_code::REVOKED), b"device revoked");
+            return;
+        }
+        KeyStatus::Paired => true,
+        KeyStatus::Unpaired => false,
+    };
+    if paired {
+        raise_limits(&conn);
+    }
+    tracing::info!(device = %device_id, %remote, paired, "tunnel connection");
+    // Streams of an unpaired key being served right now (the transport caps them too).
+    let unpaired_streams = Arc::new(tokio::sync::Semaphore::new(UNPAIRED_STREAMS as usize));
     loop {
-        let (send, mut recv) = match conn.accept_bi().await {
-            Ok(s) => s,
-            Err(_) => return,
+        let (send, mut recv) = tokio::select! {
+            s = conn.accept_bi() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+            ev = events.recv() => {
+                match ev {
+                    Ok(ev) if cuts_off(&ev, &device_id) => {}
+                    Ok(GatewayEvent::PairingResolved { device_id: d, approved: true }) if d == device_id => {
+                        paired = true;
+                        raise_limits(&conn);
+                        continue;
+                    }
+                    Ok(_) => continue,
+                    // Missed events: ask the store.
+                    Err(RecvError::Lagged(_)) => match status(&shared.state, &device_id) {
+                        KeyStatus::Revoked => {}
+                        KeyStatus::Unpaired if paired => {}
+                        _ => continue,
+                    },
+                    Err(RecvError::Closed) => return,
+                }
+                // Revoked or removed: every stream of this connection ends now, whether or not
+                // the device ever opened a control stream.
+                tracing::info!(device = %device_id, %remote, "tunnel connection of a revoked device closed");
+                conn.close(VarInt::from_u32(close_code::REVOKED), b"device revoked");
+                return;
+            }
+        };
+        let permit = if paired {
+            None
+        } else {
+            match unpaired_streams.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let _ = recv.stop(VarInt::from_u32(close_code::PROTOCOL));
+                    continue;
+                }
+            }
+        };
+        let deadline = if paired {
+            Duration::from_secs(10)
+        } else {
+            UNPAIRED_DEADLINE
         };
         let shared = shared.clone();
         let device_id = device_id.clone();
@@ -176,17 +249,21 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
         // The header is read in the stream's own task: a stream whose first line is slow (loss,
         // a stalled client) must not hold up the streams opened after it.
         tokio::spawn(async move {
-            let header =
-                match tokio::time::timeout(Duration::from_secs(10), read_line(&mut recv)).await {
-                    Ok(Ok(Some(line))) => control::decode::<StreamHeader>(&line),
-                    _ => return,
-                };
+            let _permit = permit;
+            let header = match tokio::time::timeout(deadline, read_line(&mut recv)).await {
+                Ok(Ok(Some(line))) => control::decode::<StreamHeader>(&line),
+                _ => {
+                    let _ = recv.stop(VarInt::from_u32(close_code::PROTOCOL));
+                    return;
+                }
+            };
             match header {
                 Ok(StreamHeader::Control) => {
                     control_stream(shared, conn2, device_id, send, recv).await
                 }
                 Ok(h) => data_stream(shared, device_id, remote.ip(), h, send, recv).await,
                 Err(e) => {
+                    let _ = recv.stop(VarInt::from_u32(close_code::PROTOCOL));
                     let mut send = send;
                     let _ = send
                         .write_all(&control::encode(&ServerMsg::Error {
@@ -296,15 +373,24 @@ async fn control_stream(
     conn: Connection,
     device_id: String,
     mut send: SendStream,
-    recv: RecvStream,
+    mut recv: RecvStream,
 ) {
     let state = shared.state.clone();
     let mut events = state.events.subscribe();
-    // A control stream carries a handful of short lines; 1 MiB bounds a hostile one.
-    let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(recv, 1024 * 1024)).split(b'\n');
-    let first = match tokio::time::timeout(Duration::from_secs(30), lines.next_segment()).await {
+    // A control stream carries a handful of short lines, each bounded by `MAX_LINE` while it is
+    // read; an unpaired key has a short deadline for its first one.
+    let mut lines = LineReader::new();
+    let deadline = if status(&state, &device_id) == KeyStatus::Paired {
+        Duration::from_secs(30)
+    } else {
+        UNPAIRED_DEADLINE
+    };
+    let first = match tokio::time::timeout(deadline, lines.next(&mut recv)).await {
         Ok(Ok(Some(l))) => l,
-        _ => return,
+        _ => {
+            let _ = recv.stop(VarInt::from_u32(close_code::PROTOCOL));
+            return;
+        }
     };
     match control::decode::<ClientMsg>(&first) {
         Ok(ClientMsg::Pair {
@@ -464,7 +550,7 @@ async fn control_stream(
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             },
-            line = lines.next_segment() => match line {
+            line = lines.next(&mut recv) => match line {
                 Ok(Some(l)) => {
                     if let Ok(ClientMsg::Hello { .. }) = control::decode::<ClientMsg>(&l) {
                         if !send_msg(&mut send, &token_msg(&state, &device_id)).await { return; }

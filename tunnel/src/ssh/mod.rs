@@ -16,10 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claw_gateway::auth::decide::Origin;
-use claw_gateway::state::GatewayState;
+use claw_gateway::state::{GatewayEvent, GatewayState};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelOpenFailure, MethodKind, MethodSet};
 use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{watch, Semaphore};
 
 use crate::identity::{device_id_of_ssh_key, Identity};
@@ -184,7 +185,10 @@ pub async fn bind(
                 continue;
             };
             let permit = (permit, source_slot);
-            let (authed_tx, mut authed_rx) = watch::channel(false);
+            let (authed_tx, mut authed_rx) = watch::channel(None::<String>);
+            // Subscribed before authentication: a revocation after the key was checked is seen.
+            let mut events = state.events.subscribe();
+            let watch_state = state.clone();
             let handler = Handler {
                 state: state.clone(),
                 policy: policy.clone(),
@@ -196,10 +200,10 @@ pub async fn bind(
             };
             let config = config.clone();
             let auth_timeout = cfg.auth_timeout;
-            // A second handle on the socket: at the auth deadline it is shut down, which ends
-            // the connection whatever russh is waiting for (russh runs the session in a task of
-            // its own that dropping its handle does not stop, and reads the client's banner
-            // with only the 10-minute inactivity timeout).
+            // A second handle on the socket: at the auth deadline, or when the device is revoked,
+            // it is shut down, which ends the connection whatever russh is waiting for (russh
+            // runs the session in a task of its own that dropping its handle does not stop, and
+            // reads the client's banner with only the 10-minute inactivity timeout).
             let Ok((tcp, cutoff)) = tcp.into_std().and_then(|s| {
                 let cutoff = s.try_clone()?;
                 Ok((tokio::net::TcpStream::from_std(s)?, cutoff))
@@ -228,9 +232,11 @@ pub async fn bind(
                         return;
                     }
                 };
+                let handle = session.handle();
                 tokio::pin!(session);
                 let deadline = tokio::time::sleep_until(deadline);
                 tokio::pin!(deadline);
+                let mut device: Option<String> = None;
                 loop {
                     tokio::select! {
                         r = &mut session => {
@@ -239,16 +245,38 @@ pub async fn bind(
                             }
                             return;
                         }
-                        ok = authed_rx.wait_for(|a| *a), if permit.is_some() => {
-                            if ok.is_ok() {
+                        ok = async { authed_rx.wait_for(Option::is_some).await.map(|id| id.clone()) }, if permit.is_some() => {
+                            if let Ok(id) = ok {
+                                device = id;
                                 permit = None; // authenticated: no longer counts against the cap
-                                cutoff = None; // (closes only this duplicate descriptor)
                             }
                         }
                         _ = &mut deadline, if permit.is_some() => {
                             tracing::info!(%peer, "ssh: authentication timed out");
                             cut(&mut cutoff);
                             return;
+                        }
+                        ev = events.recv(), if device.is_some() => {
+                            let id = device.as_deref().unwrap_or_default();
+                            let cut_off = match ev {
+                                Ok(GatewayEvent::DeviceRevoked { device_id } | GatewayEvent::DeviceRemoved { device_id }) => device_id == id,
+                                Ok(_) => false,
+                                // Missed events: ask the store.
+                                Err(RecvError::Lagged(_)) => !device_is_trusted(&watch_state, id),
+                                Err(RecvError::Closed) => false,
+                            };
+                            if cut_off {
+                                // Revoked or removed: the session and every channel in it end
+                                // now. A polite disconnect first, then the socket itself.
+                                tracing::info!(%peer, device = %id, "ssh: session of a revoked device disconnected");
+                                let polite = async {
+                                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "device revoked".into(), String::new()).await;
+                                    let _ = (&mut session).await;
+                                };
+                                let _ = tokio::time::timeout(Duration::from_secs(1), polite).await;
+                                cut(&mut cutoff);
+                                return;
+                            }
                         }
                     }
                 }
@@ -265,7 +293,14 @@ struct Handler {
     device_id: Option<String>,
     channels: Arc<AtomicUsize>,
     max_channels: usize,
-    authed: watch::Sender<bool>,
+    /// Set to the device id once authenticated.
+    authed: watch::Sender<Option<String>>,
+}
+
+/// Paired and not revoked, by device id (the one check of login, every channel open and a
+/// session's watch for revocations).
+fn device_is_trusted(state: &GatewayState, device_id: &str) -> bool {
+    matches!(state.store().device(device_id), Ok(Some(d)) if d.revoked_at_ms.is_none())
 }
 
 impl Handler {
@@ -350,7 +385,7 @@ impl russh::server::Handler for Handler {
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
         tracing::info!(peer = %self.peer, device = ?self.device_id, "ssh: authenticated");
-        let _ = self.authed.send(true);
+        let _ = self.authed.send(self.device_id.clone());
         Ok(())
     }
 
@@ -433,6 +468,14 @@ impl russh::server::Handler for Handler {
                 .await;
             return Ok(());
         };
+        // Every channel re-checks the key: a device revoked since login opens nothing.
+        if !device_is_trusted(&self.state, &device_id) {
+            self.refuse("a channel of a revoked or removed device");
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         let Some(target) = self.policy.resolve(host, port) else {
             self.refuse(&format!(
                 "a forward to {host}:{port} (only the gateway port and exposed services)"
