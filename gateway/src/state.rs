@@ -158,6 +158,9 @@ pub struct GatewayState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Credential events (subscribe with `events.subscribe()`).
     pub events: tokio::sync::broadcast::Sender<GatewayEvent>,
+    /// The gateway's identity key (`identity.key`), set once at start: it signs the
+    /// `gatewayProof` of each challenge a client asked to be proven (see `auth::gateway_proof`).
+    pub identity: std::sync::OnceLock<crate::auth::device_key::DeviceKey>,
 }
 
 impl GatewayState {
@@ -188,6 +191,7 @@ impl GatewayState {
             url: Mutex::new(String::new()),
             shutdown: tokio::sync::watch::channel(false).0,
             events: tokio::sync::broadcast::channel(1024).0,
+            identity: std::sync::OnceLock::new(),
         })
     }
 

@@ -15,6 +15,9 @@ pub enum Head {
     Upgrade {
         /// The client's key.
         key: String,
+        /// The client's nonce for the gateway's identity proof (header
+        /// `X-Claw-Proof-Nonce`, see `auth::gateway_proof`); `None` when absent or invalid.
+        proof_nonce: Option<String>,
     },
     /// A plain GET.
     Get {
@@ -65,6 +68,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
         (true, Some(key)) if path == "/" && !key.is_empty() && key.len() <= 64 => Ok(Some((
             Head::Upgrade {
                 key: key.to_string(),
+                proof_nonce: header(crate::auth::gateway_proof::NONCE_HEADER)
+                    .filter(|n| crate::auth::gateway_proof::valid_nonce(n))
+                    .map(str::to_string),
             },
             n,
         ))),
@@ -126,10 +132,24 @@ mod tests {
         assert_eq!(
             h,
             Head::Upgrade {
-                key: "dGhlIHNhbXBsZSBub25jZQ==".into()
+                key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+                proof_nonce: None,
             }
         );
         assert_eq!(&up[n..], b"EXTRA");
+        let with_nonce = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nX-Claw-Proof-Nonce: abc-123\r\n\r\n";
+        assert!(matches!(
+            parse_head(with_nonce).unwrap().unwrap().0,
+            Head::Upgrade { proof_nonce: Some(n), .. } if n == "abc-123"
+        ));
+        let bad_nonce = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nX-Claw-Proof-Nonce: a b\r\n\r\n";
+        assert!(matches!(
+            parse_head(bad_nonce).unwrap().unwrap().0,
+            Head::Upgrade {
+                proof_nonce: None,
+                ..
+            }
+        ));
         let (h, _) = parse_head(b"GET /health?x=1 HTTP/1.1\r\n\r\n")
             .unwrap()
             .unwrap();

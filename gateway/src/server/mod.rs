@@ -20,7 +20,7 @@ use crate::state::GatewayState;
 /// The HTTP request-head parser of the gateway port (bounded by [`MAX_HEAD`]), public so the fuzz
 /// targets in `fuzz/` can reach it.
 pub use http::{parse_head, Head, MAX_HEAD};
-pub use session::serve_stream;
+pub use session::{serve_stream, serve_stream_bound};
 
 /// Server errors.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +125,7 @@ async fn accept_loop(state: Arc<GatewayState>, listener: TcpListener) {
 
 async fn handle_tcp(state: Arc<GatewayState>, stream: TcpStream, peer: SocketAddr) {
     state.open_sockets.fetch_add(1, Ordering::Relaxed);
-    serve_stream(state.clone(), stream, peer.ip(), Origin::Loopback).await;
+    let bound = stream.local_addr().ok();
+    serve_stream_bound(state.clone(), stream, peer.ip(), Origin::Loopback, bound).await;
     state.open_sockets.fetch_sub(1, Ordering::Relaxed);
 }

@@ -64,11 +64,22 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: u16, rea
 
 /// Serves one byte stream (a loopback TCP socket, or a tunnelled stream whose device the
 /// transport authenticated): HTTP head, then the WebSocket session.
-pub async fn serve_stream<S>(
+pub async fn serve_stream<S>(state: Arc<GatewayState>, stream: S, source: IpAddr, origin: Origin)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_stream_bound(state, stream, source, origin, None).await
+}
+
+/// [`serve_stream`] for a socket that arrived on `bound` (the gateway's own loopback listener):
+/// the address the gateway signs in its identity proof, so a client can tell it is talking to
+/// this listener and not to a relay (see `auth::gateway_proof`).
+pub async fn serve_stream_bound<S>(
     state: Arc<GatewayState>,
     mut stream: S,
     source: IpAddr,
     origin: Origin,
+    bound: Option<std::net::SocketAddr>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -76,8 +87,8 @@ pub async fn serve_stream<S>(
     else {
         return;
     };
-    let key = match head {
-        Head::Upgrade { key } => key,
+    let (key, proof_nonce) = match head {
+        Head::Upgrade { key, proof_nonce } => (key, proof_nonce),
         Head::Get { path } if path == "/health" || path == "/healthz" => {
             return http::respond(
                 &mut stream,
@@ -136,7 +147,8 @@ pub async fn serve_stream<S>(
     }
     let ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
-    session(state, ws, origin, slot).await;
+    let proof = proof_nonce.map(|n| (n, bound));
+    session(state, ws, origin, slot, proof).await;
 }
 
 /// Reads the next text message before authentication. `Err(code)` = close with that code.
@@ -164,11 +176,19 @@ struct Live {
     last_seen: Arc<AtomicU64>,
 }
 
-async fn session<S>(state: Arc<GatewayState>, mut ws: Ws<S>, origin: Origin, mut slot: PreauthSlot)
-where
+/// A client's request for the gateway's identity proof: its nonce and the listener address.
+type ProofAsk = Option<(String, Option<std::net::SocketAddr>)>;
+
+async fn session<S>(
+    state: Arc<GatewayState>,
+    mut ws: Ws<S>,
+    origin: Origin,
+    mut slot: PreauthSlot,
+    proof: ProofAsk,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(live) = authenticate(&state, &mut ws, origin, &mut slot).await else {
+    let Some(live) = authenticate(&state, &mut ws, origin, &mut slot, proof).await else {
         return;
     };
     drop(slot);
@@ -194,17 +214,19 @@ async fn authenticate<S>(
     ws: &mut Ws<S>,
     origin: Origin,
     slot: &mut PreauthSlot,
+    proof: ProofAsk,
 ) -> Option<Live>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let nonce = uuid::Uuid::new_v4().to_string();
     let ts = crate::now_ms();
-    let challenge = frames::event(
-        "connect.challenge",
-        &json!({"nonce": nonce, "ts": ts}),
-        None,
-    );
+    let mut payload = json!({"nonce": nonce, "ts": ts});
+    if let (Some((client_nonce, bound)), Some(key)) = (proof, state.identity.get()) {
+        payload["gatewayProof"] =
+            crate::auth::gateway_proof::sign(key, &client_nonce, &nonce, ts, bound);
+    }
+    let challenge = frames::event("connect.challenge", &payload, None);
     if ws.send(Message::Text(challenge.into())).await.is_err() {
         return None;
     }
