@@ -221,6 +221,12 @@ fn a_squatter_on_the_gateway_port_receives_no_token() {
     assert!(home.join("gateway.json").exists());
     let squat = Squatter::start(&user, port);
     let seen = clients_against_the_squatter(&home, port, &token);
+    let report = squat.output();
+    assert!(
+        !report.contains(&token),
+        "the squatter on a stale gateway.json's port received the shared token:\n{report}\n{}",
+        seen.join("\n")
+    );
     let (code, _, err) = claw_in(&home, &["health"]);
     assert_eq!(code, 69, "no gateway runs on the home: exit 69 ({err})");
     assert!(err.contains("no claw gateway runs"), "{err}");
@@ -462,4 +468,104 @@ fn a_token_in_argv_is_warned_about_and_stdin_and_the_log_are_private() {
     );
     let (code, _, err) = claw_in(&home, &["gateway", "stop"]);
     assert_eq!(code, 0, "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Half-open request heads
+
+/// EOF, or a reset (the gateway closed a socket with our unread head in its buffer).
+fn closed_by_peer(r: std::io::Result<usize>) -> bool {
+    match r {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Any local user can open sockets and never finish the HTTP head. They count against
+/// `--max-connections` from accept: past the cap a new socket is closed at once (not held until
+/// the handshake timeout), and the gateway's descriptors stay bounded.
+#[test]
+fn half_open_heads_count_against_the_connection_cap() {
+    const CAP: usize = 40;
+    const OPENED: usize = 70;
+    let g = Gateway::start(&[
+        "--max-connections",
+        &CAP.to_string(),
+        "--handshake-timeout",
+        "120",
+        "--max-preauth",
+        "1000",
+    ]);
+    let pid = g.child.id();
+    let base = fd_count(pid);
+    let addr = format!("127.0.0.1:{}", g.port);
+    let mut held = Vec::new();
+    for _ in 0..OPENED {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n");
+        held.push(s);
+    }
+    // The gateway accepts them (or closes them) as fast as it runs: wait until every socket is
+    // either closed by it or counted in its descriptors.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let closed = |held: &mut Vec<std::net::TcpStream>| {
+        let mut n = 0;
+        for s in held.iter_mut() {
+            s.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            if closed_by_peer(s.read(&mut b)) {
+                n += 1;
+            }
+        }
+        n
+    };
+    let mut n_closed = closed(&mut held);
+    while n_closed < OPENED - CAP && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        n_closed = closed(&mut held);
+    }
+    assert!(
+        n_closed >= OPENED - CAP,
+        "only {n_closed} of {OPENED} half-open sockets were closed with a cap of {CAP}"
+    );
+    let fds = fd_count(pid);
+    assert!(
+        fds <= base + CAP + 5,
+        "the gateway holds {fds} descriptors (from {base}) with a cap of {CAP}"
+    );
+    // One more is closed at once, not kept until the 120 s handshake timeout.
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    let _ = extra.write_all(b"GET / HTTP/1.1\r\n");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut b = [0u8; 64];
+    let r = extra.read(&mut b);
+    assert!(
+        closed_by_peer(
+            r.as_ref()
+                .map(|n| *n)
+                .map_err(|e| std::io::Error::from(e.kind()))
+        ),
+        "a socket past the cap must be closed by the gateway: {r:?}"
+    );
+    // Once the half-open sockets go, clients are served again.
+    drop(held);
+    drop(extra);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, _, err) = g.claw(&["call", "health", "--url", &g.url.clone()]);
+        if code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

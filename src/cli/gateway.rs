@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// through the tunnel or SSH).
     #[arg(long, default_value_t = 32)]
     max_preauth: usize,
+    /// Sockets open at once on the WebSocket port, counted from accept (before the HTTP head);
+    /// over it a new socket is closed at once.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    max_connections: usize,
     /// Start the QUIC tunnel for paired devices (UDP; 0.0.0.0:18790 when given without a value).
     /// The only socket claw opens beyond loopback; nothing crosses it before mutual TLS.
     #[arg(long, num_args = 0..=1, default_missing_value = "0.0.0.0:18790", value_name = "ADDR")]
@@ -299,6 +303,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         ping_interval: Duration::from_millis(a.ping_interval_ms.max(100)),
         auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms),
         max_preauth_per_source: a.max_preauth.max(1),
+        max_connections: a.max_connections.max(1),
         ..GatewayConfig::default()
     };
     let state = GatewayState::new(home.clone(), config, store, token, source);
@@ -441,6 +446,8 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
         a.auth_fail_delay_ms.to_string(),
         "--max-preauth".into(),
         a.max_preauth.to_string(),
+        "--max-connections".into(),
+        a.max_connections.to_string(),
     ];
     if let Some(f) = &a.token_file {
         v.push("--token-file".into());

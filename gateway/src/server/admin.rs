@@ -44,8 +44,14 @@ fn bind_private(path: &std::path::Path) -> std::io::Result<UnixListener> {
 /// Accepts admin connections.
 pub async fn serve(state: Arc<GatewayState>, listener: UnixListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "admin socket: accept failed");
+                tokio::time::sleep(super::ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let uid = nix::unistd::getuid().as_raw();
         match stream.peer_cred() {
