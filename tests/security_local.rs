@@ -569,3 +569,80 @@ fn half_open_heads_count_against_the_connection_cap() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Terminal escapes and forged log lines
+
+/// A device name is what the operator reads in `claw devices list` before approving. Names with
+/// ESC sequences, newlines or bidi overrides are refused by the gateway — from the tunnel's
+/// `pair` message and from a WebSocket `connect`'s `client.displayName` — and what is shown is
+/// escaped.
+#[tokio::test(flavor = "multi_thread")]
+async fn device_names_with_escapes_newlines_or_bidi_are_refused() {
+    use claw_tunnel::device::DeviceHome;
+    use claw_tunnel::pairing::PairingUri;
+    use claw_tunnel::quic::client;
+    let g = Gateway::start(&["--tunnel", "127.0.0.1:0"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let hostile = [
+        "phone\u{1b}[2J\u{1b}[1;1Happroved",
+        "phone\nINFO claw: device approved",
+        "\u{202e}enohp-ym",
+        "zero\u{200b}width",
+    ];
+    for (i, name) in hostile.iter().enumerate() {
+        let (code, out, err) = g.claw(&["pair", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let uri = PairingUri::parse(v["uri"].as_str().unwrap()).unwrap();
+        let home = tmp.path().join(format!("d{i}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let r = client::pair(
+            &DeviceHome::new(&home),
+            &uri,
+            Some(name.to_string()),
+            |_| {},
+        )
+        .await;
+        let e = r.expect_err(&format!("the gateway paired a device named {name:?}"));
+        assert!(
+            e.to_string().contains("control or format character"),
+            "{name:?}: {e}"
+        );
+    }
+    let (code, out, err) = g.claw(&["devices", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("paired devices: 0"), "{out}");
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+        "{out:?}"
+    );
+
+    // The same names as a WebSocket client's displayName: refused before any auth.
+    for name in hostile {
+        let (mut ws, _) = common::open(&g.url).await;
+        let mut p = common::connect_params(&common::Creds::default(), &serde_json::json!({}));
+        p["client"]["displayName"] = serde_json::json!(name);
+        common::send(
+            &mut ws,
+            &serde_json::json!({"type":"req","id":"c1","method":"connect","params":p}),
+        )
+        .await;
+        let r = common::recv(&mut ws).await.unwrap();
+        assert_eq!(r["ok"], false, "{name:?}: {r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("control or format character"),
+            "{name:?}: {r}"
+        );
+    }
+    // Every audit line stays one escaped line.
+    let (code, out, err) = g.claw(&["gateway", "audit", "--limit", "200"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{202e}') && !out.contains("\nINFO"),
+        "{out:?}"
+    );
+}

@@ -683,6 +683,7 @@ async fn token(home: &Home, show: bool) -> anyhow::Result<u8> {
 }
 
 async fn audit(home: &Home, limit: usize, as_json: bool) -> anyhow::Result<u8> {
+    let esc = |s: &str| claw_gateway::text::escape(s).into_owned();
     let v = super::admin_client::admin_call(home, "audit.tail", json!({"limit": limit})).await?;
     if as_json {
         println!("{v}");
@@ -692,13 +693,14 @@ async fn audit(home: &Home, limit: usize, as_json: bool) -> anyhow::Result<u8> {
         println!(
             "{}  {:<24} {:<10} {}  {}",
             e["tsMs"],
-            e["event"].as_str().unwrap_or(""),
-            e["origin"].as_str().unwrap_or("-"),
-            e["deviceId"]
+            esc(e["event"].as_str().unwrap_or("")),
+            esc(e["origin"].as_str().unwrap_or("-")),
+            esc(&e["deviceId"]
                 .as_str()
-                .map(|d| &d[..16.min(d.len())])
-                .unwrap_or("-"),
-            e["detail"].as_str().unwrap_or("")
+                .map(|d| d.chars().take(16).collect::<String>())
+                .unwrap_or_else(|| "-".into())),
+            // Details quote client-chosen text (names, SSH destinations): one escaped line.
+            esc(e["detail"].as_str().unwrap_or(""))
         );
     }
     Ok(0)
