@@ -646,3 +646,103 @@ async fn device_names_with_escapes_newlines_or_bidi_are_refused() {
         "{out:?}"
     );
 }
+
+/// A refused SSH forward destination is client-chosen text: a newline in it must not forge a log
+/// line (`… approved`) nor an audit row. Real OpenSSH client, `ssh -W` to a hostile host name.
+#[test]
+fn a_refused_ssh_destination_with_a_newline_is_logged_and_audited_escaped() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let out = Command::new(claw_bin())
+        .arg("--home")
+        .arg(&home)
+        .args(["gateway", "start", "--port", "0", "--ssh", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("gateway.json")).unwrap()).unwrap();
+    let ssh_port: u16 = rt["ssh"]["addr"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let known_hosts = t.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("{}\n", rt["ssh"]["knownHosts"][0].as_str().unwrap()),
+    )
+    .unwrap();
+    let dev = t.path().join("dev");
+    let key = dev.join("id_ed25519");
+    let (code, out, err) = claw_in(
+        &dev,
+        &[
+            "tunnel",
+            "export-ssh-key",
+            key.to_str().unwrap(),
+            "--port",
+            &ssh_port.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let public = out
+        .lines()
+        .next()
+        .unwrap()
+        .split("public key: ")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (code, _, err) = claw_in(&home, &["devices", "add-ssh-key", "laptop", &public]);
+    assert_eq!(code, 0, "{err}");
+
+    let forged = "INFO claw_tunnel::ssh: approved everything";
+    // Brackets: OpenSSH takes any byte inside them as the host.
+    let target = format!("[evil\n{forged}]:80");
+    let out = common::ssh_client(
+        ssh_port,
+        &key,
+        &known_hosts,
+        &["-W", &target, "claw@127.0.0.1"],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "the forward was allowed");
+    let (code, audit, err) = claw_in(&home, &["gateway", "audit", "--limit", "50", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let refused: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "ssh.refused")
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        refused.iter().any(|d| d.contains("evil\\u{000a}INFO")),
+        "the refusal is audited, escaped: {refused:?} ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(refused.iter().all(|d| !d.contains('\n')), "{refused:?}");
+    let (_, text, _) = claw_in(&home, &["gateway", "audit", "--limit", "50"]);
+    assert!(!text.lines().any(|l| l.starts_with(forged)), "{text}");
+    let (code, _, err) = claw_in(&home, &["gateway", "stop"]);
+    assert_eq!(code, 0, "{err}");
+    let log = std::fs::read_to_string(home.join("gateway.log")).unwrap();
+    assert!(log.contains("ssh: refused"), "the refusal is logged: {log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with(forged)),
+        "a forged log line:\n{log}"
+    );
+}
