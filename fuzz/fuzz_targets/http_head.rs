@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
     match &head {
         Head::Upgrade { key, proof_nonce } => {
             assert!(!key.is_empty() && key.len() <= 64);
-            assert!(proof_nonce.is_none_or(|n| claw_gateway::auth::gateway_proof::valid_nonce(&n)));
+            assert!(proof_nonce
+                .as_deref()
+                .is_none_or(claw_gateway::auth::gateway_proof::valid_nonce));
         }
         Head::Get { path } => assert!(!path.contains('?')),
         Head::Other => {}
