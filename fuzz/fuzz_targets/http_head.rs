@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(n > 0 && n <= data.len());
     match &head {
-        Head::Upgrade { key, .. } => assert!(!key.is_empty() && key.len() <= 64),
+        Head::Upgrade { key, proof_nonce } => {
+            assert!(!key.is_empty() && key.len() <= 64);
+            assert!(proof_nonce
+                .as_deref()
+                .is_none_or(claw_gateway::auth::gateway_proof::valid_nonce));
+        }
         Head::Get { path } => assert!(!path.contains('?')),
         Head::Other => {}
     }

@@ -10,6 +10,8 @@
 //! - [`doctor`]: `claw doctor`'s checks (pure) between fact gathering and safe repairs (IO).
 //! - [`store`]: the only code that touches the SQLite database.
 //! - [`methods`]: one file per method family and the dispatch table that also yields `features.methods`.
+//! - [`text`]: refusing control/format characters in operator-visible strings and escaping them
+//!   for terminals and logs (no IO).
 //! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +30,7 @@ pub mod rotation;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod text;
 
 /// The version string claw reports as `server.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

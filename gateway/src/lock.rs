@@ -12,6 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -79,18 +80,22 @@ fn read_pid(f: &mut File) -> u32 {
     s.trim().parse().unwrap_or(0)
 }
 
+/// Opens (creating 0600) the lock file without following a symlink, and only a regular file we
+/// own: a planted `gateway.lock` symlink must not make us truncate its target.
 fn open(path: &Path) -> Result<File, LockError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| LockError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+    crate::home::open_private(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+    )
+    .map_err(|source| LockError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 impl GatewayLock {
@@ -131,7 +136,8 @@ impl GatewayLock {
 
     /// Inspects the lock without taking it.
     pub fn inspect(path: &Path) -> LockState {
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else {
+        let Ok(file) = crate::home::open_private(path, OpenOptions::new().read(true).write(true))
+        else {
             return LockState::Absent;
         };
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -200,6 +206,21 @@ mod tests {
         );
         drop(l);
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_planted_lock_symlink_is_refused_and_its_target_untouched() {
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "root-only content").unwrap();
+        let p = t.path().join("gateway.lock");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let err = GatewayLock::acquire(&p).unwrap_err().to_string();
+        assert!(err.contains("symlink"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "root-only content"
+        );
     }
 
     #[test]

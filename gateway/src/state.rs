@@ -180,6 +180,9 @@ pub struct GatewayState {
     pub origins: std::sync::RwLock<crate::origin::OriginPolicy>,
     /// Refused browser origins (audited once each).
     pub origin_refusals: Mutex<crate::origin::RefusalLog>,
+    /// The gateway's identity key (`identity.key`), set once at start: it signs the
+    /// `gatewayProof` of each challenge a client asked to be proven (see `auth::gateway_proof`).
+    pub identity: std::sync::OnceLock<crate::auth::device_key::DeviceKey>,
 }
 
 impl GatewayState {
@@ -222,6 +225,7 @@ impl GatewayState {
             events: tokio::sync::broadcast::channel(1024).0,
             origins: std::sync::RwLock::new(origins),
             origin_refusals: Mutex::new(crate::origin::RefusalLog::default()),
+            identity: std::sync::OnceLock::new(),
         })
     }
 

@@ -116,6 +116,15 @@ pub enum ClientError {
     /// The client was closed by its host.
     #[error("client closed")]
     ClientClosed,
+    /// The server at the URL did not prove it is the expected gateway (see
+    /// `ConnectOptions::expect_gateway`): nothing, no secret, was sent to it.
+    #[error("{url} did not prove it is the expected gateway ({reason}); no credentials were sent")]
+    GatewayNotProven {
+        /// URL.
+        url: String,
+        /// Why the proof failed.
+        reason: String,
+    },
 }
 
 impl ClientError {

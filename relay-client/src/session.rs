@@ -40,6 +40,10 @@ pub struct ConnectOptions {
     /// Sends credentials to a non-loopback `ws://` URL (cleartext on the network). Off by
     /// default: see [`crate::url_policy`].
     pub allow_insecure_remote: bool,
+    /// The gateway's fingerprint (hex SHA-256 of its Ed25519 public key), when known: the
+    /// client asks for the gateway's identity proof and sends no `connect` (so no secret) unless
+    /// it verifies ([`ClientError::GatewayNotProven`]); see `claw_gateway::auth::gateway_proof`.
+    pub gateway_fingerprint: Option<String>,
 }
 
 impl ConnectOptions {
@@ -59,7 +63,14 @@ impl ConnectOptions {
             client_mode: "cli".into(),
             timeout: Duration::from_secs(10),
             allow_insecure_remote: false,
+            gateway_fingerprint: None,
         }
+    }
+    /// Sends nothing but to the gateway with this fingerprint: it must sign this connection's
+    /// challenge (see [`ConnectOptions::gateway_fingerprint`]).
+    pub fn expect_gateway(mut self, fingerprint: impl Into<String>) -> Self {
+        self.gateway_fingerprint = Some(fingerprint.into());
+        self
     }
     /// Allows a non-loopback `ws://` URL, whose token and traffic cross the network in
     /// cleartext. Prefer `claw tunnel up` or `ssh -N -L` and a loopback URL.
@@ -132,6 +143,26 @@ fn close_of(msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>)
     }
 }
 
+/// The upgrade request: the URL, plus our proof nonce header when we expect a known gateway.
+fn build_request(
+    o: &ConnectOptions,
+    proof_nonce: Option<&str>,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::client::Request,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = o.url.as_str().into_client_request()?;
+    if let Some(n) = proof_nonce {
+        if let Ok(v) = n.parse() {
+            request
+                .headers_mut()
+                .insert(claw_gateway::auth::gateway_proof::NONCE_HEADER, v);
+        }
+    }
+    Ok(request)
+}
+
 /// Opens a socket and completes the handshake with `token` (not `o.token`, so the client can
 /// present a refreshed one). Returns the socket and the `hello-ok` payload.
 pub(crate) async fn open(
@@ -158,12 +189,23 @@ pub(crate) async fn open(
     }
     let t = o.timeout;
     let other = OpenError::Other;
+    // A fresh nonce of ours for the gateway to sign, when we know which gateway to expect.
+    let proof_nonce = o
+        .gateway_fingerprint
+        .as_ref()
+        .map(|_| uuid::Uuid::new_v4().to_string());
     let cfg = WebSocketConfig::default()
         .max_message_size(Some(MAX_INBOUND))
         .max_frame_size(Some(MAX_INBOUND));
+    let request = build_request(o, proof_nonce.as_deref()).map_err(|e| {
+        other(ClientError::Connect {
+            url: o.url.clone(),
+            reason: e.to_string(),
+        })
+    })?;
     let (mut ws, _) = tokio::time::timeout(
         t,
-        tokio_tungstenite::connect_async_with_config(o.url.as_str(), Some(cfg), true),
+        tokio_tungstenite::connect_async_with_config(request, Some(cfg), true),
     )
     .await
     .map_err(|_| other(ClientError::Timeout))?
@@ -186,6 +228,19 @@ pub(crate) async fn open(
                         challenge = Some(wire::challenge(&payload).ok_or_else(|| {
                             other(ClientError::Protocol("malformed connect.challenge".into()))
                         })?);
+                        if let (Some(fp), Some(cn)) = (&o.gateway_fingerprint, &proof_nonce) {
+                            let peer = match ws.get_ref() {
+                                MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
+                                _ => None,
+                            };
+                            claw_gateway::auth::gateway_proof::verify(&payload, fp, cn, peer)
+                                .map_err(|e| {
+                                    other(ClientError::GatewayNotProven {
+                                        url: o.url.clone(),
+                                        reason: e.to_string(),
+                                    })
+                                })?;
+                        }
                         break;
                     }
                 }

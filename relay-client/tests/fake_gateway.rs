@@ -470,3 +470,41 @@ async fn a_url_that_would_send_credentials_insecurely_is_auth_failed_before_any_
     assert!(e.to_string().contains("INSECURE_URL"), "{e}");
     assert_eq!(f.conns.load(Ordering::SeqCst), 0);
 }
+
+/// A server that cannot sign the challenge with the expected gateway key (a squatter on a freed
+/// port, here the fake) gets no `connect` — so no token — from a client that knows the key; the
+/// long-running client keeps retrying with backoff (the real gateway may come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unproven_server_never_receives_the_token() {
+    let f = Fake::start(10_000).await;
+    let fingerprint = "ab".repeat(32);
+    let Err(e) = relay_client::Session::connect(
+        ConnectOptions::new(f.url.clone())
+            .token("secret-token")
+            .expect_gateway(fingerprint.clone()),
+    )
+    .await
+    else {
+        panic!("an unproven server was accepted");
+    };
+    assert!(
+        matches!(&e, ClientError::GatewayNotProven { reason, .. } if reason.contains("no gateway proof")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("no credentials were sent"), "{e}");
+    let c = Client::start(
+        ClientConfig::new(
+            ConnectOptions::new(f.url.clone())
+                .token("secret-token")
+                .expect_gateway(fingerprint),
+        )
+        .backoff(fast_backoff()),
+    );
+    eventually(|| f.conns.load(Ordering::SeqCst) >= 3).await;
+    drop(c);
+    assert!(
+        f.tokens.lock().unwrap().is_empty(),
+        "the fake received a connect: {:?}",
+        f.tokens.lock().unwrap()
+    );
+}

@@ -5,6 +5,7 @@ use claw_gateway::home::Home;
 use relay_client::{ClientError, ConnectOptions, Session};
 use serde_json::Value;
 
+use super::admin_client::{live_call, running_pid};
 use super::{exit, fail};
 
 /// `claw call <method>`.
@@ -40,40 +41,129 @@ pub struct ConnArgs {
     json: bool,
 }
 
+/// The URL of the gateway running on this home. `gateway.json` is believed only while the
+/// gateway lock is held by the pid it names: a file left by a dead gateway (`kill -9`) names a
+/// port anyone may have taken since.
+fn running_url(home: &Home) -> Option<String> {
+    let pid = running_pid(home)?;
+    let v: Value =
+        serde_json::from_str(&claw_gateway::home::read_private(&home.runtime_path())?).ok()?;
+    if v["pid"].as_u64() != Some(u64::from(pid)) {
+        return None;
+    }
+    v["url"].as_str().map(str::to_string)
+}
+
 fn default_url(home: &Home) -> String {
-    std::fs::read_to_string(home.runtime_path())
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .and_then(|v| v["url"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "ws://127.0.0.1:18789".into())
+    running_url(home).unwrap_or_else(|| "ws://127.0.0.1:18789".into())
+}
+
+/// The fingerprint of the gateway whose home this is (its `identity.key`), never creating one.
+pub(super) fn home_gateway_fingerprint(home: &Home) -> anyhow::Result<Option<String>> {
+    let path = home.root().join("identity.key");
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => Ok(Some(
+            claw_gateway::auth::device_key::DeviceKey::load_or_create(&path)?.device_id(),
+        )),
+    }
 }
 
 /// Credentials for `claw call`, in order: `--token`; a paired device home (its key signs, its
 /// stored device token authenticates — through `claw tunnel up` a stale token is answered with a
-/// fresh one); the gateway home's shared token.
+/// fresh one); the gateway home's shared token. Whenever the gateway's key is known (the
+/// pairing's pinned fingerprint, or this home's `identity.key`) the gateway must prove it holds
+/// it before anything is sent; the home's own shared token is never sent to an unproven server.
 fn connect_options(home: &Home, url: &str, c: &ConnArgs) -> anyhow::Result<Option<ConnectOptions>> {
-    if let Some(t) = &c.token {
-        return Ok(Some(ConnectOptions::new(url).token(t.clone())));
-    }
     let dh = claw_tunnel::device::DeviceHome::new(home.root());
-    if dh.pairing().is_ok() {
-        let key = claw_gateway::auth::device_key::DeviceKey::load_or_create(&dh.identity_path())?;
-        let mut o = ConnectOptions::new(url)
-            .device(key)
-            .scopes(&["operator.read", "operator.write"]);
-        if let Some(t) = dh.token()? {
-            o = o.token(t.token);
+    if c.token.is_none() {
+        if let Ok(pairing) = dh.pairing() {
+            let key =
+                claw_gateway::auth::device_key::DeviceKey::load_or_create(&dh.identity_path())?;
+            let mut o = ConnectOptions::new(url)
+                .device(key)
+                .scopes(&["operator.read", "operator.write"])
+                .expect_gateway(pairing.gateway_id);
+            if let Some(t) = dh.token()? {
+                o = o.token(t.token);
+            }
+            return Ok(Some(o));
         }
-        return Ok(Some(o));
+    }
+    let fingerprint = home_gateway_fingerprint(home)?;
+    let with_proof = |o: ConnectOptions| match &fingerprint {
+        Some(fp) => o.expect_gateway(fp.clone()),
+        None => o,
+    };
+    if let Some(t) = &c.token {
+        return Ok(Some(with_proof(ConnectOptions::new(url).token(t.clone()))));
     }
     match claw_gateway::home::read_secret(&home.shared_token_path()) {
-        Ok(t) => Ok(Some(ConnectOptions::new(url).token(t))),
+        Ok(t) => {
+            if fingerprint.is_none() {
+                return Err(fail(
+                    exit::FAILURE,
+                    format!(
+                        "cannot verify the server at {url}: {} has no identity.key to check it against, and this home's shared token is only sent to a server that proves it is this home's gateway (pass --token to send one anyway)",
+                        home.root().display()
+                    ),
+                ));
+            }
+            Ok(Some(with_proof(ConnectOptions::new(url).token(t))))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("{}", home.shared_token_path().display())),
     }
 }
 
+/// Prints a method's payload as `claw call` does.
+fn print_payload(v: &Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
+    Ok(())
+}
+
+/// `claw call` on the gateway's own home: through the uid-checked admin socket, so no secret
+/// crosses a TCP port at all. When no gateway holds this home's lock nothing is sent anywhere.
+async fn call_on_home(home: &Home, method: &str, params: Value, json: bool) -> anyhow::Result<u8> {
+    if running_pid(home).is_none() {
+        return Err(fail(
+            exit::UNAVAILABLE,
+            format!(
+                "no claw gateway runs on {} (nothing was sent); start one with `claw gateway start`, or pass --url and --token to reach another gateway",
+                home.root().display()
+            ),
+        ));
+    }
+    match live_call(home, method, params).await {
+        Ok(Ok(v)) => {
+            print_payload(&v, json)?;
+            Ok(0)
+        }
+        Ok(Err(e)) => Err(fail(exit::FAILURE, format!("{}: {}", e.code, e.message))),
+        Err(e) => Err(fail(
+            exit::UNAVAILABLE,
+            format!(
+                "the gateway on {} does not answer: {e:#}",
+                home.root().display()
+            ),
+        )),
+    }
+}
+
 async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> anyhow::Result<u8> {
+    if c.token.is_some() {
+        super::gateway::warn_token_in_argv();
+    }
+    let paired = claw_tunnel::device::DeviceHome::new(home.root())
+        .pairing()
+        .is_ok();
+    if c.url.is_none() && c.token.is_none() && !paired {
+        return call_on_home(home, method, params, c.json).await;
+    }
     let url = c.url.clone().unwrap_or_else(|| default_url(home));
     let options = match connect_options(home, &url, c)? {
         Some(o) => o,
@@ -110,11 +200,7 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
     .await;
     match result {
         Ok(v) => {
-            if c.json {
-                println!("{v}");
-            } else {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            }
+            print_payload(&v, c.json)?;
             Ok(0)
         }
         Err(ClientError::Connect { reason, .. })
@@ -128,6 +214,7 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
                 ),
             ))
         }
+        Err(e @ ClientError::GatewayNotProven { .. }) => Err(fail(exit::FAILURE, e.to_string())),
         Err(ClientError::Connect { .. }) => Err(fail(
             exit::UNAVAILABLE,
             format!("no gateway answers at {url} (is `claw gateway run` up?)"),

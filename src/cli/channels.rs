@@ -270,7 +270,12 @@ async fn probe_ws(home: &Home, rt: &RuntimeFacts) -> Probe {
         Ok(Err(e)) => return Probe::failed(format!("{}: {}", e.code, e.message)),
         Err(e) => return Probe::failed(format!("{e:#}")),
     };
-    match shared_token_probe(&url, token).await {
+    let fingerprint = match super::call::home_gateway_fingerprint(home) {
+        Ok(Some(fp)) => fp,
+        Ok(None) => return Probe::failed("no identity.key to verify the gateway against"),
+        Err(e) => return Probe::failed(format!("{e:#}")),
+    };
+    match shared_token_probe(&url, token, &fingerprint).await {
         CredentialProbe::Accepted { latency_ms } => Probe::ok(latency_ms),
         CredentialProbe::Refused { code, reason } => Probe::failed(format!("{reason} ({code})")),
         CredentialProbe::Failed { error } => Probe::failed(error),

@@ -168,7 +168,8 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
             )
             .await?;
             println!(
-                "authorised {name} as device {}",
+                "authorised {} as device {}",
+                shown(&name),
                 v["deviceId"].as_str().unwrap_or("")
             );
             Ok(0)
@@ -253,6 +254,12 @@ async fn paired(home: &Home, id: &str) -> anyhow::Result<String> {
     Ok(d["deviceId"].as_str().unwrap_or_default().to_string())
 }
 
+/// A string from the gateway as the operator's terminal may show it: control and format
+/// characters escaped (a device chose its own name).
+fn shown(s: &str) -> String {
+    claw_gateway::text::escape(s).into_owned()
+}
+
 async fn list(home: &Home, as_json: bool) -> anyhow::Result<u8> {
     let v = admin_call(home, "device.pair.list", json!({})).await?;
     if as_json {
@@ -275,30 +282,34 @@ async fn list(home: &Home, as_json: bool) -> anyhow::Result<u8> {
             &d["deviceId"].as_str().unwrap_or("")
                 [..16.min(d["deviceId"].as_str().unwrap_or("").len())],
             state,
-            d["displayName"]
-                .as_str()
-                .or(d["clientId"].as_str())
-                .unwrap_or("-"),
-            d["scopes"]
-                .as_array()
-                .map(|s| s
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","))
-                .unwrap_or_default(),
-            d["approvedVia"].as_str().unwrap_or("")
+            shown(
+                d["displayName"]
+                    .as_str()
+                    .or(d["clientId"].as_str())
+                    .unwrap_or("-")
+            ),
+            shown(
+                &d["scopes"]
+                    .as_array()
+                    .map(|s| s
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default()
+            ),
+            shown(d["approvedVia"].as_str().unwrap_or(""))
         );
     }
     println!("pending requests: {}", pending.len());
     for r in &pending {
         println!(
             "  {}  device {}  from {}  (approve: claw devices approve {})",
-            r["requestId"].as_str().unwrap_or(""),
+            shown(r["requestId"].as_str().unwrap_or("")),
             &r["deviceId"].as_str().unwrap_or("")
                 [..16.min(r["deviceId"].as_str().unwrap_or("").len())],
-            r["origin"].as_str().unwrap_or(""),
-            r["requestId"].as_str().unwrap_or("")
+            shown(r["origin"].as_str().unwrap_or("")),
+            shown(r["requestId"].as_str().unwrap_or(""))
         );
     }
     Ok(0)

@@ -94,8 +94,16 @@ async fn probe_token(home: &Home, facts: &mut Facts) {
     if let Ok(Ok(v)) = live_call(home, "gateway.status", json!({})).await {
         facts.token.gateway_source = v["gateway"]["tokenSource"].as_str().map(str::to_string);
     }
-    // Read without the mode check: loose permissions are a finding of their own.
-    let token = match std::fs::read_to_string(home.shared_token_path()) {
+    // Read without the mode check (loose permissions are a finding of their own), but never
+    // through a symlink nor from a file another uid owns.
+    let token = match claw_gateway::home::open_private(
+        &home.shared_token_path(),
+        std::fs::OpenOptions::new().read(true),
+    )
+    .and_then(|mut f| {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut f, &mut s).map(|_| s)
+    }) {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
         Ok(_) => {
             facts.token.probe = CredentialProbe::NotChecked {
@@ -117,14 +125,31 @@ async fn probe_token(home: &Home, facts: &mut Facts) {
         };
         return;
     };
-    facts.token.probe = shared_token_probe(&url, token).await;
+    let fingerprint = match super::call::home_gateway_fingerprint(home) {
+        Ok(Some(fp)) => fp,
+        Ok(None) => {
+            facts.token.probe = CredentialProbe::NotChecked {
+                why: "no identity.key to verify the gateway against; the token is not sent to an unproven server".into(),
+            };
+            return;
+        }
+        Err(e) => {
+            facts.token.probe = CredentialProbe::NotChecked {
+                why: format!("cannot read identity.key: {e:#}"),
+            };
+            return;
+        }
+    };
+    facts.token.probe = shared_token_probe(&url, token, &fingerprint).await;
 }
 
-/// A real round trip with the shared token: the handshake, then `health`.
-pub async fn shared_token_probe(url: &str, token: String) -> CredentialProbe {
+/// A real round trip with the shared token: the handshake, then `health`. The token goes only
+/// to a server that proves it holds the gateway key with `fingerprint`.
+pub async fn shared_token_probe(url: &str, token: String, fingerprint: &str) -> CredentialProbe {
     let mut o = ConnectOptions::new(url)
         .token(token)
-        .scopes(&["operator.read"]);
+        .scopes(&["operator.read"])
+        .expect_gateway(fingerprint);
     o.timeout = PROBE_TIMEOUT;
     let t = Instant::now();
     let result = async {

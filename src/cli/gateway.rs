@@ -69,7 +69,8 @@ pub struct RunArgs {
     /// Loopback address to listen on: 127.0.0.0/8, ::1 or localhost. Nothing else is accepted.
     #[arg(long, default_value = "127.0.0.1")]
     bind: String,
-    /// Shared gateway token (pinned; default: generated once and kept in the home).
+    /// Shared gateway token (pinned; default: generated once and kept in the home). Prefer
+    /// CLAW_GATEWAY_TOKEN or --token-file: argv is readable by every local user.
     #[arg(
         long,
         env = "CLAW_GATEWAY_TOKEN",
@@ -77,7 +78,8 @@ pub struct RunArgs {
         conflicts_with = "token_file"
     )]
     token: Option<String>,
-    /// File holding the shared gateway token (Docker secrets).
+    /// File holding the shared gateway token (Docker secrets); `-` reads it from stdin. Refused
+    /// when group/world-readable or owned by another user (not root).
     #[arg(long, env = "CLAW_GATEWAY_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Seconds a client has to send `connect` after the challenge.
@@ -96,6 +98,10 @@ pub struct RunArgs {
     /// through the tunnel or SSH).
     #[arg(long, default_value_t = 32)]
     max_preauth: usize,
+    /// Sockets open at once on the WebSocket port, counted from accept (before the HTTP head);
+    /// over it a new socket is closed at once.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    max_connections: usize,
     /// Start the QUIC tunnel for paired devices (UDP; 0.0.0.0:18790 when given without a value).
     /// The only socket claw opens beyond loopback; nothing crosses it before mutual TLS.
     #[arg(long, num_args = 0..=1, default_missing_value = "0.0.0.0:18790", value_name = "ADDR")]
@@ -215,6 +221,67 @@ pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
 /// A pinned token shorter than this draws a warning at start (the generated one has 43).
 const MIN_PINNED_TOKEN_CHARS: usize = 32;
 
+/// Reads a `--token-file`: `-` is stdin (one line); a file must not be readable by group or
+/// others and must belong to us or to root, else it is refused (exit 78) as OpenSSH refuses a
+/// loose private key — a token another user can read or write is not a secret.
+fn read_token_file(f: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if f == std::path::Path::new("-") {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the token from stdin")?;
+        return Ok(line.trim().to_string());
+    }
+    let mut file = std::fs::File::open(f)
+        .with_context(|| format!("cannot read token file {}", f.display()))?;
+    let meta = file.metadata()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(fail(
+            exit::CONFIG,
+            format!(
+                "token file {} is owned by uid {}, not by you (uid {me}) or root: refused",
+                f.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(fail(
+            exit::CONFIG,
+            format!(
+                "token file {} has mode {mode:o}: other users can read it; refused (chmod 600 {}, or `mode: 0400` for a Docker secret)",
+                f.display(),
+                f.display()
+            ),
+        ));
+    }
+    let mut t = String::new();
+    file.read_to_string(&mut t)
+        .with_context(|| format!("cannot read token file {}", f.display()))?;
+    Ok(t.trim().to_string())
+}
+
+/// True when `--token` itself appeared on the command line (not through `CLAW_GATEWAY_TOKEN`):
+/// then the token is in `/proc/PID/cmdline` for every local user to read.
+pub fn token_in_argv() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .any(|a| a == "--token" || a.to_string_lossy().starts_with("--token="))
+}
+
+/// The one warning (stderr) for a token given in argv.
+pub fn warn_token_in_argv() {
+    if token_in_argv() {
+        eprintln!(
+            "warning: --token on the command line is readable by every local user (ps, /proc/PID/cmdline); use CLAW_GATEWAY_TOKEN, --token-file FILE or --token-file - (stdin) instead"
+        );
+    }
+}
+
 /// Resolves the shared token: pinned by flag/env/file, else generated once and persisted 0600.
 pub fn resolve_shared_token(
     home: &Home,
@@ -225,10 +292,7 @@ pub fn resolve_shared_token(
         return Ok((t.trim().to_string(), TokenSource::Pinned));
     }
     if let Some(f) = file {
-        let t = std::fs::read_to_string(&f)
-            .with_context(|| format!("cannot read token file {}", f.display()))?
-            .trim()
-            .to_string();
+        let t = read_token_file(&f)?;
         if t.is_empty() {
             return Err(fail(
                 exit::CONFIG,
@@ -267,6 +331,9 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e.into()),
     };
+    if a.token.is_some() {
+        warn_token_in_argv();
+    }
     let (token, source) = resolve_shared_token(home, a.token.clone(), a.token_file.clone())?;
     if source == TokenSource::Pinned && token.chars().count() < MIN_PINNED_TOKEN_CHARS {
         // The wrong-secret delay slows guessing; it does not make a short token safe.
@@ -302,6 +369,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         max_preauth_per_source: a.max_preauth.max(1),
         rotate_every: a.rotate_every.map(Into::into),
         strict_device_auth: a.strict_device_auth,
+        max_connections: a.max_connections.max(1),
         ..GatewayConfig::default()
     };
     if let Some(every) = config.rotate_every {
@@ -317,6 +385,11 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         }
     }
     let state = GatewayState::new(home.clone(), config, store, token, source);
+    // The gateway's identity signs the proof local clients check before they send a secret
+    // (and is the tunnel's and SSH's key when those run).
+    let identity =
+        claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
+    let _ = state.identity.set(identity.key().clone());
     let exposes = parse_exposes(&a.expose)?;
     if !exposes.is_empty() && a.tunnel.is_none() && a.ssh.is_none() {
         return Err(fail(
@@ -454,6 +527,8 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
         a.auth_fail_delay_ms.to_string(),
         "--max-preauth".into(),
         a.max_preauth.to_string(),
+        "--max-connections".into(),
+        a.max_connections.to_string(),
     ];
     if let Some(f) = &a.token_file {
         v.push("--token-file".into());
@@ -498,10 +573,18 @@ async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         ));
     }
     let exe = std::env::current_exe().context("cannot find the claw executable")?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.log_path())
+    if a.token.is_some() {
+        warn_token_in_argv();
+    }
+    // A token from stdin is read here and handed on through the environment (the background
+    // gateway's stdin is /dev/null).
+    let mut a = a;
+    if a.token_file.as_deref() == Some(std::path::Path::new("-")) {
+        a.token = Some(read_token_file(std::path::Path::new("-"))?);
+        a.token_file = None;
+    }
+    // 0600, never through a symlink, never a file another uid planted.
+    let log = claw_gateway::home::open_private_log(&home.log_path())
         .with_context(|| format!("cannot open {}", home.log_path().display()))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home")
@@ -523,7 +606,7 @@ async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = child.try_wait()? {
-            let tail = std::fs::read_to_string(home.log_path()).unwrap_or_default();
+            let tail = claw_gateway::home::read_private(&home.log_path()).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(5).collect();
             let code = status.code().unwrap_or(1) as u8;
             return Err(fail(
@@ -534,7 +617,7 @@ async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
                 ),
             ));
         }
-        if let Ok(s) = std::fs::read_to_string(home.runtime_path()) {
+        if let Some(s) = claw_gateway::home::read_private(&home.runtime_path()) {
             if let Ok(v) = serde_json::from_str::<Value>(&s) {
                 if v["pid"] == pid {
                     println!(
@@ -651,8 +734,7 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
                 )
             );
         }
-        let rt: Value = std::fs::read_to_string(home.runtime_path())
-            .ok()
+        let rt: Value = claw_gateway::home::read_private(&home.runtime_path())
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or(Value::Null);
         if let Some(t) = rt["tunnel"]["addr"].as_str() {
@@ -705,6 +787,7 @@ async fn token(home: &Home, show: bool) -> anyhow::Result<u8> {
 }
 
 async fn audit(home: &Home, limit: usize, as_json: bool) -> anyhow::Result<u8> {
+    let esc = |s: &str| claw_gateway::text::escape(s).into_owned();
     let v = super::admin_client::admin_call(home, "audit.tail", json!({"limit": limit})).await?;
     if as_json {
         println!("{v}");
@@ -714,13 +797,14 @@ async fn audit(home: &Home, limit: usize, as_json: bool) -> anyhow::Result<u8> {
         println!(
             "{}  {:<24} {:<10} {}  {}",
             e["tsMs"],
-            e["event"].as_str().unwrap_or(""),
-            e["origin"].as_str().unwrap_or("-"),
-            e["deviceId"]
+            esc(e["event"].as_str().unwrap_or("")),
+            esc(e["origin"].as_str().unwrap_or("-")),
+            esc(&e["deviceId"]
                 .as_str()
-                .map(|d| &d[..16.min(d.len())])
-                .unwrap_or("-"),
-            e["detail"].as_str().unwrap_or("")
+                .map(|d| d.chars().take(16).collect::<String>())
+                .unwrap_or_else(|| "-".into())),
+            // Details quote client-chosen text (names, SSH destinations): one escaped line.
+            esc(e["detail"].as_str().unwrap_or(""))
         );
     }
     Ok(0)

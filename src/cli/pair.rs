@@ -72,7 +72,7 @@ pub fn advertised_hosts(addr: SocketAddr) -> Vec<String> {
 }
 
 fn runtime(home: &Home) -> Option<Value> {
-    serde_json::from_str(&std::fs::read_to_string(home.runtime_path()).ok()?).ok()
+    serde_json::from_str(&claw_gateway::home::read_private(&home.runtime_path())?).ok()
 }
 
 /// The tunnel addresses from the running gateway's runtime file.

@@ -138,8 +138,7 @@ async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::R
 }
 
 fn status(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {
-    let v: Option<Value> = std::fs::read_to_string(dh.status_path())
-        .ok()
+    let v: Option<Value> = claw_gateway::home::read_private(&dh.status_path())
         .and_then(|s| serde_json::from_str(&s).ok());
     let alive = v.as_ref().is_some_and(|v| {
         let pid = v["pid"].as_u64().unwrap_or(0) as i32;

@@ -4,6 +4,7 @@
 pub mod decide;
 pub mod delay;
 pub mod device_key;
+pub mod gateway_proof;
 pub mod pairing_code;
 pub mod scopes;
 pub mod secrets;

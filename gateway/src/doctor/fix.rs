@@ -98,8 +98,34 @@ fn offline(home: &Home, slot: &mut Option<GatewayLock>) -> Result<(), DoctorErro
     Ok(())
 }
 
+/// chmod without following a symlink: through a descriptor opened `O_NOFOLLOW` (a planted
+/// symlink must not make `--fix` loosen or tighten its target); a socket, which cannot be
+/// opened, is chmod-ed by path after checking it is no symlink.
+fn chmod_nofollow(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "is a symlink; not following it",
+        ));
+    }
+    crate::home::check_owner(&meta, path)?;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f.set_permissions(std::fs::Permissions::from_mode(mode)),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn chmod(path: &Path, mode: u32) -> FixOutcome {
-    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+    match chmod_nofollow(path, mode) {
         Ok(()) => Ok(format!("chmod {mode:o} {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Ok(format!("{} is gone", path.display()))

@@ -139,7 +139,13 @@ fn lock_facts(path: &Path) -> LockFacts {
 
 /// Reads `gateway.json` (written by `claw gateway run`).
 pub fn runtime_facts(path: &Path) -> Option<RuntimeFacts> {
-    let text = match std::fs::read_to_string(path) {
+    let read = crate::home::open_private(path, std::fs::OpenOptions::new().read(true)).and_then(
+        |mut f| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut f, &mut s).map(|_| s)
+        },
+    );
+    let text = match read {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {

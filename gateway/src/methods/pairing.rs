@@ -15,10 +15,9 @@ pub fn create(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
         .get("name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty());
-    if name.is_some_and(|n| n.len() > 64 || n.chars().any(char::is_control)) {
-        return Err(super::invalid_params(
-            "name must be ≤ 64 printable characters",
-        ));
+    if let Some(n) = name {
+        crate::text::check_label("name", n, 64)
+            .map_err(|e| super::invalid_params(e.to_string()))?;
     }
     let ttl = p.get("ttlMs").and_then(Value::as_u64).unwrap_or(600_000);
     if ttl == 0 || ttl > MAX_TTL_MS {
@@ -49,11 +48,7 @@ pub fn create(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
 pub fn add_key(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     use base64::Engine;
     let name = super::str_param(p, "name")?;
-    if name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(super::invalid_params(
-            "name must be ≤ 64 printable characters",
-        ));
-    }
+    crate::text::check_label("name", name, 64).map_err(|e| super::invalid_params(e.to_string()))?;
     let pk = super::str_param(p, "publicKey")?;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(pk)

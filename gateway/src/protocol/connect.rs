@@ -180,6 +180,37 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, String> {
     if too_long || device_too_long {
         return Err(format!("a field exceeds {MAX_FIELD_LEN} bytes"));
     }
+    // What an operator reads in `claw devices list` and the logs: printable text only.
+    let labels = [
+        ("client.id", Some(&client.id)),
+        ("client.version", Some(&client.version)),
+        ("client.platform", Some(&client.platform)),
+        ("client.deviceFamily", Some(&client.device_family)),
+        ("client.mode", Some(&client.mode)),
+        ("client.displayName", client.display_name.as_ref()),
+        ("client.instanceId", client.instance_id.as_ref()),
+        ("role", Some(&role)),
+    ];
+    for (what, v) in labels {
+        if let Some((at, c)) = v.and_then(|v| {
+            v.char_indices()
+                .find(|(_, c)| crate::text::is_forbidden(*c))
+        }) {
+            return Err(format!(
+                "{what} contains the control or format character U+{:04X} at byte {at}",
+                c as u32
+            ));
+        }
+    }
+    if let Some(s) = scopes
+        .iter()
+        .find(|s| s.chars().any(crate::text::is_forbidden))
+    {
+        return Err(format!(
+            "scope {} contains a control or format character",
+            crate::text::escape(s)
+        ));
+    }
     Ok(ConnectParams {
         min_protocol,
         max_protocol,

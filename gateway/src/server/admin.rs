@@ -47,9 +47,9 @@ pub async fn serve(state: Arc<GatewayState>, listener: UnixListener) {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning (as the TCP accept loop does).
+                // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "admin socket: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(super::ACCEPT_BACKOFF).await;
                 continue;
             }
         };

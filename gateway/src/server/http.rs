@@ -18,6 +18,9 @@ pub enum Head {
         /// The `Origin` header as sent (browsers always send one; other clients none). Not
         /// UTF-8 counts as present and unparsable (`Some("")`), so it is refused.
         origin: Option<String>,
+        /// The client's nonce for the gateway's identity proof (header
+        /// `X-Claw-Proof-Nonce`, see `auth::gateway_proof`); `None` when absent or invalid.
+        proof_nonce: Option<String>,
     },
     /// A plain GET.
     Get {
@@ -79,6 +82,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
             Head::Upgrade {
                 key: key.to_string(),
                 origin,
+                proof_nonce: header(crate::auth::gateway_proof::NONCE_HEADER)
+                    .filter(|n| crate::auth::gateway_proof::valid_nonce(n))
+                    .map(str::to_string),
             },
             n,
         ))),
@@ -142,6 +148,7 @@ mod tests {
             Head::Upgrade {
                 key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
                 origin: None,
+                proof_nonce: None,
             }
         );
         let browser = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: https://evil.example\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -150,6 +157,7 @@ mod tests {
             Head::Upgrade {
                 key: "a".into(),
                 origin: Some("https://evil.example".into()),
+                proof_nonce: None,
             }
         );
         let not_utf8 = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: \xff\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -158,6 +166,19 @@ mod tests {
             Head::Upgrade { origin: Some(o), .. } if o.is_empty()
         ));
         assert_eq!(&up[n..], b"EXTRA");
+        let with_nonce = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nX-Claw-Proof-Nonce: abc-123\r\n\r\n";
+        assert!(matches!(
+            parse_head(with_nonce).unwrap().unwrap().0,
+            Head::Upgrade { proof_nonce: Some(n), .. } if n == "abc-123"
+        ));
+        let bad_nonce = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nX-Claw-Proof-Nonce: a b\r\n\r\n";
+        assert!(matches!(
+            parse_head(bad_nonce).unwrap().unwrap().0,
+            Head::Upgrade {
+                proof_nonce: None,
+                ..
+            }
+        ));
         let (h, _) = parse_head(b"GET /health?x=1 HTTP/1.1\r\n\r\n")
             .unwrap()
             .unwrap();

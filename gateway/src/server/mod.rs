@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::protocol::errors::CLOSE_SERVICE_RESTART;
 use crate::state::GatewayState;
@@ -110,44 +110,58 @@ async fn drain(state: &GatewayState) {
     }
 }
 
+/// Accepts TCP connections. A socket counts against `max_connections` from the moment it is
+/// accepted — before its HTTP head is read — so sockets that never finish their head cannot
+/// pile up past the cap (and the fd limit); over the cap a socket is closed at once.
 async fn accept_loop(state: Arc<GatewayState>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(counted) = OpenSocket::take(&state) else {
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 tokio::spawn(async move {
-                    handle_tcp(state, stream, peer).await;
+                    let bound = stream.local_addr().ok();
+                    // The kernel names the uid of the client's socket: budgets are charged per
+                    // user.
+                    let uid = bound.and_then(|local| crate::peer_uid::of_peer(peer, local));
+                    session::serve_loopback(state, stream, peer.ip(), uid, bound).await;
+                    drop(counted);
                 });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
 }
 
-async fn handle_tcp(state: Arc<GatewayState>, mut stream: TcpStream, peer: SocketAddr) {
-    let before = state.open_sockets.fetch_add(1, Ordering::Relaxed) as usize;
-    if before >= state.config.max_connections {
-        // Over the connection cap: answered before the head is read, so sockets that never
-        // finish their head count against the cap too (and cannot run the process out of fds).
-        http::respond(
-            &mut stream,
-            "503 Service Unavailable",
-            "text/plain; charset=utf-8",
-            "Too many connections",
-        )
-        .await;
-    } else {
-        // The kernel names the uid of the client's socket: budgets are charged per user.
-        let uid = stream
-            .local_addr()
-            .ok()
-            .and_then(|local| crate::peer_uid::of_peer(peer, local));
-        session::serve_loopback(state.clone(), stream, peer.ip(), uid).await;
+/// How long an accept loop waits after a failed `accept` (EMFILE: a spinning loop would burn a
+/// core and starve the tasks that free descriptors).
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One socket counted in `open_sockets`; uncounted on drop.
+struct OpenSocket(Arc<GatewayState>);
+
+impl OpenSocket {
+    /// Counts a socket, or `None` when `max_connections` are already open.
+    fn take(state: &Arc<GatewayState>) -> Option<Self> {
+        let before = state.open_sockets.fetch_add(1, Ordering::Relaxed);
+        if before as usize >= state.config.max_connections {
+            state.open_sockets.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(state.clone()))
     }
-    state.open_sockets.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -61,20 +61,23 @@ pub async fn serve_stream<S>(state: Arc<GatewayState>, stream: S, source: IpAddr
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve(state, stream, source, origin, None).await
+    serve(state, stream, source, origin, None, None).await
 }
 
-/// [`serve_stream`] for a loopback socket whose client's uid the kernel named (`peer_uid`):
-/// its budgets are charged by uid (see `limits::preauth_key` and `limits::failure_key`).
+/// [`serve_stream`] for a loopback socket of the gateway's own listener `bound`: the client's uid
+/// the kernel named (`peer_uid`) charges its budgets (see `limits::preauth_key` and
+/// `limits::failure_key`), and `bound` is the address the gateway signs in its identity proof, so
+/// a client can tell it talks to this listener and not to a relay (see `auth::gateway_proof`).
 pub(super) async fn serve_loopback<S>(
     state: Arc<GatewayState>,
     stream: S,
     source: IpAddr,
     peer_uid: Option<u32>,
+    bound: Option<std::net::SocketAddr>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve(state, stream, source, Origin::Loopback, peer_uid).await
+    serve(state, stream, source, Origin::Loopback, peer_uid, bound).await
 }
 
 async fn serve<S>(
@@ -83,6 +86,7 @@ async fn serve<S>(
     source: IpAddr,
     origin: Origin,
     peer_uid: Option<u32>,
+    bound: Option<std::net::SocketAddr>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -90,8 +94,12 @@ async fn serve<S>(
     else {
         return;
     };
-    let key = match head {
-        Head::Upgrade { key, origin: o } => {
+    let (key, proof_nonce) = match head {
+        Head::Upgrade {
+            key,
+            origin: o,
+            proof_nonce,
+        } => {
             if !origin_allowed(&state, o.as_deref(), &origin) {
                 return http::respond(
                     &mut stream,
@@ -101,7 +109,7 @@ async fn serve<S>(
                 )
                 .await;
             }
-            key
+            (key, proof_nonce)
         }
         Head::Get { path } if path == "/health" || path == "/healthz" => {
             return http::respond(
@@ -170,7 +178,8 @@ async fn serve<S>(
     let stream = Metered::new(stream, state.preauth_bytes.clone());
     let ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
-    session(state, ws, origin, slot, fail_key).await;
+    let proof = proof_nonce.map(|n| (n, bound));
+    session(state, ws, origin, slot, fail_key, proof).await;
 }
 
 /// Checks an upgrade's `Origin` against the allow-list; a refusal is logged (escaped) and
@@ -240,16 +249,21 @@ struct Live {
     last_seen: Arc<AtomicU64>,
 }
 
+/// A client's request for the gateway's identity proof: its nonce and the listener address.
+type ProofAsk = Option<(String, Option<std::net::SocketAddr>)>;
+
 async fn session<S>(
     state: Arc<GatewayState>,
     mut ws: MeteredWs<S>,
     origin: Origin,
     mut slot: PreauthSlot,
     fail_key: String,
+    proof: ProofAsk,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(live) = authenticate(&state, &mut ws, origin, &mut slot, &fail_key).await else {
+    let Some(live) = authenticate(&state, &mut ws, origin, &mut slot, &fail_key, proof).await
+    else {
         return;
     };
     drop(slot);
@@ -276,17 +290,19 @@ async fn authenticate<S>(
     origin: Origin,
     slot: &mut PreauthSlot,
     fail_key: &str,
+    proof: ProofAsk,
 ) -> Option<Live>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let nonce = uuid::Uuid::new_v4().to_string();
     let ts = crate::now_ms();
-    let challenge = frames::event(
-        "connect.challenge",
-        &json!({"nonce": nonce, "ts": ts}),
-        None,
-    );
+    let mut payload = json!({"nonce": nonce, "ts": ts});
+    if let (Some((client_nonce, bound)), Some(key)) = (proof, state.identity.get()) {
+        payload["gatewayProof"] =
+            crate::auth::gateway_proof::sign(key, &client_nonce, &nonce, ts, bound);
+    }
+    let challenge = frames::event("connect.challenge", &payload, None);
     if ws.send(Message::Text(challenge.into())).await.is_err() {
         return None;
     }

@@ -146,18 +146,20 @@ impl Store {
     /// Opens (creating 0600 if needed) and migrates the store; generates the device-token root on
     /// first open.
     pub fn open(path: &Path) -> Result<Self> {
-        if !path.exists() {
+        // Created 0600 if absent; never a symlink or a file another uid planted.
+        crate::home::open_private(
+            path,
             std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .mode(0o600)
-                .open(path)
-                .map_err(|source| StoreError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-        }
+                .mode(0o600),
+        )
+        .map_err(|source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -416,11 +416,25 @@ async fn control_stream(
                 )
                 .await;
             }
+            // The name is what the operator reads before approving: printable text only.
+            let name = name.filter(|n| !n.is_empty());
+            if let Some(Err(e)) = name
+                .as_deref()
+                .map(|n| claw_gateway::text::check_label("device name", n, 64))
+            {
+                audit(&state, "pairing.refused", &device_id, &e.to_string());
+                return refuse(send, "invalid_name", &e.to_string()).await;
+            }
+            let platform: String = platform
+                .chars()
+                .filter(|c| !claw_gateway::text::is_forbidden(*c))
+                .take(32)
+                .collect();
             let d = NewDevice {
                 device_id: device_id.clone(),
                 public_key: String::new(),
-                display_name: name.filter(|n| !n.is_empty() && n.len() <= 64),
-                platform: platform.chars().take(32).collect(),
+                display_name: name,
+                platform,
                 device_family: String::new(),
                 client_id: "claw-tunnel".into(),
                 client_mode: "tunnel".into(),

@@ -326,9 +326,12 @@ impl Handler {
         }
     }
 
+    /// Logs and audits a refusal. `what` may carry client-chosen text (a forward destination):
+    /// escaped, so a newline cannot forge a log line or an audit row.
     fn refuse(&self, what: &str) {
+        let what = claw_gateway::text::escape(what);
         tracing::info!(peer = %self.peer, device = ?self.device_id, "ssh: refused {what}");
-        self.audit("ssh.refused", what);
+        self.audit("ssh.refused", &what);
     }
 }
 
