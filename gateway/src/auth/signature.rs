@@ -221,12 +221,20 @@ mod tests {
                 Err(Rejection::SignatureInvalid)
             );
         }
+        // OpenClaw's JavaScript trim() also strips a BOM or a tab, but claw refuses control and
+        // format characters in client fields before any signature is checked.
+        for platform in ["\u{feff}Linux x86_64", "Linux x86_64\t"] {
+            let mut v = serde_json::json!({"minProtocol":4,"maxProtocol":4,
+                "client":{"id":"cli","mode":"cli","platform":platform},"role":"operator","scopes":[]});
+            v["auth"] = serde_json::json!({"token": "t"});
+            assert!(parse_connect(&v).is_err(), "{platform:?}");
+        }
         // Case and surrounding space of the v3 metadata do not matter; inner text does.
         let (_, _, _, sig3) = NODE_VECTORS[1];
         for platform in [
             "linux x86_64",
             "LINUX X86_64",
-            "\u{feff}Linux x86_64\t",
+            "   Linux x86_64  ",
             "Linux x86_64",
         ] {
             for family in [None, Some(""), Some("  ")] {
