@@ -7,6 +7,7 @@
 //! - [`limits`]: per-key concurrency caps (pre-auth sockets per source; no IO).
 //! - [`bind_guard`]: the loopback-only rule for the listen address (no IO besides name resolution).
 //! - [`doctor`]: `claw doctor`'s checks (pure) between fact gathering and safe repairs (IO).
+//! - [`fault`]: store faults (disk full, read-only, locked, IO, corrupt) and their messages (no IO).
 //! - [`store`]: the only code that touches the SQLite database.
 //! - [`methods`]: one file per method family and the dispatch table that also yields `features.methods`.
 //! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod bind_guard;
 pub mod doctor;
+pub mod fault;
 pub mod home;
 pub mod limits;
 pub mod lock;

@@ -158,6 +158,9 @@ pub struct GatewayState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Credential events (subscribe with `events.subscribe()`).
     pub events: tokio::sync::broadcast::Sender<GatewayEvent>,
+    /// Audit entries that could not be written (a full, read-only or locked store): counted and
+    /// logged, never a reason to fail the request they describe.
+    pub audit_failures: AtomicU64,
 }
 
 impl GatewayState {
@@ -188,12 +191,22 @@ impl GatewayState {
             url: Mutex::new(String::new()),
             shutdown: tokio::sync::watch::channel(false).0,
             events: tokio::sync::broadcast::channel(1024).0,
+            audit_failures: AtomicU64::new(0),
         })
     }
 
     /// The store, locked. Keep the guard for one call only; never across an await.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends an audit entry, best effort: a failure (disk full, read-only, locked) is counted
+    /// in [`GatewayState::audit_failures`] and logged, and the caller carries on.
+    pub fn audit(&self, event: &str, device_id: Option<&str>, origin: Option<&str>, detail: &str) {
+        if let Err(e) = self.store().audit(event, device_id, origin, detail) {
+            let n = self.audit_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(error = %e, event, failed_so_far = n, "audit write failed");
+        }
     }
 
     /// The current shared token (a secret).

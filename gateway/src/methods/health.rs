@@ -44,6 +44,7 @@ pub fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Err
             "uptimeMs": state.uptime_ms(),
             "bind": "loopback",
             "tokenSource": state.token_source,
+            "auditWriteFailures": state.audit_failures.load(std::sync::atomic::Ordering::Relaxed),
         },
         "connections": {"total": shared + device, "sharedToken": shared, "deviceToken": device},
         "devices": {

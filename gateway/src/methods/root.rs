@@ -65,10 +65,8 @@ pub fn rotate_root(
         let token = random_token();
         crate::home::write_secret_atomic(&state.home.shared_token_path(), token.as_bytes())
             .map_err(|e| {
-                ErrorShape::new(
-                    "UNAVAILABLE",
-                    format!("could not write the new shared token: {e}"),
-                )
+                tracing::error!(error = %e, "could not write the new shared token");
+                crate::protocol::errors::unavailable(crate::fault::FaultKind::from_io(&e))
             })?;
         state.set_shared_token(token);
         closed_shared = state.close_sessions(
@@ -81,12 +79,7 @@ pub fn rotate_root(
         "closed_device_sessions={closed} shared={} closed_shared_sessions={closed_shared}",
         o.shared
     );
-    if let Err(e) = state
-        .store()
-        .audit("root.rotate.applied", None, Some(actor), &detail)
-    {
-        tracing::warn!(error = %e, "audit write failed");
-    }
+    state.audit("root.rotate.applied", None, Some(actor), &detail);
     tracing::info!(
         generation = rot.generation,
         closed,

@@ -53,7 +53,7 @@ impl Store {
         origin: Option<&str>,
         detail: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         insert(&tx, event, device_id, origin, detail)?;
         tx.commit()?;
         Ok(())
