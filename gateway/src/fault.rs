@@ -44,7 +44,7 @@ impl FaultKind {
             FaultKind::DiskFull => "the disk holding the claw home is full",
             FaultKind::ReadOnly => "the claw home is on a read-only file system",
             FaultKind::Locked => "another process holds the write lock on state.db",
-            FaultKind::Io => "an IO error on state.db",
+            FaultKind::Io => "an IO error on state.db (a failing or read-only disk)",
             FaultKind::Corrupt => "state.db is damaged",
             FaultKind::Internal => "the state store failed",
         }
