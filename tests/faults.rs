@@ -246,6 +246,23 @@ async fn session_still_serves(ws: &mut Ws) {
     assert_eq!(r["ok"], true, "read-only method served: {r}");
 }
 
+/// `claw doctor --json`'s `store.writable` finding: (severity, message).
+fn doctor_store_writable(home: &Path) -> (String, String) {
+    let (_, out, err) = claw_in(home, &["doctor", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "store.writable")
+        .unwrap_or_else(|| panic!("no store.writable: {v:#}"))
+        .clone();
+    (
+        f["severity"].as_str().unwrap().to_string(),
+        f["message"].as_str().unwrap().to_string(),
+    )
+}
+
 /// A relay client whose statuses are recorded (every name it ever reported).
 fn recorded_client(url: &str, shared: &str) -> (Client, Arc<Mutex<Vec<String>>>) {
     let opts = ConnectOptions::new(url)
@@ -339,6 +356,11 @@ async fn disk_full_is_a_retryable_unavailable_not_1008_and_recovers() {
         seen.lock().unwrap()
     );
 
+    // The doctor names the fault and the fix.
+    let (sev, msg) = doctor_store_writable(&g.home);
+    assert_eq!(sev, "error", "{msg}");
+    assert!(msg.starts_with("disk full"), "{msg}");
+
     std::fs::remove_file(&filler).unwrap();
     // The same client connects by itself once there is space again.
     client
@@ -381,6 +403,9 @@ async fn read_only_home_is_a_retryable_unavailable_and_devices_survive_the_repai
     );
     session_still_serves(&mut existing).await;
     device_token_connects(&g.url, &key, &device_token).await;
+    let (sev, msg) = doctor_store_writable(&g.home);
+    assert_eq!(sev, "error", "{msg}");
+    assert!(msg.starts_with("read-only"), "{msg}");
     // A device method that writes is refused with the same retryable fault.
     let r = call(
         &mut existing,
@@ -474,6 +499,13 @@ async fn a_store_locked_by_another_process_is_a_bounded_retryable_wait() {
     device_token_connects(&g.url, &key, &device_token).await;
     let (client, seen) = recorded_client(&g.url, &shared);
     wait_seen(&seen, "backing_off").await;
+
+    let (sev, msg) = doctor_store_writable(&g.home);
+    assert_eq!(sev, "warn", "{msg}");
+    assert!(
+        msg.starts_with("store locked") && msg.contains("sqlite3"),
+        "{msg}"
+    );
 
     shell.release();
     client

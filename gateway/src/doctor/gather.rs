@@ -14,8 +14,8 @@ use serde_json::Value;
 use super::checks::DEFAULT_PORT;
 use super::facts::{
     Facts, FileFacts, GatewayProcess, ListenerFacts, LockFacts, PendingFacts, PortFacts,
-    PortHolder, PortSource, RuntimeFacts, SocketFacts, StoreFacts, StoreReport, TempFile,
-    TokenFacts,
+    PortHolder, PortSource, RuntimeFacts, SocketFacts, StorageFacts, StoreFacts, StoreReport,
+    TempFile, TokenFacts, WriteLockProbe,
 };
 use super::procfs;
 use crate::home::{Home, TMP_SUFFIX};
@@ -74,6 +74,7 @@ pub fn gather(home: &Home, opts: &GatherOptions) -> Facts {
         ssh,
         device: super::facts::DeviceCredentialFacts::NotPaired,
         socket_buffer_max: socket_buffer_max(),
+        storage: storage_facts(home),
     }
 }
 
@@ -223,6 +224,52 @@ fn store_facts(path: &Path) -> StoreFacts {
             .map_err(s),
         newest_record_ms: store.newest_record_ms().map_err(s),
     })
+}
+
+/// The home's file system (`statvfs`) and a zero-wait probe of the store's write lock, with the
+/// processes that have `state.db` open when it is held.
+fn storage_facts(home: &Home) -> StorageFacts {
+    let mut f = StorageFacts::default();
+    if let Ok(v) = nix::sys::statvfs::statvfs(home.root()) {
+        f.read_only = v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+        f.free_bytes = Some(v.blocks_available().saturating_mul(v.fragment_size()));
+    }
+    // The mount flags do not show everything (ext4's emergency read-only after a disk error
+    // leaves them alone): one page written to an unnamed file that vanishes on close.
+    match probe_write(home.root()) {
+        Err(nix::errno::Errno::EROFS) => f.read_only = true,
+        Err(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) => f.free_bytes = Some(0),
+        _ => {}
+    }
+    let db = home.store_path();
+    if !db.exists() {
+        return f;
+    }
+    f.write_lock = match Store::open_existing(&db).and_then(|s| s.write_lock_free()) {
+        Ok(true) => WriteLockProbe::Free,
+        Ok(false) => WriteLockProbe::Held {
+            holders: procfs::processes_with_file_open(&canonical(&db)),
+        },
+        Err(e) => WriteLockProbe::Failed {
+            error: e.to_string(),
+        },
+    };
+    f
+}
+
+/// Writes one page to an `O_TMPFILE` in `dir`: no name, nothing left behind.
+fn probe_write(dir: &Path) -> Result<(), nix::errno::Errno> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    )?;
+    let mut f = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut f, &[0u8; 4096])
+        .and_then(|()| f.sync_data())
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
 }
 
 fn holders(entries: Vec<procfs::NetEntry>) -> Vec<PortHolder> {

@@ -64,6 +64,8 @@ pub mod ids {
     pub const SSH_LISTENER: &str = "ssh.listener";
     /// The kernel caps UDP socket buffers below what the tunnel asks for.
     pub const UDP_BUFFERS: &str = "udp.buffers";
+    /// The store cannot take writes: disk full, read-only file system, write lock held.
+    pub const STORE_WRITABLE: &str = "store.writable";
 }
 
 /// How bad a finding is. Warnings and errors that are not fixed make `claw doctor` exit 1.

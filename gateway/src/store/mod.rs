@@ -277,6 +277,20 @@ impl Store {
         Ok(())
     }
 
+    /// Probes the write lock without waiting and without writing (`BEGIN IMMEDIATE; ROLLBACK`):
+    /// `Ok(true)` free, `Ok(false)` held by another connection (`claw doctor`'s
+    /// `store.writable`).
+    pub fn write_lock_free(&self) -> Result<bool> {
+        self.conn.busy_timeout(std::time::Duration::ZERO)?;
+        let r = self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        match r.map_err(StoreError::from) {
+            Ok(()) => Ok(true),
+            Err(e) if e.fault() == Some(FaultKind::Locked) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The schema version recorded in the file.
     pub fn schema_version(&self) -> Result<i64> {
         let v: String = self.conn.query_row(
