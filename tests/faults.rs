@@ -520,3 +520,78 @@ async fn a_store_locked_by_another_process_is_a_bounded_retryable_wait() {
     let (hello, _ws) = new_device_connect(&g.url, &shared).await.hello();
     assert_eq!(hello["type"], "hello-ok");
 }
+
+/// Waits (bounded) until the home has a store snapshot.
+fn wait_for_snapshot(home: &Path) {
+    for _ in 0..200 {
+        let n = std::fs::read_dir(home.join("snapshots"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".db"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if n > 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no snapshot in {}", home.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_store_is_restored_from_a_snapshot_and_devices_keep_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let mut g = Gateway::start_in(&home, &[]);
+    let shared = g.token();
+    let (key, device_token) = paired_device(&g.url, &shared).await;
+    g.terminate();
+    // The next start snapshots the store, the paired device in it.
+    let mut g = Gateway::start_in(&home, &[]);
+    wait_for_snapshot(&home);
+    g.terminate();
+
+    // Damage everything after the header.
+    let db = home.join("state.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().skip(100) {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+
+    let (_, out, _) = claw_in(&home, &["doctor", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "store.snapshots")
+        .cloned()
+        .unwrap();
+    assert_eq!(f["severity"], "error", "{f}");
+    assert!(f["hint"].as_str().unwrap().contains("lost"), "{f}");
+
+    let (code, out, err) = claw_in(&home, &["doctor", "--fix"]);
+    assert!(out.contains("restored state.db from"), "{code} {out}{err}");
+    let g = Gateway::start_in(&home, &[]);
+    assert_eq!(g.token(), shared);
+    // Same root and generation: the device's token still works.
+    device_token_connects(&g.url, &key, &device_token).await;
+    let (code, out, err) = g.claw(&["doctor", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e} {code} {err}"));
+    let integrity = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "store.integrity")
+        .cloned()
+        .unwrap();
+    assert_eq!(integrity["severity"], "ok", "{integrity}");
+    let damaged = std::fs::read_dir(&home).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("state.db.damaged-")
+    });
+    assert!(damaged, "the damaged file is kept for salvage");
+}

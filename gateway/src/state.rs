@@ -209,6 +209,16 @@ impl GatewayState {
         }
     }
 
+    /// Takes a snapshot of the store (best effort: a failure — say, a full disk — is logged and
+    /// changes nothing else). See [`crate::store::snapshot`].
+    pub fn snapshot(&self, why: &str) {
+        let dir = crate::store::snapshot::dir_for(&self.home.store_path());
+        match self.store().snapshot(&dir, crate::now_ms()) {
+            Ok(p) => tracing::debug!(path = %p.display(), why, "store snapshot taken"),
+            Err(e) => tracing::warn!(error = %e, why, "store snapshot failed"),
+        }
+    }
+
     /// The current shared token (a secret).
     pub fn shared_token(&self) -> String {
         self.shared_token

@@ -351,6 +351,24 @@ pub struct Facts {
     pub socket_buffer_max: Option<(u64, u64)>,
     /// Whether the store can be written: the file system's state and the write lock.
     pub storage: StorageFacts,
+    /// The store's snapshots (`snapshots/`), newest first.
+    pub snapshots: Vec<SnapshotFacts>,
+}
+
+/// One snapshot of the store, checked read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotFacts {
+    /// The file.
+    pub path: PathBuf,
+    /// When it was taken (ms since the epoch).
+    pub taken_at_ms: u64,
+    /// It passes SQLite's integrity check and holds a root.
+    pub intact: bool,
+    /// The root generation it holds.
+    pub generation: Option<u64>,
+    /// Paired (not revoked) devices it holds.
+    pub devices: Option<u64>,
 }
 
 /// Whether `state.db` can take a write now (`store.writable`): the faults that make the gateway

@@ -14,8 +14,8 @@ use serde_json::Value;
 use super::checks::DEFAULT_PORT;
 use super::facts::{
     Facts, FileFacts, GatewayProcess, ListenerFacts, LockFacts, PendingFacts, PortFacts,
-    PortHolder, PortSource, RuntimeFacts, SocketFacts, StorageFacts, StoreFacts, StoreReport,
-    TempFile, TokenFacts, WriteLockProbe,
+    PortHolder, PortSource, RuntimeFacts, SnapshotFacts, SocketFacts, StorageFacts, StoreFacts,
+    StoreReport, TempFile, TokenFacts, WriteLockProbe,
 };
 use super::procfs;
 use crate::home::{Home, TMP_SUFFIX};
@@ -75,6 +75,7 @@ pub fn gather(home: &Home, opts: &GatherOptions) -> Facts {
         device: super::facts::DeviceCredentialFacts::NotPaired,
         socket_buffer_max: socket_buffer_max(),
         storage: storage_facts(home),
+        snapshots: snapshot_facts(&home.store_path()),
     }
 }
 
@@ -255,6 +256,24 @@ fn storage_facts(home: &Home) -> StorageFacts {
         },
     };
     f
+}
+
+/// Every snapshot of the store, checked read-only, newest first.
+fn snapshot_facts(db: &Path) -> Vec<SnapshotFacts> {
+    use crate::store::snapshot;
+    snapshot::list(&snapshot::dir_for(db))
+        .into_iter()
+        .map(|s| {
+            let c = snapshot::check(&s.path);
+            SnapshotFacts {
+                path: s.path,
+                taken_at_ms: s.taken_at_ms,
+                intact: c.intact,
+                generation: c.generation,
+                devices: c.devices,
+            }
+        })
+        .collect()
 }
 
 /// Writes one page to an `O_TMPFILE` in `dir`: no name, nothing left behind.

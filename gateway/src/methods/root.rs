@@ -47,6 +47,8 @@ pub fn rotate_root(
         )
         .with_details(json!({"code": "SHARED_TOKEN_PINNED"})));
     }
+    // The last state under the old root, for `claw doctor --fix` should the store be damaged.
+    state.snapshot("before root rotation");
     let rot = state
         .store()
         .rotate_root(o.remove_devices, actor)

@@ -9,6 +9,7 @@ mod codes;
 mod devices;
 mod pairing;
 mod root;
+pub mod snapshot;
 mod tokens;
 
 pub use audit::AuditEntry;

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use super::super::facts::{StorageFacts, WriteLockProbe};
-use super::super::{ids, Finding};
+use super::super::facts::{SnapshotFacts, StorageFacts, StoreFacts, WriteLockProbe};
+use super::super::{ids, Finding, FixAction};
+use super::human_duration;
 use crate::store::BUSY_TIMEOUT;
 
 /// Below this many free bytes the store's next write is likely to fail (`SQLITE_FULL`).
@@ -73,6 +74,68 @@ pub fn store_writable(home: &Path, s: &StorageFacts, gw: Option<u32>) -> Finding
     }
 }
 
+/// What a restore gives back and what it loses.
+const RESTORE_LOSES: &str = "same root and generation, so paired devices keep their tokens; lost: every change after the snapshot (devices paired since pair again; a device revoked since is paired again: revoke it again; a root rotation since is undone: rotate again); the damaged file is kept beside it as state.db.damaged-<time>";
+
+/// `store.snapshots`: the snapshots there are, and over a damaged store, the restore of the
+/// newest intact one.
+pub fn snapshots(store: &StoreFacts, snaps: &[SnapshotFacts], now_ms: u64) -> Finding {
+    let id = ids::STORE_SNAPSHOTS;
+    let damaged = match store {
+        StoreFacts::Absent => return Finding::info(id, "no state.db yet, so no snapshots"),
+        StoreFacts::Unreadable { .. } => true,
+        StoreFacts::Open(r) => !matches!(&r.integrity, Ok(p) if p.is_empty()),
+    };
+    let describe = |s: &SnapshotFacts| {
+        format!(
+            "{} (taken {} ago, generation {}, {} paired devices)",
+            s.path.display(),
+            human_duration(now_ms.saturating_sub(s.taken_at_ms)),
+            s.generation.unwrap_or(0),
+            s.devices.unwrap_or(0)
+        )
+    };
+    let good = snaps.iter().find(|s| s.intact);
+    if damaged {
+        return match good {
+            Some(s) => Finding::error(
+                id,
+                format!(
+                    "state.db is damaged; the newest intact snapshot can replace it: {}",
+                    describe(s)
+                ),
+            )
+            .with_fix(FixAction::RestoreSnapshot {
+                snapshot: s.path.clone(),
+                taken_at_ms: s.taken_at_ms,
+            })
+            .with_hint(format!(
+                "`claw doctor --fix` (with the gateway stopped) restores it: {RESTORE_LOSES}"
+            )),
+            None => Finding::error(
+                id,
+                "state.db is damaged and there is no intact snapshot to restore",
+            )
+            .with_hint("see store.integrity for the salvage"),
+        };
+    }
+    match (snaps.first(), good) {
+        (None, _) => Finding::info(
+            id,
+            "no snapshot yet (a running gateway takes one at start, before every root rotation, and hourly)",
+        ),
+        (Some(newest), Some(g)) if newest == g => Finding::ok(
+            id,
+            format!("{} snapshot(s); newest {}", snaps.len(), describe(g)),
+        ),
+        (Some(newest), _) => Finding::warn(
+            id,
+            format!("the newest snapshot {} is not intact", newest.path.display()),
+        )
+        .with_hint("it is replaced by the next one the gateway takes (restart it to take one now); check the disk"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +199,48 @@ mod tests {
         };
         let f = store_writable(h, &facts(false, 10 << 30, own), Some(1));
         assert_eq!(f.severity, Severity::Info);
+    }
+
+    #[test]
+    fn a_damaged_store_gets_the_newest_intact_snapshot() {
+        let snap = |ms: u64, intact: bool| SnapshotFacts {
+            path: format!("/h/snapshots/state-{ms}.db").into(),
+            taken_at_ms: ms,
+            intact,
+            generation: Some(3),
+            devices: Some(2),
+        };
+        let snaps = [snap(3000, false), snap(2000, true), snap(1000, true)];
+        let damaged = StoreFacts::Unreadable {
+            error: "file is not a database".into(),
+        };
+        let f = snapshots(&damaged, &snaps, 62_000);
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(
+            f.fix,
+            Some(FixAction::RestoreSnapshot {
+                snapshot: "/h/snapshots/state-2000.db".into(),
+                taken_at_ms: 2000
+            })
+        );
+        assert!(f.message.contains("generation 3"), "{}", f.message);
+        assert!(f.hint.as_deref().unwrap().contains("revoked since"));
+
+        let f = snapshots(&damaged, &[snap(1, false)], 10);
+        assert_eq!((f.severity, f.fix.is_none()), (Severity::Error, true));
+
+        // A healthy store: no fix, whatever the snapshots.
+        let healthy = StoreFacts::Open(crate::doctor::facts::StoreReport {
+            integrity: Ok(vec![]),
+            schema: Ok(1),
+            expired_requests: Ok(0),
+            expired_codes: Ok(0),
+            pending: Ok(vec![]),
+            newest_record_ms: Ok(None),
+        });
+        let f = snapshots(&healthy, &snaps[1..], 5000);
+        assert_eq!((f.severity, f.fix.is_none()), (Severity::Ok, true));
+        assert_eq!(snapshots(&healthy, &[], 0).severity, Severity::Info);
+        assert_eq!(snapshots(&healthy, &snaps, 5000).severity, Severity::Warn);
     }
 }

@@ -96,6 +96,7 @@ fn healthy() -> Facts {
             free_bytes: Some(10 << 30),
             write_lock: WriteLockProbe::Free,
         },
+        snapshots: vec![],
     }
 }
 
@@ -121,6 +122,7 @@ fn a_healthy_home_has_nothing_above_info_and_every_check_reports() {
         ids::STORE_INTEGRITY,
         ids::STORE_SCHEMA,
         ids::STORE_WRITABLE,
+        ids::STORE_SNAPSHOTS,
         ids::FILES_TEMPORARY,
         ids::PAIRING_EXPIRED,
         ids::PAIRING_PENDING,
