@@ -286,6 +286,9 @@ async fn a_corrupted_store_is_reported_and_never_repaired_automatically() {
     .await
     .hello();
     assert_eq!(g.terminate(), Some(0));
+    // Without a snapshot to restore (the one the gateway took at start is removed; restoring
+    // one is tests/faults.rs's `a_corrupt_store_is_restored_from_a_snapshot_…`).
+    let _ = std::fs::remove_dir_all(home.join("snapshots"));
 
     let db = home.join("state.db");
     let mut bytes = std::fs::read(&db).unwrap();
