@@ -214,6 +214,11 @@ impl Store {
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // A store written by a newer claw is refused before anything (even the journal mode)
+        // is written to it: it stays byte for byte what the newer claw left.
+        if let Some(found) = recorded_version(&conn).filter(|v| *v > SCHEMA_VERSION) {
+            return Err(StoreError::TooNew { found });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let mut store = Self { conn };
@@ -310,6 +315,17 @@ impl Store {
             .collect::<std::result::Result<_, _>>()?;
         Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
+}
+
+/// The schema version a store records, read without writing (`None`: none recorded yet).
+fn recorded_version(conn: &Connection) -> Option<i64> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key='schema_version'",
+        [],
+        |r| r.get::<_, String>(0),
+    )
+    .ok()
+    .and_then(|v| v.parse().ok())
 }
 
 fn scopes_to_json(scopes: &[String]) -> String {
