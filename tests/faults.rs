@@ -395,12 +395,8 @@ async fn read_only_home_is_a_retryable_unavailable_and_devices_survive_the_repai
     .hello();
 
     fs.go_read_only();
-    let e = assert_unavailable(new_device_connect(&g.url, &shared).await, None);
-    let fault = e["details"]["fault"].as_str().unwrap();
-    assert!(
-        ["read_only", "io_error"].contains(&fault),
-        "a read-only file system: {e}"
-    );
+    // SQLite only says "disk I/O error"; the gateway's write probe names the read-only disk.
+    assert_unavailable(new_device_connect(&g.url, &shared).await, Some("read_only"));
     session_still_serves(&mut existing).await;
     device_token_connects(&g.url, &key, &device_token).await;
     let (sev, msg) = doctor_store_writable(&g.home);
@@ -416,6 +412,10 @@ async fn read_only_home_is_a_retryable_unavailable_and_devices_survive_the_repai
     assert_eq!(r["ok"], false, "{r}");
     assert_eq!(r["error"]["code"], "UNAVAILABLE", "{r}");
     assert_eq!(r["error"]["retryable"], true, "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("state.db"),
+        "{r}"
+    );
 
     // The operator's fix: stop, check the disk, mount again, start. Nothing was lost.
     drop(existing);

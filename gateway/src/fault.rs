@@ -83,6 +83,21 @@ impl FaultKind {
         })
     }
 
+    /// Narrows an [`FaultKind::Io`] with what a write probe of the home's directory met
+    /// (`probe_errno`: its OS error, `None` when it succeeded): SQLite reports a write refused
+    /// with `EROFS` or `ENOSPC` only as "disk I/O error". Other kinds are kept.
+    pub fn refine_io(self, probe_errno: Option<i32>) -> Self {
+        match (self, probe_errno) {
+            (FaultKind::Io, Some(e)) => {
+                match FaultKind::from_io(&std::io::Error::from_raw_os_error(e)) {
+                    FaultKind::Io => FaultKind::Io,
+                    narrower => narrower,
+                }
+            }
+            (k, _) => k,
+        }
+    }
+
     /// Classifies an OS error (`ENOSPC`, `EROFS`, …) from a file the store or home writes.
     pub fn from_io(e: &std::io::Error) -> Self {
         match e.raw_os_error() {
@@ -149,6 +164,15 @@ mod tests {
         assert_eq!(FaultKind::from_io(&e(28)), FaultKind::DiskFull);
         assert_eq!(FaultKind::from_io(&e(30)), FaultKind::ReadOnly);
         assert_eq!(FaultKind::from_io(&e(5)), FaultKind::Io);
+    }
+
+    #[test]
+    fn io_is_narrowed_by_the_probe() {
+        assert_eq!(FaultKind::Io.refine_io(Some(30)), FaultKind::ReadOnly);
+        assert_eq!(FaultKind::Io.refine_io(Some(28)), FaultKind::DiskFull);
+        assert_eq!(FaultKind::Io.refine_io(Some(5)), FaultKind::Io);
+        assert_eq!(FaultKind::Io.refine_io(None), FaultKind::Io);
+        assert_eq!(FaultKind::Locked.refine_io(Some(30)), FaultKind::Locked);
     }
 
     /// Every message names the fault, says the credentials are fine and points at doctor.

@@ -219,6 +219,17 @@ impl GatewayState {
         }
     }
 
+    /// The fault a store error stands for, an IO error narrowed by a write probe of the home
+    /// (read-only or full file system).
+    pub fn fault_of(&self, e: &crate::store::StoreError) -> crate::fault::FaultKind {
+        let kind = e.fault_or_internal();
+        if kind != crate::fault::FaultKind::Io {
+            return kind;
+        }
+        let probe = crate::store::probe_write(self.home.root()).err();
+        kind.refine_io(probe.map(|e| e as i32))
+    }
+
     /// The current shared token (a secret).
     pub fn shared_token(&self) -> String {
         self.shared_token

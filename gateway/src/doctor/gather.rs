@@ -237,7 +237,7 @@ fn storage_facts(home: &Home) -> StorageFacts {
     }
     // The mount flags do not show everything (ext4's emergency read-only after a disk error
     // leaves them alone): one page written to an unnamed file that vanishes on close.
-    match probe_write(home.root()) {
+    match crate::store::probe_write(home.root()) {
         Err(nix::errno::Errno::EROFS) => f.read_only = true,
         Err(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) => f.free_bytes = Some(0),
         _ => {}
@@ -274,21 +274,6 @@ fn snapshot_facts(db: &Path) -> Vec<SnapshotFacts> {
             }
         })
         .collect()
-}
-
-/// Writes one page to an `O_TMPFILE` in `dir`: no name, nothing left behind.
-fn probe_write(dir: &Path) -> Result<(), nix::errno::Errno> {
-    use nix::fcntl::{open, OFlag};
-    use nix::sys::stat::Mode;
-    let fd = open(
-        dir,
-        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        Mode::S_IRUSR | Mode::S_IWUSR,
-    )?;
-    let mut f = std::fs::File::from(fd);
-    std::io::Write::write_all(&mut f, &[0u8; 4096])
-        .and_then(|()| f.sync_data())
-        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
 }
 
 fn holders(entries: Vec<procfs::NetEntry>) -> Vec<PortHolder> {

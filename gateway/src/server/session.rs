@@ -341,16 +341,19 @@ async fn handshake(
     let shared = state.shared_token();
     let decision = crate::store::off_worker(|| -> Result<Decision, Rejection> {
         let store = state.store();
-        let generation = store.root().map_err(fault)?.0;
+        let generation = store.root().map_err(|e| fault(state, e))?.0;
         let device = match params.device.as_ref() {
-            Some(d) => store.device(&d.id).map_err(fault)?.map(|d| d.record()),
+            Some(d) => store
+                .device(&d.id)
+                .map_err(|e| fault(state, e))?
+                .map(|d| d.record()),
             None => None,
         };
         let token = match params
             .secret()
             .filter(|s| !crate::auth::secrets::secrets_equal(s, &shared))
         {
-            Some(s) => store.token_record(s).map_err(fault)?,
+            Some(s) => store.token_record(s).map_err(|e| fault(state, e))?,
             None => None,
         };
         Ok(decide(&AuthInput {
@@ -393,7 +396,7 @@ async fn handshake(
             let ttl = state.config.pairing_request_ttl.as_millis() as u64;
             let req =
                 crate::store::off_worker(|| state.store().request_pairing(&d, origin_name, ttl))
-                    .map_err(fault)?;
+                    .map_err(|e| fault(state, e))?;
             let ev = frames::event(
                 "device.pair.requested",
                 &json!({"requestId": req.request_id, "deviceId": device_id}),
@@ -418,8 +421,8 @@ async fn handshake(
 
 /// A store failure on the connect path: the credentials were not judged, so the answer is a
 /// retryable `UNAVAILABLE` naming the fault (close 1013), never an auth rejection.
-fn fault(e: crate::store::StoreError) -> Rejection {
-    let kind = e.fault_or_internal();
+fn fault(state: &GatewayState, e: crate::store::StoreError) -> Rejection {
+    let kind = state.fault_of(&e);
     tracing::error!(error = %e, fault = kind.name(), "store failure during connect");
     Rejection::Unavailable(kind)
 }
@@ -458,15 +461,15 @@ fn carry_out(
         DeviceAction::PairSilently | DeviceAction::Refresh => {
             store
                 .pair_device(&new_device(params, device_id), "silent", origin)
-                .map_err(fault)?;
+                .map_err(|e| fault(state, e))?;
             store
                 .current_token(device_id, &a.role, origin)
-                .map_err(fault)?
+                .map_err(|e| fault(state, e))?
         }
         DeviceAction::RepairOverTunnel => {
             let t = store
                 .current_token(device_id, &a.role, origin)
-                .map_err(fault)?;
+                .map_err(|e| fault(state, e))?;
             drop(store);
             state.audit(
                 "device.repaired",

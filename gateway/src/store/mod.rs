@@ -110,6 +110,23 @@ pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Writes one page to an unnamed `O_TMPFILE` in `dir` and syncs it: nothing is left behind.
+/// Tells a read-only (`EROFS`) or full (`ENOSPC`) file system apart where SQLite only says "disk
+/// I/O error", and where the mount flags do not show it (ext4's emergency read-only).
+pub fn probe_write(dir: &Path) -> std::result::Result<(), nix::errno::Errno> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    )?;
+    let mut f = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut f, &[0u8; 4096])
+        .and_then(|()| f.sync_data())
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+}
+
 /// Result alias.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
