@@ -52,7 +52,7 @@ pub fn rotate_root(
     let rot = state
         .store()
         .rotate_root(o.remove_devices, actor)
-        .map_err(store_error)?;
+        .map_err(|e| store_error(state, e))?;
     let reason = Rejection::DeviceTokenRotated.frame().close_reason;
     let closed = state.close_sessions(
         |s| s.method == AuthMethod::DeviceToken,
