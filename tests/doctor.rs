@@ -190,6 +190,22 @@ async fn kill_9_leaves_a_stale_lock_an_orphan_socket_and_a_runtime_file_that_fix
     let home = tmp.path().join("home");
     let mut g = Gateway::start_in(&home, &[]);
     let pid = g.child.id();
+    // Let the start-up snapshot finish, so the kill leaves exactly the three leftovers below
+    // (one cut off mid-write would leave a temporary file, which --fix removes too).
+    for _ in 0..200 {
+        let done = std::fs::read_dir(home.join("snapshots")).is_ok_and(|d| {
+            let names: Vec<String> = d
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.iter().any(|n| n.ends_with(".db"))
+                && !names.iter().any(|n| n.ends_with(".claw-tmp"))
+        });
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
     g.kill9();
     for f in ["gateway.lock", "admin.sock", "gateway.json"] {
         assert!(home.join(f).exists(), "kill -9 leaves {f}");
