@@ -190,6 +190,22 @@ async fn kill_9_leaves_a_stale_lock_an_orphan_socket_and_a_runtime_file_that_fix
     let home = tmp.path().join("home");
     let mut g = Gateway::start_in(&home, &[]);
     let pid = g.child.id();
+    // Let the start-up snapshot finish, so the kill leaves exactly the three leftovers below
+    // (one cut off mid-write would leave a temporary file, which --fix removes too).
+    for _ in 0..200 {
+        let done = std::fs::read_dir(home.join("snapshots")).is_ok_and(|d| {
+            let names: Vec<String> = d
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.iter().any(|n| n.ends_with(".db"))
+                && !names.iter().any(|n| n.ends_with(".claw-tmp"))
+        });
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
     g.kill9();
     for f in ["gateway.lock", "admin.sock", "gateway.json"] {
         assert!(home.join(f).exists(), "kill -9 leaves {f}");
@@ -286,6 +302,9 @@ async fn a_corrupted_store_is_reported_and_never_repaired_automatically() {
     .await
     .hello();
     assert_eq!(g.terminate(), Some(0));
+    // Without a snapshot to restore (the one the gateway took at start is removed; restoring
+    // one is tests/faults.rs's `a_corrupt_store_is_restored_from_a_snapshot_…`).
+    let _ = std::fs::remove_dir_all(home.join("snapshots"));
 
     let db = home.join("state.db");
     let mut bytes = std::fs::read(&db).unwrap();

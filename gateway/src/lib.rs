@@ -8,6 +8,7 @@
 //! - [`origin`]: the browser-origin allow-list checked before a WebSocket upgrade (pure).
 //! - [`bind_guard`]: the loopback-only rule for the listen address (no IO besides name resolution).
 //! - [`doctor`]: `claw doctor`'s checks (pure) between fact gathering and safe repairs (IO).
+//! - [`fault`]: store faults (disk full, read-only, locked, IO, corrupt) and their messages (no IO).
 //! - [`store`]: the only code that touches the SQLite database.
 //! - [`methods`]: one file per method family and the dispatch table that also yields `features.methods`.
 //! - [`text`]: refusing control/format characters in operator-visible strings and escaping them
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod bind_guard;
 pub mod doctor;
+pub mod fault;
 pub mod home;
 pub mod limits;
 pub mod lock;

@@ -183,6 +183,9 @@ pub struct GatewayState {
     /// The gateway's identity key (`identity.key`), set once at start: it signs the
     /// `gatewayProof` of each challenge a client asked to be proven (see `auth::gateway_proof`).
     pub identity: std::sync::OnceLock<crate::auth::device_key::DeviceKey>,
+    /// Audit entries that could not be written (a full, read-only or locked store): counted and
+    /// logged, never a reason to fail the request they describe.
+    pub audit_failures: AtomicU64,
 }
 
 impl GatewayState {
@@ -226,12 +229,43 @@ impl GatewayState {
             origins: std::sync::RwLock::new(origins),
             origin_refusals: Mutex::new(crate::origin::RefusalLog::default()),
             identity: std::sync::OnceLock::new(),
+            audit_failures: AtomicU64::new(0),
         })
     }
 
     /// The store, locked. Keep the guard for one call only; never across an await.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends an audit entry, best effort: a failure (disk full, read-only, locked) is counted
+    /// in [`GatewayState::audit_failures`] and logged, and the caller carries on.
+    pub fn audit(&self, event: &str, device_id: Option<&str>, origin: Option<&str>, detail: &str) {
+        if let Err(e) = self.store().audit(event, device_id, origin, detail) {
+            let n = self.audit_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(error = %e, event, failed_so_far = n, "audit write failed");
+        }
+    }
+
+    /// Takes a snapshot of the store (best effort: a failure — say, a full disk — is logged and
+    /// changes nothing else). See [`crate::store::snapshot`].
+    pub fn snapshot(&self, why: &str) {
+        let dir = crate::store::snapshot::dir_for(&self.home.store_path());
+        match self.store().snapshot(&dir, crate::now_ms()) {
+            Ok(p) => tracing::debug!(path = %p.display(), why, "store snapshot taken"),
+            Err(e) => tracing::warn!(error = %e, why, "store snapshot failed"),
+        }
+    }
+
+    /// The fault a store error stands for, an IO error narrowed by a write probe of the home
+    /// (read-only or full file system).
+    pub fn fault_of(&self, e: &crate::store::StoreError) -> crate::fault::FaultKind {
+        let kind = e.fault_or_internal();
+        if kind != crate::fault::FaultKind::Io {
+            return kind;
+        }
+        let probe = crate::store::probe_write(self.home.root()).err();
+        kind.refine_io(probe.map(|e| e as i32))
     }
 
     /// The current shared token (a secret).

@@ -603,6 +603,7 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use claw_gateway::fault::FaultKind;
     use claw_gateway::protocol::errors::Rejection;
 
     fn statuses(actions: &[Action]) -> Vec<&'static str> {
@@ -630,6 +631,10 @@ mod tests {
             },
             close: Some((f.close_code, f.close_reason)),
         }
+    }
+
+    fn unavailable(k: FaultKind) -> Input {
+        Input::Refused(refusal_of(&Rejection::Unavailable(k)))
     }
 
     fn closed(code: u16, reason: &str) -> Input {
@@ -692,6 +697,37 @@ mod tests {
                 },
                 "fail",
                 "fail",
+            ),
+            // A fault on the gateway (disk full, read-only, locked store): never auth_failed.
+            (
+                Rejection::Unavailable(FaultKind::DiskFull),
+                "reconnect",
+                "reconnect",
+            ),
+            (
+                Rejection::Unavailable(FaultKind::ReadOnly),
+                "reconnect",
+                "reconnect",
+            ),
+            (
+                Rejection::Unavailable(FaultKind::Locked),
+                "reconnect",
+                "reconnect",
+            ),
+            (
+                Rejection::Unavailable(FaultKind::Io),
+                "reconnect",
+                "reconnect",
+            ),
+            (
+                Rejection::Unavailable(FaultKind::Corrupt),
+                "reconnect",
+                "reconnect",
+            ),
+            (
+                Rejection::Unavailable(FaultKind::Internal),
+                "reconnect",
+                "reconnect",
             ),
         ];
         let name = |v: &Verdict| match v {
@@ -760,6 +796,12 @@ mod tests {
             (1008, "device signature invalid", true, "fail"),
             (1008, "something new", true, "fail"),
             (1002, "protocol mismatch", true, "fail"),
+            (
+                1013,
+                "try again later: the disk holding the claw home is full",
+                false,
+                "reconnect",
+            ),
         ];
         for &(code, reason, refresh, want) in table {
             let got = match classify_close(code, reason, refresh) {
@@ -928,6 +970,53 @@ mod tests {
                 ],
                 want_last: "connected",
                 repairs: 0,
+                connects: 3,
+            },
+            Case {
+                name: "store fault: UNAVAILABLE refusals back off and retry, never auth_failed",
+                refresh: true,
+                steps: vec![
+                    (0, Input::Start),
+                    (1, unavailable(FaultKind::DiskFull)),
+                    (60_000, Input::Tick),
+                    (60_001, unavailable(FaultKind::Locked)),
+                    (120_000, Input::Tick),
+                    (120_001, connected()),
+                ],
+                want_statuses: vec![
+                    "connecting",
+                    "backing_off",
+                    "connecting",
+                    "backing_off",
+                    "connecting",
+                    "connected",
+                ],
+                want_last: "connected",
+                repairs: 0,
+                connects: 3,
+            },
+            Case {
+                name: "store fault right after a re-pair: retry the new token, no second re-pair",
+                refresh: true,
+                steps: vec![
+                    (0, Input::Start),
+                    (1, connected()),
+                    (2, closed(1008, "unauthorized: device token rotated")),
+                    (3, Input::RepairSucceeded),
+                    (4, unavailable(FaultKind::ReadOnly)),
+                    (60_000, Input::Tick),
+                    (60_001, connected()),
+                ],
+                want_statuses: vec![
+                    "connecting",
+                    "connected",
+                    "re-pairing",
+                    "backing_off",
+                    "connecting",
+                    "connected",
+                ],
+                want_last: "connected",
+                repairs: 1,
                 connects: 3,
             },
             Case {

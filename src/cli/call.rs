@@ -224,6 +224,11 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
         Err(ClientError::Rejected { code, message, .. }) if code == "INSECURE_URL" => {
             Err(fail(exit::CONFIG, message))
         }
+        // A fault on the gateway (disk full, read-only or locked store): retryable, and not
+        // the caller's credentials. 69 like "no gateway answers", so scripts retry.
+        Err(ClientError::Rejected { code, message, .. }) if code == "UNAVAILABLE" => {
+            Err(fail(exit::UNAVAILABLE, format!("{code}: {message}")))
+        }
         Err(ClientError::Rejected {
             code,
             message,

@@ -426,12 +426,16 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(claw_gateway::server::run(state.clone(), ready_tx));
     let signals = state.clone();
+    // Installed here, before the ready line is printed: a SIGTERM right after it must reach the
+    // handler, not the default action (the start-up tasks may keep the spawned task from
+    // running for a while on a busy machine).
+    use tokio::signal::unix::{signal, SignalKind};
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
             return;
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }

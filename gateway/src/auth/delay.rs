@@ -114,4 +114,25 @@ mod tests {
         }
         assert!(d.len() <= MAX_SOURCES);
     }
+
+    /// The delay runs on the monotonic clock (`Instant`), so wall-clock jumps (NTP steps, a VM
+    /// resumed, `date -s`) cannot touch it. Even an `Instant` earlier than the last failure
+    /// (which the monotonic clock never gives) neither panics nor resets the count, and the
+    /// delay stays within the cap; a long gap forgets the source.
+    #[test]
+    fn time_going_back_or_leaping_ahead_stays_bounded() {
+        let mut d = FailureDelay::new(BASE);
+        let t = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(d.on_failure(&"k", t), BASE);
+        let back = t - Duration::from_secs(1800);
+        assert_eq!(d.on_failure(&"k", back), BASE * 2);
+        assert_eq!(d.on_failure(&"k", back + Duration::from_secs(10)), BASE * 4);
+        for _ in 0..40 {
+            assert!(d.on_failure(&"k", t - Duration::from_secs(3000)) <= CAP);
+        }
+        assert_eq!(
+            d.on_failure(&"k", t + Duration::from_secs(365 * 86_400)),
+            BASE
+        );
+    }
 }

@@ -179,6 +179,42 @@ mod tests {
             "the right secret after the burn fails too"
         );
     }
+
+    /// The wall clock jumping: the verdict is a comparison with the stored expiry, so a jump
+    /// never panics or wraps. Forward past the expiry: `Expired` (the code is not burned, no
+    /// attempt is counted); backward, even to before the code was minted: the code stays valid
+    /// until its expiry (one use, three tries), nothing else changes.
+    #[test]
+    fn clock_jumps_forward_and_back() {
+        let c = mint();
+        let (_, secret) = split(&c.code).unwrap();
+        let minted_at = 1_700_000_000_000;
+        let rec = CodeRecord {
+            secret_hash: c.secret_hash,
+            expires_at_ms: minted_at + 600_000,
+            attempts: 0,
+            used: false,
+        };
+        for forward in [
+            600_000,
+            86_400_000,
+            10 * 365 * 86_400_000,
+            u64::MAX - minted_at,
+        ] {
+            assert_eq!(
+                judge(Some(&rec), secret, minted_at + forward),
+                Verdict::Expired
+            );
+            assert_eq!(
+                judge(Some(&rec), "wrong", minted_at + forward),
+                Verdict::Expired,
+                "an expired code counts no attempt"
+            );
+        }
+        for back in [1, 3_600_000, minted_at] {
+            assert_eq!(judge(Some(&rec), secret, minted_at - back), Verdict::Accept);
+        }
+    }
 }
 
 /// Properties (proptest): a pairing code with any changed character is never accepted — it is

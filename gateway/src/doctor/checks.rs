@@ -32,6 +32,8 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
         out.push(runtime_stale(&home.runtime_path(), f.runtime.as_ref(), gw));
         out.push(admin_socket(&home.admin_socket_path(), &f.admin_socket, gw));
         out.extend(store(&home.store_path(), &f.store));
+        out.push(storage::store_writable(&f.home, &f.storage, gw));
+        out.push(storage::snapshots(&f.store, &f.snapshots, f.now_ms));
         out.push(temp_files(&f.temp_files));
         out.extend(pairing(&f.store, f.now_ms));
         out.push(bind(f.runtime.as_ref()));
@@ -839,6 +841,8 @@ pub fn listener(id: &'static str, name: &str, l: &ListenerFacts, how: &str) -> F
         }
     }
 }
+
+mod storage;
 
 #[cfg(test)]
 mod tests;

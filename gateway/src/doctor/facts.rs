@@ -349,4 +349,59 @@ pub struct Facts {
     /// The kernel's caps on socket buffers, bytes (`net.core.rmem_max`, `net.core.wmem_max`);
     /// `None` when unreadable.
     pub socket_buffer_max: Option<(u64, u64)>,
+    /// Whether the store can be written: the file system's state and the write lock.
+    pub storage: StorageFacts,
+    /// The store's snapshots (`snapshots/`), newest first.
+    pub snapshots: Vec<SnapshotFacts>,
+}
+
+/// One snapshot of the store, checked read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotFacts {
+    /// The file.
+    pub path: PathBuf,
+    /// When it was taken (ms since the epoch).
+    pub taken_at_ms: u64,
+    /// It passes SQLite's integrity check and holds a root.
+    pub intact: bool,
+    /// The root generation it holds.
+    pub generation: Option<u64>,
+    /// Paired (not revoked) devices it holds.
+    pub devices: Option<u64>,
+}
+
+/// Whether `state.db` can take a write now (`store.writable`): the faults that make the gateway
+/// answer a retryable `UNAVAILABLE` (disk full, read-only, a write lock held elsewhere).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageFacts {
+    /// The file system holding the home is mounted read-only (`statvfs` `ST_RDONLY`).
+    pub read_only: bool,
+    /// Bytes available to this user on that file system (`None`: `statvfs` failed).
+    pub free_bytes: Option<u64>,
+    /// The write-lock probe on `state.db`.
+    pub write_lock: WriteLockProbe,
+}
+
+/// A zero-wait `BEGIN IMMEDIATE; ROLLBACK` on `state.db` (writes nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum WriteLockProbe {
+    /// Not probed (no store, or it would not open).
+    #[default]
+    NotChecked,
+    /// The write lock was free.
+    Free,
+    /// Another connection held the write lock; the processes other than the gateway that have
+    /// `state.db` open (the likely holders: an operator's `sqlite3` shell, a backup).
+    Held {
+        /// Those processes.
+        holders: Vec<ProcInfo>,
+    },
+    /// The probe failed otherwise.
+    Failed {
+        /// SQLite's message.
+        error: String,
+    },
 }

@@ -25,10 +25,11 @@ fn order(a: &FixAction) -> u8 {
     match a {
         FixAction::Chmod { .. } => 0,
         FixAction::RemoveTempFiles { .. } => 1,
-        FixAction::PruneExpiredPairing => 2,
-        FixAction::RemoveOrphanSocket { .. } => 3,
-        FixAction::RemoveStaleRuntime { .. } => 4,
-        FixAction::RemoveStaleLock { .. } => 5,
+        FixAction::RestoreSnapshot { .. } => 2,
+        FixAction::PruneExpiredPairing => 3,
+        FixAction::RemoveOrphanSocket { .. } => 4,
+        FixAction::RemoveStaleRuntime { .. } => 5,
+        FixAction::RemoveStaleLock { .. } => 6,
     }
 }
 
@@ -49,6 +50,10 @@ pub fn apply(home: &Home, findings: &[Finding]) -> Vec<Option<FixOutcome>> {
             FixAction::Chmod { path, mode } => chmod(path, *mode),
             FixAction::RemoveTempFiles { paths } => remove_temp(paths),
             FixAction::PruneExpiredPairing => prune(home, &mut lock),
+            FixAction::RestoreSnapshot {
+                snapshot,
+                taken_at_ms,
+            } => offline(home, &mut lock).and_then(|()| restore(home, snapshot, *taken_at_ms)),
             FixAction::RemoveOrphanSocket { path } => {
                 offline(home, &mut lock).and_then(|()| remove_orphan_socket(path))
             }
@@ -163,6 +168,27 @@ fn remove_orphan_socket(path: &Path) -> FixOutcome {
         )));
     }
     remove(path)
+}
+
+/// Restores `snapshot` over the damaged store (under the lock; the snapshot is checked again).
+fn restore(home: &Home, snapshot: &Path, taken_at_ms: u64) -> FixOutcome {
+    use crate::store::snapshot;
+    if !snapshot::check(snapshot).intact {
+        return Err(DoctorError::Changed(format!(
+            "{} is no longer intact",
+            snapshot.display()
+        )));
+    }
+    let snap = snapshot::SnapshotFile {
+        path: snapshot.to_path_buf(),
+        taken_at_ms,
+    };
+    let aside = snapshot::restore(&home.store_path(), &snap, crate::now_ms())?;
+    Ok(format!(
+        "restored state.db from {} (the damaged file is {})",
+        snapshot.display(),
+        aside.display()
+    ))
 }
 
 fn prune(home: &Home, slot: &mut Option<GatewayLock>) -> FixOutcome {

@@ -14,8 +14,8 @@ use serde_json::Value;
 use super::checks::DEFAULT_PORT;
 use super::facts::{
     Facts, FileFacts, GatewayProcess, ListenerFacts, LockFacts, PendingFacts, PortFacts,
-    PortHolder, PortSource, RuntimeFacts, SocketFacts, StoreFacts, StoreReport, TempFile,
-    TokenFacts,
+    PortHolder, PortSource, RuntimeFacts, SnapshotFacts, SocketFacts, StorageFacts, StoreFacts,
+    StoreReport, TempFile, TokenFacts, WriteLockProbe,
 };
 use super::procfs;
 use crate::home::{Home, TMP_SUFFIX};
@@ -74,6 +74,8 @@ pub fn gather(home: &Home, opts: &GatherOptions) -> Facts {
         ssh,
         device: super::facts::DeviceCredentialFacts::NotPaired,
         socket_buffer_max: socket_buffer_max(),
+        storage: storage_facts(home),
+        snapshots: snapshot_facts(&home.store_path()),
     }
 }
 
@@ -229,6 +231,55 @@ fn store_facts(path: &Path) -> StoreFacts {
             .map_err(s),
         newest_record_ms: store.newest_record_ms().map_err(s),
     })
+}
+
+/// The home's file system (`statvfs`) and a zero-wait probe of the store's write lock, with the
+/// processes that have `state.db` open when it is held.
+fn storage_facts(home: &Home) -> StorageFacts {
+    let mut f = StorageFacts::default();
+    if let Ok(v) = nix::sys::statvfs::statvfs(home.root()) {
+        f.read_only = v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+        f.free_bytes = Some(v.blocks_available().saturating_mul(v.fragment_size()));
+    }
+    // The mount flags do not show everything (ext4's emergency read-only after a disk error
+    // leaves them alone): one page written to an unnamed file that vanishes on close.
+    match crate::store::probe_write(home.root()) {
+        Err(nix::errno::Errno::EROFS) => f.read_only = true,
+        Err(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) => f.free_bytes = Some(0),
+        _ => {}
+    }
+    let db = home.store_path();
+    if !db.exists() {
+        return f;
+    }
+    f.write_lock = match Store::open_existing(&db).and_then(|s| s.write_lock_free()) {
+        Ok(true) => WriteLockProbe::Free,
+        Ok(false) => WriteLockProbe::Held {
+            holders: procfs::processes_with_file_open(&canonical(&db)),
+        },
+        Err(e) => WriteLockProbe::Failed {
+            error: e.to_string(),
+        },
+    };
+    f
+}
+
+/// Every snapshot of the store, checked read-only, newest first.
+fn snapshot_facts(db: &Path) -> Vec<SnapshotFacts> {
+    use crate::store::snapshot;
+    snapshot::list(&snapshot::dir_for(db))
+        .into_iter()
+        .map(|s| {
+            let c = snapshot::check(&s.path);
+            SnapshotFacts {
+                path: s.path,
+                taken_at_ms: s.taken_at_ms,
+                intact: c.intact,
+                generation: c.generation,
+                devices: c.devices,
+            }
+        })
+        .collect()
 }
 
 fn holders(entries: Vec<procfs::NetEntry>) -> Vec<PortHolder> {

@@ -64,6 +64,10 @@ pub mod ids {
     pub const SSH_LISTENER: &str = "ssh.listener";
     /// The kernel caps UDP socket buffers below what the tunnel asks for.
     pub const UDP_BUFFERS: &str = "udp.buffers";
+    /// The store cannot take writes: disk full, read-only file system, write lock held.
+    pub const STORE_WRITABLE: &str = "store.writable";
+    /// The store's snapshots, and restoring the newest intact one over a damaged store.
+    pub const STORE_SNAPSHOTS: &str = "store.snapshots";
 }
 
 /// How bad a finding is. Warnings and errors that are not fixed make `claw doctor` exit 1.
@@ -126,6 +130,14 @@ pub enum FixAction {
     /// Delete expired pairing requests and expired or used pairing codes (through the running
     /// gateway's admin socket, or under the lock when none runs).
     PruneExpiredPairing,
+    /// Replace a damaged `state.db` with an intact snapshot (no gateway running; the damaged
+    /// file is moved aside, not deleted; audited `store.restored`).
+    RestoreSnapshot {
+        /// The snapshot.
+        snapshot: PathBuf,
+        /// When it was taken.
+        taken_at_ms: u64,
+    },
 }
 
 impl FixAction {
@@ -142,6 +154,9 @@ impl FixAction {
             FixAction::Chmod { path, mode } => format!("chmod {mode:o} {}", path.display()),
             FixAction::PruneExpiredPairing => {
                 "prune expired pairing requests and codes".to_string()
+            }
+            FixAction::RestoreSnapshot { snapshot, .. } => {
+                format!("restore state.db from {}", snapshot.display())
             }
         }
     }

@@ -207,6 +207,23 @@ pub fn proc_info(pid: u32) -> Option<ProcInfo> {
     })
 }
 
+/// The processes (other than this one) with `path` open, as `/proc/*/fd` shows them (only those
+/// whose `fd/` we can read).
+pub fn processes_with_file_open(path: &Path) -> Vec<ProcInfo> {
+    let me = std::process::id();
+    pids()
+        .into_iter()
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == path))
+            })
+        })
+        .filter_map(proc_info)
+        .collect()
+}
+
 /// The processes whose open fds include each of `inodes` (only those whose `fd/` we can read).
 pub fn processes_holding(inodes: &[u64]) -> HashMap<u64, Vec<ProcInfo>> {
     let mut out: HashMap<u64, Vec<ProcInfo>> = HashMap::new();

@@ -67,8 +67,12 @@ fn clients(state: &GatewayState) -> Value {
 /// `claw doctor --fix` asks of a running gateway). Returns `{requests, codes}` removed.
 pub fn prune_pairing(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let mut store = state.store();
-    let requests = store.prune_expired_requests().map_err(super::store_error)?;
-    let codes = store.prune_codes().map_err(super::store_error)?;
+    let requests = store
+        .prune_expired_requests()
+        .map_err(|e| super::store_error(state, e))?;
+    let codes = store
+        .prune_codes()
+        .map_err(|e| super::store_error(state, e))?;
     Ok(json!({"requests": requests, "codes": codes}))
 }
 
@@ -99,6 +103,6 @@ pub fn audit_tail(state: &GatewayState, _ctx: &Ctx, p: &Value) -> Result<Value, 
     let rows = state
         .store()
         .audit_tail(limit)
-        .map_err(super::store_error)?;
+        .map_err(|e| super::store_error(state, e))?;
     Ok(json!({"entries": rows}))
 }

@@ -40,8 +40,8 @@ fn role_param(p: &Value) -> Result<String, ErrorShape> {
 /// `device.pair.list`: pending requests and paired devices.
 pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let store = state.store();
-    let pending = store.pending().map_err(store_error)?;
-    let devices = store.devices().map_err(store_error)?;
+    let pending = store.pending().map_err(|e| store_error(state, e))?;
+    let devices = store.devices().map_err(|e| store_error(state, e))?;
     drop(store);
     let live: std::collections::HashSet<String> = state
         .sessions()
@@ -86,7 +86,7 @@ pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
     let req = state
         .store()
         .approve_request(id, ctx.actor)
-        .map_err(store_error)?;
+        .map_err(|e| store_error(state, e))?;
     let event = crate::protocol::frames::event(
         "device.pair.resolved",
         &json!({"requestId": id, "deviceId": req.device_id, "decision": "approved"}),
@@ -106,7 +106,7 @@ pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
     let req = state
         .store()
         .reject_request(id, ctx.actor)
-        .map_err(store_error)?;
+        .map_err(|e| store_error(state, e))?;
     state.emit(GatewayEvent::PairingResolved {
         device_id: req.device_id.clone(),
         approved: false,
@@ -121,7 +121,7 @@ pub fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
     state
         .store()
         .remove_device(id, ctx.actor)
-        .map_err(store_error)?;
+        .map_err(|e| store_error(state, e))?;
     state.emit(GatewayEvent::DeviceRemoved {
         device_id: id.to_string(),
     });
@@ -141,7 +141,7 @@ pub fn rotate_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
     let issued = state
         .store()
         .rotate_device_token(id, &role, ctx.actor)
-        .map_err(store_error)?;
+        .map_err(|e| store_error(state, e))?;
     state.emit(GatewayEvent::DeviceTokenRotated {
         device_id: id.to_string(),
     });
@@ -187,7 +187,7 @@ pub fn revoke_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
     state
         .store()
         .revoke_device(id, ctx.actor)
-        .map_err(store_error)?;
+        .map_err(|e| store_error(state, e))?;
     state.emit(GatewayEvent::DeviceRevoked {
         device_id: id.to_string(),
     });

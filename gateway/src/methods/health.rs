@@ -25,9 +25,12 @@ pub fn health_payload(state: &GatewayState) -> Value {
 pub fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let (shared, device) = state.session_counts();
     let store = state.store();
-    let (generation, _) = store.root().map_err(super::store_error)?;
-    let devices = store.devices().map_err(super::store_error)?;
-    let pending = store.pending().map_err(super::store_error)?.len();
+    let (generation, _) = store.root().map_err(|e| super::store_error(state, e))?;
+    let devices = store.devices().map_err(|e| super::store_error(state, e))?;
+    let pending = store
+        .pending()
+        .map_err(|e| super::store_error(state, e))?
+        .len();
     drop(store);
     // The OpenClaw CLI (`openclaw status`) reads `channelSummary`, `sessions.count` and
     // `sessions.byAgent`; claw has no agents or channels, so those are empty. claw's own facts
@@ -44,6 +47,7 @@ pub fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Err
             "uptimeMs": state.uptime_ms(),
             "bind": "loopback",
             "tokenSource": state.token_source,
+            "auditWriteFailures": state.audit_failures.load(std::sync::atomic::Ordering::Relaxed),
         },
         "connections": {"total": shared + device, "sharedToken": shared, "deviceToken": device},
         "devices": {

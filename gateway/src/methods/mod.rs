@@ -125,20 +125,17 @@ pub(crate) fn invalid_params(msg: impl std::fmt::Display) -> ErrorShape {
     ErrorShape::new("INVALID_REQUEST", format!("invalid params: {msg}"))
 }
 
-/// Maps a store error to a wire error.
-pub(crate) fn store_error(e: crate::store::StoreError) -> ErrorShape {
+/// Maps a store error to a wire error: a fault is a retryable `UNAVAILABLE` naming it (an IO
+/// error narrowed by a write probe of the home, see [`GatewayState::fault_of`]).
+pub(crate) fn store_error(state: &GatewayState, e: crate::store::StoreError) -> ErrorShape {
     use crate::store::StoreError;
     match e {
         StoreError::NotFound(m) => ErrorShape::new("NOT_FOUND", m),
         StoreError::Conflict(m) => ErrorShape::new("CONFLICT", m),
         other => {
-            tracing::error!(error = %other, "store failure");
-            let mut e = ErrorShape::new(
-                "UNAVAILABLE",
-                "state store failure; see the gateway log and run `claw doctor`",
-            );
-            e.retryable = Some(true);
-            e
+            let fault = state.fault_of(&other);
+            tracing::error!(error = %other, fault = fault.name(), "store failure");
+            crate::protocol::errors::unavailable(fault)
         }
     }
 }

@@ -32,7 +32,7 @@ pub fn create(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
     let (code, info) = state
         .store()
         .create_pairing_code(name, ttl, approval, ctx.actor)
-        .map_err(store_error)?;
+        .map_err(|e| store_error(state, e))?;
     Ok(json!({
         "code": code,
         "codeId": info.code_id,
@@ -78,6 +78,6 @@ pub fn add_key(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
     state
         .store()
         .pair_device(&d, "ssh-key", ctx.actor)
-        .map_err(store_error)?;
+        .map_err(|e| store_error(state, e))?;
     Ok(json!({"deviceId": device_id, "name": name}))
 }

@@ -47,10 +47,12 @@ pub fn rotate_root(
         )
         .with_details(json!({"code": "SHARED_TOKEN_PINNED"})));
     }
+    // The last state under the old root, for `claw doctor --fix` should the store be damaged.
+    state.snapshot("before root rotation");
     let rot = state
         .store()
         .rotate_root(o.remove_devices, actor)
-        .map_err(store_error)?;
+        .map_err(|e| store_error(state, e))?;
     let reason = Rejection::DeviceTokenRotated.frame().close_reason;
     let closed = state.close_sessions(
         |s| s.method == AuthMethod::DeviceToken,
@@ -65,10 +67,8 @@ pub fn rotate_root(
         let token = random_token();
         crate::home::write_secret_atomic(&state.home.shared_token_path(), token.as_bytes())
             .map_err(|e| {
-                ErrorShape::new(
-                    "UNAVAILABLE",
-                    format!("could not write the new shared token: {e}"),
-                )
+                tracing::error!(error = %e, "could not write the new shared token");
+                crate::protocol::errors::unavailable(crate::fault::FaultKind::from_io(&e))
             })?;
         state.set_shared_token(token);
         closed_shared = state.close_sessions(
@@ -81,12 +81,7 @@ pub fn rotate_root(
         "closed_device_sessions={closed} shared={} closed_shared_sessions={closed_shared}",
         o.shared
     );
-    if let Err(e) = state
-        .store()
-        .audit("root.rotate.applied", None, Some(actor), &detail)
-    {
-        tracing::warn!(error = %e, "audit write failed");
-    }
+    state.audit("root.rotate.applied", None, Some(actor), &detail);
     tracing::info!(
         generation = rot.generation,
         closed,

@@ -20,6 +20,10 @@ pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Normal closure (non-JSON first frame, silent client).
 pub const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code "try again later" (RFC 6455 registry): the gateway could not serve the
+/// connect because of a fault (store full, read-only, locked); the credentials were not judged.
+/// Clients treat it as transient (never as 1008's "drop your credentials").
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
 const TOKEN_HINT: &str = "(use this gateway's gateway.auth.token or pair the device)";
 
@@ -67,6 +71,9 @@ pub enum Rejection {
     },
     /// Malformed `connect` params.
     InvalidParams(String),
+    /// The gateway could not decide or carry out the connect because of a fault (claw): the
+    /// credentials were not judged. Retryable, closed with 1013.
+    Unavailable(crate::fault::FaultKind),
 }
 
 /// What to send for a rejection: the error object, then a close with this code and reason.
@@ -127,6 +134,7 @@ impl Rejection {
             Rejection::FirstRequestNotConnect => "first_request_not_connect",
             Rejection::ProtocolMismatch { .. } => "protocol_mismatch",
             Rejection::InvalidParams(_) => "invalid_params",
+            Rejection::Unavailable(_) => "unavailable",
         }
     }
 
@@ -299,6 +307,10 @@ impl Rejection {
                 let reason: String = m.chars().take(120).collect();
                 (ErrorShape::new("INVALID_REQUEST", &m), CLOSE_POLICY, reason)
             }
+            Rejection::Unavailable(fault) => {
+                let reason = format!("try again later: {}", fault.describe());
+                (unavailable(*fault), CLOSE_TRY_AGAIN_LATER, reason)
+            }
         };
         RejectionFrame {
             error,
@@ -306,6 +318,20 @@ impl Rejection {
             close_reason: reason,
         }
     }
+}
+
+/// The error for anything a fault stopped (a connect, a method, an admin call): retryable
+/// `UNAVAILABLE` with `retryAfterMs`, the fault named in the message and in `details.fault`.
+pub fn unavailable(fault: crate::fault::FaultKind) -> ErrorShape {
+    let mut e = ErrorShape::new("UNAVAILABLE", fault.message()).with_details(json!({
+        "code": "GATEWAY_UNAVAILABLE",
+        "fault": fault.name(),
+        "recommendedNextStep": "wait_then_retry",
+        "pauseReconnect": false,
+    }));
+    e.retryable = Some(true);
+    e.retry_after_ms = Some(fault.retry_after_ms());
+    e
 }
 
 /// The error for a request that lacks a scope; the socket stays open.
@@ -352,6 +378,40 @@ mod tests {
             let f = r.frame();
             assert!(f.close_reason.len() <= 123, "{r:?}");
             assert!(f.close_code == CLOSE_POLICY || f.close_code == CLOSE_PROTOCOL);
+        }
+    }
+
+    /// A fault is never an auth answer: retryable `UNAVAILABLE` naming the fault, close 1013,
+    /// nothing that tells a client to drop its credentials.
+    #[test]
+    fn faults_are_retryable_not_auth() {
+        use crate::fault::FaultKind;
+        for k in [
+            FaultKind::DiskFull,
+            FaultKind::ReadOnly,
+            FaultKind::Locked,
+            FaultKind::Io,
+            FaultKind::Corrupt,
+            FaultKind::Internal,
+        ] {
+            let r = Rejection::Unavailable(k);
+            assert!(!r.is_bad_secret());
+            let f = r.frame();
+            assert_eq!(f.close_code, CLOSE_TRY_AGAIN_LATER);
+            assert!(f.close_reason.len() <= 123, "{k:?}");
+            assert!(f.close_reason.contains(k.describe()));
+            let v = serde_json::to_value(&f.error).unwrap();
+            assert_eq!(v["code"], "UNAVAILABLE");
+            assert_eq!(v["retryable"], true);
+            assert_eq!(v["retryAfterMs"], k.retry_after_ms());
+            assert_eq!(v["details"]["fault"], k.name());
+            assert_eq!(v["details"]["recommendedNextStep"], "wait_then_retry");
+            let text = v.to_string();
+            assert!(
+                !text.contains("AUTH_") && !text.contains("unauthorized"),
+                "{text}"
+            );
+            assert!(text.contains("claw doctor"));
         }
     }
 

@@ -70,7 +70,7 @@ async fn connection(state: Arc<GatewayState>, stream: UnixStream) {
     let mut lines = BufReader::new(r).lines();
     let ctx = Ctx::admin("admin");
     while let Ok(Some(line)) = lines.next_line().await {
-        let reply = answer(&state, &ctx, &line);
+        let reply = crate::store::off_worker(|| answer(&state, &ctx, &line));
         if w.write_all(reply.as_bytes()).await.is_err() || w.write_all(b"\n").await.is_err() {
             return;
         }

@@ -83,6 +83,7 @@ pub async fn run(
     tasks.spawn(admin::serve(state.clone(), admin));
     tasks.spawn(tasks::ticker(state.clone()));
     tasks.spawn(tasks::pinger(state.clone()));
+    tasks.spawn(tasks::snapshotter(state.clone()));
     let _ = ready.send(Ready { addrs });
 
     let mut stop = state.shutdown.subscribe();

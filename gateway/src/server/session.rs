@@ -448,10 +448,10 @@ async fn handshake(
         })?);
     }
     let shared = state.shared_token();
-    let recorded_role: Option<String>;
-    let decision = {
+    let mut recorded_role: Option<String> = None;
+    let decision = crate::store::off_worker(|| -> Result<Decision, Rejection> {
         let store = state.store();
-        let generation = store.root().map(|(g, _)| g).unwrap_or(0);
+        let generation = store.root().map_err(|e| fault(state, e))?.0;
         // The device a proof names; without one, the device the tunnel or SSH forward
         // authenticated (its transport identity may be the credential).
         let device_id = match (&params.device, origin) {
@@ -459,14 +459,20 @@ async fn handshake(
             (None, Origin::Tunnel { device_id }) => Some(device_id.as_str()),
             (None, Origin::Loopback) => None,
         };
-        let info = device_id.and_then(|id| store.device(id).ok().flatten());
+        let info = match device_id {
+            Some(id) => store.device(id).map_err(|e| fault(state, e))?,
+            None => None,
+        };
         recorded_role = info.as_ref().map(|d| d.role.clone());
         let device = info.map(|d| d.record());
-        let token = params
+        let token = match params
             .secret()
             .filter(|s| !crate::auth::secrets::secrets_equal(s, &shared))
-            .and_then(|s| store.token_record(s).ok().flatten());
-        decide(&AuthInput {
+        {
+            Some(s) => store.token_record(s).map_err(|e| fault(state, e))?,
+            None => None,
+        };
+        Ok(decide(&AuthInput {
             params: &params,
             nonce,
             origin,
@@ -476,8 +482,8 @@ async fn handshake(
             token: token.as_ref(),
             now_ms: crate::now_ms(),
             transport_identity: !state.config.strict_device_auth,
-        })
-    };
+        }))
+    })?;
     let origin_name = match origin {
         Origin::Loopback => "loopback",
         Origin::Tunnel { .. } => "tunnel",
@@ -486,13 +492,9 @@ async fn handshake(
     match decision {
         Decision::Reject(r) => {
             let device_id = params.device.as_ref().map(|d| d.id.as_str());
-            if let Err(e) =
-                state
-                    .store()
-                    .audit("auth.failed", device_id, Some(origin_name), r.audit_name())
-            {
-                tracing::warn!(error = %e, "audit write failed");
-            }
+            crate::store::off_worker(|| {
+                state.audit("auth.failed", device_id, Some(origin_name), r.audit_name())
+            });
             tracing::info!(
                 reason = r.audit_name(),
                 origin = origin_name,
@@ -513,12 +515,9 @@ async fn handshake(
         Decision::NeedsApproval { device_id } => {
             let d = new_device(&params, &device_id);
             let ttl = state.config.pairing_request_ttl.as_millis() as u64;
-            let req = state
-                .store()
-                .request_pairing(&d, origin_name, ttl)
-                .map_err(|_| Rejection::PairingRequired {
-                    request_id: String::new(),
-                })?;
+            let req =
+                crate::store::off_worker(|| state.store().request_pairing(&d, origin_name, ttl))
+                    .map_err(|e| fault(state, e))?;
             let ev = frames::event(
                 "device.pair.requested",
                 &json!({"requestId": req.request_id, "deviceId": device_id}),
@@ -530,12 +529,12 @@ async fn handshake(
             })
         }
         Decision::Accept(a) => {
+            let token = crate::store::off_worker(|| carry_out(state, &a, &params, origin_name))?;
             state
                 .failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .on_success(&source_key.to_string());
-            let token = carry_out(state, &a, &params, origin_name)?;
             Ok((a, params, token))
         }
     }
@@ -591,6 +590,14 @@ async fn wait_in_flight(state: &GatewayState, key: &str) -> Option<InFlight> {
     }
 }
 
+/// A store failure on the connect path: the credentials were not judged, so the answer is a
+/// retryable `UNAVAILABLE` naming the fault (close 1013), never an auth rejection.
+fn fault(state: &GatewayState, e: crate::store::StoreError) -> Rejection {
+    let kind = state.fault_of(&e);
+    tracing::error!(error = %e, fault = kind.name(), "store failure during connect");
+    Rejection::Unavailable(kind)
+}
+
 fn new_device(params: &ConnectParams, device_id: &str) -> NewDevice {
     NewDevice {
         device_id: device_id.to_string(),
@@ -620,27 +627,22 @@ fn carry_out(
         return Ok(None);
     };
     let mut store = state.store();
-    let fail = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "store failure during connect");
-        Rejection::TokenMismatch {
-            can_retry_with_device_token: false,
-        }
-    };
     let issued = match a.action {
         DeviceAction::None => return Ok(None),
         DeviceAction::PairSilently | DeviceAction::Refresh => {
             store
                 .pair_device(&new_device(params, device_id), "silent", origin)
-                .map_err(fail)?;
+                .map_err(|e| fault(state, e))?;
             store
                 .current_token(device_id, &a.role, origin)
-                .map_err(fail)?
+                .map_err(|e| fault(state, e))?
         }
         DeviceAction::RepairOverTunnel => {
             let t = store
                 .current_token(device_id, &a.role, origin)
-                .map_err(fail)?;
-            let _ = store.audit(
+                .map_err(|e| fault(state, e))?;
+            drop(store);
+            state.audit(
                 "device.repaired",
                 Some(device_id),
                 Some(origin),
@@ -649,7 +651,11 @@ fn carry_out(
             t
         }
         DeviceAction::Keep => {
-            let _ = store.touch_device(device_id);
+            // `last_seen` is bookkeeping: a store that cannot write does not stop a device whose
+            // token verified.
+            if let Err(e) = store.touch_device(device_id) {
+                tracing::debug!(error = %e, "could not record last_seen");
+            }
             // Same token back (a device token is re-derivable from the root).
             return Ok(Some((
                 params.secret().unwrap_or_default().to_string(),
@@ -690,7 +696,8 @@ where
                     Some(Err(_)) => return None,
                 };
                 let reply = match frames::parse_request(&text, MAX_PAYLOAD) {
-                    Ok(req) => match methods::dispatch(state, ctx, &req.method, &req.params, true) {
+                    // Off the async worker: a locked store waits up to BUSY_TIMEOUT.
+                    Ok(req) => match crate::store::off_worker(|| methods::dispatch(state, ctx, &req.method, &req.params, true)) {
                         Ok(payload) => frames::response_ok(&req.id, &payload),
                         Err(e) => frames::response_err(&req.id, &e),
                     },

@@ -1,4 +1,5 @@
-//! Periodic work shared by all sessions: `tick` events, WebSocket pings, reaping dead peers.
+//! Periodic work shared by all sessions: `tick` events, WebSocket pings, reaping dead peers,
+//! store snapshots.
 //! One timer for the whole gateway instead of one per socket keeps idle sessions cheap.
 
 use std::sync::atomic::Ordering;
@@ -38,5 +39,16 @@ pub async fn pinger(state: Arc<GatewayState>) {
                 let _ = s.tx.send(Outbound::Ping);
             }
         }
+    }
+}
+
+/// Snapshots the store at start and every [`crate::store::snapshot::INTERVAL`] (off the async
+/// workers: a backup copies every page).
+pub async fn snapshotter(state: Arc<GatewayState>) {
+    let mut iv = tokio::time::interval(crate::store::snapshot::INTERVAL);
+    loop {
+        iv.tick().await;
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || s.snapshot("periodic")).await;
     }
 }

@@ -224,7 +224,7 @@ impl Store {
         if !verdict.write && verdict.summary.is_none() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         if let Some(summary) = &verdict.summary {
             insert(&tx, SUPPRESSED, None, None, summary)?;
         }

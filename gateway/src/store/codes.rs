@@ -51,7 +51,7 @@ impl Store {
     ) -> Result<(String, CodeInfo)> {
         let code = pairing_code::mint();
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
             "DELETE FROM pairing_codes WHERE expires_at_ms <= ?1 AND used_at_ms IS NOT NULL",
             [now as i64],
@@ -99,7 +99,7 @@ impl Store {
             )?;
             return Ok(Err(Verdict::Unknown));
         };
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let row: Option<StoredCode> = tx
             .query_row(
                 "SELECT secret_hash, expires_at_ms, attempts, used_at_ms, require_approval, name FROM pairing_codes WHERE code_id = ?1",

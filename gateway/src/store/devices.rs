@@ -126,7 +126,7 @@ impl Store {
     /// Pairs a device (or refreshes an existing record, widening its scopes), audited.
     pub fn pair_device(&mut self, d: &NewDevice, via: &str, origin: &str) -> Result<()> {
         let now = now_ms() as i64;
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let existing: Option<String> = tx
             .query_row(
                 "SELECT scopes FROM devices WHERE device_id = ?1",
@@ -182,7 +182,7 @@ impl Store {
     /// every channel until removed.
     pub fn revoke_device(&mut self, device_id: &str, actor: &str) -> Result<()> {
         let now = now_ms() as i64;
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let n = tx.execute(
             "UPDATE devices SET revoked_at_ms = COALESCE(revoked_at_ms, ?2) WHERE device_id = ?1",
             params![device_id, now],
@@ -203,7 +203,7 @@ impl Store {
 
     /// Forgets a device and its tokens (it may pair again), audited.
     pub fn remove_device(&mut self, device_id: &str, actor: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let n = tx.execute("DELETE FROM devices WHERE device_id = ?1", [device_id])?;
         if n == 0 {
             return Err(StoreError::NotFound(format!(

@@ -9,6 +9,7 @@ mod codes;
 mod devices;
 mod pairing;
 mod root;
+pub mod snapshot;
 mod tokens;
 
 pub use audit::AuditEntry;
@@ -20,17 +21,35 @@ pub use tokens::IssuedToken;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::fault::FaultKind;
 
 /// Schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 1;
 
-/// Store errors.
+/// How long a store call waits for another process's write lock on `state.db` (an operator's
+/// `sqlite3` shell, a backup) before it fails with [`FaultKind::Locked`]. Bounded so a held
+/// lock turns into a retryable `UNAVAILABLE` within seconds instead of a stalled handshake.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Store errors: a [`StoreError::Fault`] is the disk's, the file system's or another process's
+/// doing (answered with a retryable `UNAVAILABLE`); every other variant is a logic outcome.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite failed.
+    /// The store could not read or write for a reason outside the request (disk full,
+    /// read-only, locked, IO error, corruption).
+    #[error("state store unavailable ({}): {source}", kind.name())]
+    Fault {
+        /// What went wrong.
+        kind: FaultKind,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// SQLite failed for another reason (a constraint, a bad row: a bug).
     #[error("state store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     /// Creating the file failed.
     #[error("state store {path}: {source}")]
     Io {
@@ -52,6 +71,60 @@ pub enum StoreError {
     /// The operation is not allowed in the current state.
     #[error("{0}")]
     Conflict(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code().and_then(FaultKind::from_sqlite_code) {
+            Some(kind) => StoreError::Fault { kind, source: e },
+            None => StoreError::Sql(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// The fault, when this error is one (disk full, read-only, locked, IO, corrupt); `None` for
+    /// logic outcomes ([`StoreError::NotFound`], [`StoreError::Conflict`], [`StoreError::TooNew`]).
+    pub fn fault(&self) -> Option<FaultKind> {
+        match self {
+            StoreError::Fault { kind, .. } => Some(*kind),
+            StoreError::Io { source, .. } => Some(FaultKind::from_io(source)),
+            _ => None,
+        }
+    }
+
+    /// The fault to report for an error on a path where no store error is the caller's doing
+    /// (the connect path): a logic error counts as [`FaultKind::Internal`].
+    pub fn fault_or_internal(&self) -> FaultKind {
+        self.fault().unwrap_or(FaultKind::Internal)
+    }
+}
+
+/// Runs a store call without stalling an async worker: on a multi-threaded runtime the worker
+/// hands its other tasks to another thread while `f` waits for the store (a held lock can take
+/// up to [`BUSY_TIMEOUT`]); elsewhere `f` simply runs.
+pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Writes one page to an unnamed `O_TMPFILE` in `dir` and syncs it: nothing is left behind.
+/// Tells a read-only (`EROFS`) or full (`ENOSPC`) file system apart where SQLite only says "disk
+/// I/O error", and where the mount flags do not show it (ext4's emergency read-only).
+pub fn probe_write(dir: &Path) -> std::result::Result<(), nix::errno::Errno> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    )?;
+    let mut f = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut f, &[0u8; 4096])
+        .and_then(|()| f.sync_data())
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
 }
 
 /// Result alias.
@@ -161,7 +234,12 @@ impl Store {
             source,
         })?;
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // A store written by a newer claw is refused before anything (even the journal mode)
+        // is written to it: it stays byte for byte what the newer claw left.
+        if let Some(found) = recorded_version(&conn).filter(|v| *v > SCHEMA_VERSION) {
+            return Err(StoreError::TooNew { found });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let mut store = Self {
@@ -182,7 +260,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         Ok(Self {
             conn,
             refusals: Default::default(),
@@ -200,8 +278,15 @@ impl Store {
         Ok(v.map(|v| v.max(0) as u64))
     }
 
+    /// A write transaction that takes the write lock at `BEGIN` (`IMMEDIATE`), so a lock held
+    /// elsewhere is waited for ([`BUSY_TIMEOUT`]) instead of failing half-way through.
+    fn write_tx(&mut self) -> rusqlite::Result<Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+    }
+
     fn migrate(&mut self) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute_batch(SCHEMA)?;
         let found: Option<String> = tx
             .query_row(
@@ -225,6 +310,20 @@ impl Store {
         Ok(())
     }
 
+    /// Probes the write lock without waiting and without writing (`BEGIN IMMEDIATE; ROLLBACK`):
+    /// `Ok(true)` free, `Ok(false)` held by another connection (`claw doctor`'s
+    /// `store.writable`).
+    pub fn write_lock_free(&self) -> Result<bool> {
+        self.conn.busy_timeout(std::time::Duration::ZERO)?;
+        let r = self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        match r.map_err(StoreError::from) {
+            Ok(()) => Ok(true),
+            Err(e) if e.fault() == Some(FaultKind::Locked) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The schema version recorded in the file.
     pub fn schema_version(&self) -> Result<i64> {
         let v: String = self.conn.query_row(
@@ -243,6 +342,17 @@ impl Store {
             .collect::<std::result::Result<_, _>>()?;
         Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
+}
+
+/// The schema version a store records, read without writing (`None`: none recorded yet).
+fn recorded_version(conn: &Connection) -> Option<i64> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key='schema_version'",
+        [],
+        |r| r.get::<_, String>(0),
+    )
+    .ok()
+    .and_then(|v| v.parse().ok())
 }
 
 fn scopes_to_json(scopes: &[String]) -> String {

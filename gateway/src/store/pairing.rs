@@ -87,7 +87,7 @@ impl Store {
         ttl_ms: u64,
     ) -> Result<PendingRequest> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
             "DELETE FROM pairing_requests WHERE expires_at_ms <= ?1",
             [now as i64],
@@ -199,7 +199,7 @@ impl Store {
     }
 
     fn take_request(&mut self, request_id: &str) -> Result<PendingRequest> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let req = tx
             .query_row(
                 &format!("SELECT {COLS} FROM pairing_requests WHERE request_id = ?1 AND expires_at_ms > ?2"),

@@ -51,7 +51,7 @@ impl Store {
     /// Every device token of older generations stops working. With `remove_devices`, every
     /// paired device is forgotten too and must pair again.
     pub fn rotate_root(&mut self, remove_devices: bool, actor: &str) -> Result<Rotation> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
             "UPDATE root SET generation = generation + 1, secret = ?1, rotated_at_ms = ?2 WHERE id = 1",
             params![random_bytes().to_vec(), now_ms() as i64],

@@ -248,3 +248,47 @@ fn last_seen_is_written_at_most_once_per_resolution() {
     s.touch_device("d1").unwrap();
     assert!(seen(&s).unwrap() >= first);
 }
+
+/// Another process holding the write lock (an operator's `sqlite3` shell in `BEGIN IMMEDIATE`):
+/// writes fail with the typed `Locked` fault after a bounded wait, reads keep working, a device's
+/// existing token is still handed out, and everything works again once the lock is released.
+#[test]
+fn a_held_write_lock_is_a_bounded_locked_fault() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("state.db");
+    let mut s = Store::open(&p).unwrap();
+    s.pair_device(&dev("d1"), "silent", "loopback").unwrap();
+    let tok = s.current_token("d1", "operator", "loopback").unwrap();
+
+    let other = Connection::open(&p).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let started = std::time::Instant::now();
+    let e = s.pair_device(&dev("d2"), "silent", "loopback").unwrap_err();
+    assert_eq!(e.fault(), Some(FaultKind::Locked), "{e}");
+    // Bounded: the wait ends (a generous bound, not a timing assertion on the value).
+    assert!(started.elapsed() < BUSY_TIMEOUT * 10);
+    assert!(s.device("d1").unwrap().is_some());
+    let again = s.current_token("d1", "operator", "loopback").unwrap();
+    assert_eq!(again.token, tok.token);
+    // A device without a token cannot be minted one while locked.
+    let e = s.current_token("d9", "operator", "loopback").unwrap_err();
+    assert!(
+        e.fault().is_some() || matches!(e, StoreError::NotFound(_)),
+        "{e}"
+    );
+
+    other.execute_batch("COMMIT;").unwrap();
+    s.pair_device(&dev("d2"), "silent", "loopback").unwrap();
+}
+
+/// Logic outcomes are not faults.
+#[test]
+fn logic_errors_are_not_faults() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    let e = s
+        .current_token("nobody", "operator", "loopback")
+        .unwrap_err();
+    assert_eq!(e.fault(), None, "{e}");
+    assert_eq!(e.fault_or_internal(), FaultKind::Internal);
+}

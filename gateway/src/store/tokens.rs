@@ -154,11 +154,44 @@ impl Store {
         role: &str,
         origin: &str,
     ) -> Result<IssuedToken> {
-        let tx = self.conn.transaction()?;
+        match self.issue_current(device_id, role, origin) {
+            // A store that cannot write (full, read-only, locked) still hands a device the token
+            // it already has: re-deriving it needs only reads.
+            Err(e) if e.fault().is_some() => match self.existing_token(device_id, role) {
+                Ok(Some(t)) => Ok(t),
+                _ => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    fn issue_current(&mut self, device_id: &str, role: &str, origin: &str) -> Result<IssuedToken> {
+        let tx = self.write_tx()?;
         let grant = device_grant(&tx, device_id)?;
         let t = issue_in(&tx, device_id, role, &grant, false, origin)?;
         tx.commit()?;
         Ok(t)
+    }
+
+    /// The device's current token for `role` of the current generation, if it has one, by reads
+    /// alone (a deferred transaction that never writes).
+    fn existing_token(&mut self, device_id: &str, role: &str) -> Result<Option<IssuedToken>> {
+        let tx = self.conn.transaction()?;
+        let (_, salt) = device_grant(&tx, device_id)?;
+        let (generation, secret) = root(&tx)?;
+        let current: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT serial, issued_at_ms FROM device_tokens WHERE device_id = ?1 AND role = ?2 AND generation = ?3 AND superseded_at_ms IS NULL ORDER BY serial DESC LIMIT 1",
+                params![device_id, role, generation as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(current.map(|(serial, issued)| IssuedToken {
+            token: mint_device_token(&secret, device_id, role, serial as u64, &salt),
+            issued_at_ms: issued as u64,
+            generation,
+            fresh: false,
+        }))
     }
 
     /// Replaces the device's token for `role` with a new one (per-device rotation), audited.
@@ -168,7 +201,7 @@ impl Store {
         role: &str,
         origin: &str,
     ) -> Result<IssuedToken> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let grant = device_grant(&tx, device_id)?;
         let t = issue_in(&tx, device_id, role, &grant, true, origin)?;
         audit::insert(

@@ -110,14 +110,12 @@ pub fn bind(
                         Err(e) => {
                             // A wrong pin on the device, a revoked key, garbage: all end here.
                             tracing::info!(error = %e, %ip, "tunnel handshake failed");
-                            if let Err(e) = shared.state.store().audit(
+                            shared.state.audit(
                                 "tunnel.handshake_failed",
                                 None,
                                 Some("tunnel"),
                                 &format!("from={ip} error={e}"),
-                            ) {
-                                tracing::warn!(error = %e, "audit write failed");
-                            }
+                            );
                         }
                     },
                     Err(e) => tracing::debug!(error = %e, "tunnel accept failed"),
@@ -144,17 +142,27 @@ fn status(state: &GatewayState, id: &str) -> KeyStatus {
     match state.store().device(id) {
         Ok(Some(d)) if d.revoked_at_ms.is_some() => KeyStatus::Revoked,
         Ok(Some(_)) => KeyStatus::Paired,
-        _ => KeyStatus::Unpaired,
+        Ok(None) => KeyStatus::Unpaired,
+        Err(e) => {
+            tracing::error!(error = %e, device = %id, "store failure looking up a tunnel key");
+            KeyStatus::Unavailable
+        }
     }
 }
 
+/// Refuses a stream because the store is unavailable: the retryable `unavailable`, naming the
+/// fault. The device keeps its key and token and retries.
+async fn refuse_unavailable(send: SendStream) {
+    refuse(
+        send,
+        "unavailable",
+        "the gateway's state store is unavailable (disk full, read-only or locked); retrying (operator: run `claw doctor`)",
+    )
+    .await
+}
+
 fn audit(state: &GatewayState, event: &str, device: &str, detail: &str) {
-    if let Err(e) = state
-        .store()
-        .audit(event, Some(device), Some("tunnel"), detail)
-    {
-        tracing::warn!(error = %e, "audit write failed");
-    }
+    state.audit(event, Some(device), Some("tunnel"), detail);
 }
 
 /// Streams a key that is not paired may have open at once: one control stream to redeem a
@@ -189,7 +197,9 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
             return;
         }
         KeyStatus::Paired => true,
-        KeyStatus::Unpaired => false,
+        // The store failed between the TLS check and here: keep the small limits; each stream
+        // re-checks the key and is answered `unavailable` until the store is back.
+        KeyStatus::Unpaired | KeyStatus::Unavailable => false,
     };
     if paired {
         raise_limits(&conn);
@@ -298,7 +308,11 @@ async fn data_stream(
     send: SendStream,
     recv: RecvStream,
 ) {
-    if status(&shared.state, &device_id) != KeyStatus::Paired {
+    let key_status = status(&shared.state, &device_id);
+    if key_status == KeyStatus::Unavailable {
+        return refuse_unavailable(send).await;
+    }
+    if key_status != KeyStatus::Paired {
         audit(
             &shared.state,
             "tunnel.refused",
@@ -361,6 +375,15 @@ fn token_msg(state: &GatewayState, device_id: &str) -> ServerMsg {
             device_token: t.token,
             generation: t.generation,
         },
+        // A fault is not a revocation: the device keeps the token it has and is sent the
+        // current one with the next hello or rotation.
+        Err(e) if e.fault().is_some() => {
+            tracing::error!(error = %e, device = %device_id, "store failure minting a tunnel token");
+            ServerMsg::Error {
+                code: "unavailable".into(),
+                message: e.fault_or_internal().message(),
+            }
+        }
         Err(e) => ServerMsg::Error {
             code: "revoked".into(),
             message: e.to_string(),
@@ -479,6 +502,7 @@ async fn control_stream(
                     };
                     return refuse(send, code, verdict.message()).await;
                 }
+                Err(e) if e.fault().is_some() => return refuse_unavailable(send).await,
                 Err(e) => return refuse(send, "internal", &e.to_string()).await,
             }
             match token_msg(&state, &device_id) {
@@ -504,7 +528,11 @@ async fn control_stream(
             }
         }
         Ok(ClientMsg::Probe) => {
-            if status(&state, &device_id) != KeyStatus::Paired {
+            let key_status = status(&state, &device_id);
+            if key_status == KeyStatus::Unavailable {
+                return refuse_unavailable(send).await;
+            }
+            if key_status != KeyStatus::Paired {
                 return refuse(
                     send,
                     "not_paired",
@@ -520,7 +548,11 @@ async fn control_stream(
             return;
         }
         Ok(ClientMsg::Hello { .. }) => {
-            if status(&state, &device_id) != KeyStatus::Paired {
+            let key_status = status(&state, &device_id);
+            if key_status == KeyStatus::Unavailable {
+                return refuse_unavailable(send).await;
+            }
+            if key_status != KeyStatus::Paired {
                 audit(
                     &state,
                     "tunnel.refused",

@@ -305,24 +305,27 @@ fn device_is_trusted(state: &GatewayState, device_id: &str) -> bool {
 
 impl Handler {
     fn audit(&self, event: &str, detail: &str) {
-        let r = self.state.store().audit(
+        self.state.audit(
             event,
             self.device_id.as_deref(),
             Some("ssh"),
             &format!("from={} {detail}", self.peer),
         );
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "audit write failed");
-        }
     }
 
-    /// Paired and not revoked?
-    fn trusted(&self, key: &russh::keys::PublicKey) -> Result<String, &'static str> {
-        let id = device_id_of_ssh_key(key).ok_or("not an Ed25519 key")?;
+    /// Paired and not revoked? `Err(None)` = the store could not answer (a fault): the caller
+    /// drops the connection instead of refusing the key, so the client is never told its key
+    /// is wrong and simply retries.
+    fn trusted(&self, key: &russh::keys::PublicKey) -> Result<String, Option<&'static str>> {
+        let id = device_id_of_ssh_key(key).ok_or(Some("not an Ed25519 key"))?;
         match self.state.store().device(&id) {
             Ok(Some(d)) if d.revoked_at_ms.is_none() => Ok(id),
-            Ok(Some(_)) => Err("revoked device key"),
-            _ => Err("unknown key"),
+            Ok(Some(_)) => Err(Some("revoked device key")),
+            Ok(None) => Err(Some("unknown key")),
+            Err(e) => {
+                tracing::error!(error = %e, peer = %self.peer, "ssh: store failure looking up a key; closing (the client retries)");
+                Err(None)
+            }
         }
     }
 
@@ -354,10 +357,11 @@ impl russh::server::Handler for Handler {
     ) -> Result<Auth, Self::Error> {
         match self.trusted(offer.public_key) {
             Ok(_) => Ok(Auth::Accept),
-            Err(why) => {
+            Err(Some(why)) => {
                 self.audit("ssh.auth.refused", why);
                 Ok(Auth::reject())
             }
+            Err(None) => Err(russh::Error::Disconnect),
         }
     }
 
@@ -371,10 +375,11 @@ impl russh::server::Handler for Handler {
                 self.device_id = Some(id);
                 Ok(Auth::Accept)
             }
-            Err(why) => {
+            Err(Some(why)) => {
                 self.audit("ssh.auth.refused", why);
                 Ok(Auth::reject())
             }
+            Err(None) => Err(russh::Error::Disconnect),
         }
     }
 

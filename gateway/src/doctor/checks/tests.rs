@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::doctor::facts::{PendingFacts, ProcInfo, StoreReport};
+use crate::doctor::facts::{PendingFacts, ProcInfo, StorageFacts, StoreReport, WriteLockProbe};
 use crate::doctor::Severity;
 
 const UID: u32 = 1000;
@@ -91,6 +91,12 @@ fn healthy() -> Facts {
         ssh: ListenerFacts::NotConfigured,
         device: DeviceCredentialFacts::NotPaired,
         socket_buffer_max: Some((4 << 20, 4 << 20)),
+        storage: StorageFacts {
+            read_only: false,
+            free_bytes: Some(10 << 30),
+            write_lock: WriteLockProbe::Free,
+        },
+        snapshots: vec![],
     }
 }
 
@@ -115,6 +121,8 @@ fn a_healthy_home_has_nothing_above_info_and_every_check_reports() {
         ids::ADMIN_SOCKET_ORPHAN,
         ids::STORE_INTEGRITY,
         ids::STORE_SCHEMA,
+        ids::STORE_WRITABLE,
+        ids::STORE_SNAPSHOTS,
         ids::FILES_TEMPORARY,
         ids::PAIRING_EXPIRED,
         ids::PAIRING_PENDING,
