@@ -151,13 +151,11 @@ fuzz_target!(|data: &[u8]| {
 
     // Invariants of every decision.
     let verified = |id: &str| {
-        p.device
-            .as_ref()
-            .is_some_and(|proof| {
-                proof.id == id
-                    && proof.signed_at.abs_diff(now_ms) <= SIGNATURE_SKEW_MS
-                    && verify_device(&p, proof, NONCE, now_ms).is_ok()
-            })
+        p.device.as_ref().is_some_and(|proof| {
+            proof.id == id
+                && proof.signed_at.abs_diff(now_ms) <= SIGNATURE_SKEW_MS
+                && verify_device(&p, proof, NONCE, now_ms).is_ok()
+        })
     };
     let tunnel_id = match &origin {
         Origin::Tunnel { device_id } => Some(device_id.as_str()),
@@ -175,12 +173,17 @@ fuzz_target!(|data: &[u8]| {
             if *method == AuthMethod::Transport {
                 // Transport identity: a tunnelled socket without a device proof or the shared
                 // token, of a known, unrevoked device, granted no more than that device holds.
-                let id = device_id.as_deref().expect("transport auth without a device");
+                let id = device_id
+                    .as_deref()
+                    .expect("transport auth without a device");
                 assert_eq!(tunnel_id, Some(id));
                 assert!(p.device.is_none(), "transport auth for a signing client");
                 assert!(ctl & 0x80 == 0, "transport auth in strict mode");
                 assert!(!secrets_equal(p.secret().unwrap_or(""), SHARED));
-                let r = device.as_ref().filter(|r| r.device_id == id).expect("unknown device");
+                let r = device
+                    .as_ref()
+                    .filter(|r| r.device_id == id)
+                    .expect("unknown device");
                 assert!(!r.revoked, "accepted a revoked device");
                 assert!(is_subset(granted, &r.scopes) && is_subset(granted, &p.scopes));
                 assert_eq!(*action, DeviceAction::None);

@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(n > 0 && n <= data.len());
     match &head {
-        Head::Upgrade { key, proof_nonce } => {
+        Head::Upgrade {
+            key, proof_nonce, ..
+        } => {
             assert!(!key.is_empty() && key.len() <= 64);
             assert!(proof_nonce
                 .as_deref()

@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
     assert!(u.name.as_ref().is_none_or(|n| n.len() <= 64));
     let printed = u.to_uri();
     if printed.len() <= MAX_URI_LEN {
-        assert_eq!(PairingUri::parse(&printed), Ok(u.clone()), "printed {printed:?}");
+        assert_eq!(
+            PairingUri::parse(&printed),
+            Ok(u.clone()),
+            "printed {printed:?}"
+        );
     }
     // The compact form (`CLAW://P/…`) carries the same value, less the name the gateway keeps.
     let compact = u.to_display_uri();
@@ -33,6 +37,10 @@ fuzz_target!(|data: &[u8]| {
         } else {
             u
         };
-        assert_eq!(PairingUri::parse(&compact), Ok(expected), "printed {compact:?}");
+        assert_eq!(
+            PairingUri::parse(&compact),
+            Ok(expected),
+            "printed {compact:?}"
+        );
     }
 });

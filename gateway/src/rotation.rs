@@ -28,7 +28,7 @@ pub fn next_due_ms(rotated_at_ms: u64, every: Duration) -> u64 {
 }
 
 /// How long to sleep before looking again (pure): zero when due, else the time left, at most
-/// [`MAX_NAP`]. A clock set back makes the time left longer, never negative.
+/// `MAX_NAP`. A clock set back makes the time left longer, never negative.
 pub fn nap(now_ms: u64, due_ms: u64) -> Duration {
     Duration::from_millis(due_ms.saturating_sub(now_ms)).min(MAX_NAP)
 }

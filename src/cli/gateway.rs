@@ -125,7 +125,7 @@ pub struct RunArgs {
     /// clients on a paired device need no token.
     #[arg(long)]
     strict_device_auth: bool,
-    /// Allow a browser origin to open a WebSocket (repeatable): scheme://host[:port], no path,
+    /// Allow a browser origin to open a WebSocket (repeatable): `scheme://host[:port]`, no path,
     /// no wildcard, never `null`. The gateway's own loopback origins are always allowed; a
     /// persistent list is kept with `claw gateway origins add`.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]

@@ -12,9 +12,9 @@ use super::{exit, fail};
 /// `gateway origins` verbs.
 #[derive(Debug, clap::Subcommand)]
 pub enum OriginsCmd {
-    /// Allow a browser origin (scheme://host[:port]; no path, no wildcard, never `null`).
+    /// Allow a browser origin (`scheme://host[:port]`; no path, no wildcard, never `null`).
     Add {
-        /// The origin, e.g. http://127.0.0.1:5173 or https://control.example.com.
+        /// The origin, e.g. `http://127.0.0.1:5173` or `https://control.example.com`.
         origin: String,
     },
     /// Stop allowing a persisted origin.

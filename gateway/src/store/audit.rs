@@ -203,8 +203,8 @@ pub(super) fn insert(
 }
 
 impl Store {
-    /// Appends an audit entry in its own transaction; a refusal ([`REFUSALS`]) only when the
-    /// [`RefusalGate`] lets it through.
+    /// Appends an audit entry in its own transaction; a refusal (`REFUSALS`) only when the
+    /// `RefusalGate` lets it through.
     pub fn audit(
         &mut self,
         event: &str,

@@ -220,7 +220,7 @@ impl Store {
     }
 
     /// Records a successful connect. `last_seen_at_ms` has minute resolution: a device that
-    /// reconnects within [`LAST_SEEN_RESOLUTION_MS`] of its last write costs no write.
+    /// reconnects within `LAST_SEEN_RESOLUTION_MS` of its last write costs no write.
     pub fn touch_device(&mut self, device_id: &str) -> Result<()> {
         self.conn
             .prepare_cached(
