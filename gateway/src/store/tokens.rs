@@ -99,12 +99,13 @@ fn issue_in(
             now
         ],
     )?;
-    // Dead rows go: of this device's tokens for this role, only the new one and the one before
-    // it (which a device that missed this issue still holds, and must be told is "rotated",
-    // not "wrong") are kept.
+    // Dead rows go, but slowly: a device that was offline through several rotations still
+    // holds an old token and must be told "rotated" (re-pair), never "wrong" — the hash row is
+    // what tells them apart. So the newest KEPT_TOKEN_ROWS of this device and role stay. Rows
+    // cannot be minted at will (a device keeps its recorded role), so this bounds the table.
     tx.execute(
-        "DELETE FROM device_tokens WHERE device_id = ?1 AND role = ?2 AND serial < ?3",
-        params![device_id, role, serial - 1],
+        "DELETE FROM device_tokens WHERE device_id = ?1 AND role = ?2 AND serial <= ?3",
+        params![device_id, role, serial - KEPT_TOKEN_ROWS as i64],
     )?;
     audit::insert(
         tx,
@@ -246,12 +247,17 @@ fn device_grant(tx: &Transaction<'_>, device_id: &str) -> Result<(Vec<String>, V
     }
 }
 
+/// Token rows kept per device and role: a device offline through this many issues (root
+/// rotations, per-device rotations, re-pairs) is still told its token was rotated.
+pub const KEPT_TOKEN_ROWS: u64 = 64;
+
 #[cfg(test)]
 mod tests {
+    use super::KEPT_TOKEN_ROWS;
     use crate::store::{NewDevice, Store};
 
     #[test]
-    fn only_the_current_and_the_previous_token_rows_are_kept() {
+    fn only_the_newest_token_rows_are_kept() {
         let t = tempfile::tempdir().unwrap();
         let mut s = Store::open(&t.path().join("state.db")).unwrap();
         let d = NewDevice {
@@ -263,7 +269,7 @@ mod tests {
         };
         s.pair_device(&d, "silent", "loopback").unwrap();
         let mut tokens = Vec::new();
-        for _ in 0..20 {
+        for _ in 0..80 {
             tokens.push(
                 s.rotate_device_token("d1", "operator", "admin")
                     .unwrap()
@@ -275,12 +281,16 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM device_tokens", [], |r| r.get(0))
             .unwrap();
         assert_eq!(
-            rows, 2,
-            "20 rotations leave the current and the previous row"
+            rows as u64, KEPT_TOKEN_ROWS,
+            "80 rotations leave the newest {KEPT_TOKEN_ROWS} rows"
         );
-        let prev = s.token_record(&tokens[18]).unwrap().expect("previous kept");
-        assert!(prev.superseded, "so it is told apart as rotated");
-        assert!(s.token_record(&tokens[17]).unwrap().is_none());
-        assert!(!s.token_record(&tokens[19]).unwrap().unwrap().superseded);
+        let oldest_kept = 80 - KEPT_TOKEN_ROWS as usize;
+        let old = s
+            .token_record(&tokens[oldest_kept])
+            .unwrap()
+            .expect("kept");
+        assert!(old.superseded, "so it is told apart as rotated");
+        assert!(s.token_record(&tokens[oldest_kept - 1]).unwrap().is_none());
+        assert!(!s.token_record(&tokens[79]).unwrap().unwrap().superseded);
     }
 }
