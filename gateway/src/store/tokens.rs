@@ -285,10 +285,7 @@ mod tests {
             "80 rotations leave the newest {KEPT_TOKEN_ROWS} rows"
         );
         let oldest_kept = 80 - KEPT_TOKEN_ROWS as usize;
-        let old = s
-            .token_record(&tokens[oldest_kept])
-            .unwrap()
-            .expect("kept");
+        let old = s.token_record(&tokens[oldest_kept]).unwrap().expect("kept");
         assert!(old.superseded, "so it is told apart as rotated");
         assert!(s.token_record(&tokens[oldest_kept - 1]).unwrap().is_none());
         assert!(!s.token_record(&tokens[79]).unwrap().unwrap().superseded);
