@@ -603,10 +603,17 @@ async fn another_user_cannot_spend_the_loopback_budget_of_the_operator() {
     drop(helper.stdin.take());
     let _ = helper.wait();
 
-    // The operator's own budget full (32 silent sockets of its own uid): the CLI says why.
+    // The operator's own budget full (32 silent sockets of its own uid): a WebSocket client is
+    // told why. (`claw health` on the gateway's home takes the admin socket, which no WebSocket
+    // budget touches, so the WebSocket path is asked for with --url.)
     let (_held, n) = silent_sockets(g.port, 32);
     assert_eq!(n, 32);
     let (code, _, err) = g.claw(&["health"]);
+    assert_eq!(
+        code, 0,
+        "the admin socket is not behind the WebSocket budget: {err}"
+    );
+    let (code, _, err) = g.claw(&["call", "health", "--url", &g.url]);
     assert_eq!(code, 69, "{err}");
     assert!(
         err.contains("too many unauthenticated sockets"),

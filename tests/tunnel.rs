@@ -1071,7 +1071,9 @@ async fn stock_clients_on_a_paired_device_need_no_token() {
     })
     .await
     .expect("the revoked device's stock client stayed connected");
-    assert_eq!(closed.0, 1008, "{closed:?}");
+    // 1008 when the close frame wins the race, 1006 when the revoke closes the device's whole
+    // QUIC connection first: either way the session is cut.
+    assert!(matches!(closed.0, 1006 | 1008), "{closed:?}");
 
     // Strict mode: the device's token or signature is required again.
     let g2 = tunnel_gateway(&["--strict-device-auth"]);

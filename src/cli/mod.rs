@@ -109,8 +109,8 @@ impl Cli {
 }
 
 impl Cmd {
-    /// Verbs that may make a new home: the gateway (`run`, `start`, `install`) and a device's
-    /// `tunnel pair`; verbs that need none; and `gateway status`, whose "not running" (exit 3) is
+    /// Verbs that may make a new home: the gateway (`run`, `start`, `install`), a device's
+    /// `tunnel pair` and `tunnel export-ssh-key` (a key for `claw devices add-ssh-key`); verbs that need none; and `gateway status`, whose "not running" (exit 3) is
     /// the true answer for a home that was never used. Every other verb on a missing home would
     /// create an empty store (and `pair` a new gateway identity), so it is refused instead.
     fn may_run_without_home(&self) -> bool {
@@ -118,7 +118,9 @@ impl Cmd {
         matches!(
             self,
             Cmd::Gateway(G::Run(_) | G::Start(_) | G::Install(_) | G::Status { .. })
-                | Cmd::Tunnel(tunnel::TunnelCmd::Pair { .. })
+                | Cmd::Tunnel(
+                    tunnel::TunnelCmd::Pair { .. } | tunnel::TunnelCmd::ExportSshKey { .. }
+                )
                 | Cmd::Completions(_)
                 | Cmd::Man
         )
