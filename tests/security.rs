@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use claw_gateway::auth::device_key::DeviceKey;
+use common::temp_user::TempUser;
 use common::*;
 use serde_json::{json, Value};
 
@@ -1084,20 +1085,6 @@ fn every_file_is_created_0600_and_every_directory_0700_with_no_wider_window() {
 // ---------------------------------------------------------------------------------------------
 // Admin socket and other uids
 
-/// Removes the throwaway user on drop.
-struct TempUser(String);
-
-impl Drop for TempUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.0).status();
-    }
-}
-
-fn id_of(user: &str, flag: &str) -> u32 {
-    let out = Command::new("id").args([flag, user]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
 /// Run by `the_admin_socket_refuses_another_uid` as the throwaway user (this test binary,
 /// re-executed): connects to the socket in `CLAW_TEST_ADMIN_SOCK`, sends a request and reports
 /// what happened on stdout.
@@ -1135,28 +1122,10 @@ fn admin_socket_client_helper() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_socket_refuses_another_uid() {
     use std::os::unix::process::CommandExt;
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "SKIPPED: the_admin_socket_refuses_another_uid needs root (to create a throwaway \
-             user); CI runs as root"
-        );
+    let Some(user) = TempUser::create("the_admin_socket_refuses_another_uid") else {
         return;
-    }
-    let name = format!("claw-test-{}", std::process::id());
-    let st = Command::new("useradd")
-        .args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            &name,
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "useradd {name}");
-    let _user = TempUser(name.clone());
-    let (uid, gid) = (id_of(&name, "-u"), id_of(&name, "-g"));
-    assert_ne!(uid, 0);
+    };
+    let (name, uid, gid) = (user.name.clone(), user.uid, user.gid);
 
     let g = Gateway::start(&[]);
     let sock = g.home.join("admin.sock");

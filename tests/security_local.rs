@@ -8,77 +8,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::temp_user::TempUser;
 use common::{claw_bin, claw_in, Gateway};
-
-/// A throwaway system user, removed on drop.
-struct TempUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl TempUser {
-    /// `None` (the test prints SKIPPED) when not root.
-    fn create(test: &str) -> Option<Self> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: {test} needs root (to create a throwaway user); CI runs as root");
-            return None;
-        }
-        let name = format!(
-            "claw-sl-{}-{}",
-            std::process::id(),
-            &test[..6.min(test.len())]
-        );
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                &name,
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd {name}");
-        let id = |flag: &str| -> u32 {
-            let out = Command::new("id").args([flag, &name]).output().unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-        };
-        let (uid, gid) = (id("-u"), id("-g"));
-        assert_ne!(uid, 0);
-        Some(Self { name, uid, gid })
-    }
-
-    /// A command that runs as this user.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new(program);
-        c.uid(self.uid).gid(self.gid).current_dir("/");
-        c
-    }
-
-    /// `sh -c script` as this user; panics when it fails.
-    fn sh(&self, script: &str) {
-        let out = self.command("sh").args(["-c", script]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "as {}: {script}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for TempUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Port squatting

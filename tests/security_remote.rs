@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use claw_tunnel::device::DeviceHome;
 use claw_tunnel::quic::client;
+use common::temp_user::TempUser;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -460,45 +461,6 @@ async fn large_pre_auth_messages_are_cut_while_they_arrive() {
 
 // Item 7: another local user cannot lock loopback clients out
 
-/// Removes the throwaway user on drop.
-struct TempUser(String);
-
-impl Drop for TempUser {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("userdel").arg(&self.0).status();
-    }
-}
-
-/// A throwaway system user (uid, gid), or `None` when not root (CI runs as root).
-fn temp_user(tag: &str) -> Option<(TempUser, u32, u32)> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to create a throwaway user; CI runs as root");
-        return None;
-    }
-    let name = format!("claw-sr-{tag}-{}", std::process::id());
-    let st = std::process::Command::new("useradd")
-        .args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            &name,
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "useradd {name}");
-    let id = |flag: &str| -> u32 {
-        let out = std::process::Command::new("id")
-            .args([flag, &name])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    let (uid, gid) = (id("-u"), id("-g"));
-    assert_ne!(uid, 0);
-    Some((TempUser(name), uid, gid))
-}
-
 /// Opens `n` sockets to 127.0.0.1:`port` that send an upgrade head and then stay silent;
 /// returns them with how many were upgraded (the rest got the 503).
 fn silent_sockets(port: u16, n: usize) -> (Vec<std::net::TcpStream>, usize) {
@@ -554,9 +516,12 @@ fn silent_sockets_helper() {
 async fn another_user_cannot_spend_the_loopback_budget_of_the_operator() {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
-    let Some((_user, uid, gid)) = temp_user("budget") else {
+    let Some(user) =
+        TempUser::create("another_user_cannot_spend_the_loopback_budget_of_the_operator")
+    else {
         return;
     };
+    let (uid, gid) = (user.uid, user.gid);
     let g = Gateway::start(&["--handshake-timeout", "60"]);
     let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
         .args([

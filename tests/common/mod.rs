@@ -2,6 +2,8 @@
 //! and talks to it with a real WebSocket client.
 #![allow(dead_code)]
 
+pub mod temp_user;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
