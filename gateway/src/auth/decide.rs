@@ -22,6 +22,16 @@ pub enum Origin {
     },
 }
 
+impl Origin {
+    /// How the audit log and the logs name where a socket came from.
+    pub fn audit_name(&self) -> &'static str {
+        match self {
+            Origin::Loopback => "loopback",
+            Origin::Tunnel { .. } => "tunnel",
+        }
+    }
+}
+
 /// A paired device as the store knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRecord {

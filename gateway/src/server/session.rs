@@ -202,17 +202,10 @@ fn origin_allowed(state: &GatewayState, header: Option<&str>, origin: &Origin) -
         .record(&sent);
     if first {
         tracing::info!(origin = %shown, "browser origin refused");
-        let source = match origin {
-            Origin::Loopback => "loopback",
-            Origin::Tunnel { .. } => "tunnel",
-        };
         let detail = format!("origin_not_allowed {shown}");
-        if let Err(e) = state
-            .store()
-            .audit("auth.failed", None, Some(source), &detail)
-        {
-            tracing::warn!(error = %e, "audit write failed");
-        }
+        crate::store::off_worker(|| {
+            state.audit("auth.failed", None, Some(origin.audit_name()), &detail)
+        });
     } else {
         tracing::debug!(origin = %shown, "browser origin refused again");
     }
@@ -484,10 +477,7 @@ async fn handshake(
             transport_identity: !state.config.strict_device_auth,
         }))
     })?;
-    let origin_name = match origin {
-        Origin::Loopback => "loopback",
-        Origin::Tunnel { .. } => "tunnel",
-    };
+    let origin_name = origin.audit_name();
     let decision = restrict_role(decision, origin, recorded_role.as_deref());
     match decision {
         Decision::Reject(r) => {
