@@ -1084,3 +1084,95 @@ async fn stock_clients_on_a_paired_device_need_no_token() {
         .refused();
     assert_eq!(close.0, 1008, "{close:?}");
 }
+
+/// Sets the wall clock of a gateway started under libfaketime (an offset like `+2d`).
+fn set_clock(file: &Path, offset: &str) {
+    let tmp = file.with_extension("new");
+    std::fs::write(&tmp, format!("{offset}\n")).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+/// The gateway host's wall clock stepped forward two days, then back four — the real binary
+/// under libfaketime with its monotonic clock left alone, as an NTP step leaves it. Nothing live
+/// is cut or expired en masse: the connected device keeps its tunnel and the shared-token
+/// session is never closed; the schedule rotates exactly once for the step forward (the device
+/// re-pairs over the tunnel) and not at all for the step back; a code made before the step
+/// forward has expired, and one made before the step back is refused rather than living four
+/// days longer, while a code made after it pairs.
+#[tokio::test]
+async fn wall_clock_steps_on_the_gateway_expire_nothing_live_and_rotate_once() {
+    let lib = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+    if !lib.exists() {
+        eprintln!("SKIP: libfaketime is not installed (apt-get install faketime)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = tmp.path().join("clock");
+    set_clock(&clock, "+0");
+    let g = Gateway::start_in_env(
+        &tmp.path().join("gw"),
+        &["--tunnel", "127.0.0.1:0", "--rotate-every", "1h"],
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("FAKETIME_TIMESTAMP_FILE", clock.as_os_str()),
+            ("FAKETIME_NO_CACHE", "1".as_ref()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+        ],
+    );
+    let d = paired(&g, &tmp, "dev").await;
+    let t = up(&d).await;
+    let gen0 = token_of(&d).1;
+    let shared = g.token();
+    let operator = Creds {
+        token: Some(&shared),
+        scopes: &["operator.read"],
+        ..Default::default()
+    };
+    let (_, mut session) = handshake(&g.url, &operator).await.hello();
+    let made_before_forward = pair_uri(&g, &[]);
+
+    set_clock(&clock, "+2d");
+    // The schedule looks at least every 30 s: the overdue rotation runs, once.
+    let t0 = std::time::Instant::now();
+    while token_of(&d).1 == gen0 && t0.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        token_of(&d).1,
+        gen0 + 1,
+        "one rotation for the step forward"
+    );
+    let res = call(&mut session, "health", json!({})).await;
+    assert_eq!(res["ok"], true, "{res}");
+    let pair_with = |uri: String, name: &'static str| {
+        let h = device_home(&tmp, name);
+        async move {
+            client::pair(
+                &DeviceHome::new(&h),
+                &PairingUri::parse(&uri).unwrap(),
+                None,
+                |_| {},
+            )
+            .await
+        }
+    };
+    let err = pair_with(made_before_forward, "late").await.unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    wait_connected(&t).await;
+    let (tok, _) = token_of(&d);
+    ws_via(&t, &d, &tok).await.hello();
+
+    let made_before_back = pair_uri(&g, &[]);
+    set_clock(&clock, "-2d");
+    // Longer than the schedule's longest nap: a rotation storm would have shown by now.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(token_of(&d).1, gen0 + 1, "no rotation for the step back");
+    let err = pair_with(made_before_back, "stale").await.unwrap_err();
+    assert!(err.to_string().contains("clock was set back"), "{err}");
+    pair_with(pair_uri(&g, &[]), "fresh").await.unwrap();
+    let res = call(&mut session, "health", json!({})).await;
+    assert_eq!(res["ok"], true, "the shared-token session lives on: {res}");
+    wait_connected(&t).await;
+    let (tok, _) = token_of(&d);
+    ws_via(&t, &d, &tok).await.hello();
+}

@@ -43,6 +43,11 @@ impl Gateway {
 
     /// Starts a gateway on an existing home.
     pub fn start_in(home: &Path, extra: &[&str]) -> Self {
+        Self::start_in_env(home, extra, &[])
+    }
+
+    /// Starts a gateway on an existing home with extra environment variables.
+    pub fn start_in_env(home: &Path, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let mut args: Vec<String> = vec![
             "--home".into(),
             home.display().to_string(),
@@ -58,6 +63,7 @@ impl Gateway {
         let mut child = Command::new(claw_bin())
             .args(&args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -58,6 +58,8 @@ pub fn split(code: &str) -> Option<(&str, &str)> {
 pub struct CodeRecord {
     /// SHA-256 of the secret.
     pub secret_hash: [u8; 32],
+    /// When it was minted (gateway clock).
+    pub minted_at_ms: u64,
     /// Expiry.
     pub expires_at_ms: u64,
     /// Wrong secrets so far.
@@ -78,6 +80,9 @@ pub enum Verdict {
     },
     /// Past its expiry.
     Expired,
+    /// The gateway's clock is now more than [`CLOCK_BACK_SLACK_MS`] before the code's minting: the
+    /// clock was set back, and the code would otherwise live that much longer than it was given.
+    ClockMovedBack,
     /// Redeemed or burned before.
     Used,
     /// No such code (or malformed).
@@ -94,11 +99,18 @@ impl Verdict {
                 "pairing code is wrong and now burned; ask for a new `claw pair` code"
             }
             Verdict::Expired => "pairing code expired; ask for a new `claw pair` code",
+            Verdict::ClockMovedBack => {
+                "the gateway's clock was set back since this pairing code was made; ask for a new `claw pair` code"
+            }
             Verdict::Used => "pairing code was already used; ask for a new `claw pair` code",
             Verdict::Unknown => "unknown pairing code",
         }
     }
 }
+
+/// How far the gateway's clock may stand before a code's minting and the code still count
+/// (small NTP steps); beyond it the verdict is [`Verdict::ClockMovedBack`].
+pub const CLOCK_BACK_SLACK_MS: u64 = 5 * 60_000;
 
 /// Judges `secret` against the stored record at `now_ms`.
 pub fn judge(rec: Option<&CodeRecord>, secret: &str, now_ms: u64) -> Verdict {
@@ -110,6 +122,9 @@ pub fn judge(rec: Option<&CodeRecord>, secret: &str, now_ms: u64) -> Verdict {
     }
     if now_ms >= rec.expires_at_ms {
         return Verdict::Expired;
+    }
+    if now_ms.saturating_add(CLOCK_BACK_SLACK_MS) < rec.minted_at_ms {
+        return Verdict::ClockMovedBack;
     }
     if bool::from(token_hash(secret).ct_eq(&rec.secret_hash)) {
         Verdict::Accept
@@ -151,6 +166,7 @@ mod tests {
         let (_, secret) = split(&c.code).unwrap();
         let rec = CodeRecord {
             secret_hash: c.secret_hash,
+            minted_at_ms: 0,
             expires_at_ms: 1000,
             attempts: 0,
             used: false,
@@ -182,8 +198,9 @@ mod tests {
 
     /// The wall clock jumping: the verdict is a comparison with the stored expiry, so a jump
     /// never panics or wraps. Forward past the expiry: `Expired` (the code is not burned, no
-    /// attempt is counted); backward, even to before the code was minted: the code stays valid
-    /// until its expiry (one use, three tries), nothing else changes.
+    /// attempt is counted). Backward by a small step (within the slack): still valid, one use
+    /// and three tries. Backward further: `ClockMovedBack`, counting no attempt — a code must not
+    /// outlive the lifetime it was given because the clock was set back days.
     #[test]
     fn clock_jumps_forward_and_back() {
         let c = mint();
@@ -191,6 +208,7 @@ mod tests {
         let minted_at = 1_700_000_000_000;
         let rec = CodeRecord {
             secret_hash: c.secret_hash,
+            minted_at_ms: minted_at,
             expires_at_ms: minted_at + 600_000,
             attempts: 0,
             used: false,
@@ -211,8 +229,24 @@ mod tests {
                 "an expired code counts no attempt"
             );
         }
-        for back in [1, 3_600_000, minted_at] {
+        for back in [1, CLOCK_BACK_SLACK_MS] {
             assert_eq!(judge(Some(&rec), secret, minted_at - back), Verdict::Accept);
+        }
+        for back in [
+            CLOCK_BACK_SLACK_MS + 1,
+            3_600_000,
+            4 * 86_400_000,
+            minted_at,
+        ] {
+            assert_eq!(
+                judge(Some(&rec), secret, minted_at - back),
+                Verdict::ClockMovedBack
+            );
+            assert_eq!(
+                judge(Some(&rec), "wrong", minted_at - back),
+                Verdict::ClockMovedBack,
+                "no attempt is counted while the clock is behind"
+            );
         }
     }
 }
@@ -247,6 +281,7 @@ mod proptests {
             let c = mint();
             let rec = CodeRecord {
                 secret_hash: c.secret_hash,
+                minted_at_ms: 0,
                 expires_at_ms: u64::MAX,
                 attempts,
                 used: false,
@@ -290,7 +325,7 @@ mod proptests {
         #[test]
         fn only_the_minted_secret_is_accepted(guess in "[A-Za-z0-9_-]{22}", attempts in 0u32..6, now in any::<u64>()) {
             let c = mint();
-            let rec = CodeRecord { secret_hash: c.secret_hash, expires_at_ms: u64::MAX, attempts, used: false };
+            let rec = CodeRecord { secret_hash: c.secret_hash, minted_at_ms: 0, expires_at_ms: u64::MAX, attempts, used: false };
             let v = judge(Some(&rec), &guess, now.min(u64::MAX - 1));
             let real = split(&c.code).unwrap().1;
             if attempts >= MAX_ATTEMPTS {

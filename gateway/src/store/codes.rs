@@ -102,13 +102,14 @@ impl Store {
         let tx = self.write_tx()?;
         let row: Option<StoredCode> = tx
             .query_row(
-                "SELECT secret_hash, expires_at_ms, attempts, used_at_ms, require_approval, name FROM pairing_codes WHERE code_id = ?1",
+                "SELECT secret_hash, expires_at_ms, attempts, used_at_ms, require_approval, name, created_at_ms FROM pairing_codes WHERE code_id = ?1",
                 [id],
                 |r| {
                     let hash: Vec<u8> = r.get(0)?;
                     Ok(StoredCode {
                         record: CodeRecord {
                             secret_hash: hash.as_slice().try_into().unwrap_or([0u8; 32]),
+                            minted_at_ms: r.get::<_, i64>(6)? as u64,
                             expires_at_ms: r.get::<_, i64>(1)? as u64,
                             attempts: r.get::<_, i64>(2)? as u32,
                             used: r.get::<_, Option<i64>>(3)?.is_some(),

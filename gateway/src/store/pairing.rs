@@ -75,6 +75,20 @@ impl PendingRequest {
     }
 }
 
+/// A request is live from its creation (minus the clock slack) until its expiry: a clock set
+/// back days neither keeps it waiting that much longer nor lets it be approved then (the device
+/// asks again). Placeholders: `?1` now, `?2` now plus the slack.
+const LIVE: &str = "expires_at_ms > ?1 AND created_at_ms <= ?2";
+
+/// `(now, now + slack)` for [`LIVE`].
+fn live_params() -> (i64, i64) {
+    let now = now_ms();
+    (
+        now as i64,
+        now.saturating_add(crate::auth::pairing_code::CLOCK_BACK_SLACK_MS) as i64,
+    )
+}
+
 /// Most pending requests kept; beyond it new requests are refused (a flood cannot fill the disk).
 pub const MAX_PENDING: i64 = 256;
 
@@ -88,9 +102,10 @@ impl Store {
     ) -> Result<PendingRequest> {
         let now = now_ms();
         let tx = self.write_tx()?;
+        let (at, slack) = live_params();
         tx.execute(
-            "DELETE FROM pairing_requests WHERE expires_at_ms <= ?1",
-            [now as i64],
+            &format!("DELETE FROM pairing_requests WHERE NOT ({LIVE})"),
+            params![at, slack],
         )?;
         let existing = tx
             .query_row(
@@ -147,19 +162,21 @@ impl Store {
     /// Unexpired pending requests, oldest first.
     pub fn pending(&self) -> Result<Vec<PendingRequest>> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLS} FROM pairing_requests WHERE expires_at_ms > ?1 ORDER BY created_at_ms, request_id"
+            "SELECT {COLS} FROM pairing_requests WHERE {LIVE} ORDER BY created_at_ms, request_id"
         ))?;
+        let (at, slack) = live_params();
         let rows = stmt
-            .query_map([now_ms() as i64], from_row)?
+            .query_map(params![at, slack], from_row)?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     /// Number of expired requests still stored.
     pub fn expired_request_count(&self) -> Result<u64> {
+        let (at, slack) = live_params();
         let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM pairing_requests WHERE expires_at_ms <= ?1",
-            [now_ms() as i64],
+            &format!("SELECT COUNT(*) FROM pairing_requests WHERE NOT ({LIVE})"),
+            params![at, slack],
             |r| r.get(0),
         )?;
         Ok(n as u64)
@@ -167,9 +184,10 @@ impl Store {
 
     /// Deletes expired requests; returns how many.
     pub fn prune_expired_requests(&mut self) -> Result<u64> {
+        let (at, slack) = live_params();
         Ok(self.conn.execute(
-            "DELETE FROM pairing_requests WHERE expires_at_ms <= ?1",
-            [now_ms() as i64],
+            &format!("DELETE FROM pairing_requests WHERE NOT ({LIVE})"),
+            params![at, slack],
         )? as u64)
     }
 
@@ -199,15 +217,18 @@ impl Store {
     }
 
     fn take_request(&mut self, request_id: &str) -> Result<PendingRequest> {
+        let (at, slack) = live_params();
         let tx = self.write_tx()?;
         let req = tx
             .query_row(
-                &format!("SELECT {COLS} FROM pairing_requests WHERE request_id = ?1 AND expires_at_ms > ?2"),
-                params![request_id, now_ms() as i64],
+                &format!("SELECT {COLS} FROM pairing_requests WHERE {LIVE} AND request_id = ?3"),
+                params![at, slack, request_id],
                 from_row,
             )
             .optional()?
-            .ok_or_else(|| StoreError::NotFound(format!("no pending pairing request {request_id}")))?;
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("no pending pairing request {request_id}"))
+            })?;
         tx.execute(
             "DELETE FROM pairing_requests WHERE request_id = ?1",
             [request_id],

@@ -125,6 +125,39 @@ fn pairing_requests_flow() {
     assert_eq!(s.prune_expired_requests().unwrap(), 1);
 }
 
+/// A clock set back days after a request was made: the request neither waits days longer nor
+/// can be approved then (its creation lies beyond the clock slack ahead of now); within the
+/// slack it is still live.
+#[test]
+fn a_pairing_request_does_not_outlive_a_clock_set_back() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    let r = s.request_pairing(&dev("d11"), "tunnel", 600_000).unwrap();
+    let shift = |s: &Store, by_ms: u64| {
+        s.conn
+            .execute(
+                "UPDATE pairing_requests SET created_at_ms = created_at_ms + ?1, expires_at_ms = expires_at_ms + ?1",
+                [by_ms as i64],
+            )
+            .unwrap();
+    };
+    // The clock stepped back by a minute: still waiting.
+    shift(&s, 60_000);
+    assert_eq!(s.pending().unwrap().len(), 1);
+    // Stepped back a day: gone, and not approvable.
+    shift(&s, 86_400_000);
+    assert!(s.pending().unwrap().is_empty());
+    assert_eq!(s.expired_request_count().unwrap(), 1);
+    assert!(matches!(
+        s.approve_request(&r.request_id, "admin"),
+        Err(StoreError::NotFound(_))
+    ));
+    // The device asks again: a fresh request.
+    let again = s.request_pairing(&dev("d11"), "tunnel", 600_000).unwrap();
+    assert_ne!(again.request_id, r.request_id);
+    assert_eq!(s.pending().unwrap().len(), 1);
+}
+
 #[test]
 fn corrupt_file_is_reported_not_clobbered() {
     let t = tempfile::tempdir().unwrap();

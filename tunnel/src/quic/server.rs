@@ -496,7 +496,10 @@ async fn control_stream(
                 Ok(Err(verdict)) => {
                     let code = match verdict {
                         claw_gateway::auth::pairing_code::Verdict::Wrong { .. } => "code_wrong",
-                        claw_gateway::auth::pairing_code::Verdict::Expired => "code_expired",
+                        claw_gateway::auth::pairing_code::Verdict::Expired
+                        | claw_gateway::auth::pairing_code::Verdict::ClockMovedBack => {
+                            "code_expired"
+                        }
                         claw_gateway::auth::pairing_code::Verdict::Used => "code_used",
                         _ => "code_unknown",
                     };
