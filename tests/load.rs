@@ -456,3 +456,84 @@ async fn connect_and_auth_churn_at_the_highest_sustainable_rate_has_no_errors() 
         "gateway RSS grew from {rss_before} to {rss_after} KiB over the churn"
     );
 }
+
+/// A gateway whose open-file limit is 256, soft and hard (it cannot raise it): it caps its
+/// connections below the descriptor limit and says so in `gateway status` (`maxConnections`);
+/// every socket past the cap is answered `503` at once — no client hangs in the accept backlog —
+/// while the admin socket and the store keep working; and once the sessions go, new ones are
+/// served again. (Before, the cap stayed at 20,000: the gateway ran into EMFILE, which also
+/// failed its admin socket and store.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_low_open_file_limit_caps_connections_with_clear_refusals_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    let _turn = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Gateway::start_in_cmd(&tmp.path().join("home"), &[], |c| {
+        // SAFETY: setrlimit is a single async-signal-safe system call.
+        unsafe {
+            c.pre_exec(|| {
+                use nix::sys::resource::{setrlimit, Resource};
+                setrlimit(Resource::RLIMIT_NOFILE, 256, 256).map_err(std::io::Error::from)
+            });
+        }
+    });
+    let status = |g: &Gateway| {
+        let (code, out, err) = g.claw(&["gateway", "status", "--json"]);
+        assert_eq!(code, 0, "the admin socket answers: {err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let cap = status(&g)["maxConnections"].as_u64().unwrap();
+    assert!(
+        (16..=128).contains(&cap),
+        "capped below 256 descriptors: {cap}"
+    );
+
+    let token = g.token();
+    let creds = Creds {
+        token: Some(&token),
+        scopes: &["operator.read"],
+        ..Default::default()
+    };
+    let attempts = 3 * cap;
+    let (mut held, mut refused) = (Vec::new(), 0u64);
+    for i in 0..attempts {
+        match tokio::time::timeout(STEP, session(g.port, source(i), &creds)).await {
+            Err(_) => panic!("attempt {i} hung"),
+            Ok(Ok((ws, _))) => held.push(ws),
+            Ok(Err(e)) => {
+                assert!(e.contains("503"), "attempt {i}: {e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        held.len() as u64 <= cap,
+        "{} held over a cap of {cap}",
+        held.len()
+    );
+    assert!(
+        held.len() as u64 >= cap / 2,
+        "only {} held (cap {cap})",
+        held.len()
+    );
+    assert!(refused >= cap, "{refused} refused");
+    // Full, and still administrable: the admin socket answers and the store is read.
+    assert!(status(&g)["openSockets"].as_u64().unwrap() >= held.len() as u64);
+    let (code, _, err) = g.claw(&["devices", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    for (i, ws) in held.iter_mut().enumerate().take(4) {
+        health(ws, &format!("h{i}"))
+            .await
+            .expect("held sessions serve");
+    }
+
+    drop(held);
+    let t0 = Instant::now();
+    while status(&g)["openSockets"].as_u64().unwrap() > 0 && t0.elapsed() < STEP {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut ws, _) = session(g.port, source(0), &creds)
+        .await
+        .expect("served again after the sessions went");
+    health(&mut ws, "after").await.unwrap();
+}

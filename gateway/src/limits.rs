@@ -22,6 +22,28 @@ pub const PREAUTH_READ_PER_SOCKET: usize = crate::protocol::frames::MAX_PREAUTH_
 /// refused past it (each socket's reads beyond it fail and the socket closes).
 pub const PREAUTH_READ_GLOBAL: usize = 64 * 1024 * 1024;
 
+/// Descriptors kept back from connections: the store and its WAL, snapshots, the log, the admin
+/// socket and its clients, the tunnel's UDP socket, `gateway.json` writes, SSH host keys.
+pub const RESERVED_FDS: u64 = 128;
+
+/// Fewest connections a gateway is capped at, whatever the open-file limit says.
+pub const MIN_CONNECTIONS: usize = 16;
+
+/// The connection cap the open-file limit allows (pure): `requested`, or less when the soft
+/// limit `nofile` cannot hold it. A socket that arrives through the tunnel or the SSH forward
+/// costs the gateway process two descriptors (the forward's outbound one and the accepted one),
+/// so each connection is counted twice, after [`RESERVED_FDS`]. Hitting the cap refuses a socket
+/// cleanly; hitting the descriptor limit instead (EMFILE) would fail the store, the admin socket
+/// and the log too.
+pub fn connection_cap(requested: usize, nofile: u64) -> usize {
+    let room = nofile.saturating_sub(RESERVED_FDS) / 2;
+    requested.min(
+        usize::try_from(room)
+            .unwrap_or(usize::MAX)
+            .max(MIN_CONNECTIONS),
+    )
+}
+
 /// Who a socket's pre-auth budget is charged to. Tunnelled and SSH-forwarded sockets: their
 /// device (the transport authenticated its key, and devices behind one NAT must not share a
 /// budget). Loopback sockets of the gateway's own uid (`own_uid`): their address, as before.
@@ -177,6 +199,19 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_cap_follows_the_open_file_limit() {
+        assert_eq!(connection_cap(20_000, 1 << 20), 20_000);
+        assert_eq!(connection_cap(20_000, 1_024), 448);
+        assert_eq!(connection_cap(20_000, 256), 64);
+        assert_eq!(connection_cap(100, 256), 64);
+        assert_eq!(connection_cap(10, 256), 10);
+        // A limit below the reserve still leaves a few connections rather than none.
+        assert_eq!(connection_cap(20_000, 64), MIN_CONNECTIONS);
+        assert_eq!(connection_cap(20_000, 0), MIN_CONNECTIONS);
+        assert_eq!(connection_cap(1, 0), 1);
+    }
 
     #[test]
     fn caps_each_key_separately_and_frees_on_drop_or_release() {

@@ -178,21 +178,50 @@ fn parse_exposes(
 /// Raises the soft open-file limit to the hard limit, as long-running servers do (Go's runtime
 /// does it for every program; nginx has `worker_rlimit_nofile`): every session is a socket, and
 /// a distribution's default soft limit of 1,024 would cap a gateway far below what it can hold.
-/// Failure is logged, not fatal: the gateway still serves up to the current limit.
-fn raise_open_file_limit() {
+/// Failure is logged, not fatal: the gateway still serves up to the current limit. Returns the
+/// soft limit now in force (`u64::MAX` when it cannot be read).
+fn raise_open_file_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         // An unlimited hard limit is capped at the kernel's usual `fs.nr_open` (2^20).
         Ok((soft, hard)) if soft < hard.min(1 << 20) => {
             let to = hard.min(1 << 20);
             match setrlimit(Resource::RLIMIT_NOFILE, to, hard) {
-                Ok(()) => tracing::debug!(from = soft, to, "raised the open-file limit"),
-                Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open-file limit"),
+                Ok(()) => {
+                    tracing::debug!(from = soft, to, "raised the open-file limit");
+                    to
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, soft, "cannot raise the open-file limit");
+                    soft
+                }
             }
         }
-        Ok((soft, _)) => tracing::debug!(limit = soft, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+        Ok((soft, _)) => {
+            tracing::debug!(limit = soft, "open-file limit");
+            soft
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            u64::MAX
+        }
     }
+}
+
+/// `--max-connections`, capped by what the open-file limit can hold (a socket over the cap is
+/// refused with 503; one over the descriptor limit would fail the store and the admin socket).
+fn connection_cap(requested: usize, nofile: u64) -> usize {
+    let cap = claw_gateway::limits::connection_cap(requested, nofile);
+    if cap < requested {
+        tracing::warn!(
+            nofile,
+            requested,
+            cap,
+            "the open-file limit caps the gateway at {cap} connections; raise it (ulimit -n, or \
+             LimitNOFILE= in the unit) to hold {requested}"
+        );
+    }
+    cap
 }
 
 /// Runs a gateway verb.
@@ -343,7 +372,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
              local user can guess a short token; use a long random one (or let claw generate it)"
         );
     }
-    raise_open_file_limit();
+    let nofile = raise_open_file_limit();
     let store = Store::open(&home.store_path())
         .with_context(|| "cannot open the state store (run `claw doctor`)")?;
     let allowed_origins = a
@@ -369,7 +398,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         max_preauth_per_source: a.max_preauth.max(1),
         rotate_every: a.rotate_every.map(Into::into),
         strict_device_auth: a.strict_device_auth,
-        max_connections: a.max_connections.max(1),
+        max_connections: connection_cap(a.max_connections.max(1), nofile),
         ..GatewayConfig::default()
     };
     if let Some(every) = config.rotate_every {

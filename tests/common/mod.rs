@@ -48,6 +48,13 @@ impl Gateway {
 
     /// Starts a gateway on an existing home with extra environment variables.
     pub fn start_in_env(home: &Path, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        Self::start_in_cmd(home, extra, |c| {
+            c.envs(env.iter().copied());
+        })
+    }
+
+    /// Starts a gateway on an existing home, `customize` adjusting the command first.
+    pub fn start_in_cmd(home: &Path, extra: &[&str], customize: impl FnOnce(&mut Command)) -> Self {
         let mut args: Vec<String> = vec![
             "--home".into(),
             home.display().to_string(),
@@ -60,14 +67,13 @@ impl Gateway {
             args.extend(["--auth-fail-delay-ms".into(), "0".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut child = Command::new(claw_bin())
-            .args(&args)
+        let mut cmd = Command::new(claw_bin());
+        cmd.args(&args)
             .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn claw");
+            .stderr(Stdio::inherit());
+        customize(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn claw");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();

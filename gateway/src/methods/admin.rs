@@ -8,7 +8,8 @@ use crate::state::GatewayState;
 
 /// `gateway.status`: runtime facts for `claw gateway status` and `claw channels status`.
 ///
-/// Besides the `status` payload: `running`, `openSockets`, and `clients`, one entry per live
+/// Besides the `status` payload: `running`, `openSockets`, `maxConnections` (the cap in force,
+/// after the open-file limit), and `clients`, one entry per live
 /// authenticated session: `{connId, channel, origin, method, deviceId?, client, connectedAtMs,
 /// idleMs}` (`channel` is `ws` for loopback WebSocket sessions, `tunnel` for sessions carried by
 /// the tunnel or SSH forward), oldest first.
@@ -18,6 +19,7 @@ pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
     v["openSockets"] = json!(state
         .open_sockets
         .load(std::sync::atomic::Ordering::Relaxed));
+    v["maxConnections"] = json!(state.config.max_connections);
     v["clients"] = clients(state);
     if let Some(every) = state.config.rotate_every {
         let last = state.store().root_rotated_at_ms().unwrap_or(0);

@@ -113,13 +113,20 @@ async fn drain(state: &GatewayState) {
 
 /// Accepts TCP connections. A socket counts against `max_connections` from the moment it is
 /// accepted — before its HTTP head is read — so sockets that never finish their head cannot
-/// pile up past the cap (and the fd limit); over the cap a socket is closed at once.
+/// pile up past the cap (and the fd limit); over the cap a socket is answered 503 and closed.
 async fn accept_loop(state: Arc<GatewayState>, listener: TcpListener) {
+    let answering = Arc::new(tokio::sync::Semaphore::new(OVER_CAP_ANSWERS));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let Some(counted) = OpenSocket::take(&state) else {
-                    drop(stream);
+                    // Told why, by a bounded number of short-lived answerers; past them, closed.
+                    if let Ok(permit) = answering.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            answer_over_cap(stream).await;
+                            drop(permit);
+                        });
+                    }
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
@@ -140,6 +147,35 @@ async fn accept_loop(state: Arc<GatewayState>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// What a socket over `max_connections` is told before it is closed.
+const OVER_CAP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 51\r\n\r\ngateway is at its connection limit; try again soon\n";
+
+/// Sockets over the cap being answered at once (each holds a descriptor for at most
+/// [`OVER_CAP_WAIT`]; they come out of the reserve `limits::connection_cap` keeps).
+const OVER_CAP_ANSWERS: usize = 32;
+
+/// How long an over-cap socket may take to send its request head.
+const OVER_CAP_WAIT: Duration = Duration::from_secs(2);
+
+/// Reads the request head (so closing is a FIN, not a reset that would discard the answer),
+/// writes [`OVER_CAP`] and closes; bounded by [`OVER_CAP_WAIT`].
+async fn answer_over_cap(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(OVER_CAP_WAIT, async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < http::MAX_HEAD {
+            match stream.read(&mut buf).await? {
+                0 => break,
+                n => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        stream.write_all(OVER_CAP).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// How long an accept loop waits after a failed `accept` (EMFILE: a spinning loop would burn a
@@ -164,5 +200,27 @@ impl OpenSocket {
 impl Drop for OpenSocket {
     fn drop(&mut self) {
         self.0.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_over_cap_answer_is_a_well_formed_503_with_its_length() {
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut res = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head) = res.parse(OVER_CAP).unwrap() else {
+            panic!("incomplete head");
+        };
+        assert_eq!(res.code, Some(503));
+        let len: usize = res
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+            .unwrap();
+        assert_eq!(OVER_CAP.len() - head, len);
     }
 }
