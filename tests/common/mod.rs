@@ -2,6 +2,7 @@
 //! and talks to it with a real WebSocket client.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod temp_user;
 
 use std::io::{BufRead, BufReader};
