@@ -12,6 +12,7 @@ mod pair;
 mod qr;
 mod service;
 mod tunnel;
+mod tunnel_service;
 
 use std::path::PathBuf;
 

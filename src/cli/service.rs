@@ -21,6 +21,57 @@ pub const UNIT: &str = "claw-gateway.service";
 /// The launchd label.
 pub const LAUNCHD_LABEL: &str = "dev.claw.gateway";
 
+/// Which claw process a unit keeps running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `claw gateway run` on the gateway host.
+    Gateway,
+    /// `claw tunnel up` on a paired device.
+    Tunnel,
+}
+
+impl Kind {
+    /// The unit's file name.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::Gateway => UNIT,
+            Self::Tunnel => "claw-tunnel.service",
+        }
+    }
+    /// The launchd label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Gateway => LAUNCHD_LABEL,
+            Self::Tunnel => "dev.claw.tunnel",
+        }
+    }
+    /// The verb the unit runs.
+    fn verb(self) -> [&'static str; 2] {
+        match self {
+            Self::Gateway => ["gateway", "run"],
+            Self::Tunnel => ["tunnel", "up"],
+        }
+    }
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Gateway => (
+                "claw gateway (loopback-only remote access for local AI agents)",
+                "the gateway reads its token",
+            ),
+            Self::Tunnel => (
+                "claw tunnel (this device's QUIC link to its claw gateway)",
+                "the tunnel reads its key and device token",
+            ),
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Tunnel => "tunnel",
+        }
+    }
+}
+
 /// Where the service is installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scope {
@@ -187,9 +238,55 @@ fn check_path(p: &Path) -> anyhow::Result<String> {
     Ok(s.to_string())
 }
 
-/// The systemd unit text.
+/// Checks the flags a `claw tunnel up` unit runs with: they must parse as `tunnel up` flags (the
+/// real command line), stay in the foreground (no `--daemon`: the service manager supervises it),
+/// name no other home, and carry no character systemd would interpret.
+pub fn check_tunnel_flags(flags: &[String]) -> Result<(), FlagError> {
+    if let Some(bad) = flags.iter().find(|f| {
+        f.chars()
+            .any(|c| c.is_control() || matches!(c, '"' | '\'' | '\\' | '%' | '$' | '`'))
+    }) {
+        return Err(FlagError::Unsafe(bad.clone()));
+    }
+    if let Some(f) = flags.iter().find(|f| {
+        ["--daemon", "--home"]
+            .iter()
+            .any(|x| *f == x || f.starts_with(&format!("{x}=")))
+    }) {
+        return Err(FlagError::Invalid(format!(
+            "{f} cannot go into the unit (it runs `tunnel up` in the foreground on the installing home)"
+        )));
+    }
+    <super::Cli as clap::Parser>::try_parse_from(
+        ["claw", "tunnel", "up"]
+            .into_iter()
+            .map(String::from)
+            .chain(flags.iter().cloned()),
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+        FlagError::Invalid(first.trim_start_matches("error: ").to_string())
+    })
+}
+
+/// The gateway's systemd unit text.
+#[cfg(test)]
 pub fn systemd_unit(exe: &str, home: &str, flags: &[String], scope: Scope) -> String {
-    let args: Vec<String> = [exe, "--home", home, "gateway", "run"]
+    systemd_unit_of(Kind::Gateway, exe, home, flags, scope)
+}
+
+/// The systemd unit text for `kind`.
+pub fn systemd_unit_of(
+    kind: Kind,
+    exe: &str,
+    home: &str,
+    flags: &[String],
+    scope: Scope,
+) -> String {
+    let [verb, sub] = kind.verb();
+    let (description, reads) = kind.describe();
+    let args: Vec<String> = [exe, "--home", home, verb, sub]
         .iter()
         .map(|s| unit_arg(s))
         .chain(flags.iter().map(|f| unit_arg(f)))
@@ -209,11 +306,12 @@ pub fn systemd_unit(exe: &str, home: &str, flags: &[String], scope: Scope) -> St
                 .unwrap_or_else(|| "root".into())
         ),
     };
+    let what = kind.name();
     format!(
-        "# Written by `claw gateway install`; remove with `claw gateway uninstall`.\n\
-         # No secret lives here: the gateway reads its token from {home} at every start.\n\
+        "# Written by `claw {what} install`; remove with `claw {what} uninstall`.\n\
+         # No secret lives here: {reads} from {home} at every start.\n\
          [Unit]\n\
-         Description=claw gateway (loopback-only remote access for local AI agents)\n\
+         Description={description}\n\
          After=network-online.target\n\
          Wants=network-online.target\n\
          \n\
@@ -223,7 +321,7 @@ pub fn systemd_unit(exe: &str, home: &str, flags: &[String], scope: Scope) -> St
          ExecStart={exec}\n\
          Restart=on-failure\n\
          RestartSec=2\n\
-         # claw exits 75 when another gateway holds the home and 78 on a refused configuration:\n\
+         # claw exits 75 when another {what} holds the home and 78 on a refused configuration:\n\
          # restarting would not help either.\n\
          RestartPreventExitStatus=75 78\n\
          UMask=0077\n\
@@ -248,9 +346,16 @@ fn xml(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The launchd agent (`~/Library/LaunchAgents/dev.claw.gateway.plist`).
+/// The gateway's launchd agent (`~/Library/LaunchAgents/dev.claw.gateway.plist`).
+#[cfg(test)]
 pub fn launchd_plist(exe: &str, home: &str, flags: &[String]) -> String {
-    let args: String = [exe, "--home", home, "gateway", "run"]
+    launchd_plist_of(Kind::Gateway, exe, home, flags)
+}
+
+/// The launchd agent for `kind` (`~/Library/LaunchAgents/LABEL.plist`).
+pub fn launchd_plist_of(kind: Kind, exe: &str, home: &str, flags: &[String]) -> String {
+    let [verb, sub] = kind.verb();
+    let args: String = [exe, "--home", home, verb, sub]
         .iter()
         .map(|s| s.to_string())
         .chain(flags.iter().cloned())
@@ -259,11 +364,11 @@ pub fn launchd_plist(exe: &str, home: &str, flags: &[String]) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
-         <!-- Written by `claw gateway install`. No secret lives here: the gateway reads its token from the home at every start. -->\n\
+         <!-- Written by `claw {what} install`. No secret lives here: {reads} from the home at every start. -->\n\
          <plist version=\"1.0\">\n\
          <dict>\n\
          \x20 <key>Label</key>\n\
-         \x20 <string>{LAUNCHD_LABEL}</string>\n\
+         \x20 <string>{label}</string>\n\
          \x20 <key>ProgramArguments</key>\n\
          \x20 <array>\n\
          {args}\
@@ -281,14 +386,23 @@ pub fn launchd_plist(exe: &str, home: &str, flags: &[String]) -> String {
          \x20 <integer>63</integer>\n\
          </dict>\n\
          </plist>\n",
-        log = xml(&format!("{home}/gateway.log")),
+        log = xml(&format!("{home}/{}.log", kind.name())),
+        what = kind.name(),
+        reads = kind.describe().1,
+        label = kind.label(),
     )
 }
 
-/// Where a unit of `scope` lives.
+/// Where the gateway's unit of `scope` lives.
 fn unit_path(scope: Scope) -> anyhow::Result<PathBuf> {
+    unit_path_of(Kind::Gateway, scope)
+}
+
+/// Where `kind`'s unit of `scope` lives.
+fn unit_path_of(kind: Kind, scope: Scope) -> anyhow::Result<PathBuf> {
+    let unit = kind.unit();
     Ok(match scope {
-        Scope::System => PathBuf::from("/etc/systemd/system").join(UNIT),
+        Scope::System => PathBuf::from("/etc/systemd/system").join(unit),
         Scope::User => {
             let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
                 Some(x) => PathBuf::from(x),
@@ -300,7 +414,7 @@ fn unit_path(scope: Scope) -> anyhow::Result<PathBuf> {
                 })?)
                 .join(".config"),
             };
-            base.join("systemd/user").join(UNIT)
+            base.join("systemd/user").join(unit)
         }
     })
 }
@@ -348,15 +462,26 @@ fn systemctl(scope: Scope, args: &[&str]) -> anyhow::Result<()> {
 
 /// `claw gateway install`.
 pub fn install(home: &Home, a: InstallArgs) -> anyhow::Result<u8> {
-    check_run_flags(&a.run_flags).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+    install_kind(Kind::Gateway, home, a)
+}
+
+/// `claw gateway install` / `claw tunnel install`.
+pub fn install_kind(kind: Kind, home: &Home, a: InstallArgs) -> anyhow::Result<u8> {
+    match kind {
+        Kind::Gateway => check_run_flags(&a.run_flags),
+        Kind::Tunnel => check_tunnel_flags(&a.run_flags),
+    }
+    .map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+    let unit = kind.unit();
+    let what = kind.name();
     let scope = Scope::of(a.system);
     let exe = std::env::current_exe().context("cannot find the claw executable")?;
     let exe = check_path(&exe)?;
     let root = std::path::absolute(home.root()).context("cannot resolve the home directory")?;
     let home_s = check_path(&root)?;
     let text = match a.format.unwrap_or_else(default_format) {
-        Format::Systemd => systemd_unit(&exe, &home_s, &a.run_flags, scope),
-        Format::Launchd => launchd_plist(&exe, &home_s, &a.run_flags),
+        Format::Systemd => systemd_unit_of(kind, &exe, &home_s, &a.run_flags, scope),
+        Format::Launchd => launchd_plist_of(kind, &exe, &home_s, &a.run_flags),
     };
     if a.print {
         print!("{text}");
@@ -365,24 +490,29 @@ pub fn install(home: &Home, a: InstallArgs) -> anyhow::Result<u8> {
     if a.format.unwrap_or_else(default_format) == Format::Launchd {
         return Err(fail(
             exit::CONFIG,
-            format!("installing a launchd agent is done with launchctl: `claw gateway install --print --format launchd > ~/Library/LaunchAgents/{LAUNCHD_LABEL}.plist && launchctl load ~/Library/LaunchAgents/{LAUNCHD_LABEL}.plist`"),
+            format!("installing a launchd agent is done with launchctl: `claw {what} install --print --format launchd > ~/Library/LaunchAgents/{label}.plist && launchctl load ~/Library/LaunchAgents/{label}.plist`", label = kind.label()),
         ));
     }
     // The gateway's home must exist before the service first starts (it refuses a missing one
     // only when told to; here it is simply created as `gateway run` would).
     home.ensure()?;
-    let path = unit_path(scope)?;
+    let path = unit_path_of(kind, scope)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     write_unit_atomic(&path, &text)?;
     println!("wrote {}", path.display());
     systemctl(scope, &["daemon-reload"])?;
-    systemctl(scope, &["enable", "--now", UNIT])?;
-    println!(
-        "claw gateway enabled and started: `systemctl {}status {UNIT}`, `claw gateway logs -f`",
-        if scope == Scope::User { "--user " } else { "" }
-    );
+    systemctl(scope, &["enable", "--now", unit])?;
+    let user = if scope == Scope::User { "--user " } else { "" };
+    match kind {
+        Kind::Gateway => println!(
+            "claw gateway enabled and started: `systemctl {user}status {unit}`, `claw gateway logs -f`"
+        ),
+        Kind::Tunnel => println!(
+            "claw tunnel enabled and started: `systemctl {user}status {unit}`, `journalctl {user}-u {unit} -f`"
+        ),
+    }
     Ok(0)
 }
 
@@ -408,14 +538,20 @@ fn write_unit_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// `claw gateway uninstall`.
 pub fn uninstall(a: ScopeArgs) -> anyhow::Result<u8> {
+    uninstall_kind(Kind::Gateway, a)
+}
+
+/// `claw gateway uninstall` / `claw tunnel uninstall`.
+pub fn uninstall_kind(kind: Kind, a: ScopeArgs) -> anyhow::Result<u8> {
     let scope = Scope::of(a.system);
-    let path = unit_path(scope)?;
+    let unit = kind.unit();
+    let path = unit_path_of(kind, scope)?;
     if !path.exists() {
-        println!("no {UNIT} installed at {}", path.display());
+        println!("no {unit} installed at {}", path.display());
         return Ok(0);
     }
     // Stop and disable first; a manager that is not running cannot, and the file still goes.
-    if let Err(e) = systemctl(scope, &["disable", "--now", UNIT]) {
+    if let Err(e) = systemctl(scope, &["disable", "--now", unit]) {
         eprintln!("warning: {e:#}");
     }
     std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
@@ -543,6 +679,45 @@ mod tests {
         assert!(s.contains("ExecStart=\"/opt/my claw/claw\" --home /var/lib/claw gateway run\n"));
         assert!(s.contains("WantedBy=multi-user.target"));
         assert!(s.contains("\nUser="));
+    }
+
+    #[test]
+    fn the_tunnel_unit_runs_tunnel_up_in_the_foreground_with_no_secret() {
+        let u = systemd_unit_of(
+            Kind::Tunnel,
+            "/usr/bin/claw",
+            "/home/me/.claw",
+            &flags(&["--listen", "127.0.0.1:18800"]),
+            Scope::User,
+        );
+        assert!(u.contains(
+            "\nExecStart=/usr/bin/claw --home /home/me/.claw tunnel up --listen 127.0.0.1:18800\n"
+        ));
+        assert!(u.contains("Description=claw tunnel"));
+        assert!(u.contains("`claw tunnel uninstall`"));
+        assert!(!u.to_lowercase().contains("environment="), "{u}");
+        assert_eq!(
+            check_tunnel_flags(&flags(&["--forward", "127.0.0.1:9000=web"])),
+            Ok(())
+        );
+        for bad in [
+            &["--daemon"][..],
+            &["--home", "/x"],
+            &["--home=/x"],
+            &["--bogus"],
+        ] {
+            assert!(
+                matches!(check_tunnel_flags(&flags(bad)), Err(FlagError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            check_tunnel_flags(&flags(&["--listen", "%h"])),
+            Err(FlagError::Unsafe(_))
+        ));
+        let p = launchd_plist_of(Kind::Tunnel, "/c", "/h", &[]);
+        assert!(p.contains("<string>dev.claw.tunnel</string>"));
+        assert!(p.contains("<string>/h/tunnel.log</string>"));
     }
 
     #[test]

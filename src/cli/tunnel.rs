@@ -30,7 +30,23 @@ pub enum TunnelCmd {
         /// Extra forward: LOCALADDR=NAME reaches the service the gateway exposes as NAME.
         #[arg(long = "forward", value_name = "LOCALADDR=NAME")]
         forward: Vec<String>,
+        /// Run in the background (log: HOME/tunnel.log); returns once it is up.
+        #[arg(long)]
+        daemon: bool,
+        /// Status lines as JSON lines (one object per line).
+        #[arg(long)]
+        json: bool,
     },
+    /// Stop the `claw tunnel up` running on this home.
+    Down {
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install `claw tunnel up` as a service (systemd user unit by default) and start it.
+    Install(super::service::InstallArgs),
+    /// Stop and remove the installed tunnel service.
+    Uninstall(super::service::ScopeArgs),
     /// Write this device's key in OpenSSH format (0600) and print the `ssh -N -L` line for the
     /// gateway's built-in SSH forward.
     ExportSshKey {
@@ -54,7 +70,23 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
     let dh = DeviceHome::new(home.root());
     match cmd {
         TunnelCmd::Pair { uri, name } => pair(&dh, &uri, name).await,
-        TunnelCmd::Up { listen, forward } => up(dh, listen, &forward).await,
+        TunnelCmd::Up {
+            listen,
+            forward,
+            daemon,
+            json,
+        } => {
+            if daemon {
+                super::tunnel_service::daemon(&dh, json).await
+            } else {
+                up(dh, listen, &forward).await
+            }
+        }
+        TunnelCmd::Down { json } => super::tunnel_service::down(&dh, home.root(), json).await,
+        TunnelCmd::Install(a) => {
+            super::service::install_kind(super::service::Kind::Tunnel, home, a)
+        }
+        TunnelCmd::Uninstall(a) => super::service::uninstall_kind(super::service::Kind::Tunnel, a),
         TunnelCmd::Status { json } => status(&dh, json),
         TunnelCmd::ExportSshKey { path, port } => export_ssh_key(home, &dh, path, port),
     }
@@ -93,6 +125,8 @@ fn loopback_only(addr: &SocketAddr, what: &str) -> anyhow::Result<()> {
 
 async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::Result<u8> {
     loopback_only(&listen, "--listen")?;
+    // One tunnel per home; held until this process ends.
+    let _lock = super::tunnel_service::take_lock(&dh)?;
     let mut forwards = Vec::new();
     for f in forward {
         let (local, name) = f.split_once('=').ok_or_else(|| {

@@ -375,10 +375,17 @@ struct Counters {
     down: AtomicU64,
 }
 
+/// The dialer in use: replaced when the device home is re-paired (another gateway, or the same
+/// gateway at new addresses), so `claw tunnel up` follows a re-pair without a restart.
+type DialerSlot = Arc<Mutex<Arc<Dialer>>>;
+
+/// How often `claw tunnel up` looks at the device home's `tunnel.json` for a re-pair.
+pub const PAIRING_POLL: Duration = Duration::from_secs(1);
+
 /// A running tunnel.
 #[derive(Debug)]
 pub struct Tunnel {
-    dialer: Arc<Dialer>,
+    dialer: DialerSlot,
     conn: watch::Receiver<Option<Connection>>,
     status: Arc<Mutex<TunnelStatus>>,
     /// Bound local listener addresses (main first).
@@ -402,7 +409,12 @@ impl Tunnel {
     }
     /// Migrates to a new local UDP socket.
     pub fn rebind(&self) -> std::io::Result<SocketAddr> {
-        self.dialer.rebind()
+        let d = self
+            .dialer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        d.rebind()
     }
     /// Waits until the tunnel stops for good (revoked device); returns the reason.
     pub async fn stopped(&mut self) -> String {
@@ -424,11 +436,11 @@ fn revoked_in_handshake(conn: &Connection) -> bool {
 pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> {
     let pairing = home.pairing()?;
     let identity = Identity::load_or_create(&home.identity_path())?;
-    let dialer = Arc::new(Dialer::new(
+    let dialer: DialerSlot = Arc::new(Mutex::new(Arc::new(Dialer::new(
         &identity,
         &pairing.gateway_id,
         &pairing.addrs[0],
-    )?);
+    )?)));
     let mut listeners = Vec::new();
     let main = TcpListener::bind(cfg.listen)
         .await
@@ -475,9 +487,12 @@ pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> 
             status.clone(),
         ));
     }
+    let (pairing_tx, pairing_rx) = watch::channel(pairing.clone());
+    tokio::spawn(watch_pairing(home.clone(), pairing, pairing_tx));
     tokio::spawn(manage(
         home.clone(),
-        pairing,
+        identity,
+        pairing_rx,
         dialer.clone(),
         conn_tx,
         done_tx,
@@ -498,10 +513,45 @@ pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> 
     })
 }
 
+/// Publishes the device home's pairing whenever `tunnel.json` changes (a `claw tunnel pair` while
+/// the tunnel runs: another gateway, or the same one at a new address). An unreadable or
+/// half-written file is ignored until it reads whole again.
+async fn watch_pairing(home: DeviceHome, mut last: Pairing, tx: watch::Sender<Pairing>) {
+    let mut iv = tokio::time::interval(PAIRING_POLL);
+    loop {
+        iv.tick().await;
+        if tx.is_closed() {
+            return;
+        }
+        match home.pairing() {
+            Ok(p) if p != last && !p.addrs.is_empty() => {
+                tracing::info!(
+                    gateway = %p.gateway_id.chars().take(16).collect::<String>(),
+                    addrs = %p.addrs.join(", "),
+                    "the device home was re-paired; reconnecting"
+                );
+                last = p.clone();
+                let _ = tx.send(p);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Sleeps `delay`, or less when the pairing changes meanwhile (then a reconnect is due at once).
+async fn sleep_or_repair(delay: Duration, pairing: &mut watch::Receiver<Pairing>) {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        _ = pairing.changed() => {}
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn manage(
     home: DeviceHome,
-    pairing: Pairing,
-    dialer: Arc<Dialer>,
+    identity: Identity,
+    mut pairing_rx: watch::Receiver<Pairing>,
+    dialer_slot: DialerSlot,
     conn_tx: watch::Sender<Option<Connection>>,
     done_tx: watch::Sender<Option<String>>,
     status: Arc<Mutex<TunnelStatus>>,
@@ -514,7 +564,32 @@ async fn manage(
     });
     let set =
         |f: &dyn Fn(&mut TunnelStatus)| f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut pairing = pairing_rx.borrow_and_update().clone();
     loop {
+        let latest = pairing_rx.borrow_and_update().clone();
+        if latest != pairing {
+            // Re-paired: pin the (possibly new) gateway and dial its addresses from now on.
+            match Dialer::new(&identity, &latest.gateway_id, &latest.addrs[0]) {
+                Ok(d) => {
+                    *dialer_slot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(d);
+                    pairing = latest;
+                    set(&|s| {
+                        s.gateway_id = pairing.gateway_id.clone();
+                        s.device_id = pairing.device_id.clone();
+                    });
+                    backoff.reset();
+                }
+                Err(e) => {
+                    set(&|s| s.last_error = Some(e.to_string()));
+                    sleep_or_repair(backoff.next_delay(), &mut pairing_rx).await;
+                    continue;
+                }
+            }
+        }
+        let dialer = dialer_slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let conn = match dialer.connect(&pairing.addrs).await {
             Ok(c) => c,
             Err(e) => {
@@ -529,7 +604,7 @@ async fn manage(
                     let _ = done_tx.send(Some(msg));
                     return;
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
+                sleep_or_repair(backoff.next_delay(), &mut pairing_rx).await;
                 continue;
             }
         };
@@ -550,7 +625,7 @@ async fn manage(
             }
             Err(e) => {
                 set(&|s| s.last_error = Some(e.to_string()));
-                tokio::time::sleep(backoff.next_delay()).await;
+                sleep_or_repair(backoff.next_delay(), &mut pairing_rx).await;
                 continue;
             }
         };
@@ -576,7 +651,7 @@ async fn manage(
                         .unwrap_or_else(|| "control stream closed".into()),
                 };
                 set(&|s| s.last_error = Some(msg.clone()));
-                tokio::time::sleep(backoff.next_delay()).await;
+                sleep_or_repair(backoff.next_delay(), &mut pairing_rx).await;
                 continue;
             }
         };
@@ -591,6 +666,7 @@ async fn manage(
         let silence = gateway_silent(&conn);
         tokio::pin!(silence);
         let mut went_silent = false;
+        let mut re_paired = false;
         // Control stream: store every token the gateway sends; stop for good when revoked.
         let fatal = loop {
             let next = match pending.take() {
@@ -599,6 +675,10 @@ async fn manage(
                     n = lines.next_segment() => n,
                     () = &mut silence => {
                         went_silent = true;
+                        break None;
+                    }
+                    _ = pairing_rx.changed() => {
+                        re_paired = true;
                         break None;
                     }
                 },
@@ -628,7 +708,10 @@ async fn manage(
         };
         drop(send);
         let _ = conn_tx.send(None);
-        let reason = if went_silent {
+        let reason = if re_paired {
+            conn.close(0u32.into(), b"re-paired");
+            "the device home was re-paired; reconnecting".to_string()
+        } else if went_silent {
             let msg = format!(
                 "no answer from the gateway for {} s (is it running and reachable?); reconnecting",
                 DEAD_AFTER.as_secs()
@@ -656,7 +739,7 @@ async fn manage(
         if started.elapsed() > Duration::from_secs(10) {
             backoff.reset();
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        sleep_or_repair(backoff.next_delay(), &mut pairing_rx).await;
     }
 }
 
