@@ -94,9 +94,12 @@ fn spawn_ready(net: &NetnsPair, side: Side, home: &Path, args: &[&str]) -> (Proc
     (proc, line)
 }
 
+/// How a connection ended at the sink: a clean end after this many bytes, or a read error.
+type SinkEnd = Result<u64, std::io::ErrorKind>;
+
 /// The sink in namespace A on 127.0.0.1: for every connection, reads to EOF, then answers
-/// `"<bytes> <sha256 hex>"`.
-fn start_sink(net: &NetnsPair) -> SocketAddr {
+/// `"<bytes> <sha256 hex>"`; how each connection ended is also sent to `ends`.
+fn start_sink(net: &NetnsPair, ends: mpsc::Sender<SinkEnd>) -> SocketAddr {
     let l = net
         .run_in(Side::A, || TcpListener::bind("127.0.0.1:0"))
         .unwrap()
@@ -105,6 +108,7 @@ fn start_sink(net: &NetnsPair) -> SocketAddr {
     std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { return };
+            let ends = ends.clone();
             std::thread::spawn(move || {
                 let _ = c.set_read_timeout(Some(IO_TIMEOUT));
                 let mut h = Context::new(&SHA256);
@@ -117,9 +121,13 @@ fn start_sink(net: &NetnsPair) -> SocketAddr {
                             n += k as u64;
                             h.update(&buf[..k]);
                         }
-                        Err(_) => return,
+                        Err(e) => {
+                            let _ = ends.send(Err(e.kind()));
+                            return;
+                        }
                     }
                 }
+                let _ = ends.send(Ok(n));
                 let _ = c.write_all(format!("{n} {}", hex(h.finish().as_ref())).as_bytes());
             });
         }
@@ -139,6 +147,8 @@ struct RealPath {
     device: PathBuf,
     /// The tunnel's local forward to `sink` (in namespace B).
     forward: SocketAddr,
+    /// How each connection ended at the sink.
+    sink_ends: mpsc::Receiver<SinkEnd>,
     _tmp: tempfile::TempDir,
 }
 
@@ -152,7 +162,8 @@ impl RealPath {
         let gw_home = tmp.path().join("gateway");
         let device = tmp.path().join("device");
         std::fs::create_dir_all(&device).unwrap();
-        let sink = start_sink(&net);
+        let (ends_tx, sink_ends) = mpsc::channel();
+        let sink = start_sink(&net, ends_tx);
         let tunnel_listen = format!("{}:0", net.addr(Side::A));
         let expose = format!("sink={sink}");
         let (gateway, line) = spawn_ready(
@@ -207,6 +218,7 @@ impl RealPath {
             tunnel,
             device,
             forward: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sink_ends,
             _tmp: tmp,
         };
         let status = rp.wait_connected(Duration::from_secs(60));
@@ -367,4 +379,45 @@ fn a_link_down_for_10_s_mid_stream_and_the_tunnel_recovers_by_itself() {
     );
     let (got, want) = transfer(rp.connect(), 4 * MIB, |_| {}).expect("a fresh transfer");
     assert_eq!(got, want, "a fresh transfer after the outage is byte-exact");
+}
+
+/// A forwarded connection that breaks on one side is broken on the other too: the sink sees a
+/// reset, not a clean end it would take for a complete upload. (Before the tunnel's own copy
+/// loop, the device finished the QUIC stream when its TCP read failed, so the gateway closed the
+/// sink's connection with a FIN and a truncated upload looked complete.)
+#[test]
+fn a_connection_reset_on_the_device_side_reaches_the_service_as_a_reset() {
+    if skip("a_connection_reset_on_the_device_side_reaches_the_service_as_a_reset") {
+        return;
+    }
+    let rp = RealPath::start();
+    let mut s = rp.connect();
+    let mut buf = vec![0u8; 64 * 1024];
+    Pattern(7).fill(&mut buf);
+    for _ in 0..16 {
+        s.write_all(&buf).unwrap();
+    }
+    // Give the bytes time to cross, then reset (SO_LINGER 0 and close) instead of a clean FIN.
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::socket::setsockopt(
+        &s,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    drop(s);
+    let end = rp
+        .sink_ends
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the sink's connection ended");
+    assert!(
+        end.is_err(),
+        "the service saw a clean end ({end:?}) of a connection its client reset"
+    );
+    // And the tunnel carries on.
+    let (got, want) = transfer(rp.connect(), MIB, |_| {}).expect("a fresh transfer");
+    assert_eq!(got, want);
 }

@@ -837,10 +837,8 @@ async fn forward(
         return;
     }
     counters.streams.fetch_add(1, Ordering::Relaxed);
-    let mut io = tokio::io::join(recv, send);
-    if let Ok((up, down)) =
-        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut io, 64 * 1024, 64 * 1024).await
-    {
+    let mut recv = recv;
+    if let Ok((up, down)) = super::copy::splice(&mut tcp, &mut send, &mut recv).await {
         counters.up.fetch_add(up, Ordering::Relaxed);
         counters.down.fetch_add(down, Ordering::Relaxed);
     }

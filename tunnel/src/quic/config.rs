@@ -43,6 +43,9 @@ pub const MAX_UDP_PAYLOAD: u16 = 6000;
 /// `claw doctor` (`udp.buffers`) reports a kernel cap below it.
 pub const SOCKET_BUFFER: usize = claw_gateway::doctor::checks::TUNNEL_SOCKET_BUFFER as usize;
 
+/// Largest chunk the data path ([`crate::quic::copy`]) reads from TCP or takes from quinn at once.
+pub const COPY_CHUNK: usize = 256 * 1024;
+
 /// The endpoint settings.
 pub fn endpoint_config() -> quinn::EndpointConfig {
     let mut e = quinn::EndpointConfig::default();

@@ -4,9 +4,11 @@
 //! - [`server`]: the gateway's listener (`claw gateway run --tunnel`).
 //! - [`client`]: the device side (`claw tunnel pair`, `claw tunnel up`).
 //! - [`lines`]: bounded line reading on QUIC streams.
+//! - [`copy`]: a forwarded TCP connection ↔ its QUIC stream (the data path).
 
 pub mod client;
 pub mod config;
+pub mod copy;
 pub mod lines;
 pub mod liveness;
 pub mod server;

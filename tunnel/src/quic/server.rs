@@ -349,14 +349,8 @@ async fn data_stream(
             match tokio::net::TcpStream::connect(target).await {
                 Ok(mut tcp) => {
                     let _ = tcp.set_nodelay(true);
-                    let mut io = tokio::io::join(recv, send);
-                    let _ = tokio::io::copy_bidirectional_with_sizes(
-                        &mut io,
-                        &mut tcp,
-                        64 * 1024,
-                        64 * 1024,
-                    )
-                    .await;
+                    let (mut send, mut recv) = (send, recv);
+                    let _ = super::copy::splice(&mut tcp, &mut send, &mut recv).await;
                 }
                 Err(e) => refuse(send, "unreachable", &format!("{name}: {e}")).await,
             }
