@@ -21,6 +21,9 @@ pub enum TunnelCmd {
         /// Name for this device.
         #[arg(long)]
         name: Option<String>,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the tunnel: a local loopback port that reaches the gateway's WebSocket.
     Up {
@@ -69,7 +72,7 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
     home.ensure()?;
     let dh = DeviceHome::new(home.root());
     match cmd {
-        TunnelCmd::Pair { uri, name } => pair(&dh, &uri, name).await,
+        TunnelCmd::Pair { uri, name, json } => pair(&dh, &uri, name, json).await,
         TunnelCmd::Up {
             listen,
             forward,
@@ -79,7 +82,7 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
             if daemon {
                 super::tunnel_service::daemon(&dh, json).await
             } else {
-                up(dh, listen, &forward).await
+                up(dh, listen, &forward, json).await
             }
         }
         TunnelCmd::Down { json } => super::tunnel_service::down(&dh, home.root(), json).await,
@@ -92,13 +95,32 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
     }
 }
 
-async fn pair(dh: &DeviceHome, uri: &str, name: Option<String>) -> anyhow::Result<u8> {
+async fn pair(
+    dh: &DeviceHome,
+    uri: &str,
+    name: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<u8> {
     let uri = PairingUri::parse(uri).map_err(|e| fail(2, e.to_string()))?;
     let p = client::pair(dh, &uri, name, |request_id| {
         eprintln!("waiting for the gateway operator to approve this device (request {request_id}): on the gateway run `claw devices approve {request_id}`");
     })
     .await
     .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+    if as_json {
+        super::json_out::print(&super::json_out::TunnelPaired {
+            gateway_id: p.gateway_id.clone(),
+            device_id: p.device_id.clone(),
+            addrs: p.addrs.clone(),
+            home: dh
+                .pairing_path()
+                .parent()
+                .map(|d| d.to_path_buf())
+                .unwrap_or_default(),
+            ssh: None,
+        })?;
+        return Ok(0);
+    }
     println!(
         "paired with gateway {} as device {}; credentials stored in {}. Next: claw tunnel up",
         &p.gateway_id[..16],
@@ -123,7 +145,12 @@ fn loopback_only(addr: &SocketAddr, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::Result<u8> {
+async fn up(
+    dh: DeviceHome,
+    listen: SocketAddr,
+    forward: &[String],
+    as_json: bool,
+) -> anyhow::Result<u8> {
     loopback_only(&listen, "--listen")?;
     // One tunnel per home; held until this process ends.
     let _lock = super::tunnel_service::take_lock(&dh)?;
@@ -148,12 +175,18 @@ async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::R
         .await
         .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
     let s = t.status();
-    println!(
-        "claw tunnel up: ws://{} -> gateway {} (pid {})",
-        t.local_addrs[0],
-        &s.gateway_id[..16.min(s.gateway_id.len())],
-        std::process::id()
-    );
+    let mut events = Events::new(as_json, &s);
+    if as_json {
+        events.emit("up", &s)?;
+    } else {
+        println!(
+            "claw tunnel up: ws://{} -> gateway {} (pid {})",
+            t.local_addrs[0],
+            &s.gateway_id[..16.min(s.gateway_id.len())],
+            std::process::id()
+        );
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -166,8 +199,65 @@ async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::R
                 Ok(a) => tracing::info!(local = %a, "tunnel migrated to a new local socket"),
                 Err(e) => tracing::warn!(error = %e, "rebind failed"),
             },
-            reason = t.stopped() => return Err(fail(exit::FAILURE, format!("tunnel stopped: {reason}"))),
+            _ = tick.tick() => events.changed(&t.status())?,
+            reason = t.stopped() => {
+                let mut s = t.status();
+                s.last_error = Some(reason.clone());
+                events.emit("stopped", &s)?;
+                return Err(fail(exit::FAILURE, format!("tunnel stopped: {reason}")));
+            }
         }
+    }
+}
+
+/// `claw tunnel up --json`: one [`super::json_out::TunnelEvent`] line per change of the
+/// connection (connected, disconnected, re-paired), so a supervisor can follow it.
+struct Events {
+    json: bool,
+    connected: bool,
+    gateway_id: String,
+}
+
+impl Events {
+    fn new(json: bool, s: &client::TunnelStatus) -> Self {
+        Self {
+            json,
+            connected: s.connected,
+            gateway_id: s.gateway_id.clone(),
+        }
+    }
+
+    fn emit(&self, event: &str, s: &client::TunnelStatus) -> anyhow::Result<()> {
+        if !self.json {
+            return Ok(());
+        }
+        super::json_out::print(&super::json_out::TunnelEvent {
+            event: event.into(),
+            pid: std::process::id(),
+            listen: s.listen.clone(),
+            gateway_id: s.gateway_id.clone(),
+            error: s.last_error.clone(),
+            at_ms: claw_gateway::now_ms(),
+        })
+    }
+
+    fn changed(&mut self, s: &client::TunnelStatus) -> anyhow::Result<()> {
+        if s.gateway_id != self.gateway_id {
+            self.gateway_id = s.gateway_id.clone();
+            self.emit("repaired", s)?;
+        }
+        if s.connected != self.connected {
+            self.connected = s.connected;
+            self.emit(
+                if s.connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                },
+                s,
+            )?;
+        }
+        Ok(())
     }
 }
 

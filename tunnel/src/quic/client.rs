@@ -706,6 +706,18 @@ async fn manage(
                 _ => break None,
             }
         };
+        // The gateway cuts a revoked (or removed) device's connection with close code REVOKED,
+        // often before its control message arrives: that is as final as the message.
+        let fatal = fatal.or_else(|| {
+            matches!(
+                conn.close_reason(),
+                Some(quinn::ConnectionError::ApplicationClosed(c))
+                    if c.error_code == quinn::VarInt::from_u32(super::close_code::REVOKED)
+            )
+            .then(|| {
+                "this device was revoked or removed by the gateway operator (revoked)".to_string()
+            })
+        });
         drop(send);
         let _ = conn_tx.send(None);
         let reason = if re_paired {
