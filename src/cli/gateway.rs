@@ -411,6 +411,9 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
             "--expose needs --tunnel or --ssh (it is how devices reach the service)",
         ));
     }
+    // Filled once the SSH forward is bound (after the tunnel): devices learn it at pairing.
+    let ssh_hint: std::sync::Arc<std::sync::OnceLock<claw_tunnel::control::SshHint>> =
+        Default::default();
     let tunnel = match a.tunnel {
         Some(listen) => {
             let identity =
@@ -419,6 +422,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
                 listen,
                 exposes: exposes.clone(),
                 pair_attempts_per_min: a.pair_attempts_per_min.max(1),
+                ssh: ssh_hint.clone(),
                 ..Default::default()
             };
             let (endpoint, serving) =
@@ -482,6 +486,11 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
             )
             .await
             .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+            let _ = ssh_hint.set(claw_tunnel::control::SshHint {
+                port: info.addr.port(),
+                gateway_port: ready.addrs[0].port(),
+                host_key: info.host_key.clone(),
+            });
             let stop = state.clone();
             tokio::spawn(async move {
                 let mut rx = stop.shutdown.subscribe();

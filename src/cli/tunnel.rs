@@ -55,9 +55,9 @@ pub enum TunnelCmd {
     ExportSshKey {
         /// Where to write the private key (default: HOME/id_ed25519_claw).
         path: Option<std::path::PathBuf>,
-        /// SSH port of the gateway.
-        #[arg(long, default_value_t = 18722)]
-        port: u16,
+        /// SSH port of the gateway (default: the one learnt at pairing, else 18722).
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Show the running tunnel (exit 0 connected, 1 disconnected, 3 not running).
     Status {
@@ -117,7 +117,7 @@ async fn pair(
                 .parent()
                 .map(|d| d.to_path_buf())
                 .unwrap_or_default(),
-            ssh: None,
+            ssh: ssh_forward(dh, &p),
         })?;
         return Ok(0);
     }
@@ -130,6 +130,13 @@ async fn pair(
             .map(|d| d.display().to_string())
             .unwrap_or_default()
     );
+    if let Some(f) = ssh_forward(dh, &p) {
+        println!(
+            "the gateway's SSH host key is pinned in {}; for stock ssh: `claw tunnel export-ssh-key`, then\n  {}",
+            f.known_hosts.display(),
+            f.command
+        );
+    }
     Ok(0)
 }
 
@@ -338,34 +345,66 @@ fn status(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {
     Ok(if connected { 0 } else { exit::FAILURE })
 }
 
+/// Where `export-ssh-key` writes the device's OpenSSH key by default.
+fn default_key_path(dh: &DeviceHome) -> std::path::PathBuf {
+    dh.pairing_path().with_file_name("id_ed25519_claw")
+}
+
+/// The `ssh -N -L` line for the gateway's SSH forward with the real ports: the SSH port and the
+/// gateway's WebSocket port learnt at pairing (else `port_flag` or 18722, and 18789), host-key
+/// checking against the `known_hosts` pinned at pairing when there is one.
+fn ssh_line(dh: &DeviceHome, key: &std::path::Path, port_flag: Option<u16>) -> String {
+    let pairing = dh.pairing().ok();
+    let hint = pairing.as_ref().and_then(|p| p.ssh.clone());
+    let host = pairing
+        .as_ref()
+        .and_then(|p| p.addrs.first())
+        .map(|a| claw_tunnel::device::host_of(a).to_string())
+        .unwrap_or_else(|| "GATEWAY-HOST".into());
+    let port = port_flag.or(hint.as_ref().map(|h| h.port)).unwrap_or(18722);
+    let gw_port = hint.as_ref().map(|h| h.gateway_port).unwrap_or(18789);
+    let verify = if hint.is_some() {
+        format!(
+            " -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+            dh.known_hosts_path().display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "ssh -N -L 18789:127.0.0.1:{gw_port} -p {port} -i {}{verify} claw@{host}",
+        key.display()
+    )
+}
+
+/// The SSH forward as `tunnel pair --json` reports it.
+fn ssh_forward(
+    dh: &DeviceHome,
+    p: &claw_tunnel::device::Pairing,
+) -> Option<super::json_out::SshForward> {
+    p.ssh.as_ref()?;
+    Some(super::json_out::SshForward {
+        command: ssh_line(dh, &default_key_path(dh), None),
+        known_hosts: dh.known_hosts_path(),
+    })
+}
+
 fn export_ssh_key(
-    home: &Home,
+    _home: &Home,
     dh: &DeviceHome,
     path: Option<std::path::PathBuf>,
-    port: u16,
+    port: Option<u16>,
 ) -> anyhow::Result<u8> {
     let identity = claw_tunnel::identity::Identity::load_or_create(&dh.identity_path())?;
-    let path = path.unwrap_or_else(|| home.root().join("id_ed25519_claw"));
+    let path = path.unwrap_or_else(|| default_key_path(dh));
     let pem = identity.ssh_private_openssh()?;
     claw_gateway::home::write_secret_atomic(&path, pem.as_bytes())
         .map_err(|e| fail(exit::FAILURE, format!("{}: {e}", path.display())))?;
-    let host = dh
-        .pairing()
-        .ok()
-        .and_then(|p| p.addrs.first().cloned())
-        .and_then(|a| {
-            a.rsplit_once(':')
-                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
-        })
-        .unwrap_or_else(|| "GATEWAY-HOST".into());
     println!(
         "wrote {} (0600); public key: {}",
         path.display(),
         identity.ssh_public_openssh()
     );
-    println!(
-        "ssh -N -L 18789:127.0.0.1:18789 -p {port} -i {} claw@{host}",
-        path.display()
-    );
+    println!("{}", ssh_line(dh, &path, port));
     Ok(0)
 }
