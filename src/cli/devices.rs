@@ -25,11 +25,17 @@ pub enum DevicesCmd {
         /// Approve the most recent pending request.
         #[arg(long, conflicts_with = "id")]
         latest: bool,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Reject a pending pairing request.
     Reject {
         /// Request id or device id (a unique prefix of at least 8 characters), or the device's name.
         id: String,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke a device: its sessions close now and every channel refuses its key from now on.
     Revoke {
@@ -38,11 +44,17 @@ pub enum DevicesCmd {
         /// Do not ask for confirmation on a terminal.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Give one device a new token; its old token stops working.
     Rotate {
         /// Device id, a unique prefix of at least 8 characters, or the device's name.
         id: String,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Forget a device (it may pair again).
     Remove {
@@ -51,6 +63,9 @@ pub enum DevicesCmd {
         /// Do not ask for confirmation on a terminal.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Authorise an existing OpenSSH Ed25519 key as a device (for the built-in SSH forward).
     AddSshKey {
@@ -77,7 +92,7 @@ pub enum DevicesCmd {
 pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
     match cmd {
         DevicesCmd::List { json } => list(home, json).await,
-        DevicesCmd::Approve { id, latest } => {
+        DevicesCmd::Approve { id, latest, json } => {
             let list = admin_call(home, "device.pair.list", json!({})).await?;
             let pending = list["pending"].as_array().cloned().unwrap_or_default();
             let req = if latest {
@@ -100,10 +115,14 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
                 json!({"requestId": req["requestId"]}),
             )
             .await?;
-            println!("approved device {}", v["deviceId"].as_str().unwrap_or(""));
+            let d = v["deviceId"].as_str().unwrap_or("");
+            report(json, "approved", d, req["requestId"].as_str(), None)?;
+            if !json {
+                println!("approved device {d}");
+            }
             Ok(0)
         }
-        DevicesCmd::Reject { id } => {
+        DevicesCmd::Reject { id, json } => {
             let list = admin_call(home, "device.pair.list", json!({})).await?;
             let pending = list["pending"].as_array().cloned().unwrap_or_default();
             let req = resolve(&pending, &id, &["requestId", "deviceId"], "pending request")?;
@@ -113,10 +132,14 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
                 json!({"requestId": req["requestId"]}),
             )
             .await?;
-            println!("rejected device {}", v["deviceId"].as_str().unwrap_or(""));
+            let d = v["deviceId"].as_str().unwrap_or("");
+            report(json, "rejected", d, req["requestId"].as_str(), None)?;
+            if !json {
+                println!("rejected device {d}");
+            }
             Ok(0)
         }
-        DevicesCmd::Revoke { id, yes } => {
+        DevicesCmd::Revoke { id, yes, json } => {
             let d = paired(home, &id).await?;
             confirm(yes, &format!("Revoke device {d}? Its sessions close now and it can never connect again with this key."))?;
             let v = admin_call(
@@ -125,13 +148,16 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
                 json!({"deviceId": d, "role": "operator"}),
             )
             .await?;
-            println!(
-                "revoked device {d} ({} session(s) closed)",
-                v["closedSessions"]
-            );
+            report(json, "revoked", &d, None, v["closedSessions"].as_u64())?;
+            if !json {
+                println!(
+                    "revoked device {d} ({} session(s) closed)",
+                    v["closedSessions"]
+                );
+            }
             Ok(0)
         }
-        DevicesCmd::Rotate { id } => {
+        DevicesCmd::Rotate { id, json } => {
             let d = paired(home, &id).await?;
             let v = admin_call(
                 home,
@@ -139,17 +165,23 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
                 json!({"deviceId": d, "role": "operator"}),
             )
             .await?;
-            println!("rotated the token of device {d} ({} session(s) closed); the device gets its new token at its next signed connect", v["closedSessions"]);
+            report(json, "rotated", &d, None, v["closedSessions"].as_u64())?;
+            if !json {
+                println!("rotated the token of device {d} ({} session(s) closed); the device gets its new token at its next signed connect", v["closedSessions"]);
+            }
             Ok(0)
         }
-        DevicesCmd::Remove { id, yes } => {
+        DevicesCmd::Remove { id, yes, json } => {
             let d = paired(home, &id).await?;
             confirm(
                 yes,
                 &format!("Remove device {d}? It must pair again to reconnect."),
             )?;
             admin_call(home, "device.pair.remove", json!({"deviceId": d})).await?;
-            println!("removed device {d}");
+            report(json, "removed", &d, None, None)?;
+            if !json {
+                println!("removed device {d}");
+            }
             Ok(0)
         }
         DevicesCmd::AddSshKey { name, key } => {
@@ -180,6 +212,25 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
             revoke_devices,
         } => rotate_token(home, force, shared, revoke_devices).await,
     }
+}
+
+/// With `--json`, prints what a verb did as one [`super::json_out::DeviceChange`].
+fn report(
+    as_json: bool,
+    action: &str,
+    device_id: &str,
+    request_id: Option<&str>,
+    closed_sessions: Option<u64>,
+) -> anyhow::Result<()> {
+    if !as_json {
+        return Ok(());
+    }
+    super::json_out::print(&super::json_out::DeviceChange {
+        action: action.into(),
+        device_id: device_id.into(),
+        request_id: request_id.map(String::from),
+        closed_sessions,
+    })
 }
 
 /// Shortest id prefix accepted: a one-character prefix once revoked a device by accident, and 8

@@ -20,9 +20,13 @@ pub enum GatewayCmd {
     /// Run the gateway in the foreground.
     Run(RunArgs),
     /// Start the gateway in the background; waits until it is ready and prints its pid.
-    Start(RunArgs),
+    Start(StartArgs),
     /// Stop the running gateway (graceful: clients get `shutdown` and close 1012).
-    Stop,
+    Stop {
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show whether the gateway runs, where, and who is connected (exit 3 when not running).
     Status {
         /// One JSON document.
@@ -58,6 +62,16 @@ pub enum GatewayCmd {
     Restart(super::service::ScopeArgs),
     /// The gateway's log: the service's journal, or `gateway.log` of `gateway start`.
     Logs(super::service::LogsArgs),
+}
+
+/// `gateway start` options: those of `gateway run`, and `--json`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// One JSON document.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `gateway run` / `gateway start` options.
@@ -228,8 +242,8 @@ fn connection_cap(requested: usize, nofile: u64) -> usize {
 pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
     match cmd {
         GatewayCmd::Run(a) => run_foreground(home, a).await,
-        GatewayCmd::Start(a) => start(home, a).await,
-        GatewayCmd::Stop => stop(home).await,
+        GatewayCmd::Start(a) => start(home, a.run, a.json).await,
+        GatewayCmd::Stop { json } => stop(home, json).await,
         GatewayCmd::Status { json } => status(home, json).await,
         GatewayCmd::Token { show } => token(home, show).await,
         GatewayCmd::Audit { limit, json } => audit(home, limit, json).await,
@@ -426,6 +440,9 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
             "--expose needs --tunnel or --ssh (it is how devices reach the service)",
         ));
     }
+    // Filled once the SSH forward is bound (after the tunnel): devices learn it at pairing.
+    let ssh_hint: std::sync::Arc<std::sync::OnceLock<claw_tunnel::control::SshHint>> =
+        Default::default();
     let tunnel = match a.tunnel {
         Some(listen) => {
             let identity =
@@ -434,6 +451,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
                 listen,
                 exposes: exposes.clone(),
                 pair_attempts_per_min: a.pair_attempts_per_min.max(1),
+                ssh: ssh_hint.clone(),
                 ..Default::default()
             };
             let (endpoint, serving) =
@@ -497,6 +515,11 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
             )
             .await
             .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+            let _ = ssh_hint.set(claw_tunnel::control::SshHint {
+                port: info.addr.port(),
+                gateway_port: ready.addrs[0].port(),
+                host_key: info.host_key.clone(),
+            });
             let stop = state.clone();
             tokio::spawn(async move {
                 let mut rx = stop.shutdown.subscribe();
@@ -593,7 +616,7 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
     v
 }
 
-async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
+async fn start(home: &Home, a: RunArgs, as_json: bool) -> anyhow::Result<u8> {
     check_bind(&a.bind, a.port, system_resolve).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
     home.ensure()?;
     if let Some(pid) = running_pid(home) {
@@ -653,11 +676,20 @@ async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         if let Some(s) = claw_gateway::home::read_private(&home.runtime_path()) {
             if let Ok(v) = serde_json::from_str::<Value>(&s) {
                 if v["pid"] == pid {
-                    println!(
-                        "claw gateway started: pid {pid}, {} (log {})",
-                        v["url"].as_str().unwrap_or(""),
-                        home.log_path().display()
-                    );
+                    let url = v["url"].as_str().unwrap_or("");
+                    if as_json {
+                        super::json_out::print(&super::json_out::GatewayStarted {
+                            pid,
+                            url: url.to_string(),
+                            log: home.log_path(),
+                            home: home.root().to_path_buf(),
+                        })?;
+                    } else {
+                        println!(
+                            "claw gateway started: pid {pid}, {url} (log {})",
+                            home.log_path().display()
+                        );
+                    }
                     return Ok(0);
                 }
             }
@@ -675,9 +707,23 @@ async fn start(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     }
 }
 
-async fn stop(home: &Home) -> anyhow::Result<u8> {
+async fn stop(home: &Home, as_json: bool) -> anyhow::Result<u8> {
+    let report = |pid: Option<u32>, text: String| -> anyhow::Result<()> {
+        if as_json {
+            super::json_out::print(&super::json_out::Stopped {
+                stopped: pid.is_some(),
+                pid,
+            })
+        } else {
+            println!("{text}");
+            Ok(())
+        }
+    };
     let Some(pid) = running_pid(home) else {
-        println!("no claw gateway is running on {}", home.root().display());
+        report(
+            None,
+            format!("no claw gateway is running on {}", home.root().display()),
+        )?;
         return Ok(0);
     };
     if live_call(home, "gateway.stop", json!({})).await.is_err() && pid != 0 {
@@ -693,7 +739,7 @@ async fn stop(home: &Home) -> anyhow::Result<u8> {
             GatewayLock::inspect(&home.lock_path()),
             LockState::Held { .. }
         ) {
-            println!("claw gateway stopped (pid {pid})");
+            report(Some(pid), format!("claw gateway stopped (pid {pid})"))?;
             return Ok(0);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -707,7 +753,11 @@ async fn stop(home: &Home) -> anyhow::Result<u8> {
 async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
     let Some(pid) = running_pid(home) else {
         if as_json {
-            println!("{}", json!({"running": false, "home": home.root()}));
+            super::json_out::print(&super::json_out::GatewayStatus {
+                running: false,
+                home: home.root().to_path_buf(),
+                ..Default::default()
+            })?;
         } else {
             println!("claw gateway: not running (home {})", home.root().display());
         }
@@ -725,8 +775,16 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
             ))
         }
     };
+    let rt: Value = claw_gateway::home::read_private(&home.runtime_path())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null);
     if as_json {
-        println!("{v}");
+        super::json_out::print(&super::json_out::GatewayStatus::running(
+            home.root().to_path_buf(),
+            pid,
+            &v,
+            &rt,
+        ))?;
     } else {
         println!("claw gateway: running (pid {pid})");
         println!(
@@ -767,9 +825,6 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
                 )
             );
         }
-        let rt: Value = claw_gateway::home::read_private(&home.runtime_path())
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or(Value::Null);
         if let Some(t) = rt["tunnel"]["addr"].as_str() {
             println!(
                 "  tunnel:     udp://{t} (fingerprint {})",

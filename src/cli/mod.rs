@@ -7,6 +7,7 @@ mod completions;
 mod devices;
 mod doctor;
 mod gateway;
+mod json_out;
 mod origins;
 mod pair;
 mod qr;

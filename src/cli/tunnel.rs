@@ -21,6 +21,9 @@ pub enum TunnelCmd {
         /// Name for this device.
         #[arg(long)]
         name: Option<String>,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the tunnel: a local loopback port that reaches the gateway's WebSocket.
     Up {
@@ -52,9 +55,9 @@ pub enum TunnelCmd {
     ExportSshKey {
         /// Where to write the private key (default: HOME/id_ed25519_claw).
         path: Option<std::path::PathBuf>,
-        /// SSH port of the gateway.
-        #[arg(long, default_value_t = 18722)]
-        port: u16,
+        /// SSH port of the gateway (default: the one learnt at pairing, else 18722).
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Show the running tunnel (exit 0 connected, 1 disconnected, 3 not running).
     Status {
@@ -69,7 +72,7 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
     home.ensure()?;
     let dh = DeviceHome::new(home.root());
     match cmd {
-        TunnelCmd::Pair { uri, name } => pair(&dh, &uri, name).await,
+        TunnelCmd::Pair { uri, name, json } => pair(&dh, &uri, name, json).await,
         TunnelCmd::Up {
             listen,
             forward,
@@ -79,7 +82,7 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
             if daemon {
                 super::tunnel_service::daemon(&dh, json).await
             } else {
-                up(dh, listen, &forward).await
+                up(dh, listen, &forward, json).await
             }
         }
         TunnelCmd::Down { json } => super::tunnel_service::down(&dh, home.root(), json).await,
@@ -92,13 +95,32 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
     }
 }
 
-async fn pair(dh: &DeviceHome, uri: &str, name: Option<String>) -> anyhow::Result<u8> {
+async fn pair(
+    dh: &DeviceHome,
+    uri: &str,
+    name: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<u8> {
     let uri = PairingUri::parse(uri).map_err(|e| fail(2, e.to_string()))?;
     let p = client::pair(dh, &uri, name, |request_id| {
         eprintln!("waiting for the gateway operator to approve this device (request {request_id}): on the gateway run `claw devices approve {request_id}`");
     })
     .await
     .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+    if as_json {
+        super::json_out::print(&super::json_out::TunnelPaired {
+            gateway_id: p.gateway_id.clone(),
+            device_id: p.device_id.clone(),
+            addrs: p.addrs.clone(),
+            home: dh
+                .pairing_path()
+                .parent()
+                .map(|d| d.to_path_buf())
+                .unwrap_or_default(),
+            ssh: ssh_forward(dh, &p),
+        })?;
+        return Ok(0);
+    }
     println!(
         "paired with gateway {} as device {}; credentials stored in {}. Next: claw tunnel up",
         &p.gateway_id[..16],
@@ -108,6 +130,13 @@ async fn pair(dh: &DeviceHome, uri: &str, name: Option<String>) -> anyhow::Resul
             .map(|d| d.display().to_string())
             .unwrap_or_default()
     );
+    if let Some(f) = ssh_forward(dh, &p) {
+        println!(
+            "the gateway's SSH host key is pinned in {}; for stock ssh: `claw tunnel export-ssh-key`, then\n  {}",
+            f.known_hosts.display(),
+            f.command
+        );
+    }
     Ok(0)
 }
 
@@ -123,7 +152,12 @@ fn loopback_only(addr: &SocketAddr, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::Result<u8> {
+async fn up(
+    dh: DeviceHome,
+    listen: SocketAddr,
+    forward: &[String],
+    as_json: bool,
+) -> anyhow::Result<u8> {
     loopback_only(&listen, "--listen")?;
     // One tunnel per home; held until this process ends.
     let _lock = super::tunnel_service::take_lock(&dh)?;
@@ -148,12 +182,18 @@ async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::R
         .await
         .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
     let s = t.status();
-    println!(
-        "claw tunnel up: ws://{} -> gateway {} (pid {})",
-        t.local_addrs[0],
-        &s.gateway_id[..16.min(s.gateway_id.len())],
-        std::process::id()
-    );
+    let mut events = Events::new(as_json, &s);
+    if as_json {
+        events.emit("up", &s)?;
+    } else {
+        println!(
+            "claw tunnel up: ws://{} -> gateway {} (pid {})",
+            t.local_addrs[0],
+            &s.gateway_id[..16.min(s.gateway_id.len())],
+            std::process::id()
+        );
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -166,8 +206,65 @@ async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::R
                 Ok(a) => tracing::info!(local = %a, "tunnel migrated to a new local socket"),
                 Err(e) => tracing::warn!(error = %e, "rebind failed"),
             },
-            reason = t.stopped() => return Err(fail(exit::FAILURE, format!("tunnel stopped: {reason}"))),
+            _ = tick.tick() => events.changed(&t.status())?,
+            reason = t.stopped() => {
+                let mut s = t.status();
+                s.last_error = Some(reason.clone());
+                events.emit("stopped", &s)?;
+                return Err(fail(exit::FAILURE, format!("tunnel stopped: {reason}")));
+            }
         }
+    }
+}
+
+/// `claw tunnel up --json`: one [`super::json_out::TunnelEvent`] line per change of the
+/// connection (connected, disconnected, re-paired), so a supervisor can follow it.
+struct Events {
+    json: bool,
+    connected: bool,
+    gateway_id: String,
+}
+
+impl Events {
+    fn new(json: bool, s: &client::TunnelStatus) -> Self {
+        Self {
+            json,
+            connected: s.connected,
+            gateway_id: s.gateway_id.clone(),
+        }
+    }
+
+    fn emit(&self, event: &str, s: &client::TunnelStatus) -> anyhow::Result<()> {
+        if !self.json {
+            return Ok(());
+        }
+        super::json_out::print(&super::json_out::TunnelEvent {
+            event: event.into(),
+            pid: std::process::id(),
+            listen: s.listen.clone(),
+            gateway_id: s.gateway_id.clone(),
+            error: s.last_error.clone(),
+            at_ms: claw_gateway::now_ms(),
+        })
+    }
+
+    fn changed(&mut self, s: &client::TunnelStatus) -> anyhow::Result<()> {
+        if s.gateway_id != self.gateway_id {
+            self.gateway_id = s.gateway_id.clone();
+            self.emit("repaired", s)?;
+        }
+        if s.connected != self.connected {
+            self.connected = s.connected;
+            self.emit(
+                if s.connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                },
+                s,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -248,34 +345,66 @@ fn status(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {
     Ok(if connected { 0 } else { exit::FAILURE })
 }
 
+/// Where `export-ssh-key` writes the device's OpenSSH key by default.
+fn default_key_path(dh: &DeviceHome) -> std::path::PathBuf {
+    dh.pairing_path().with_file_name("id_ed25519_claw")
+}
+
+/// The `ssh -N -L` line for the gateway's SSH forward with the real ports: the SSH port and the
+/// gateway's WebSocket port learnt at pairing (else `port_flag` or 18722, and 18789), host-key
+/// checking against the `known_hosts` pinned at pairing when there is one.
+fn ssh_line(dh: &DeviceHome, key: &std::path::Path, port_flag: Option<u16>) -> String {
+    let pairing = dh.pairing().ok();
+    let hint = pairing.as_ref().and_then(|p| p.ssh.clone());
+    let host = pairing
+        .as_ref()
+        .and_then(|p| p.addrs.first())
+        .map(|a| claw_tunnel::device::host_of(a).to_string())
+        .unwrap_or_else(|| "GATEWAY-HOST".into());
+    let port = port_flag.or(hint.as_ref().map(|h| h.port)).unwrap_or(18722);
+    let gw_port = hint.as_ref().map(|h| h.gateway_port).unwrap_or(18789);
+    let verify = if hint.is_some() {
+        format!(
+            " -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+            dh.known_hosts_path().display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "ssh -N -L 18789:127.0.0.1:{gw_port} -p {port} -i {}{verify} claw@{host}",
+        key.display()
+    )
+}
+
+/// The SSH forward as `tunnel pair --json` reports it.
+fn ssh_forward(
+    dh: &DeviceHome,
+    p: &claw_tunnel::device::Pairing,
+) -> Option<super::json_out::SshForward> {
+    p.ssh.as_ref()?;
+    Some(super::json_out::SshForward {
+        command: ssh_line(dh, &default_key_path(dh), None),
+        known_hosts: dh.known_hosts_path(),
+    })
+}
+
 fn export_ssh_key(
-    home: &Home,
+    _home: &Home,
     dh: &DeviceHome,
     path: Option<std::path::PathBuf>,
-    port: u16,
+    port: Option<u16>,
 ) -> anyhow::Result<u8> {
     let identity = claw_tunnel::identity::Identity::load_or_create(&dh.identity_path())?;
-    let path = path.unwrap_or_else(|| home.root().join("id_ed25519_claw"));
+    let path = path.unwrap_or_else(|| default_key_path(dh));
     let pem = identity.ssh_private_openssh()?;
     claw_gateway::home::write_secret_atomic(&path, pem.as_bytes())
         .map_err(|e| fail(exit::FAILURE, format!("{}: {e}", path.display())))?;
-    let host = dh
-        .pairing()
-        .ok()
-        .and_then(|p| p.addrs.first().cloned())
-        .and_then(|a| {
-            a.rsplit_once(':')
-                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
-        })
-        .unwrap_or_else(|| "GATEWAY-HOST".into());
     println!(
         "wrote {} (0600); public key: {}",
         path.display(),
         identity.ssh_public_openssh()
     );
-    println!(
-        "ssh -N -L 18789:127.0.0.1:18789 -p {port} -i {} claw@{host}",
-        path.display()
-    );
+    println!("{}", ssh_line(dh, &path, port));
     Ok(0)
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use claw_gateway::lock::{GatewayLock, LockError, LockState};
 use claw_tunnel::device::DeviceHome;
-use serde::{Deserialize, Serialize};
+
+use super::json_out::{Stopped, TunnelStarted};
 
 use super::{exit, fail};
 
@@ -56,30 +57,6 @@ pub fn running_pid(dh: &DeviceHome) -> Option<u32> {
         LockState::Held { pid } => Some(pid),
         _ => None,
     }
-}
-
-/// What `claw tunnel up --daemon --json` prints once the background tunnel runs.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Started {
-    /// Always `"started"`.
-    pub event: String,
-    /// The background process.
-    pub pid: u32,
-    /// Its local listeners (`ws://` of the first reaches the gateway).
-    pub listen: Vec<String>,
-    /// Its log file.
-    pub log: PathBuf,
-}
-
-/// What `claw tunnel down --json` prints.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stopped {
-    /// A tunnel was running and has stopped.
-    pub stopped: bool,
-    /// Its pid (`null` when none was running).
-    pub pid: Option<u32>,
 }
 
 /// `claw tunnel up --daemon`: runs this same command line (minus `--daemon`) detached, with its
@@ -133,7 +110,7 @@ pub async fn daemon(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {
                 })
                 .unwrap_or_default();
             if as_json {
-                let s = Started {
+                let s = TunnelStarted {
                     event: "started".into(),
                     pid,
                     listen,

@@ -50,6 +50,20 @@ pub enum ClientMsg {
     },
 }
 
+/// What a device learns about the gateway's SSH forward at pairing, so the `ssh -N -L` line it
+/// prints names the real ports and verifies the host key on first use. The host key is the
+/// gateway's identity key, so the device checks it against the fingerprint it pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshHint {
+    /// The SSH forward's TCP port.
+    pub port: u16,
+    /// The gateway's WebSocket port (the `-L` target on the gateway's loopback).
+    pub gateway_port: u16,
+    /// The host key as an OpenSSH public key line (`ssh-ed25519 AAAA…`).
+    pub host_key: String,
+}
+
 /// Gateway → device on the control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -62,6 +76,9 @@ pub enum ServerMsg {
         device_token: String,
         /// Its root generation.
         generation: u64,
+        /// The gateway's SSH forward, when it runs one (absent from older gateways).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ssh: Option<SshHint>,
     },
     /// Waiting for `claw devices approve`.
     Pending {
@@ -210,13 +227,24 @@ mod proptests {
 
     fn server_msg() -> impl Strategy<Value = ServerMsg> {
         prop_oneof![
-            (text(), text(), any::<u64>()).prop_map(|(device_id, device_token, generation)| {
-                ServerMsg::Paired {
-                    device_id,
-                    device_token,
-                    generation,
-                }
-            }),
+            (
+                text(),
+                text(),
+                any::<u64>(),
+                proptest::option::of((any::<u16>(), any::<u16>(), text()))
+            )
+                .prop_map(|(device_id, device_token, generation, ssh)| {
+                    ServerMsg::Paired {
+                        device_id,
+                        device_token,
+                        generation,
+                        ssh: ssh.map(|(port, gateway_port, host_key)| SshHint {
+                            port,
+                            gateway_port,
+                            host_key,
+                        }),
+                    }
+                }),
             text().prop_map(|request_id| ServerMsg::Pending { request_id }),
             (text(), any::<u64>()).prop_map(|(device_token, generation)| ServerMsg::Token {
                 device_token,

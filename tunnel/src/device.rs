@@ -39,6 +39,10 @@ pub struct Pairing {
     pub device_id: String,
     /// When it paired.
     pub paired_at_ms: u64,
+    /// The gateway's SSH forward, when it ran one at pairing (host key checked against
+    /// `gateway_id`); `known_hosts` holds the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<crate::control::SshHint>,
 }
 
 /// The device token and its generation.
@@ -60,6 +64,33 @@ impl std::fmt::Debug for StoredToken {
             .field("updated_at_ms", &self.updated_at_ms)
             .finish_non_exhaustive()
     }
+}
+
+/// The host part of a `HOST:PORT` tunnel address (`[v6]:port` unbracketed).
+pub fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(addr)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+}
+
+/// `known_hosts` text pinning `host_key` (`ssh-ed25519 AAAA…`) for the SSH forward on `port` of
+/// every host in `addrs` (OpenSSH's `[host]:port` form unless the port is 22). Pure.
+pub fn known_hosts_text(addrs: &[String], port: u16, host_key: &str) -> String {
+    let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+    let mut hosts: Vec<&str> = addrs.iter().map(|a| host_of(a)).collect();
+    hosts.dedup();
+    hosts
+        .into_iter()
+        .map(|h| {
+            if port == 22 {
+                format!("{h} {}\n", key.join(" "))
+            } else {
+                format!("[{h}]:{port} {}\n", key.join(" "))
+            }
+        })
+        .collect()
 }
 
 /// Paths of a device home.
@@ -106,6 +137,11 @@ impl DeviceHome {
     pub fn token_path(&self) -> PathBuf {
         self.root.join("device-token.json")
     }
+    /// `known_hosts`: the gateway's SSH host key, pinned at pairing, for `ssh -o
+    /// UserKnownHostsFile=…`.
+    pub fn known_hosts_path(&self) -> PathBuf {
+        self.root.join("known_hosts")
+    }
     /// `tunnel-status.json`, written by a running `claw tunnel up`.
     pub fn status_path(&self) -> PathBuf {
         self.root.join("tunnel-status.json")
@@ -140,6 +176,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn known_hosts_pin_every_host_with_the_real_port() {
+        let addrs = vec![
+            "192.0.2.7:18790".to_string(),
+            "[2001:db8::1]:18790".to_string(),
+        ];
+        assert_eq!(
+            known_hosts_text(&addrs, 2222, "ssh-ed25519 AAAAC3Nz claw 0123"),
+            "[192.0.2.7]:2222 ssh-ed25519 AAAAC3Nz\n[2001:db8::1]:2222 ssh-ed25519 AAAAC3Nz\n"
+        );
+        assert_eq!(
+            known_hosts_text(&addrs[..1], 22, "ssh-ed25519 K"),
+            "192.0.2.7 ssh-ed25519 K\n"
+        );
+        assert_eq!(host_of("gw.example:1"), "gw.example");
+    }
+
+    #[test]
     fn files_round_trip_private() {
         use std::os::unix::fs::PermissionsExt;
         let t = tempfile::tempdir().unwrap();
@@ -151,6 +204,7 @@ mod tests {
             addrs: vec!["127.0.0.1:1".into()],
             device_id: "d".into(),
             paired_at_ms: 1,
+            ssh: None,
         };
         h.save_pairing(&p).unwrap();
         h.save_token("tok", 3).unwrap();

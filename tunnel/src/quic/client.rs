@@ -232,18 +232,45 @@ pub async fn pair(
                 device_id,
                 device_token,
                 generation,
+                ssh,
             } => {
                 if device_id != identity.id() {
                     return Err(TunnelError::Connection(
                         "the gateway named another device id".into(),
                     ));
                 }
+                // The SSH host key is the gateway's identity key: believed only when it is the
+                // key this device pinned, then written to known_hosts for `ssh -o
+                // UserKnownHostsFile=…`.
+                let ssh = match ssh {
+                    Some(h) if ssh_key_is(&h.host_key, &uri.gateway_id) => Some(h),
+                    Some(_) => {
+                        return Err(TunnelError::Connection(
+                            "the gateway's SSH host key is not its pinned key".into(),
+                        ))
+                    }
+                    None => None,
+                };
                 let p = Pairing {
                     gateway_id: uri.gateway_id.clone(),
                     addrs: uri.addrs.clone(),
                     device_id,
                     paired_at_ms: claw_gateway::now_ms(),
+                    ssh: ssh.clone(),
                 };
+                if let Some(h) = &ssh {
+                    let text = crate::device::known_hosts_text(&p.addrs, h.port, &h.host_key);
+                    claw_gateway::home::write_secret_atomic(
+                        &home.known_hosts_path(),
+                        text.as_bytes(),
+                    )
+                    .map_err(|source| {
+                        TunnelError::Device(crate::device::DeviceFileError::Io {
+                            path: home.known_hosts_path().display().to_string(),
+                            source,
+                        })
+                    })?;
+                }
                 home.save_pairing(&p)?;
                 home.save_token(&device_token, generation)?;
                 conn.close(0u32.into(), b"paired");
@@ -255,6 +282,14 @@ pub async fn pair(
             ServerMsg::Token { .. } | ServerMsg::Probe { .. } => {}
         }
     }
+}
+
+/// True when the OpenSSH public key line `line` is the Ed25519 key whose id is `gateway_id`.
+fn ssh_key_is(line: &str, gateway_id: &str) -> bool {
+    russh::keys::PublicKey::from_openssh(line.trim())
+        .ok()
+        .and_then(|k| crate::identity::device_id_of_ssh_key(&k))
+        .is_some_and(|id| id == gateway_id)
 }
 
 /// Asks the paired gateway for its current root generation over the tunnel, issuing nothing.
@@ -706,6 +741,18 @@ async fn manage(
                 _ => break None,
             }
         };
+        // The gateway cuts a revoked (or removed) device's connection with close code REVOKED,
+        // often before its control message arrives: that is as final as the message.
+        let fatal = fatal.or_else(|| {
+            matches!(
+                conn.close_reason(),
+                Some(quinn::ConnectionError::ApplicationClosed(c))
+                    if c.error_code == quinn::VarInt::from_u32(super::close_code::REVOKED)
+            )
+            .then(|| {
+                "this device was revoked or removed by the gateway operator (revoked)".to_string()
+            })
+        });
         drop(send);
         let _ = conn_tx.send(None);
         let reason = if re_paired {

@@ -38,6 +38,9 @@ pub struct TunnelConfig {
     pub handshakes_per_source: u32,
     /// Pairing attempts per minute from one source address.
     pub pair_attempts_per_min: u32,
+    /// The SSH forward, told to devices at pairing; set once it is bound (it starts after the
+    /// tunnel).
+    pub ssh: Arc<std::sync::OnceLock<crate::control::SshHint>>,
 }
 
 impl Default for TunnelConfig {
@@ -48,6 +51,7 @@ impl Default for TunnelConfig {
             handshakes_per_sec: 500,
             handshakes_per_source: 50,
             pair_attempts_per_min: 10,
+            ssh: Arc::default(),
         }
     }
 }
@@ -514,6 +518,7 @@ async fn control_stream(
                             device_id: device_id.clone(),
                             device_token,
                             generation,
+                            ssh: shared.cfg.ssh.get().cloned(),
                         },
                     )
                     .await
