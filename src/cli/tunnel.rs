@@ -113,6 +113,11 @@ async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::R
     let mut t = client::up(dh, UpConfig { listen, forwards })
         .await
         .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+    // Handlers first: a SIGTERM right after the ready line still closes the tunnel politely.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let s = t.status();
     println!(
         "claw tunnel up: ws://{} -> gateway {} (pid {})",
@@ -120,14 +125,10 @@ async fn up(dh: DeviceHome, listen: SocketAddr, forward: &[String]) -> anyhow::R
         &s.gateway_id[..16.min(s.gateway_id.len())],
         std::process::id()
     );
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(0),
-            _ = int.recv() => return Ok(0),
+            _ = term.recv() => { t.close().await; return Ok(0) }
+            _ = int.recv() => { t.close().await; return Ok(0) }
             _ = usr1.recv() => match t.rebind() {
                 Ok(a) => tracing::info!(local = %a, "tunnel migrated to a new local socket"),
                 Err(e) => tracing::warn!(error = %e, "rebind failed"),
