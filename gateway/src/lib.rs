@@ -13,6 +13,7 @@
 //! - [`methods`]: one file per method family and the dispatch table that also yields `features.methods`.
 //! - [`text`]: refusing control/format characters in operator-visible strings and escaping them
 //!   for terminals and logs (no IO).
+//! - [`presence`]: who is connected, by which transport, since when (pure table + a thin link guard).
 //! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod lock;
 pub mod methods;
 pub mod origin;
 pub mod peer_uid;
+pub mod presence;
 pub mod protocol;
 pub mod rotation;
 pub mod server;

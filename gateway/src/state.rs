@@ -186,6 +186,8 @@ pub struct GatewayState {
     /// Audit entries that could not be written (a full, read-only or locked store): counted and
     /// logged, never a reason to fail the request they describe.
     pub audit_failures: AtomicU64,
+    /// Live links per device (see [`crate::presence`]).
+    pub(crate) presence: Mutex<crate::presence::Presence>,
 }
 
 impl GatewayState {
@@ -230,6 +232,7 @@ impl GatewayState {
             origin_refusals: Mutex::new(crate::origin::RefusalLog::default()),
             identity: std::sync::OnceLock::new(),
             audit_failures: AtomicU64::new(0),
+            presence: Mutex::new(Default::default()),
         })
     }
 

@@ -319,51 +319,83 @@ async fn list(home: &Home, as_json: bool) -> anyhow::Result<u8> {
     }
     let paired = v["paired"].as_array().cloned().unwrap_or_default();
     let pending = v["pending"].as_array().cloned().unwrap_or_default();
+    let now = claw_gateway::now_ms();
     println!("paired devices: {}", paired.len());
     for d in &paired {
-        let state = if d["revoked"] == true {
-            "revoked"
-        } else if d["connected"] == true {
-            "connected"
-        } else {
-            "offline"
-        };
-        println!(
-            "  {}  {:<9} {:<14} scopes={} via={}",
-            &d["deviceId"].as_str().unwrap_or("")
-                [..16.min(d["deviceId"].as_str().unwrap_or("").len())],
-            state,
-            shown(
-                d["displayName"]
-                    .as_str()
-                    .or(d["clientId"].as_str())
-                    .unwrap_or("-")
-            ),
-            shown(
-                &d["scopes"]
-                    .as_array()
-                    .map(|s| s
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(","))
-                    .unwrap_or_default()
-            ),
-            shown(d["approvedVia"].as_str().unwrap_or(""))
-        );
+        println!("  {}", device_line(d, now));
     }
     println!("pending requests: {}", pending.len());
     for r in &pending {
+        let id = r["deviceId"].as_str().unwrap_or("");
         println!(
-            "  {}  device {}  from {}  (approve: claw devices approve {})",
+            "  {}  device {}  {}  from {}{}  {}  (approve: claw devices approve {})",
             shown(r["requestId"].as_str().unwrap_or("")),
-            &r["deviceId"].as_str().unwrap_or("")
-                [..16.min(r["deviceId"].as_str().unwrap_or("").len())],
+            &id[..16.min(id.len())],
+            shown(r["displayName"].as_str().unwrap_or("(no name)")),
             shown(r["origin"].as_str().unwrap_or("")),
+            r["remoteAddr"]
+                .as_str()
+                .map(|a| format!(" {}", shown(a)))
+                .unwrap_or_default(),
+            super::ago::ago(now, r["createdAtMs"].as_u64().unwrap_or(now)),
             shown(r["requestId"].as_str().unwrap_or(""))
         );
     }
     Ok(0)
+}
+
+/// One paired device as `claw devices list` prints it: id, presence (online / idle / offline /
+/// revoked) with its transport, name, last seen or connected since in human time, scopes.
+/// Pure (`now` passed in).
+fn device_line(d: &Value, now: u64) -> String {
+    let id = d["deviceId"].as_str().unwrap_or("");
+    let status = if d["revoked"] == true {
+        "revoked"
+    } else {
+        d["status"].as_str().unwrap_or("offline")
+    };
+    let via = d["transport"]
+        .as_str()
+        .map(|t| format!("/{t}"))
+        .unwrap_or_default();
+    let when = match (d["connectedSinceMs"].as_u64(), d["lastSeenAtMs"].as_u64()) {
+        (Some(since), _) => format!(
+            "connected {}",
+            super::ago::ago(now, since).replace(" ago", "")
+        ),
+        (None, Some(seen)) => format!(
+            "last seen {}{}",
+            super::ago::ago(now, seen),
+            d["lastTransport"]
+                .as_str()
+                .map(|t| format!(" ({})", shown(t)))
+                .unwrap_or_default()
+        ),
+        (None, None) => "never seen".into(),
+    };
+    format!(
+        "{}  {:<14} {:<14} {:<28} scopes={} via={}",
+        &id[..16.min(id.len())],
+        format!("{status}{via}"),
+        shown(
+            d["displayName"]
+                .as_str()
+                .or(d["clientId"].as_str())
+                .unwrap_or("-")
+        ),
+        when,
+        shown(
+            &d["scopes"]
+                .as_array()
+                .map(|s| s
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default()
+        ),
+        shown(d["approvedVia"].as_str().unwrap_or(""))
+    )
 }
 
 async fn rotate_token(
@@ -441,6 +473,30 @@ mod tests {
         assert_eq!(pick("a1b2c3d4e").unwrap(), "a1b2c3d4e5f60718");
         assert_eq!(pick("phone").unwrap(), "a1b2c3d4e5f60718");
         assert_eq!(pick("laptop").unwrap(), "a1b2c3d4ffff0000");
+    }
+
+    #[test]
+    fn device_lines_show_presence_in_human_time() {
+        let now = 1_000_000_000;
+        let online = json!({"deviceId": "a1b2c3d4e5f60718aaaa", "displayName": "phone",
+            "status": "online", "transport": "tunnel", "connectedSinceMs": now - 120_000,
+            "lastSeenAtMs": now, "scopes": ["operator.read"], "approvedVia": "pairing-code"});
+        let l = device_line(&online, now);
+        assert!(l.starts_with("a1b2c3d4e5f60718  online/tunnel"), "{l}");
+        assert!(l.contains("connected 2 min"), "{l}");
+        let offline = json!({"deviceId": "b1", "status": "offline", "lastSeenAtMs": now - 3 * 3_600_000,
+            "lastTransport": "ssh", "scopes": []});
+        let l = device_line(&offline, now);
+        assert!(
+            l.contains("offline") && l.contains("last seen 3 h ago (ssh)"),
+            "{l}"
+        );
+        let revoked =
+            json!({"deviceId": "c1", "revoked": true, "status": "online", "transport": "ws"});
+        assert!(device_line(&revoked, now).contains("revoked/ws"));
+        let never = json!({"deviceId": "d1", "displayName": "x\u{1b}[31m"});
+        let l = device_line(&never, now);
+        assert!(l.contains("never seen") && !l.contains('\u{1b}'), "{l}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The command line: one module per verb group.
 
 mod admin_client;
+mod ago;
 mod call;
 mod channels;
 mod completions;

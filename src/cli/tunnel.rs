@@ -181,6 +181,11 @@ async fn up(
     let mut t = client::up(dh, UpConfig { listen, forwards })
         .await
         .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+    // Handlers first: a SIGTERM right after the ready line still closes the tunnel politely.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let s = t.status();
     let mut events = Events::new(as_json, &s);
     if as_json {
@@ -194,14 +199,10 @@ async fn up(
         );
     }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(0),
-            _ = int.recv() => return Ok(0),
+            _ = term.recv() => { t.close().await; return Ok(0) }
+            _ = int.recv() => { t.close().await; return Ok(0) }
             _ = usr1.recv() => match t.rebind() {
                 Ok(a) => tracing::info!(local = %a, "tunnel migrated to a new local socket"),
                 Err(e) => tracing::warn!(error = %e, "rebind failed"),

@@ -37,10 +37,14 @@ fn role_param(p: &Value) -> Result<String, ErrorShape> {
     }
 }
 
-/// `device.pair.list`: pending requests and paired devices.
+/// `device.pair.list`: pending requests and paired devices. Each device carries its presence
+/// (`status` online / idle / offline, `transport`, `connectedSinceMs`, besides the stored
+/// `lastSeenAtMs` and `lastTransport`); each pending request the address it came from
+/// (`remoteAddr`), when known.
 pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let store = state.store();
     let pending = store.pending().map_err(|e| store_error(state, e))?;
+    let remotes = store.request_remotes().map_err(|e| store_error(state, e))?;
     let devices = store.devices().map_err(|e| store_error(state, e))?;
     drop(store);
     let live: std::collections::HashSet<String> = state
@@ -48,10 +52,18 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
         .values()
         .filter_map(|s| s.device_id.clone())
         .collect();
+    let now = crate::now_ms();
+    let presence = state.presence();
+    let summaries: Vec<_> = devices
+        .iter()
+        .map(|d| presence.summary(&d.device_id, now))
+        .collect();
+    drop(presence);
     let paired: Vec<Value> = devices
         .into_iter()
-        .map(|d| {
-            let connected = live.contains(&d.device_id);
+        .zip(summaries)
+        .map(|(d, p)| {
+            let connected = live.contains(&d.device_id) || p.transport.is_some();
             let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
             v["roles"] = json!([d.role]);
             // Token summaries as OpenClaw shows them: never the token itself.
@@ -63,6 +75,12 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
             v["tokens"] = json!([tok]);
             v["connected"] = json!(connected);
             v["revoked"] = json!(d.revoked_at_ms.is_some());
+            v["status"] = json!(p.status);
+            v["transport"] = json!(p.transport);
+            v["connectedSinceMs"] = json!(p.connected_since_ms);
+            if let Some(a) = p.active_at_ms {
+                v["lastSeenAtMs"] = json!(a.max(d.last_seen_at_ms.unwrap_or(0)));
+            }
             v
         })
         .collect();
@@ -74,6 +92,7 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
             v["ts"] = json!(r.created_at_ms);
             v["silent"] = json!(false);
             v["isRepair"] = json!(false);
+            v["remoteAddr"] = json!(remotes.get(&r.request_id));
             v
         })
         .collect();

@@ -179,7 +179,7 @@ async fn serve<S>(
     let ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
     let proof = proof_nonce.map(|n| (n, bound));
-    session(state, ws, origin, slot, fail_key, proof).await;
+    session(state, ws, origin, slot, fail_key, proof, source).await;
 }
 
 /// Checks an upgrade's `Origin` against the allow-list; a refusal is logged (escaped) and
@@ -240,6 +240,9 @@ struct Live {
     ctx: Ctx,
     rx: mpsc::UnboundedReceiver<Outbound>,
     last_seen: Arc<AtomicU64>,
+    /// The device's presence while a device-authenticated WebSocket on loopback is open
+    /// (tunnelled sockets are counted by their tunnel or SSH connection).
+    _link: Option<crate::presence::Link>,
 }
 
 /// A client's request for the gateway's identity proof: its nonce and the listener address.
@@ -252,10 +255,12 @@ async fn session<S>(
     mut slot: PreauthSlot,
     fail_key: String,
     proof: ProofAsk,
+    source: IpAddr,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(live) = authenticate(&state, &mut ws, origin, &mut slot, &fail_key, proof).await
+    let Some(live) =
+        authenticate(&state, &mut ws, origin, &mut slot, &fail_key, proof, source).await
     else {
         return;
     };
@@ -265,6 +270,7 @@ async fn session<S>(
         ctx,
         rx,
         last_seen,
+        _link,
     } = live;
     let close_with = request_loop(&state, &mut ws, rx, &ctx, &last_seen).await;
     // Leave the registry before the closing handshake, so counts and rotations never see a
@@ -274,6 +280,7 @@ async fn session<S>(
         close(&mut ws, code, &reason).await;
     }
     state.sessions_alive.fetch_sub(1, Ordering::Relaxed);
+    drop(_link);
 }
 
 /// Challenge, `connect`, decision; on success registers the session and sends `hello-ok`.
@@ -284,6 +291,7 @@ async fn authenticate<S>(
     slot: &mut PreauthSlot,
     fail_key: &str,
     proof: ProofAsk,
+    source: IpAddr,
 ) -> Option<Live>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -327,7 +335,7 @@ where
             return None;
         }
     };
-    let outcome = handshake(state, &req, &nonce, &origin, fail_key).await;
+    let outcome = handshake(state, &req, &nonce, &origin, fail_key, source).await;
     let accept = match outcome {
         Ok(a) => a,
         Err(rej) => {
@@ -362,6 +370,14 @@ where
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let last_seen = Arc::new(AtomicU64::new(state.uptime_ms()));
+    let link = match (&origin, &accept.device_id) {
+        (Origin::Loopback, Some(d)) => Some(crate::presence::Link::open(
+            state,
+            d,
+            crate::presence::Transport::Ws,
+        )),
+        _ => None,
+    };
     state.register(
         conn_id,
         SessionHandle {
@@ -399,6 +415,7 @@ where
         ctx,
         rx,
         last_seen,
+        _link: link,
     })
 }
 
@@ -411,6 +428,7 @@ async fn handshake(
     nonce: &str,
     origin: &Origin,
     source_key: &str,
+    source: IpAddr,
 ) -> Result<Accepted, Rejection> {
     if req.method != "connect" {
         return Err(Rejection::FirstRequestNotConnect);
@@ -508,6 +526,10 @@ async fn handshake(
             let req =
                 crate::store::off_worker(|| state.store().request_pairing(&d, origin_name, ttl))
                     .map_err(|e| fault(state, e))?;
+            let remote = source.to_string();
+            let _ = crate::store::off_worker(|| {
+                state.store().set_request_remote(&req.request_id, &remote)
+            });
             let ev = frames::event(
                 "device.pair.requested",
                 &json!({"requestId": req.request_id, "deviceId": device_id}),
@@ -671,6 +693,9 @@ where
         tokio::select! {
             msg = ws.next() => {
                 last_seen.store(state.uptime_ms(), Ordering::Relaxed);
+                if let Some(d) = &ctx.device_id {
+                    state.presence().touch(d, None, crate::now_ms());
+                }
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Binary(_))) => {

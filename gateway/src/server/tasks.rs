@@ -19,6 +19,7 @@ pub async fn ticker(state: Arc<GatewayState>) {
             Some(state.next_seq()),
         );
         state.broadcast(&ev);
+        state.flush_presence();
     }
 }
 

@@ -65,12 +65,15 @@ pub struct DeviceInfo {
     /// Revoked at, if revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at_ms: Option<u64>,
+    /// The transport of its last connection (`ws`, `tunnel`, `ssh`; see `presence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transport: Option<String>,
 }
 
 /// How stale `last_seen_at_ms` may get before a connect rewrites it (one minute).
 pub const LAST_SEEN_RESOLUTION_MS: u64 = 60_000;
 
-const COLS: &str = "device_id, public_key, display_name, platform, device_family, client_id, client_mode, role, scopes, approved_via, created_at_ms, approved_at_ms, last_seen_at_ms, revoked_at_ms";
+const COLS: &str = "device_id, public_key, display_name, platform, device_family, client_id, client_mode, role, scopes, approved_via, created_at_ms, approved_at_ms, last_seen_at_ms, revoked_at_ms, last_transport";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<DeviceInfo> {
     Ok(DeviceInfo {
@@ -88,6 +91,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<DeviceInfo> {
         approved_at_ms: r.get::<_, i64>(11)? as u64,
         last_seen_at_ms: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
         revoked_at_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+        last_transport: r.get(14)?,
     })
 }
 
@@ -149,7 +153,7 @@ impl Store {
                 // A fresh salt per pairing: a device that is removed and pairs again never gets
                 // a token it held before.
                 tx.execute(
-                    &format!("INSERT INTO devices({COLS}, token_salt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, NULL, ?12)"),
+                    &format!("INSERT INTO devices({COLS}, token_salt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, NULL, NULL, ?12)"),
                     params![
                         d.device_id,
                         d.public_key,
@@ -232,6 +236,19 @@ impl Store {
                 now_ms() as i64,
                 LAST_SEEN_RESOLUTION_MS as i64
             ])?;
+        Ok(())
+    }
+
+    /// Records that `device_id` was seen at `at_ms` over `transport` (a link opened or closed):
+    /// what `claw devices list` shows as "last seen" after the device goes away, and across
+    /// restarts. Never moves the time backwards.
+    pub fn record_seen(&mut self, device_id: &str, transport: &str, at_ms: u64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE devices SET last_seen_at_ms = MAX(COALESCE(last_seen_at_ms, 0), ?2), \
+                 last_transport = ?3 WHERE device_id = ?1",
+            )?
+            .execute(params![device_id, at_ms as i64, transport])?;
         Ok(())
     }
 }

@@ -305,6 +305,7 @@ impl Store {
                 )?;
             }
         }
+        add_columns(&tx)?;
         root::ensure(&tx)?;
         tx.commit()?;
         Ok(())
@@ -342,6 +343,27 @@ impl Store {
             .collect::<std::result::Result<_, _>>()?;
         Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
+}
+
+/// Columns added after schema version 1 was released, each optional, so an older claw reading
+/// the file (it names its columns) is unaffected: added when missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("devices", "last_transport", "TEXT"),
+    ("pairing_requests", "remote_addr", "TEXT"),
+];
+
+fn add_columns(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    for (table, column, ty) in ADDED_COLUMNS {
+        let present: i64 = tx.query_row(
+            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get(0),
+        )?;
+        if present == 0 {
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The schema version a store records, read without writing (`None`: none recorded yet).

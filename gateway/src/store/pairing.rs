@@ -159,6 +159,27 @@ impl Store {
         Ok(r)
     }
 
+    /// Notes the network address a pending request came from (a tunnel client's UDP address, a
+    /// loopback client's address), for the operator deciding on it.
+    pub fn set_request_remote(&mut self, request_id: &str, addr: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE pairing_requests SET remote_addr = ?2 WHERE request_id = ?1",
+            params![request_id, addr],
+        )?;
+        Ok(())
+    }
+
+    /// The addresses noted by [`Store::set_request_remote`], by request id.
+    pub fn request_remotes(&self) -> Result<std::collections::HashMap<String, String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT request_id, remote_addr FROM pairing_requests WHERE remote_addr IS NOT NULL",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
+    }
+
     /// Unexpired pending requests, oldest first.
     pub fn pending(&self) -> Result<Vec<PendingRequest>> {
         let mut stmt = self.conn.prepare(&format!(

@@ -451,6 +451,20 @@ impl Tunnel {
             .clone();
         d.rebind()
     }
+    /// Closes the connection to the gateway politely (QUIC `CONNECTION_CLOSE`, up to 1 s to
+    /// deliver it), so the gateway shows the device offline at once rather than after its idle
+    /// timeout. What `claw tunnel up` does on SIGTERM and Ctrl-C.
+    pub async fn close(&self) {
+        // The endpoint, not just the connection: a closed endpoint also stops the reconnect
+        // loop from dialling again (its new connection would outlive this process on the
+        // gateway until the idle timeout).
+        self.dialer
+            .endpoint
+            .close(0u32.into(), b"device going down");
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.dialer.endpoint.wait_idle()).await;
+    }
+
     /// Waits until the tunnel stops for good (revoked device); returns the reason.
     pub async fn stopped(&mut self) -> String {
         let r = self.done.wait_for(|d| d.is_some()).await;
@@ -782,6 +796,10 @@ async fn manage(
             let _ = done_tx.send(Some(msg));
             return;
         }
+        tracing::info!(reason = %reason, "tunnel control stream ended; reconnecting");
+        // The old connection is abandoned: say so, or the gateway keeps it (and shows this
+        // device connected twice) until its idle timeout.
+        conn.close(0u32.into(), b"reconnecting");
         set(&|s| s.reconnects += 1);
         if started.elapsed() > Duration::from_secs(10) {
             backoff.reset();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claw_gateway::auth::decide::Origin;
+use claw_gateway::presence::{Link, Transport};
 use claw_gateway::state::{GatewayEvent, GatewayState};
 use claw_gateway::store::{NewDevice, Redeemed};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -208,6 +209,9 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
     if paired {
         raise_limits(&conn);
     }
+    // The device's presence for as long as this connection lives.
+    let open_link = |d: &str| Link::open(&shared.state, d, Transport::Tunnel);
+    let mut link = paired.then(|| open_link(&device_id));
     tracing::info!(device = %device_id, %remote, paired, "tunnel connection");
     // Streams of an unpaired key being served right now (the transport caps them too).
     let unpaired_streams = Arc::new(tokio::sync::Semaphore::new(UNPAIRED_STREAMS as usize));
@@ -223,6 +227,7 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
                     Ok(GatewayEvent::PairingResolved { device_id: d, approved: true }) if d == device_id => {
                         paired = true;
                         raise_limits(&conn);
+                        link.get_or_insert_with(|| open_link(&device_id));
                         continue;
                     }
                     Ok(_) => continue,
@@ -241,6 +246,9 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
                 return;
             }
         };
+        if let Some(l) = &link {
+            l.touch();
+        }
         let permit = if paired {
             None
         } else {
@@ -466,6 +474,8 @@ async fn control_stream(
             match outcome {
                 Ok(Ok(Redeemed::Paired)) => {}
                 Ok(Ok(Redeemed::Pending { request_id })) => {
+                    let remote = conn.remote_address().to_string();
+                    let _ = state.store().set_request_remote(&request_id, &remote);
                     if !send_msg(&mut send, &ServerMsg::Pending { request_id }).await {
                         return;
                     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claw_gateway::auth::decide::Origin;
+use claw_gateway::presence::{Link, Transport};
 use claw_gateway::state::{GatewayEvent, GatewayState};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelOpenFailure, MethodKind, MethodSet};
@@ -237,6 +238,8 @@ pub async fn bind(
                 let deadline = tokio::time::sleep_until(deadline);
                 tokio::pin!(deadline);
                 let mut device: Option<String> = None;
+                // The device's presence while its SSH session lives.
+                let mut _link: Option<Link> = None;
                 loop {
                     tokio::select! {
                         r = &mut session => {
@@ -247,6 +250,7 @@ pub async fn bind(
                         }
                         ok = async { authed_rx.wait_for(Option::is_some).await.map(|id| id.clone()) }, if permit.is_some() => {
                             if let Ok(id) = ok {
+                                _link = id.as_deref().map(|d| Link::open(&watch_state, d, Transport::Ssh));
                                 device = id;
                                 permit = None; // authenticated: no longer counts against the cap
                             }
@@ -484,6 +488,9 @@ impl russh::server::Handler for Handler {
                 .await;
             return Ok(());
         }
+        self.state
+            .presence()
+            .touch(&device_id, Some(Transport::Ssh), claw_gateway::now_ms());
         let Some(target) = self.policy.resolve(host, port) else {
             self.refuse(&format!(
                 "a forward to {host}:{port} (only the gateway port and exposed services)"
