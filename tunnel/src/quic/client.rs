@@ -458,11 +458,13 @@ impl Tunnel {
         // The endpoint, not just the connection: a closed endpoint also stops the reconnect
         // loop from dialling again (its new connection would outlive this process on the
         // gateway until the idle timeout).
-        self.dialer
-            .endpoint
-            .close(0u32.into(), b"device going down");
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), self.dialer.endpoint.wait_idle()).await;
+        let d = self
+            .dialer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        d.endpoint.close(0u32.into(), b"device going down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), d.endpoint.wait_idle()).await;
     }
 
     /// Waits until the tunnel stops for good (revoked device); returns the reason.
