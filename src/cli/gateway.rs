@@ -113,8 +113,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 32)]
     max_preauth: usize,
     /// Sockets open at once on the WebSocket port, counted from accept (before the HTTP head);
-    /// over it a new socket is closed at once.
-    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    /// over it a new socket is answered 503 and closed. Capped by the open-file limit.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     max_connections: usize,
     /// Start the QUIC tunnel for paired devices (UDP; 0.0.0.0:18790 when given without a value).
     /// The only socket claw opens beyond loopback; nothing crosses it before mutual TLS.
@@ -222,11 +222,18 @@ fn raise_open_file_limit() -> u64 {
     }
 }
 
+/// `--max-connections` when not given.
+const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+
 /// `--max-connections`, capped by what the open-file limit can hold (a socket over the cap is
 /// refused with 503; one over the descriptor limit would fail the store and the admin socket).
+/// A warning when the operator asked for more than the limit holds, or the limit leaves fewer
+/// than a thousand; otherwise the cap is only logged at info.
 fn connection_cap(requested: usize, nofile: u64) -> usize {
     let cap = claw_gateway::limits::connection_cap(requested, nofile);
-    if cap < requested {
+    if cap < requested && requested == DEFAULT_MAX_CONNECTIONS && cap >= 1_000 {
+        tracing::info!(nofile, cap, "connections capped by the open-file limit");
+    } else if cap < requested {
         tracing::warn!(
             nofile,
             requested,
