@@ -502,6 +502,7 @@ async fn control_stream(
                         claw_gateway::auth::pairing_code::Verdict::Wrong { .. } => "code_wrong",
                         claw_gateway::auth::pairing_code::Verdict::Expired => "code_expired",
                         claw_gateway::auth::pairing_code::Verdict::Used => "code_used",
+                        claw_gateway::auth::pairing_code::Verdict::Burned => "code_burned",
                         _ => "code_unknown",
                     };
                     return refuse(send, code, verdict.message()).await;
