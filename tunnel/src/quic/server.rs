@@ -508,7 +508,16 @@ async fn control_stream(
                     return refuse(send, code, verdict.message()).await;
                 }
                 Err(e) if e.fault().is_some() => return refuse_unavailable(send).await,
-                Err(e) => return refuse(send, "internal", &e.to_string()).await,
+                Err(e) => {
+                    // Details stay in the gateway's log; the device is told what to do.
+                    tracing::error!(device = %device_id, error = %e, "pairing could not be recorded");
+                    return refuse(
+                        send,
+                        "server_error",
+                        "the gateway could not record the pairing (its log says why); try again or ask its operator",
+                    )
+                    .await;
+                }
             }
             match token_msg(&state, &device_id) {
                 ServerMsg::Token {
@@ -530,7 +539,16 @@ async fn control_stream(
                         return;
                     }
                 }
-                other => return refuse(send, "internal", &format!("{other:?}")).await,
+                ServerMsg::Error { code, message } => return refuse(send, &code, &message).await,
+                _ => {
+                    tracing::error!(device = %device_id, "no token to hand a freshly paired device");
+                    return refuse(
+                        send,
+                        "server_error",
+                        "the gateway paired this device but could not issue its token; run `claw tunnel up` to fetch it",
+                    )
+                    .await;
+                }
             }
         }
         Ok(ClientMsg::Probe) => {
