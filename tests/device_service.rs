@@ -231,3 +231,59 @@ fn the_tunnel_unit_runs_tunnel_up_and_holds_no_secret() {
         assert!(v.status.success(), "systemd-analyze verify: {v:?}\n{unit}");
     }
 }
+
+/// `--forward` to a name the gateway does not expose: the application sees its connection
+/// closed with nothing written into it (never the gateway's JSON refusal as if the service had
+/// said it), and `claw tunnel status` says why.
+#[test]
+fn a_forward_to_an_unexposed_name_closes_the_connection_and_reports_it() {
+    use std::io::{BufRead, Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Gateway::start_in(&tmp.path().join("gw"), &["--tunnel", "127.0.0.1:0"]);
+    let d = tmp.path().join("dev");
+    std::fs::create_dir_all(&d).unwrap();
+    pair(&g, &d);
+    let local = free_port();
+    let mut up = std::process::Command::new(claw_bin())
+        .arg("--home")
+        .arg(&d)
+        .args(["tunnel", "up", "--listen", "127.0.0.1:0", "--json"])
+        .args(["--forward", &format!("127.0.0.1:{local}=nope")])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(up.id());
+    let mut lines = std::io::BufReader::new(up.stdout.take().unwrap()).lines();
+    let mut connected = false;
+    for _ in 0..2 {
+        let l = lines.next().unwrap().unwrap();
+        connected |= l.contains("\"event\":\"connected\"");
+    }
+    assert!(connected, "the tunnel never connected");
+    let mut app = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    app.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    app.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let n = app.read_to_end(&mut got).expect("closed, not left hanging");
+    assert_eq!(
+        n,
+        0,
+        "the application got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let t0 = Instant::now();
+    loop {
+        let (_, out, _) = claw_in(&d, &["tunnel", "status", "--json"]);
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let e = v["lastError"].as_str().unwrap_or("");
+        if e.contains("\"nope\"") && e.contains("exposes nothing") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "status: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = up.kill();
+    let _ = up.wait();
+}

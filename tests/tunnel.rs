@@ -260,7 +260,11 @@ async fn pairing_refusals_are_clear_and_audited() {
     }
     let (code, _, err) = claw_in(&device_home(&tmp, "owner"), &["tunnel", "pair", &uri]);
     assert_eq!(code, 1, "a burned code stays burned");
-    assert!(err.contains("already used"), "{err}");
+    // Burned, not "already used": no device ever paired with it.
+    assert!(
+        err.contains("burned by too many wrong tries") && !err.contains("already used"),
+        "{err}"
+    );
 
     let events: Vec<String> = audit(&g)
         .iter()
@@ -554,16 +558,20 @@ async fn exposed_services_and_nothing_else() {
     let mut buf = [0u8; 23];
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"ping through the tunnel");
-    // A name the gateway does not expose reaches nothing.
+    // A name the gateway does not expose reaches nothing: the local connection is closed and
+    // the gateway's refusal goes to the status, never into the application's stream.
     let mut s = tokio::net::TcpStream::connect(t.local_addrs[2])
         .await
         .unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
     assert!(
-        String::from_utf8_lossy(&out).contains("not_exposed"),
-        "{}",
-        String::from_utf8_lossy(&out)
+        t.status()
+            .last_error
+            .is_some_and(|e| e.contains("not_exposed")),
+        "{:?}",
+        t.status().last_error
     );
     // Non-loopback exposes are refused at start.
     let (code, _, err) = claw_in(
@@ -1079,10 +1087,26 @@ async fn stock_clients_on_a_paired_device_need_no_token() {
     let g2 = tunnel_gateway(&["--strict-device-auth"]);
     let d2 = paired(&g2, &tmp, "strict").await;
     let t2 = up(&d2).await;
-    let (_, close) = handshake(&format!("ws://{}", t2.local_addrs[0]), &stock(None))
+    let (error, close) = handshake(&format!("ws://{}", t2.local_addrs[0]), &stock(None))
         .await
         .refused();
     assert_eq!(close.0, 1008, "{close:?}");
+    // The text says what strict mode wants, not a step already done ("pair the device").
+    let m = error["message"].as_str().unwrap();
+    assert!(m.contains("strict device auth"), "{m}");
+    assert!(
+        !m.contains("pair the device") && !m.contains("gateway.auth.token"),
+        "{m}"
+    );
+    assert_eq!(error["details"]["canRetryWithDeviceToken"], true, "{error}");
+    let (error, _) = handshake(
+        &format!("ws://{}", t2.local_addrs[0]),
+        &stock(Some("wrong")),
+    )
+    .await
+    .refused();
+    let m = error["message"].as_str().unwrap();
+    assert!(m.contains("mismatch (strict device auth"), "{m}");
 }
 
 /// Sets the wall clock of a gateway started under libfaketime (an offset like `+2d`).

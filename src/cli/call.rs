@@ -238,9 +238,12 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
                 .as_ref()
                 .and_then(|d| d.get("recommendedNextStep"))
                 .and_then(Value::as_str)
-                .map(|s| format!(" (next step: {s})"))
+                .map(|s| format!("; next step: {}", next_step_text(s)))
                 .unwrap_or_default();
-            Err(fail(exit::FAILURE, format!("{code}: {message}{next}")))
+            Err(fail(
+                exit::FAILURE,
+                format!("{code}: {}{next}", user_message(&message)),
+            ))
         }
         Err(e) => Err(fail(exit::FAILURE, e.to_string())),
     }
@@ -259,4 +262,58 @@ pub async fn call(home: &Home, a: CallArgs) -> anyhow::Result<u8> {
 /// Runs `claw health`.
 pub async fn health(home: &Home, a: HealthArgs) -> anyhow::Result<u8> {
     run_call(home, "health", serde_json::json!({}), &a.conn).await
+}
+
+/// The wire's refusal text as a claw user should read it: OpenClaw's hint names its own config
+/// key (`gateway.auth.token`), which means nothing here. Pure.
+pub fn user_message(wire: &str) -> String {
+    wire.replace(
+        "(use this gateway's gateway.auth.token or pair the device)",
+        "(give the gateway's shared token — `claw gateway token --show` on its host — or pair this device with `claw pair` / `claw tunnel pair`)",
+    )
+}
+
+/// A `recommendedNextStep` code in words. Pure.
+pub fn next_step_text(code: &str) -> String {
+    match code {
+        "update_auth_credentials" => {
+            "use current credentials (the shared token, or re-pair this device)".into()
+        }
+        "update_auth_configuration" => {
+            "give a token (`CLAW_GATEWAY_TOKEN`, `--token-file`) or use a paired device".into()
+        }
+        "retry_with_device_token" => {
+            "retry with this device's token or signature (`claw call` on the device home does)"
+                .into()
+        }
+        "review_auth_configuration" => {
+            "check the scopes this device was approved for (`claw devices list`)".into()
+        }
+        "wait_then_retry" => "wait, then retry".into(),
+        other => other.replace('_', " "),
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_no_openclaw_internals() {
+        let m = user_message("unauthorized: gateway token mismatch (use this gateway's gateway.auth.token or pair the device)");
+        assert!(!m.contains("gateway.auth.token"), "{m}");
+        assert!(m.contains("claw gateway token --show"), "{m}");
+        for code in [
+            "update_auth_credentials",
+            "update_auth_configuration",
+            "retry_with_device_token",
+            "review_auth_configuration",
+            "wait_then_retry",
+            "some_new_step",
+        ] {
+            let t = next_step_text(code);
+            assert!(!t.contains('_') || t.contains('`'), "{code}: {t}");
+            assert!(!t.contains(code), "{code}: {t}");
+        }
+    }
 }

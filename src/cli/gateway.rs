@@ -649,6 +649,8 @@ async fn start(home: &Home, a: RunArgs, as_json: bool) -> anyhow::Result<u8> {
     // 0600, never through a symlink, never a file another uid planted.
     let log = claw_gateway::home::open_private_log(&home.log_path())
         .with_context(|| format!("cannot open {}", home.log_path().display()))?;
+    // Lines before this offset are earlier runs': a failure shows only this run's.
+    let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home")
         .arg(home.root())
@@ -669,14 +671,12 @@ async fn start(home: &Home, a: RunArgs, as_json: bool) -> anyhow::Result<u8> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = child.try_wait()? {
-            let tail = claw_gateway::home::read_private(&home.log_path()).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
             let code = status.code().unwrap_or(1) as u8;
             return Err(fail(
                 code.max(1),
                 format!(
-                    "the gateway exited ({status}); last log lines:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    "the gateway exited ({status}); its log from this start:\n{}",
+                    super::tunnel_service::log_since(&home.log_path(), offset)
                 ),
             ));
         }

@@ -64,7 +64,12 @@ pub fn fail(code: u8, msg: impl Into<String>) -> anyhow::Error {
 
 /// claw: loopback-only remote access to local AI agent gateways.
 #[derive(Debug, Parser)]
-#[command(name = "claw", version, about)]
+#[command(
+    name = "claw",
+    version,
+    about,
+    after_help = "Examples:\n  claw gateway run --tunnel                 # on the gateway host\n  claw pair                                 # mint a one-time pairing URI + QR\n  claw tunnel pair 'CLAW://P/…' && claw tunnel up --daemon   # on the device\n  claw health                               # is it up?"
+)]
 pub struct Cli {
     /// claw's home directory (state, keys, sockets); created 0700.
     #[arg(long, global = true, env = "CLAW_HOME", value_name = "DIR")]
@@ -76,21 +81,40 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run and manage the gateway.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  claw gateway run --tunnel --ssh           # foreground, QUIC tunnel + SSH forward\n  claw gateway start --json                 # background; {\"pid\",\"url\",\"log\",\"home\"}\n  claw gateway status --json\n  claw gateway install --tunnel --rotate-every 24h   # a systemd user unit"
+    )]
     Gateway(gateway::GatewayCmd),
     /// Paired devices, pairing requests and device tokens.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  claw devices list\n  claw devices approve --latest\n  claw devices revoke laptop --yes          # by name, full id or 8+ character prefix\n  claw devices rotate-token --force         # every device re-pairs over the tunnel"
+    )]
     Devices(devices::DevicesCmd),
     /// Call any gateway method.
+    #[command(
+        after_help = "Examples:\n  claw call status --json\n  claw call health --url ws://127.0.0.1:18789   # through `claw tunnel up` on a device"
+    )]
     Call(call::CallArgs),
     /// Call `health` on the gateway.
+    #[command(
+        after_help = "Examples:\n  claw health\n  claw health --url ws://127.0.0.1:18789 --json"
+    )]
     Health(call::HealthArgs),
     /// Mint a one-time pairing URI (and QR code) for a device to join through the tunnel.
+    #[command(
+        after_help = "Examples:\n  claw pair --name laptop\n  claw pair --ttl 1h --require-approval --json"
+    )]
     Pair(pair::PairArgs),
-    /// The device side of the QUIC tunnel: pair, up, status.
-    #[command(subcommand)]
+    /// The device side of the QUIC tunnel: pair, up, down, status, install.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  claw tunnel pair 'CLAW://P/…'\n  claw tunnel up --daemon                   # background; log in HOME/tunnel.log\n  claw tunnel status --json\n  claw tunnel down\n  claw tunnel install                       # a systemd user unit"
+    )]
     Tunnel(tunnel::TunnelCmd),
     /// Find drifted or orphaned state; `--fix` repairs what is safe (exit 1: the human must act).
+    #[command(after_help = "Examples:\n  claw doctor\n  claw doctor --fix --json")]
     Doctor(doctor::DoctorArgs),
     /// The gateway's listeners and the clients on each.
     #[command(subcommand)]

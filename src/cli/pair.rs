@@ -99,6 +99,16 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
         a.addrs.clone()
     };
     let ttl_ms = a.ttl.as_millis() as u64;
+    // Checked here, so the user reads about `--ttl`, not the method's `ttlMs` parameter.
+    if ttl_ms == 0 || ttl_ms > 7 * 24 * 3600 * 1000 {
+        return Err(fail(
+            2,
+            format!(
+                "--ttl {}: a pairing code lives between 1 ms and 7 days",
+                a.ttl
+            ),
+        ));
+    }
     home.ensure()?;
     let identity = Identity::load_or_create(&home.root().join("identity.key"))?;
     let v = admin_call(

@@ -99,8 +99,8 @@ pub enum ServerMsg {
     },
     /// Refused; the connection closes after this.
     Error {
-        /// Stable code: `code_wrong`, `code_expired`, `code_used`, `code_unknown`, `rate_limited`,
-        /// `not_paired`, `revoked`, `rejected`, `bad_request`, `internal`.
+        /// Stable code: `code_wrong`, `code_expired`, `code_used`, `code_burned`, `code_unknown`, `rate_limited`,
+        /// `not_paired`, `revoked`, `rejected`, `bad_request`, `server_error`.
         code: String,
         /// Human message.
         message: String,

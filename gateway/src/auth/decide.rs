@@ -161,6 +161,9 @@ pub fn decide(input: &AuthInput<'_>) -> Decision {
     if let Some(accept) = transport_identity(input, device_id.as_deref()) {
         return accept;
     }
+    if let Some(reject) = strict_tunnel(input, device_id.as_deref()) {
+        return reject;
+    }
 
     let Some(secret) = p.secret() else {
         // Through the tunnel or SSH forward the transport already proved the key; a paired
@@ -283,6 +286,28 @@ fn transport_identity(input: &AuthInput<'_>, proof_id: Option<&str>) -> Option<D
         scopes: scopes::granted(&input.params.scopes, &d.scopes),
         device_id: Some(device_id.clone()),
         action: DeviceAction::None,
+    }))
+}
+
+/// With `--strict-device-auth`, a paired device's client through the tunnel that neither signs
+/// nor presents the shared token nor a token of this device: refused, with a text that says what
+/// strict mode wants (the device is paired; "pair the device" would point at a step already done).
+fn strict_tunnel(input: &AuthInput<'_>, proof_id: Option<&str>) -> Option<Decision> {
+    let Origin::Tunnel { device_id } = input.origin else {
+        return None;
+    };
+    if input.transport_identity || proof_id.is_some() {
+        return None;
+    }
+    let secret = input.params.secret();
+    if secret.is_some_and(|s| secrets_equal(s, input.shared_token))
+        || input.token.is_some_and(|t| &t.device_id == device_id)
+    {
+        return None;
+    }
+    input.device.filter(|d| &d.device_id == device_id)?;
+    Some(Decision::Reject(Rejection::StrictDeviceAuth {
+        secret_presented: secret.is_some(),
     }))
 }
 

@@ -83,8 +83,10 @@ pub enum Verdict {
     /// The gateway's clock is now more than [`CLOCK_BACK_SLACK_MS`] before the code's minting: the
     /// clock was set back, and the code would otherwise live that much longer than it was given.
     ClockMovedBack,
-    /// Redeemed or burned before.
+    /// Redeemed before (a device paired with it).
     Used,
+    /// Burned before by [`MAX_ATTEMPTS`] wrong secrets; it was never redeemed.
+    Burned,
     /// No such code (or malformed).
     Unknown,
 }
@@ -102,7 +104,8 @@ impl Verdict {
             Verdict::ClockMovedBack => {
                 "the gateway's clock was set back since this pairing code was made; ask for a new `claw pair` code"
             }
-            Verdict::Used => "pairing code was already used; ask for a new `claw pair` code",
+            Verdict::Used => "pairing code was already used (a device paired with it); ask for a new `claw pair` code",
+            Verdict::Burned => "pairing code was burned by too many wrong tries (it was never used); ask for a new `claw pair` code",
             Verdict::Unknown => "unknown pairing code",
         }
     }
@@ -117,7 +120,11 @@ pub fn judge(rec: Option<&CodeRecord>, secret: &str, now_ms: u64) -> Verdict {
     let Some(rec) = rec else {
         return Verdict::Unknown;
     };
-    if rec.used || rec.attempts >= MAX_ATTEMPTS {
+    // What the store knows decides the words: wrong tries used it up, or a device redeemed it.
+    if rec.attempts >= MAX_ATTEMPTS {
+        return Verdict::Burned;
+    }
+    if rec.used {
         return Verdict::Used;
     }
     if now_ms >= rec.expires_at_ms {
@@ -191,9 +198,15 @@ mod tests {
         let burned = CodeRecord { attempts: 3, ..rec };
         assert_eq!(
             judge(Some(&burned), secret, 10),
-            Verdict::Used,
-            "the right secret after the burn fails too"
+            Verdict::Burned,
+            "the right secret after the burn fails too, and says burned, not used"
         );
+        let both = CodeRecord {
+            used: true,
+            ..burned
+        };
+        assert_eq!(judge(Some(&both), secret, 10), Verdict::Burned);
+        assert!(Verdict::Burned.message().contains("never used"));
     }
 
     /// The wall clock jumping: the verdict is a comparison with the stored expiry, so a jump
@@ -329,7 +342,7 @@ mod proptests {
             let v = judge(Some(&rec), &guess, now.min(u64::MAX - 1));
             let real = split(&c.code).unwrap().1;
             if attempts >= MAX_ATTEMPTS {
-                prop_assert_eq!(v, Verdict::Used);
+                prop_assert_eq!(v, Verdict::Burned);
             } else if guess == real {
                 prop_assert_eq!(v, Verdict::Accept);
             } else {

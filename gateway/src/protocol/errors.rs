@@ -41,6 +41,12 @@ pub enum Rejection {
     },
     /// A device token of an old generation, or one superseded by a per-device rotation (claw).
     DeviceTokenRotated,
+    /// `--strict-device-auth`: a paired device's client through the tunnel with neither the
+    /// device's token or signature nor the shared token (claw).
+    StrictDeviceAuth {
+        /// It sent some other secret (answered after the failure delay, like a wrong token).
+        secret_presented: bool,
+    },
     /// The device was revoked (claw).
     DeviceRevoked,
     /// A device token asking for scopes it was not granted.
@@ -112,7 +118,11 @@ impl Rejection {
     pub fn is_bad_secret(&self) -> bool {
         matches!(
             self,
-            Rejection::TokenMismatch { .. } | Rejection::ScopeMismatch
+            Rejection::TokenMismatch { .. }
+                | Rejection::ScopeMismatch
+                | Rejection::StrictDeviceAuth {
+                    secret_presented: true
+                }
         )
     }
 
@@ -123,6 +133,7 @@ impl Rejection {
             Rejection::TokenMissing => "token_missing",
             Rejection::TokenMismatch { .. } => "token_mismatch",
             Rejection::DeviceTokenRotated => "device_token_rotated",
+            Rejection::StrictDeviceAuth { .. } => "strict_device_auth",
             Rejection::DeviceRevoked => "device_revoked",
             Rejection::ScopeMismatch => "scope_mismatch",
             Rejection::SignatureInvalid => "signature_invalid",
@@ -178,6 +189,30 @@ impl Rejection {
                         "token_mismatch",
                         *can_retry_with_device_token,
                         next,
+                    )),
+                    CLOSE_POLICY,
+                    m,
+                )
+            }
+            Rejection::StrictDeviceAuth { secret_presented } => {
+                let m = format!(
+                    "unauthorized: gateway token {} (strict device auth: send this paired device's token or signature)",
+                    if *secret_presented { "mismatch" } else { "missing" }
+                );
+                (
+                    ErrorShape::new("INVALID_REQUEST", &m).with_details(auth_details(
+                        if *secret_presented {
+                            "AUTH_TOKEN_MISMATCH"
+                        } else {
+                            "AUTH_TOKEN_MISSING"
+                        },
+                        if *secret_presented {
+                            "token_mismatch"
+                        } else {
+                            "token_missing"
+                        },
+                        true,
+                        "retry_with_device_token",
                     )),
                     CLOSE_POLICY,
                     m,
@@ -357,6 +392,12 @@ mod tests {
                 can_retry_with_device_token: true,
             },
             Rejection::DeviceTokenRotated,
+            Rejection::StrictDeviceAuth {
+                secret_presented: true,
+            },
+            Rejection::StrictDeviceAuth {
+                secret_presented: false,
+            },
             Rejection::DeviceRevoked,
             Rejection::ScopeMismatch,
             Rejection::SignatureInvalid,

@@ -218,7 +218,7 @@ fn pairing_codes_work_once_expire_and_burn() {
     }
     assert_eq!(
         s.redeem_pairing_code(&code, &dev("x"), "tunnel").unwrap(),
-        Err(Verdict::Used)
+        Err(Verdict::Burned)
     );
     // Expiry.
     let (code, _) = s.create_pairing_code(None, 0, false, "cli").unwrap();

@@ -904,12 +904,108 @@ async fn forward(
         return;
     }
     counters.streams.fetch_add(1, Ordering::Relaxed);
+    if let StreamHeader::Expose { name } = &header {
+        expose(tcp, send, recv, name, &counters, &status).await;
+        counters.streams.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
     let mut recv = recv;
     if let Ok((up, down)) = super::copy::splice(&mut tcp, &mut send, &mut recv).await {
         counters.up.fetch_add(up, Ordering::Relaxed);
         counters.down.fetch_add(down, Ordering::Relaxed);
     }
     counters.streams.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The start of a control-line refusal (`ServerMsg::Error`), as the gateway writes it on a data
+/// stream it will not serve.
+const REFUSAL_PREFIX: &[u8] = b"{\"type\":\"error\"";
+
+/// Decides whether the first bytes from the gateway on a forward are its refusal: a
+/// [`ServerMsg::Error`] line and then the end of the stream. Pure.
+pub fn refusal_of(first: &[u8], ended: bool) -> Option<(String, String)> {
+    if !ended || !first.starts_with(REFUSAL_PREFIX) {
+        return None;
+    }
+    let line = first.strip_suffix(b"\n").unwrap_or(first);
+    match control::decode::<ServerMsg>(line) {
+        Ok(ServerMsg::Error { code, message }) => Some((code, message)),
+        _ => None,
+    }
+}
+
+/// A `--forward` connection to an exposed service. The gateway refuses an unknown name (or an
+/// unreachable service) with a control line on the stream; that line must never reach the
+/// application as if the service had sent it: the local connection is closed instead and the
+/// reason goes to the log and `claw tunnel status`.
+async fn expose(
+    mut tcp: TcpStream,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    name: &str,
+    counters: &Counters,
+    status: &Mutex<TunnelStatus>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut refused = None;
+    let copied = {
+        let (mut tcp_r, mut tcp_w) = tcp.split();
+        let up = super::copy::tcp_to_stream(&mut tcp_r, &mut send);
+        let down = async {
+            let (first, ended) = first_bytes(&mut recv).await;
+            if let Some(r) = refusal_of(&first, ended) {
+                refused = Some(r);
+                return Err(std::io::Error::other("refused by the gateway"));
+            }
+            tcp_w.write_all(&first).await?;
+            let rest = super::copy::stream_to_tcp(&mut recv, &mut tcp_w).await?;
+            Ok(first.len() as u64 + rest)
+        };
+        tokio::try_join!(up, down)
+    };
+    if let Some((code, message)) = refused {
+        let msg = format!("--forward to {name:?}: the gateway refused: {message} ({code})");
+        tracing::warn!("{}", msg.escape_debug());
+        status.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(msg);
+        let _ = tcp.shutdown().await;
+        return;
+    }
+    match copied {
+        Ok((up, down)) => {
+            counters.up.fetch_add(up, Ordering::Relaxed);
+            counters.down.fetch_add(down, Ordering::Relaxed);
+        }
+        Err(_) => super::copy::broken(&mut tcp, &mut send, &mut recv),
+    }
+}
+
+/// The gateway's first bytes on an exposed service's stream, and whether the stream ended: a
+/// refusal is one short line and then the end of the stream; anything not shaped like one is
+/// the service's own data, and inspection stops at once.
+async fn first_bytes(recv: &mut quinn::RecvStream) -> (Vec<u8>, bool) {
+    let mut first = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => first.extend_from_slice(&buf[..n]),
+            _ => return (first, true),
+        }
+        let k = first.len().min(REFUSAL_PREFIX.len());
+        if first[..k] != REFUSAL_PREFIX[..k] || first.len() > control::MAX_LINE {
+            return (first, false);
+        }
+        if first.ends_with(b"\n") {
+            // A complete line: it is a refusal only if the stream ends right after it.
+            return match tokio::time::timeout(Duration::from_secs(5), recv.read(&mut buf)).await {
+                Ok(Ok(Some(n))) => {
+                    first.extend_from_slice(&buf[..n]);
+                    (first, false)
+                }
+                Ok(_) => (first, true),
+                Err(_) => (first, false),
+            };
+        }
+    }
 }
 
 async fn write_status(
@@ -935,5 +1031,30 @@ async fn write_status(
         };
         let data = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
         let _ = claw_gateway::home::write_volatile_atomic(&home.status_path(), &data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_whole_error_line_then_the_end_is_a_refusal() {
+        let line = control::encode(&ServerMsg::Error {
+            code: "not_exposed".into(),
+            message: "the gateway exposes nothing named \"x\"".into(),
+        });
+        assert_eq!(
+            refusal_of(&line, true),
+            Some((
+                "not_exposed".into(),
+                "the gateway exposes nothing named \"x\"".into()
+            ))
+        );
+        assert_eq!(refusal_of(&line, false), None, "the stream goes on: data");
+        assert_eq!(refusal_of(b"HTTP/1.1 200 OK\r\n", true), None);
+        assert_eq!(refusal_of(b"{\"type\":\"hello\"}\n", true), None);
+        assert_eq!(refusal_of(b"{\"type\":\"error\"", true), None, "cut short");
+        assert_eq!(refusal_of(b"", true), None);
     }
 }

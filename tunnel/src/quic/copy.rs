@@ -30,19 +30,25 @@ pub async fn splice(
     let (mut r, mut w) = tcp.split();
     let r = tokio::try_join!(tcp_to_stream(&mut r, send), stream_to_tcp(recv, &mut w));
     if r.is_err() {
-        let _ = send.reset(VarInt::from_u32(BROKEN));
-        let _ = recv.stop(VarInt::from_u32(BROKEN));
-        // Closing with SO_LINGER 0 sends a TCP reset instead of a FIN.
-        let _ = tcp.set_zero_linger();
+        broken(tcp, send, recv);
     }
     r
+}
+
+/// After an error in either direction: resets the stream, stops its receiving side and makes
+/// the TCP connection's close a reset, so neither end mistakes a broken transfer for a whole one.
+pub fn broken(tcp: &mut TcpStream, send: &mut SendStream, recv: &mut RecvStream) {
+    let _ = send.reset(VarInt::from_u32(BROKEN));
+    let _ = recv.stop(VarInt::from_u32(BROKEN));
+    // Closing with SO_LINGER 0 sends a TCP reset instead of a FIN.
+    let _ = tcp.set_zero_linger();
 }
 
 /// Application error code of a stream reset or stopped because its other half broke.
 pub const BROKEN: u32 = 1;
 
 /// TCP → QUIC: each read becomes one chunk, handed over without a copy.
-async fn tcp_to_stream<R: AsyncRead + Unpin>(
+pub async fn tcp_to_stream<R: AsyncRead + Unpin>(
     r: &mut R,
     send: &mut SendStream,
 ) -> std::io::Result<u64> {
@@ -63,7 +69,7 @@ async fn tcp_to_stream<R: AsyncRead + Unpin>(
 }
 
 /// QUIC → TCP: quinn's received chunks are written as they are.
-async fn stream_to_tcp<W: AsyncWrite + Unpin>(
+pub async fn stream_to_tcp<W: AsyncWrite + Unpin>(
     recv: &mut RecvStream,
     w: &mut W,
 ) -> std::io::Result<u64> {

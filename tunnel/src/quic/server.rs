@@ -509,12 +509,22 @@ async fn control_stream(
                             "code_expired"
                         }
                         claw_gateway::auth::pairing_code::Verdict::Used => "code_used",
+                        claw_gateway::auth::pairing_code::Verdict::Burned => "code_burned",
                         _ => "code_unknown",
                     };
                     return refuse(send, code, verdict.message()).await;
                 }
                 Err(e) if e.fault().is_some() => return refuse_unavailable(send).await,
-                Err(e) => return refuse(send, "internal", &e.to_string()).await,
+                Err(e) => {
+                    // Details stay in the gateway's log; the device is told what to do.
+                    tracing::error!(device = %device_id, error = %e, "pairing could not be recorded");
+                    return refuse(
+                        send,
+                        "server_error",
+                        "the gateway could not record the pairing (its log says why); try again or ask its operator",
+                    )
+                    .await;
+                }
             }
             match token_msg(&state, &device_id) {
                 ServerMsg::Token {
@@ -536,7 +546,16 @@ async fn control_stream(
                         return;
                     }
                 }
-                other => return refuse(send, "internal", &format!("{other:?}")).await,
+                ServerMsg::Error { code, message } => return refuse(send, &code, &message).await,
+                _ => {
+                    tracing::error!(device = %device_id, "no token to hand a freshly paired device");
+                    return refuse(
+                        send,
+                        "server_error",
+                        "the gateway paired this device but could not issue its token; run `claw tunnel up` to fetch it",
+                    )
+                    .await;
+                }
             }
         }
         Ok(ClientMsg::Probe) => {
