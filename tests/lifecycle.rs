@@ -665,9 +665,10 @@ async fn http_endpoints_on_the_gateway_port() {
     )
     .await;
     assert_eq!(status, 404, "{head}");
-    // A plain GET / without the upgrade headers is not a WebSocket.
+    // A plain GET / without the upgrade headers is not a WebSocket: it is the control page,
+    // which answers only a Host naming the loopback listener with its port (421 otherwise).
     let (status, head, _) = http(g.port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
-    assert_eq!(status, 404, "{head}");
+    assert_eq!(status, 421, "{head}");
 
     // The same port still speaks WebSocket.
     shared_token_works(&g.url, &g.token()).await;

@@ -14,6 +14,7 @@
 //! - [`text`]: refusing control/format characters in operator-visible strings and escaping them
 //!   for terminals and logs (no IO).
 //! - [`presence`]: who is connected, by which transport, since when (pure table + a thin link guard).
+//! - [`web`]: the control page on the loopback port (hyper; Host check, CSP, login codes and page sessions pure).
 //! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -35,6 +36,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod text;
+pub mod web;
 
 /// The version string claw reports as `server.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

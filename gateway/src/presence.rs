@@ -2,7 +2,7 @@
 //! connection, an SSH session), when the first of them opened and when the device last did
 //! something. [`Presence`] is the pure bookkeeping (times passed in); [`Link`] is the IO shell a
 //! transport holds for as long as its connection lives — it persists the device's last seen
-//! time and transport and announces the change to every WebSocket session (`device.presence`).
+//! time and transport and announces the change to the control pages (`device.presence`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -179,7 +179,7 @@ impl Presence {
 
 /// One live connection of a device, held by its transport for the connection's lifetime. Opening
 /// and dropping it record the device's last seen time and transport in the store (best effort)
-/// and announce the change with a [`EVENT`] event.
+/// and announce the change to the control pages with a [`EVENT`] event.
 #[derive(Debug)]
 pub struct Link {
     state: Arc<GatewayState>,
@@ -230,10 +230,12 @@ fn persist(state: &GatewayState, device: &str, transport: Transport, now: u64) {
     }
 }
 
-/// Broadcasts `device`'s presence to every WebSocket session.
+/// Tells the control pages about `device`'s presence (OpenClaw clients are not sent claw's own
+/// events).
 fn announce(state: &GatewayState, device: &str) {
     let s = state.presence().summary(device, crate::now_ms());
-    let ev = crate::protocol::frames::event(
+    crate::web::notify_pages(
+        state,
         EVENT,
         &json!({
             "deviceId": device,
@@ -242,9 +244,7 @@ fn announce(state: &GatewayState, device: &str) {
             "connectedSinceMs": s.connected_since_ms,
             "lastSeenAtMs": crate::now_ms(),
         }),
-        Some(state.next_seq()),
     );
-    state.broadcast(&ev);
 }
 
 impl GatewayState {

@@ -188,6 +188,8 @@ pub struct GatewayState {
     pub audit_failures: AtomicU64,
     /// Live links per device (see [`crate::presence`]).
     pub(crate) presence: Mutex<crate::presence::Presence>,
+    /// The control page's login codes and sessions (see [`crate::web`]).
+    pub web: crate::web::WebState,
 }
 
 impl GatewayState {
@@ -233,6 +235,7 @@ impl GatewayState {
             identity: std::sync::OnceLock::new(),
             audit_failures: AtomicU64::new(0),
             presence: Mutex::new(Default::default()),
+            web: Default::default(),
         })
     }
 

@@ -470,6 +470,13 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
                 endpoint,
                 serving,
             ));
+            let _ = state
+                .web
+                .pair_uri
+                .set(claw_gateway::web::PairUri(super::pair::page_pair_uri(
+                    identity.id(),
+                    local,
+                )));
             Some((local, identity.id()))
         }
         None => None,

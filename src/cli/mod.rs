@@ -5,6 +5,7 @@ mod ago;
 mod call;
 mod channels;
 mod completions;
+mod dashboard;
 mod devices;
 mod doctor;
 mod gateway;
@@ -123,6 +124,8 @@ enum Cmd {
     Completions(completions::CompletionsArgs),
     /// Print claw's man page (roff) to stdout: `claw man > claw.1`.
     Man,
+    /// Open the control page in a browser with a one-time login link (`--no-open`: print it).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 impl Cli {
@@ -177,5 +180,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Channels(c) => channels::run(&home, c).await,
         Cmd::Completions(a) => completions::completions(a),
         Cmd::Man => completions::man(),
+        Cmd::Dashboard(a) => dashboard::run(&home, a).await,
     }
 }

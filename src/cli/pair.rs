@@ -89,6 +89,32 @@ fn tunnel_addrs(home: &Home) -> Option<Vec<String>> {
     )
 }
 
+/// What the control page's `dashboard.pair` uses to turn a fresh code into the URI `claw pair`
+/// prints (the same compact form) and its QR code as SVG.
+pub fn page_pair_uri(gateway_id: String, tunnel: SocketAddr) -> claw_gateway::web::PairUriFn {
+    let addrs: Vec<String> = advertised_hosts(tunnel)
+        .into_iter()
+        .map(|h| match h.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, tunnel.port()).to_string(),
+            Err(_) => format!("{h}:{}", tunnel.port()),
+        })
+        .take(claw_tunnel::pairing::MAX_ADDRS)
+        .collect();
+    Box::new(move |code, expires_ms, name| {
+        let uri = PairingUri {
+            gateway_id: gateway_id.clone(),
+            addrs: addrs.clone(),
+            code: code.to_string(),
+            expires_at: expires_ms / 1000,
+            name: name.map(str::to_string),
+        };
+        let text = uri.to_display_uri();
+        PairingUri::parse(&text).ok()?;
+        let svg = super::qr::svg(&text).ok()?;
+        Some((text, svg))
+    })
+}
+
 /// Runs `claw pair`.
 pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
     let addrs = if a.addrs.is_empty() {

@@ -16,6 +16,24 @@ pub const QUIET_ZONE: usize = 2;
 const ON: &str = "\u{1b}[38;5;16;48;5;231m";
 const OFF: &str = "\u{1b}[0m";
 
+/// Renders `text` as an SVG QR code (black modules on white, a four-module quiet zone, one
+/// path): what the control page shows for a pairing URI. Pure.
+pub fn svg(text: &str) -> Result<String, qrcode::types::QrError> {
+    let qr = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)?;
+    let width = qr.width();
+    let colors = qr.to_colors();
+    let side = width + 8;
+    let mut path = String::new();
+    for (i, c) in colors.iter().enumerate() {
+        if *c == Color::Dark {
+            path.push_str(&format!("M{} {}h1v1h-1z", i % width + 4, i / width + 4));
+        }
+    }
+    Ok(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {side} {side}\" shape-rendering=\"crispEdges\"><rect width=\"{side}\" height=\"{side}\" fill=\"#fff\"/><path fill=\"#000\" d=\"{path}\"/></svg>"
+    ))
+}
+
 /// Renders `text` as QR code rows, `colour` adding explicit black-on-white escapes per row.
 pub fn render(text: &str, colour: bool) -> Result<Vec<String>, qrcode::types::QrError> {
     let qr = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)?;

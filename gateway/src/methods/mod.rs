@@ -2,6 +2,7 @@
 //! `hello-ok.features.methods`, so the advertised list can never disagree with what is served.
 
 mod admin;
+mod dashboard;
 mod devices;
 mod health;
 mod origins;
@@ -89,6 +90,8 @@ pub static TABLE: &[MethodSpec] = &[
     MethodSpec { name: "audit.tail", scope: scopes::ADMIN, ws: false, handler: admin::audit_tail },
     MethodSpec { name: "pairing.prune", scope: scopes::ADMIN, ws: false, handler: admin::prune_pairing },
     MethodSpec { name: "gateway.origins.reload", scope: scopes::ADMIN, ws: false, handler: origins::reload },
+    MethodSpec { name: "dashboard.login", scope: scopes::ADMIN, ws: false, handler: dashboard::login },
+    MethodSpec { name: "dashboard.pair", scope: scopes::ADMIN, ws: false, handler: dashboard::pair },
 ];
 
 /// The methods advertised in `hello-ok.features.methods`.

@@ -21,6 +21,8 @@ pub enum Head {
         /// The client's nonce for the gateway's identity proof (header
         /// `X-Claw-Proof-Nonce`, see `auth::gateway_proof`); `None` when absent or invalid.
         proof_nonce: Option<String>,
+        /// The control page's session cookie (`web::cookie`), when the upgrade carries one.
+        cookie: Option<String>,
     },
     /// A plain GET.
     Get {
@@ -85,6 +87,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
                 proof_nonce: header(crate::auth::gateway_proof::NONCE_HEADER)
                     .filter(|n| crate::auth::gateway_proof::valid_nonce(n))
                     .map(str::to_string),
+                cookie: header("cookie")
+                    .and_then(crate::web::cookie::session_value)
+                    .map(str::to_string),
             },
             n,
         ))),
@@ -92,11 +97,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
     }
 }
 
-/// Reads a request head; returns it with any bytes read past it.
+/// Reads a request head; returns it, every byte read (head and past it) and the head's length.
 pub async fn read_head<S: AsyncRead + Unpin>(
     s: &mut S,
     timeout: Duration,
-) -> Option<(Head, Vec<u8>)> {
+) -> Option<(Head, Vec<u8>, usize)> {
     let mut buf = Vec::with_capacity(1024);
     let fut = async {
         loop {
@@ -107,7 +112,7 @@ pub async fn read_head<S: AsyncRead + Unpin>(
             }
             buf.extend_from_slice(&chunk[..n]);
             match parse_head(&buf) {
-                Ok(Some((head, used))) => return Some((head, buf.split_off(used))),
+                Ok(Some((head, used))) => return Some((head, std::mem::take(&mut buf), used)),
                 Ok(None) if buf.len() < MAX_HEAD => continue,
                 _ => return None,
             }
@@ -149,6 +154,7 @@ mod tests {
                 key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
                 origin: None,
                 proof_nonce: None,
+                cookie: None,
             }
         );
         let browser = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: https://evil.example\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -158,6 +164,7 @@ mod tests {
                 key: "a".into(),
                 origin: Some("https://evil.example".into()),
                 proof_nonce: None,
+                cookie: None,
             }
         );
         let not_utf8 = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: \xff\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";

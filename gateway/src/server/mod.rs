@@ -84,6 +84,7 @@ pub async fn run(
     tasks.spawn(tasks::ticker(state.clone()));
     tasks.spawn(tasks::pinger(state.clone()));
     tasks.spawn(tasks::snapshotter(state.clone()));
+    tasks.spawn(crate::web::watch_events(state.clone()));
     let _ = ready.send(Ready { addrs });
 
     let mut stop = state.shutdown.subscribe();

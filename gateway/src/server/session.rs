@@ -90,15 +90,18 @@ async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some((head, rest)) = http::read_head(&mut stream, state.config.handshake_timeout).await
+    let Some((head, mut buf, used)) =
+        http::read_head(&mut stream, state.config.handshake_timeout).await
     else {
         return;
     };
-    let (key, proof_nonce) = match head {
+    let port = bound.map(|b| b.port());
+    let (key, proof_nonce, page) = match head {
         Head::Upgrade {
             key,
             origin: o,
             proof_nonce,
+            cookie,
         } => {
             if !origin_allowed(&state, o.as_deref(), &origin) {
                 return http::respond(
@@ -109,46 +112,13 @@ async fn serve<S>(
                 )
                 .await;
             }
-            (key, proof_nonce)
+            let page = crate::web::upgrade_session(&state, cookie.as_deref(), o.as_deref(), port);
+            (key, proof_nonce, page)
         }
-        Head::Get { path } if path == "/health" || path == "/healthz" => {
-            return http::respond(
-                &mut stream,
-                "200 OK",
-                "application/json",
-                r#"{"ok":true,"status":"live"}"#,
-            )
-            .await;
-        }
-        Head::Get { path } if path == "/ready" || path == "/readyz" => {
-            return http::respond(
-                &mut stream,
-                "200 OK",
-                "application/json",
-                r#"{"ready":true,"failing":[]}"#,
-            )
-            .await;
-        }
-        // OpenClaw clients ask whether start-up has finished before they connect.
-        Head::Get { path } if path == "/startupz" || path == "/startup" => {
-            return http::respond(
-                &mut stream,
-                "200 OK",
-                "application/json",
-                r#"{"ok":true,"status":"started"}"#,
-            )
-            .await;
-        }
-        _ => {
-            return http::respond(
-                &mut stream,
-                "404 Not Found",
-                "text/plain; charset=utf-8",
-                "Not Found",
-            )
-            .await
-        }
+        // Everything else is plain HTTP: the probes and the control page (hyper).
+        _ => return crate::web::serve_http(state, stream, buf, port).await,
     };
+    let rest = buf.split_off(used);
     let total = state.open_sockets.load(Ordering::Relaxed) as usize;
     let device = match &origin {
         Origin::Loopback => None,
@@ -179,7 +149,7 @@ async fn serve<S>(
     let ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
     let proof = proof_nonce.map(|n| (n, bound));
-    session(state, ws, origin, slot, fail_key, proof, source).await;
+    session(state, ws, origin, slot, fail_key, proof, (source, page)).await;
 }
 
 /// Checks an upgrade's `Origin` against the allow-list; a refusal is logged (escaped) and
@@ -243,7 +213,13 @@ struct Live {
     /// The device's presence while a device-authenticated WebSocket on loopback is open
     /// (tunnelled sockets are counted by their tunnel or SSH connection).
     _link: Option<crate::presence::Link>,
+    /// The control page's session, for a page socket.
+    page: Option<crate::web::login::SessionId>,
 }
+
+/// Where a socket came from: the source address, and the control page's session when the
+/// upgrade carried a live one from the gateway's own origin.
+type From = (IpAddr, Option<crate::web::login::SessionId>);
 
 /// A client's request for the gateway's identity proof: its nonce and the listener address.
 type ProofAsk = Option<(String, Option<std::net::SocketAddr>)>;
@@ -255,12 +231,11 @@ async fn session<S>(
     mut slot: PreauthSlot,
     fail_key: String,
     proof: ProofAsk,
-    source: IpAddr,
+    from: From,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(live) =
-        authenticate(&state, &mut ws, origin, &mut slot, &fail_key, proof, source).await
+    let Some(live) = authenticate(&state, &mut ws, origin, &mut slot, &fail_key, proof, from).await
     else {
         return;
     };
@@ -271,11 +246,13 @@ async fn session<S>(
         rx,
         last_seen,
         _link,
+        page,
     } = live;
-    let close_with = request_loop(&state, &mut ws, rx, &ctx, &last_seen).await;
+    let close_with = request_loop(&state, &mut ws, rx, &ctx, &last_seen, page).await;
     // Leave the registry before the closing handshake, so counts and rotations never see a
     // session that is only waiting for its peer's close reply.
     state.unregister(conn_id);
+    state.web.page_closed(conn_id);
     if let Some((code, reason)) = close_with {
         close(&mut ws, code, &reason).await;
     }
@@ -291,7 +268,7 @@ async fn authenticate<S>(
     slot: &mut PreauthSlot,
     fail_key: &str,
     proof: ProofAsk,
-    source: IpAddr,
+    (source, page): From,
 ) -> Option<Live>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -335,7 +312,7 @@ where
             return None;
         }
     };
-    let outcome = handshake(state, &req, &nonce, &origin, fail_key, source).await;
+    let outcome = handshake(state, &req, &nonce, &origin, fail_key, (source, page)).await;
     let accept = match outcome {
         Ok(a) => a,
         Err(rej) => {
@@ -350,6 +327,8 @@ where
         }
     };
     let (accept, params, token) = accept;
+    // The control page: a live session cookie and a connect with no secret and no device.
+    let page = page.filter(|_| params.secret().is_none() && params.device.is_none());
     let conn_id = state.next_conn_id();
     let methods = methods::served_methods();
     let hello = hello_ok(&Hello {
@@ -385,7 +364,10 @@ where
             method: accept.method,
             device_id: accept.device_id.clone(),
             origin: origin.clone(),
-            client: format!("{}/{}", params.client.id, params.client.mode),
+            client: match page {
+                Some(_) => crate::web::PAGE_CLIENT.to_string(),
+                None => format!("{}/{}", params.client.id, params.client.mode),
+            },
             connected_at_ms: crate::now_ms(),
             tx,
             last_seen: last_seen.clone(),
@@ -394,12 +376,22 @@ where
     slot.release();
     ws.get_mut().lift();
     state.sessions_alive.fetch_add(1, Ordering::Relaxed);
-    let ctx = Ctx {
-        scopes: accept.scopes.clone(),
-        device_id: accept.device_id.clone(),
-        method: Some(accept.method),
-        conn_id,
-        actor: "ws",
+    let ctx = match page {
+        // The page acts for the local operator (admin-socket methods, minus PAGE_DENIED).
+        Some(sid) => {
+            state.web.page_opened(conn_id, sid);
+            Ctx {
+                conn_id,
+                ..Ctx::admin("dashboard")
+            }
+        }
+        None => Ctx {
+            scopes: accept.scopes.clone(),
+            device_id: accept.device_id.clone(),
+            method: Some(accept.method),
+            conn_id,
+            actor: "ws",
+        },
     };
     if ws
         .send(Message::Text(frames::response_ok(&req.id, &hello).into()))
@@ -407,6 +399,7 @@ where
         .is_err()
     {
         state.unregister(conn_id);
+        state.web.page_closed(conn_id);
         state.sessions_alive.fetch_sub(1, Ordering::Relaxed);
         return None;
     }
@@ -416,6 +409,7 @@ where
         rx,
         last_seen,
         _link: link,
+        page,
     })
 }
 
@@ -428,7 +422,7 @@ async fn handshake(
     nonce: &str,
     origin: &Origin,
     source_key: &str,
-    source: IpAddr,
+    (source, page): From,
 ) -> Result<Accepted, Rejection> {
     if req.method != "connect" {
         return Err(Rejection::FirstRequestNotConnect);
@@ -445,6 +439,11 @@ async fn handshake(
             client_min: params.min_protocol,
             client_max: params.max_protocol,
         });
+    }
+    // A control page's socket: its session cookie, not a secret in the connect, is the
+    // credential (see `web::page_accept`).
+    if let Some(a) = page.and_then(|_| crate::web::page_accept(&params)) {
+        return Ok((a, params, None));
     }
     // A key with recent failures has at most `FAILING_IN_FLIGHT_PER_KEY` secrets in flight
     // (evaluated or sleeping off their delay), all keys together `FAILING_IN_FLIGHT_ALL`: more
@@ -685,6 +684,7 @@ async fn request_loop<S>(
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     ctx: &Ctx,
     last_seen: &AtomicU64,
+    page: Option<crate::web::login::SessionId>,
 ) -> Option<(u16, String)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -711,6 +711,13 @@ where
                     Some(Err(_)) => return None,
                 };
                 let reply = match frames::parse_request(&text, MAX_PAYLOAD) {
+                    Ok(req) if page.is_some() => {
+                        match crate::web::page_request(state, ctx, page, &req) {
+                            Ok(payload) => frames::response_ok(&req.id, &payload),
+                            Err(None) => return Some((CLOSE_POLICY, crate::web::SESSION_ENDED.into())),
+                            Err(Some(e)) => frames::response_err(&req.id, &e),
+                        }
+                    }
                     // Off the async worker: a locked store waits up to BUSY_TIMEOUT.
                     Ok(req) => match crate::store::off_worker(|| methods::dispatch(state, ctx, &req.method, &req.params, true)) {
                         Ok(payload) => frames::response_ok(&req.id, &payload),

@@ -1,0 +1,419 @@
+//! The control page on the gateway's loopback port: every request that is not a WebSocket
+//! upgrade is served here by hyper (HTTP/1.1, one request per connection), after the gateway's
+//! own bounded head reader has told it apart from an upgrade — so the upgrade path OpenClaw
+//! clients use is untouched.
+//!
+//! Pure parts: [`policy`] (Host check, security headers, routes), [`login`] (one-time codes,
+//! page sessions), [`cookie`] (the session cookie). This file is the IO shell: hyper, the store's
+//! root generation, and telling page WebSocket sessions about changes.
+
+pub mod assets;
+pub mod cookie;
+pub mod login;
+pub mod policy;
+mod prefixed;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::auth::decide::{Accept, DeviceAction};
+use crate::protocol::connect::ConnectParams;
+use crate::protocol::hello::AuthMethod;
+use crate::state::{GatewayEvent, GatewayState, Outbound};
+use login::SessionId;
+pub use prefixed::Prefixed;
+
+/// The client string page sessions are registered with (`gateway.status` clients).
+pub const PAGE_CLIENT: &str = "claw-dashboard/page";
+/// Event sent to page sessions when something they show changed (`{kind, deviceId?}`).
+pub const CHANGED_EVENT: &str = "dashboard.changed";
+/// Close reason of a page session whose login ended (logout, rotation, expiry).
+pub const SESSION_ENDED: &str = "dashboard session ended (log in again: claw dashboard)";
+/// Methods a page session may not call even though it acts for the local operator: the shared
+/// token never reaches a browser.
+pub const PAGE_DENIED: &[&str] = &["gateway.token.show"];
+/// Largest request body read (a login code).
+const MAX_BODY: usize = 1024;
+
+/// Builds a pairing URI and its QR code (SVG) from a code, its expiry (epoch ms) and a name;
+/// installed by the binary when a tunnel runs (the URI format belongs to the tunnel crate).
+pub struct PairUri(pub PairUriFn);
+
+/// See [`PairUri`].
+pub type PairUriFn = Box<dyn Fn(&str, u64, Option<&str>) -> Option<(String, String)> + Send + Sync>;
+
+impl std::fmt::Debug for PairUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PairUri(..)")
+    }
+}
+
+/// The control page's login codes, page sessions and the WebSockets they opened.
+#[derive(Debug, Default)]
+pub struct WebState {
+    /// How `dashboard.pair` makes a URI (set once a tunnel runs).
+    pub pair_uri: std::sync::OnceLock<PairUri>,
+    codes: Mutex<login::Codes>,
+    sessions: Mutex<login::Sessions>,
+    page_conns: Mutex<HashMap<u64, SessionId>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl WebState {
+    /// Mints a one-time login code (`dashboard.login` on the admin socket).
+    pub fn mint_code(&self) -> (String, u64) {
+        lock(&self.codes).mint(crate::now_ms())
+    }
+
+    /// The live page session a cookie value names under root `generation`.
+    pub fn session(&self, value: &str, generation: u64) -> Option<SessionId> {
+        lock(&self.sessions).check(value, crate::now_ms(), generation)
+    }
+
+    /// True while `id` is live under `generation`.
+    pub fn valid(&self, id: SessionId, generation: u64) -> bool {
+        lock(&self.sessions).valid(id, crate::now_ms(), generation)
+    }
+
+    /// See [`login::Sessions::follow_rotation`].
+    pub fn follow_rotation(&self, id: SessionId, on: bool) {
+        lock(&self.sessions).follow_rotation(id, on)
+    }
+
+    /// Records a page WebSocket of session `id`.
+    pub fn page_opened(&self, conn_id: u64, id: SessionId) {
+        lock(&self.page_conns).insert(conn_id, id);
+    }
+
+    /// Forgets a page WebSocket.
+    pub fn page_closed(&self, conn_id: u64) {
+        lock(&self.page_conns).remove(&conn_id);
+    }
+
+    /// Live page sessions.
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+}
+
+fn generation(state: &GatewayState) -> Option<u64> {
+    crate::store::off_worker(|| state.store().root().ok().map(|(g, _)| g))
+}
+
+/// Closes every page WebSocket whose session is no longer live (after a logout or a rotation).
+pub fn sweep(state: &GatewayState) {
+    let Some(g) = generation(state) else {
+        return;
+    };
+    let conns: Vec<(u64, SessionId)> = lock(&state.web.page_conns)
+        .iter()
+        .map(|(c, s)| (*c, *s))
+        .collect();
+    let dead: Vec<u64> = conns
+        .into_iter()
+        .filter(|(_, s)| !state.web.valid(*s, g))
+        .map(|(c, _)| c)
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    state.close_sessions(
+        |s| dead.contains(&s.conn_id),
+        crate::protocol::errors::CLOSE_POLICY,
+        SESSION_ENDED,
+    );
+}
+
+/// Sends an event to the page sessions only (OpenClaw clients are not sent claw's own events).
+pub fn notify_pages(state: &GatewayState, event: &str, payload: &Value) {
+    let conns: Vec<u64> = lock(&state.web.page_conns).keys().copied().collect();
+    if conns.is_empty() {
+        return;
+    }
+    let ev = crate::protocol::frames::event(event, payload, Some(state.next_seq()));
+    for (id, s) in state.sessions().iter() {
+        if conns.contains(id) {
+            let _ = s.tx.send(Outbound::Text(ev.clone()));
+        }
+    }
+}
+
+/// Forwards credential events to the page sessions as [`CHANGED_EVENT`], and ends page
+/// sessions a rotation ended. Runs for the gateway's lifetime.
+pub async fn watch_events(state: Arc<GatewayState>) {
+    let mut rx = state.events.subscribe();
+    loop {
+        let ev = match rx.recv().await {
+            Ok(ev) => ev,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        let payload = match &ev {
+            GatewayEvent::RootRotated { generation } => {
+                sweep(&state);
+                json!({"kind": "rotated", "generation": generation})
+            }
+            GatewayEvent::DeviceTokenRotated { device_id } => {
+                json!({"kind": "token-rotated", "deviceId": device_id})
+            }
+            GatewayEvent::DeviceRevoked { device_id } => {
+                json!({"kind": "revoked", "deviceId": device_id})
+            }
+            GatewayEvent::DeviceRemoved { device_id } => {
+                json!({"kind": "removed", "deviceId": device_id})
+            }
+            GatewayEvent::PairingResolved {
+                device_id,
+                approved,
+            } => json!({"kind": "pairing-resolved", "deviceId": device_id, "approved": approved}),
+        };
+        notify_pages(&state, CHANGED_EVENT, &payload);
+    }
+}
+
+/// The accept of a page session's `connect`: only for a socket whose upgrade carried a live
+/// session cookie from the gateway's own origin (the caller checked), and only when the
+/// connect itself presents no secret and no device (a page never holds one). The page then acts
+/// for the local operator, like the admin socket, minus [`PAGE_DENIED`].
+pub fn page_accept(params: &ConnectParams) -> Option<Accept> {
+    if params.secret().is_some() || params.device.is_some() || params.role != "operator" {
+        return None;
+    }
+    Some(Accept {
+        method: AuthMethod::Token,
+        role: "operator".into(),
+        scopes: vec![
+            crate::auth::scopes::ADMIN.to_string(),
+            crate::auth::scopes::READ.to_string(),
+            crate::auth::scopes::PAIRING.to_string(),
+        ],
+        device_id: None,
+        action: DeviceAction::None,
+    })
+}
+
+/// Serves one request of a page socket: the session must still be live (`Err(None)`: close the
+/// socket); [`PAGE_DENIED`] methods are refused; a rotation asked by this page keeps this
+/// page's session (every other page session ends with it); the admin-socket view of the method
+/// table is used, plus the page's own `dashboard.*` methods.
+pub fn page_request(
+    state: &GatewayState,
+    ctx: &crate::methods::Ctx,
+    page: Option<SessionId>,
+    req: &crate::protocol::frames::Request,
+) -> Result<Value, Option<crate::protocol::frames::ErrorShape>> {
+    use crate::protocol::frames::ErrorShape;
+    let sid = page.ok_or(None)?;
+    let g = generation(state).ok_or_else(|| {
+        Some(crate::protocol::errors::unavailable(
+            crate::fault::FaultKind::Internal,
+        ))
+    })?;
+    if !state.web.valid(sid, g) {
+        return Err(None);
+    }
+    if PAGE_DENIED.contains(&req.method.as_str()) {
+        return Err(Some(ErrorShape::new(
+            "FORBIDDEN",
+            "not available to the control page",
+        )));
+    }
+    let rotating = req.method == "gateway.token.rotate";
+    if rotating {
+        state.web.follow_rotation(sid, true);
+    }
+    let out = crate::store::off_worker(|| {
+        crate::methods::dispatch(state, ctx, &req.method, &req.params, false)
+    });
+    if rotating {
+        // Adopt the new generation now (if the rotation happened), then stop following.
+        if let Some(g) = generation(state) {
+            state.web.valid(sid, g);
+        }
+        state.web.follow_rotation(sid, false);
+        sweep(state);
+    }
+    out.map_err(Some)
+}
+
+/// The page session an upgrade carries, if any: its cookie names a live session and its
+/// `Origin` is the loopback listener's own (`port`; `None` off the loopback listener: no page).
+pub fn upgrade_session(
+    state: &GatewayState,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    port: Option<u16>,
+) -> Option<SessionId> {
+    let port = port?;
+    let value = cookie?;
+    if !policy::own_origin(origin, port) {
+        return None;
+    }
+    state.web.session(value, generation(state)?)
+}
+
+/// Serves one HTTP connection whose first `prefix` bytes were already read. `port` is the
+/// loopback listener's port (`None` for a stream carried by the tunnel or SSH forward: only the
+/// probes are served there).
+pub async fn serve_http<S>(state: Arc<GatewayState>, stream: S, prefix: Vec<u8>, port: Option<u16>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(Prefixed::new(prefix, stream));
+    let timeout = state.config.handshake_timeout;
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, req, port).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(16 * 1024)
+        .serve_connection(io, svc);
+    if tokio::time::timeout(timeout + Duration::from_secs(5), conn)
+        .await
+        .is_err()
+    {
+        tracing::debug!("http request timed out");
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if let Ok(v) = ctype.parse() {
+        h.insert("content-type", v);
+    }
+    for (k, v) in policy::SECURITY_HEADERS {
+        if let Ok(v) = v.parse() {
+            h.insert(*k, v);
+        }
+    }
+    r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Resp {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn cookie_session(state: &GatewayState, req: &Request<Incoming>) -> Option<SessionId> {
+    let value = header(req, "cookie").and_then(cookie::session_value)?;
+    state.web.session(value, generation(state)?)
+}
+
+async fn handle(state: &Arc<GatewayState>, req: Request<Incoming>, port: Option<u16>) -> Resp {
+    use policy::Route;
+    let route = policy::route(req.method().as_str(), req.uri().path());
+    if policy::is_page(route) {
+        let Some(port) = port else {
+            return text(StatusCode::NOT_FOUND, "Not Found");
+        };
+        if !policy::host_allowed(header(&req, "host"), port) {
+            return text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "Host not allowed: open the control page as http://127.0.0.1:PORT (claw dashboard)",
+            );
+        }
+        // A state change must come from the page itself.
+        if matches!(route, Route::Login | Route::Logout)
+            && !policy::own_origin(header(&req, "origin"), port)
+        {
+            return text(StatusCode::FORBIDDEN, "Origin not allowed");
+        }
+    }
+    match route {
+        Route::Health => respond(
+            StatusCode::OK,
+            "application/json",
+            r#"{"ok":true,"status":"live"}"#,
+        ),
+        Route::Ready => respond(
+            StatusCode::OK,
+            "application/json",
+            r#"{"ready":true,"failing":[]}"#,
+        ),
+        Route::Startup => respond(
+            StatusCode::OK,
+            "application/json",
+            r#"{"ok":true,"status":"started"}"#,
+        ),
+        Route::Page => match cookie_session(state, &req) {
+            Some(_) => respond(StatusCode::OK, "text/html; charset=utf-8", assets::INDEX),
+            None => {
+                let mut r = text(StatusCode::SEE_OTHER, "log in: run claw dashboard");
+                if let Ok(v) = "/login".parse() {
+                    r.headers_mut().insert("location", v);
+                }
+                r
+            }
+        },
+        Route::LoginPage => respond(StatusCode::OK, "text/html; charset=utf-8", assets::LOGIN),
+        Route::Asset(i) => {
+            let a = &assets::ASSETS[i];
+            respond(StatusCode::OK, a.content_type, a.body)
+        }
+        Route::Login => login(state, req).await,
+        Route::Logout => {
+            if let Some(id) = cookie_session(state, &req) {
+                lock(&state.web.sessions).end(id);
+                sweep(state);
+                crate::store::off_worker(|| {
+                    state.audit("dashboard.logout", None, Some("loopback"), "")
+                });
+            }
+            let mut r = respond(StatusCode::NO_CONTENT, "text/plain", "");
+            if let Ok(v) = cookie::clear_session().parse() {
+                r.headers_mut().insert("set-cookie", v);
+            }
+            r
+        }
+        Route::NotFound => text(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+async fn login(state: &Arc<GatewayState>, req: Request<Incoming>) -> Resp {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
+    let code = String::from_utf8_lossy(&body).trim().to_string();
+    let ok = lock(&state.web.codes).redeem(&code, crate::now_ms());
+    if !ok {
+        tracing::info!("dashboard login refused (code used, wrong or expired)");
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "This login link was already used, is wrong or has expired: run `claw dashboard` again.",
+        );
+    }
+    let Some(g) = generation(state) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway's state store is unavailable (run claw doctor)",
+        );
+    };
+    let value = lock(&state.web.sessions).start(crate::now_ms(), g);
+    crate::store::off_worker(|| state.audit("dashboard.login", None, Some("loopback"), ""));
+    let mut r = respond(StatusCode::NO_CONTENT, "text/plain", "");
+    let max_age = login::SESSION_TTL_MS / 1000;
+    if let Ok(v) = cookie::set_session(&value, max_age).parse() {
+        r.headers_mut().insert("set-cookie", v);
+    }
+    r
+}

@@ -1,0 +1,298 @@
+//! End-to-end: the control page's HTTP side and its WebSocket session against the real binary —
+//! the one-time login link, the cookie, the Host and Origin checks, the security headers, logout
+//! and rotation ending page sessions. (The page itself in Chromium: tests/ui/dashboard.mjs.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Sends a raw HTTP request; returns (status, lower-cased head, body).
+async fn http(port: u16, request: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+fn login_code(g: &Gateway) -> String {
+    let (code, out, err) = g.claw(&["dashboard", "--json", "--no-open"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let url = v["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{}/login#", g.port)),
+        "{url}"
+    );
+    url.split_once('#').unwrap().1.to_string()
+}
+
+async fn post_login(g: &Gateway, code: &str, origin: Option<&str>) -> (u16, String, String) {
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    http(
+        g.port,
+        &format!(
+            "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{origin}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{code}",
+            g.port,
+            code.len()
+        ),
+    )
+    .await
+}
+
+fn cookie_of(head: &str) -> String {
+    let line = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie: claw_session="))
+        .unwrap_or_else(|| panic!("no session cookie in {head}"));
+    for attr in ["httponly", "samesite=strict", "path=/"] {
+        assert!(line.contains(attr), "{line}");
+    }
+    assert!(!line.contains("domain"), "host-only: {line}");
+    line["set-cookie: ".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Logs in (a fresh code) and returns the `claw_session=…` pair. The cookie's value was
+/// lower-cased with the head: take it from the raw answer instead.
+async fn login(g: &Gateway) -> String {
+    let code = login_code(g);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", g.port))
+        .await
+        .unwrap();
+    let req = format!(
+        "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nOrigin: http://127.0.0.1:{p}\r\nContent-Length: {}\r\n\r\n{code}",
+        code.len(),
+        p = g.port
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 204"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap();
+    line.split_once(':')
+        .unwrap()
+        .1
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A WebSocket to the gateway with `cookie` and `origin`; returns the socket after the
+/// challenge, or the HTTP status of a refused upgrade.
+async fn page_ws(g: &Gateway, cookie: &str, origin: &str) -> Result<Ws, u16> {
+    let mut req = format!("ws://127.0.0.1:{}/", g.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((mut ws, _)) => {
+            let ch = recv(&mut ws).await.expect("challenge");
+            assert_eq!(ch["event"], "connect.challenge");
+            Ok(ws)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The page's connect: no secret, no device.
+async fn page_connect(ws: &mut Ws) -> Value {
+    send(
+        ws,
+        &json!({"type": "req", "id": "c", "method": "connect", "params": {
+            "minProtocol": 3, "maxProtocol": 4,
+            "client": {"id": "claw-dashboard", "version": "1", "platform": "web", "mode": "webchat"},
+            "role": "operator", "scopes": ["operator.admin"], "auth": {}}}),
+    )
+    .await;
+    recv(ws).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_login_link_works_once_and_wrong_or_foreign_logins_are_refused() {
+    let g = Gateway::start(&[]);
+    let own = format!("http://127.0.0.1:{}", g.port);
+    let code = login_code(&g);
+    // Without the page's own Origin (a cross-site form, curl without it): refused, code kept.
+    let (status, _, _) = post_login(&g, &code, None).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = post_login(&g, &code, Some("http://evil.example")).await;
+    assert_eq!(status, 403);
+    let (status, head, _) = post_login(&g, &code, Some(&own)).await;
+    assert_eq!(status, 204, "{head}");
+    cookie_of(&head);
+    // Second use, a wrong code: refused alike.
+    let (status, _, body) = post_login(&g, &code, Some(&own)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("already used"), "{body}");
+    let (status, _, _) = post_login(&g, "not-a-code", Some(&own)).await;
+    assert_eq!(status, 401);
+    // The code never reaches a server log: it rides in the fragment, and the gateway writes
+    // no request line anywhere.
+    let audit = g.claw(&["gateway", "audit", "--json", "--limit", "100"]).1;
+    assert!(!audit.contains(&code), "code in the audit log");
+    assert!(audit.contains("dashboard.login"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_answers_carry_the_strict_headers_and_need_the_loopback_host() {
+    let g = Gateway::start(&[]);
+    let p = g.port;
+    let (status, head, body) = http(
+        p,
+        &format!("GET /login HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("/login.js"), "{body}");
+    for h in [
+        "content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'",
+        "x-frame-options: deny",
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(head.contains(h), "{h} missing in {head}");
+    }
+    assert!(!head.contains("access-control-"), "no CORS: {head}");
+    // DNS rebinding: a name that resolves to loopback is not the loopback origin.
+    for host in [
+        format!("evil.example:{p}"),
+        format!("127.0.0.1.nip.io:{p}"),
+        "127.0.0.1".to_string(),
+    ] {
+        let (status, _, body) =
+            http(p, &format!("GET /login HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+        assert_eq!(status, 421, "{host}: {body}");
+    }
+    // Without a session the page redirects to the login page; with one it is served.
+    let (status, head, _) =
+        http(p, &format!("GET / HTTP/1.1\r\nHost: localhost:{p}\r\n\r\n")).await;
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /login"));
+    let cookie = login(&g).await;
+    let (status, _, body) = http(
+        p,
+        &format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nCookie: {cookie}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("/app.js"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_session_is_an_operator_only_from_its_own_origin_until_logout() {
+    let g = Gateway::start(&[]);
+    let own = format!("http://127.0.0.1:{}", g.port);
+    let cookie = login(&g).await;
+
+    let mut ws = page_ws(&g, &cookie, &own).await.unwrap();
+    let hello = page_connect(&mut ws).await;
+    assert_eq!(hello["ok"], true, "{hello}");
+    let s = call(&mut ws, "gateway.status", json!({})).await;
+    assert_eq!(s["ok"], true, "{s}");
+    let t = call(&mut ws, "gateway.token.show", json!({})).await;
+    assert_eq!(t["ok"], false, "the shared token never reaches a page: {t}");
+    assert!(!t.to_string().contains(&g.token()));
+
+    // Another local origin cannot open the WebSocket at all, cookie or not.
+    assert_eq!(
+        page_ws(&g, &cookie, "http://127.0.0.1:1").await.err(),
+        Some(403)
+    );
+    // A made-up cookie from the own origin: no secret, no session: refused.
+    let mut fake = page_ws(&g, "claw_session=forged", &own).await.unwrap();
+    let r = page_connect(&mut fake).await;
+    assert_eq!(r["ok"], false, "{r}");
+
+    // Logout ends the session and its open socket.
+    let (status, head, _) = http(
+        g.port,
+        &format!(
+            "POST /api/logout HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nOrigin: {own}\r\nCookie: {cookie}\r\nContent-Length: 0\r\n\r\n",
+            p = g.port
+        ),
+    )
+    .await;
+    assert_eq!(status, 204, "{head}");
+    assert!(head.contains("max-age=0"), "{head}");
+    loop {
+        match recv(&mut ws).await {
+            Ok(_) => continue,
+            Err((code, reason)) => {
+                assert_eq!(code, 1008, "{reason}");
+                assert!(reason.contains("dashboard session ended"), "{reason}");
+                break;
+            }
+        }
+    }
+    let mut again = page_ws(&g, &cookie, &own).await.unwrap();
+    assert_eq!(page_connect(&mut again).await["ok"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_ends_other_page_sessions_but_the_rotating_page_follows_it() {
+    let g = Gateway::start(&[]);
+    let own = format!("http://127.0.0.1:{}", g.port);
+    let mine = login(&g).await;
+    let other = login(&g).await;
+    let mut ws = page_ws(&g, &mine, &own).await.unwrap();
+    assert_eq!(page_connect(&mut ws).await["ok"], true);
+    let mut ows = page_ws(&g, &other, &own).await.unwrap();
+    assert_eq!(page_connect(&mut ows).await["ok"], true);
+
+    let r = call(&mut ws, "gateway.token.rotate", json!({"force": true})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let s = call(&mut ws, "gateway.status", json!({})).await;
+    assert_eq!(s["ok"], true, "the rotating page stays logged in: {s}");
+    loop {
+        match recv(&mut ows).await {
+            Ok(_) => continue,
+            Err((code, reason)) => {
+                assert_eq!(code, 1008, "{reason}");
+                break;
+            }
+        }
+    }
+    // A rotation from the CLI ends the remaining page session too.
+    let (code, _, err) = g.claw(&["devices", "rotate-token", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    loop {
+        match recv(&mut ws).await {
+            Ok(_) => continue,
+            Err((code, _)) => {
+                assert_eq!(code, 1008);
+                break;
+            }
+        }
+    }
+}
