@@ -264,7 +264,8 @@ async fn run_op(
             let mut pairing = AbortOnDrop(pairing);
             // The key is the one `client::pair` created; read it only once pairing got that far.
             let key = || {
-                DeviceKey::load_or_create(&dh_root.join("identity.key")).map_err(|e| e.to_string())
+                claw_gateway::auth::device_key::load_or_create(&dh_root.join("identity.key"))
+                    .map_err(|e| e.to_string())
             };
             if op == Op::ApprovalPair {
                 let rid = tokio::time::timeout(limit, pending_rx.recv())

@@ -54,7 +54,7 @@ fn token_of(home: &Path) -> (String, u64) {
 }
 
 fn key_of(home: &Path) -> DeviceKey {
-    DeviceKey::load_or_create(&home.join("identity.key")).unwrap()
+    claw_gateway::auth::device_key::load_or_create(&home.join("identity.key")).unwrap()
 }
 
 fn audit(g: &Gateway) -> Vec<Value> {

@@ -20,7 +20,6 @@
 pub mod auth;
 pub mod bind_guard;
 pub mod doctor;
-pub mod fault;
 pub mod home;
 pub mod limits;
 pub mod lock;
@@ -32,10 +31,11 @@ pub mod rotation;
 pub mod server;
 pub mod state;
 pub mod store;
-pub mod text;
+
+pub use claw_proto::{fault, text};
 
 /// The version string claw reports as `server.version`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use claw_proto::VERSION;
 
 /// Milliseconds since the Unix epoch, the clock unit of the OpenClaw protocol.
 pub fn now_ms() -> u64 {

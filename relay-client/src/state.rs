@@ -603,8 +603,8 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use claw_gateway::fault::FaultKind;
-    use claw_gateway::protocol::errors::Rejection;
+    use claw_proto::errors::Rejection;
+    use claw_proto::fault::FaultKind;
 
     fn statuses(actions: &[Action]) -> Vec<&'static str> {
         actions
@@ -624,11 +624,7 @@ mod tests {
         let f = r.frame();
         let e = serde_json::to_value(&f.error).unwrap();
         Refusal {
-            error: RemoteError {
-                code: e["code"].as_str().unwrap().into(),
-                message: e["message"].as_str().unwrap().into(),
-                details: e.get("details").cloned(),
-            },
+            error: RemoteError::from_wire(&e),
             close: Some((f.close_code, f.close_reason)),
         }
     }
@@ -762,11 +758,7 @@ mod tests {
         assert_eq!(f.code.as_deref(), Some("PAIRING_REQUIRED"));
         assert_eq!(f.next_step.as_deref(), Some("wait_then_retry"));
         let busy = Refusal {
-            error: RemoteError {
-                code: "UNAVAILABLE".into(),
-                message: "busy".into(),
-                details: None,
-            },
+            error: RemoteError::new("UNAVAILABLE", "busy"),
             close: None,
         };
         assert_eq!(classify_refusal(&busy, false), Reconnect);

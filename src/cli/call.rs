@@ -64,7 +64,7 @@ pub(super) fn home_gateway_fingerprint(home: &Home) -> anyhow::Result<Option<Str
     match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         _ => Ok(Some(
-            claw_gateway::auth::device_key::DeviceKey::load_or_create(&path)?.device_id(),
+            claw_gateway::auth::device_key::load_or_create(&path)?.device_id(),
         )),
     }
 }
@@ -78,8 +78,7 @@ fn connect_options(home: &Home, url: &str, c: &ConnArgs) -> anyhow::Result<Optio
     let dh = claw_tunnel::device::DeviceHome::new(home.root());
     if c.token.is_none() {
         if let Ok(pairing) = dh.pairing() {
-            let key =
-                claw_gateway::auth::device_key::DeviceKey::load_or_create(&dh.identity_path())?;
+            let key = claw_gateway::auth::device_key::load_or_create(&dh.identity_path())?;
             let mut o = ConnectOptions::new(url)
                 .device(key)
                 .scopes(&["operator.read", "operator.write"])
