@@ -8,7 +8,8 @@
 //!   device-signature payloads.
 //! - [`hello`]: the `hello-ok` payload ([`HelloOk`]).
 //! - [`errors`]: every handshake rejection ([`Rejection`]) with its error object and close.
-//! - [`close`]: WebSocket close codes and [`CloseReason`], the close texts as one enum.
+//! - [`close`]: WebSocket close codes and [`CloseReason`], the close texts as one enum;
+//!   [`codes`]: the error codes (`error.code`, `details.code`).
 //! - [`fault`]: store faults ([`FaultKind`]): why a gateway answers a retryable `UNAVAILABLE`.
 //! - [`device_key`] / [`device_id`]: the one Ed25519 device key type and the [`DeviceId`] it names.
 //! - [`signature`]: checking a device's signed `connect`; [`gateway_proof`]: the gateway's
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod close;
+pub mod codes;
 pub mod connect;
 pub mod device_id;
 pub mod device_key;

@@ -21,6 +21,8 @@ use crate::error::{AuthFailure, ClientError, RefreshError};
 use crate::refresh::{Credential, Refresher};
 use crate::session::{self, ConnectOptions, OpenError, Ws};
 use crate::state::{self, Action, Input, LogLevel, Machine, Status};
+use claw_proto::CloseReason;
+
 use crate::wire::{self, Incoming, RemoteError};
 
 type PersistHook = Arc<dyn Fn(&String) -> Result<(), String> + Send + Sync>;
@@ -690,11 +692,14 @@ impl Supervisor {
                     }
                     Err(OpenError::Refused(r)) => Some(Input::Refused(r)),
                     Err(OpenError::Other(ClientError::Closed { code, reason })) => {
-                        Some(Input::Closed { code, reason })
+                        Some(Input::Closed {
+                            code,
+                            reason: reason.as_str().into(),
+                        })
                     }
                     Err(OpenError::Other(e)) => Some(Input::Closed {
                         code: 1006,
-                        reason: e.to_string(),
+                        reason: CloseReason::Other(e.to_string()),
                     }),
                 }
             }
@@ -703,7 +708,10 @@ impl Supervisor {
                     return None;
                 }
                 self.current = None;
-                Some(Input::Closed { code, reason })
+                Some(Input::Closed {
+                    code,
+                    reason: reason.as_str().into(),
+                })
             }
             Internal::Repaired(r) => {
                 self.repair_task = None;

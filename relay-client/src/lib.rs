@@ -58,7 +58,7 @@
 //! m.handle(now, Input::Connected { tick_interval: None });
 //! let actions = m.handle(now, Input::Closed {
 //!     code: 1008,
-//!     reason: "unauthorized: gateway token rotated".into(),
+//!     reason: relay_client::claw_proto::CloseReason::SharedTokenRotated,
 //! });
 //! let Status::AuthFailed(why) = m.status() else { panic!() };
 //! assert!(why.to_string().contains("supply a new token"));
