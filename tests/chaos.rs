@@ -27,8 +27,10 @@ use claw_tunnel::quic::client;
 use common::*;
 use serde_json::{json, Value};
 
-const ROTATED: &str = "unauthorized: device token rotated";
-const REVOKED: &str = "unauthorized: device revoked";
+static ROTATED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| claw_proto::CloseReason::DeviceTokenRotated.to_string());
+static REVOKED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| claw_proto::CloseReason::DeviceRevoked.to_string());
 
 /// xorshift64*: reproducible from the printed seed, no extra dependency.
 struct Rng(u64);
@@ -521,12 +523,12 @@ async fn check(m: &mut Model, g: &Gateway, cycle: usize) {
     for (id, d) in &m.devices {
         for (tok, generation) in &d.tokens {
             let expect: Result<(), &str> = if d.revoked {
-                Err(REVOKED)
+                Err(REVOKED.as_str())
             } else if *generation == m.generation {
                 Ok(())
             } else {
                 assert!(*generation < m.generation, "token from the future");
-                Err(ROTATED)
+                Err(ROTATED.as_str())
             };
             checks.push((id.clone(), d.key.clone(), Some(tok.clone()), expect));
         }
@@ -535,7 +537,7 @@ async fn check(m: &mut Model, g: &Gateway, cycle: usize) {
                 id.clone(),
                 d.key.clone(),
                 Some(shared.clone()),
-                Err(REVOKED),
+                Err(REVOKED.as_str()),
             ));
         }
     }

@@ -177,7 +177,13 @@ async fn ssh_forward_reaches_the_gateway_and_repairs_after_rotation() {
             Err(c) => break c,
         }
     };
-    assert_eq!(close, (1008, "unauthorized: device token rotated".into()));
+    assert_eq!(
+        close,
+        (
+            1008,
+            claw_proto::CloseReason::DeviceTokenRotated.to_string()
+        )
+    );
     let (hello, _) = handshake(
         &url,
         &Creds {

@@ -78,7 +78,8 @@ async fn a_home_from_schema_v1_opens_with_every_device_token_and_generation() {
         .await
         .refused();
     assert_eq!(
-        error["details"]["code"], "AUTH_DEVICE_TOKEN_ROTATED",
+        error["details"]["code"],
+        claw_proto::codes::AUTH_DEVICE_TOKEN_ROTATED,
         "{error}"
     );
     assert_eq!(code, 1008);

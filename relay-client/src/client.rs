@@ -480,7 +480,10 @@ impl Conn {
                 self.forget(id);
                 Err(SendError::Timeout)
             }
-            Ok(Err(_)) => Err(SendError::Lost(1006, "session dropped".into())),
+            Ok(Err(_)) => Err(SendError::Lost(
+                1006,
+                claw_proto::CloseReason::SessionDropped.to_string(),
+            )),
             Ok(Ok(Reply::Ok(v))) => Ok(v),
             Ok(Ok(Reply::Remote(e))) => Err(SendError::Remote(e)),
             Ok(Ok(Reply::Lost(c, r))) => Err(SendError::Lost(c, r)),

@@ -161,14 +161,15 @@ mod tests {
         );
         assert_eq!(
             parse_incoming(
-                r#"{"type":"res","id":7,"ok":false,"error":{"code":"FORBIDDEN","message":"missing scope: operator.admin","details":{"code":"MISSING_SCOPE"}}}"#
+                &json!({"type":"res","id":7,"ok":false,"error":{"code":claw_proto::codes::FORBIDDEN,"message":"missing scope: operator.admin","details":{"code":claw_proto::codes::MISSING_SCOPE}}})
+                    .to_string()
             ),
             Incoming::Response {
                 id: "7".into(),
                 result: Err(RemoteError {
-                    code: "FORBIDDEN".into(),
+                    code: claw_proto::codes::FORBIDDEN.into(),
                     message: "missing scope: operator.admin".into(),
-                    details: Some(json!({"code":"MISSING_SCOPE"})),
+                    details: Some(json!({"code":claw_proto::codes::MISSING_SCOPE})),
                     retryable: None,
                     retry_after_ms: None,
                 })
@@ -210,7 +211,9 @@ mod tests {
         }
         // A failed response without an error object still parses, with defaults.
         match parse_incoming(r#"{"type":"res","id":"1","ok":"yes"}"#) {
-            Incoming::Response { result: Err(e), .. } => assert_eq!(e.code, "UNKNOWN"),
+            Incoming::Response { result: Err(e), .. } => {
+                assert_eq!(e.code, claw_proto::codes::UNKNOWN)
+            }
             other => panic!("{other:?}"),
         }
         match parse_incoming(&long_msg) {

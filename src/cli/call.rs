@@ -225,7 +225,9 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
         }
         // A fault on the gateway (disk full, read-only or locked store): retryable, and not
         // the caller's credentials. 69 like "no gateway answers", so scripts retry.
-        Err(ClientError::Rejected { code, message, .. }) if code == "UNAVAILABLE" => {
+        Err(ClientError::Rejected { code, message, .. })
+            if code == claw_proto::codes::UNAVAILABLE =>
+        {
             Err(fail(exit::UNAVAILABLE, format!("{code}: {message}")))
         }
         Err(ClientError::Rejected {

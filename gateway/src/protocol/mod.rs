@@ -7,5 +7,5 @@
 //! - [`close`]: close codes and the `CloseReason` enum.
 //! - [`hello`]: the `hello-ok` payload.
 
-pub use claw_proto::{close, connect, errors, frames, hello};
+pub use claw_proto::{close, codes, connect, errors, frames, hello};
 pub use claw_proto::{MIN_PROBE_PROTOCOL, PROTOCOL_VERSION};
