@@ -28,6 +28,7 @@ pub mod origin;
 pub mod peer_uid;
 pub mod protocol;
 pub mod rotation;
+pub mod runtime_file;
 pub mod server;
 pub mod state;
 pub mod store;

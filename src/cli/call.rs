@@ -46,16 +46,11 @@ pub struct ConnArgs {
 /// port anyone may have taken since.
 fn running_url(home: &Home) -> Option<String> {
     let pid = running_pid(home)?;
-    let v: Value =
-        serde_json::from_str(&claw_gateway::home::read_private(&home.runtime_path())?).ok()?;
-    if v["pid"].as_u64() != Some(u64::from(pid)) {
-        return None;
-    }
-    v["url"].as_str().map(str::to_string)
+    claw_gateway::runtime_file::RuntimeFile::of_running(home, pid).map(|r| r.url)
 }
 
 fn default_url(home: &Home) -> String {
-    running_url(home).unwrap_or_else(|| "ws://127.0.0.1:18789".into())
+    running_url(home).unwrap_or_else(|| format!("ws://127.0.0.1:{}", claw_proto::ports::GATEWAY))
 }
 
 /// The fingerprint of the gateway whose home this is (its `identity.key`), never creating one.

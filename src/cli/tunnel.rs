@@ -37,7 +37,7 @@ pub enum TunnelCmd {
         /// Where to write the private key (default: HOME/id_ed25519_claw).
         path: Option<std::path::PathBuf>,
         /// SSH port of the gateway.
-        #[arg(long, default_value_t = 18722)]
+        #[arg(long, default_value_t = claw_proto::ports::SSH)]
         port: u16,
     },
     /// Show the running tunnel (exit 0 connected, 1 disconnected, 3 not running).

@@ -15,7 +15,7 @@ use crate::home::Home;
 use crate::store::SCHEMA_VERSION;
 
 /// The gateway's default WebSocket port.
-pub const DEFAULT_PORT: u16 = 18789;
+pub const DEFAULT_PORT: u16 = claw_proto::ports::GATEWAY;
 
 /// How far the system clock may be behind the store's newest record before `clock.skew` warns
 /// (small steps back happen when NTP corrects a fast clock).
