@@ -935,7 +935,8 @@ async fn setup_devices(
         }
         for (h, t) in batch {
             wait_connected(&t, Duration::from_secs(60)).await?;
-            let key = DeviceKey::load_or_create(&h.join("identity.key")).map_err(s)?;
+            let key = claw_gateway::auth::device_key::load_or_create(&h.join("identity.key"))
+                .map_err(s)?;
             let url = format!("ws://{}", t.local_addrs[0]);
             devs.push(Dev {
                 home: h,

@@ -27,8 +27,10 @@ use claw_tunnel::quic::client;
 use common::*;
 use serde_json::{json, Value};
 
-const ROTATED: &str = "unauthorized: device token rotated";
-const REVOKED: &str = "unauthorized: device revoked";
+static ROTATED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| claw_proto::CloseReason::DeviceTokenRotated.to_string());
+static REVOKED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| claw_proto::CloseReason::DeviceRevoked.to_string());
 
 /// xorshift64*: reproducible from the printed seed, no extra dependency.
 struct Rng(u64);
@@ -264,7 +266,8 @@ async fn run_op(
             let mut pairing = AbortOnDrop(pairing);
             // The key is the one `client::pair` created; read it only once pairing got that far.
             let key = || {
-                DeviceKey::load_or_create(&dh_root.join("identity.key")).map_err(|e| e.to_string())
+                claw_gateway::auth::device_key::load_or_create(&dh_root.join("identity.key"))
+                    .map_err(|e| e.to_string())
             };
             if op == Op::ApprovalPair {
                 let rid = tokio::time::timeout(limit, pending_rx.recv())
@@ -520,12 +523,12 @@ async fn check(m: &mut Model, g: &Gateway, cycle: usize) {
     for (id, d) in &m.devices {
         for (tok, generation) in &d.tokens {
             let expect: Result<(), &str> = if d.revoked {
-                Err(REVOKED)
+                Err(REVOKED.as_str())
             } else if *generation == m.generation {
                 Ok(())
             } else {
                 assert!(*generation < m.generation, "token from the future");
-                Err(ROTATED)
+                Err(ROTATED.as_str())
             };
             checks.push((id.clone(), d.key.clone(), Some(tok.clone()), expect));
         }
@@ -534,7 +537,7 @@ async fn check(m: &mut Model, g: &Gateway, cycle: usize) {
                 id.clone(),
                 d.key.clone(),
                 Some(shared.clone()),
-                Err(REVOKED),
+                Err(REVOKED.as_str()),
             ));
         }
     }

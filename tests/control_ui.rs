@@ -80,9 +80,12 @@ async fn the_control_uis_v2_handshake_pairs_silently_and_reconnects_with_its_dev
         let r = connect_as_ui(&g.url, &key, json!({"deviceToken": device_token}), skew).await;
         assert_eq!(
             r["error"],
-            json!({"code":"INVALID_REQUEST","message":"device signature expired","details":{"code":"DEVICE_AUTH_SIGNATURE_EXPIRED","reason":"device-signature-stale"}}),
+            json!({"code":claw_proto::codes::INVALID_REQUEST,"message":claw_proto::CloseReason::SignatureExpired.to_string(),"details":{"code":claw_proto::codes::DEVICE_AUTH_SIGNATURE_EXPIRED,"reason":"device-signature-stale"}}),
             "{skew}"
         );
-        assert_eq!(r["close"], json!([1008, "device signature expired"]));
+        assert_eq!(
+            r["close"],
+            json!([1008, claw_proto::CloseReason::SignatureExpired.to_string()])
+        );
     }
 }

@@ -206,7 +206,7 @@ async fn paired_device(url: &str, shared: &str) -> (DeviceKey, String) {
 /// closed with 1013; nothing that tells the client its credentials are wrong.
 fn assert_unavailable(out: Outcome, fault: Option<&str>) -> Value {
     let (error, (code, reason)) = out.refused();
-    assert_eq!(error["code"], "UNAVAILABLE", "{error}");
+    assert_eq!(error["code"], claw_proto::codes::UNAVAILABLE, "{error}");
     assert_eq!(error["retryable"], true, "{error}");
     assert!(error["retryAfterMs"].as_u64().unwrap() > 0, "{error}");
     assert_eq!(error["details"]["recommendedNextStep"], "wait_then_retry");
@@ -338,7 +338,11 @@ async fn disk_full_is_a_retryable_unavailable_not_1008_and_recovers() {
     )
     .await
     .refused();
-    assert_eq!(error["details"]["code"], "AUTH_TOKEN_MISMATCH", "{error}");
+    assert_eq!(
+        error["details"]["code"],
+        claw_proto::codes::AUTH_TOKEN_MISMATCH,
+        "{error}"
+    );
     assert_eq!(code, 1008);
     let r = call(&mut existing, "status", json!({})).await;
     let failures = r["payload"]["gateway"]["auditWriteFailures"].as_u64();
@@ -410,7 +414,7 @@ async fn read_only_home_is_a_retryable_unavailable_and_devices_survive_the_repai
     )
     .await;
     assert_eq!(r["ok"], false, "{r}");
-    assert_eq!(r["error"]["code"], "UNAVAILABLE", "{r}");
+    assert_eq!(r["error"]["code"], claw_proto::codes::UNAVAILABLE, "{r}");
     assert_eq!(r["error"]["retryable"], true, "{r}");
     assert_eq!(r["error"]["details"]["fault"], "read_only", "{r}");
 

@@ -433,7 +433,9 @@ async fn quic_handshakes_from_unknown_keys_and_udp_garbage_leave_paired_devices_
         url: format!("ws://{}", tunnel.local_addrs[0]),
         src: None,
         token,
-        key: Some(DeviceKey::load_or_create(&home.join("identity.key")).unwrap()),
+        key: Some(
+            claw_gateway::auth::device_key::load_or_create(&home.join("identity.key")).unwrap(),
+        ),
     };
     let gateway_id = uri.gateway_id.clone();
     let addr = uri.addrs[0].clone();

@@ -7,8 +7,6 @@ use claw_gateway::auth::device_key::DeviceKey;
 use common::*;
 use serde_json::json;
 
-const MISMATCH: &str = "unauthorized: gateway token mismatch (use this gateway's gateway.auth.token or pair the device)";
-
 #[tokio::test]
 async fn shared_token_hello_ok_has_the_openclaw_shape() {
     let g = Gateway::start(&[]);
@@ -50,9 +48,9 @@ async fn shared_token_hello_ok_has_the_openclaw_shape() {
         let code = r["error"]["code"].as_str().unwrap_or("");
         assert!(
             r["ok"] == true
-                || code == "FORBIDDEN"
-                || code == "INVALID_REQUEST"
-                || code == "NOT_FOUND",
+                || code == claw_proto::codes::FORBIDDEN
+                || code == claw_proto::codes::INVALID_REQUEST
+                || code == claw_proto::codes::NOT_FOUND,
             "{m}: {r}"
         );
         assert_ne!(
@@ -82,9 +80,18 @@ async fn failure_table() {
     .refused();
     assert_eq!(
         (e["code"].as_str(), e["details"]["code"].as_str()),
-        (Some("NOT_PAIRED"), Some("DEVICE_IDENTITY_REQUIRED"))
+        (
+            Some(claw_proto::codes::NOT_PAIRED),
+            Some(claw_proto::codes::DEVICE_IDENTITY_REQUIRED)
+        )
     );
-    assert_eq!(close, (1008, "device identity required".into()));
+    assert_eq!(
+        close,
+        (
+            1008,
+            claw_proto::CloseReason::DeviceIdentityRequired.to_string()
+        )
+    );
 
     // Wrong shared token.
     let (e, close) = handshake(
@@ -96,13 +103,16 @@ async fn failure_table() {
     )
     .await
     .refused();
-    assert_eq!(e["details"]["code"], "AUTH_TOKEN_MISMATCH");
+    assert_eq!(e["details"]["code"], claw_proto::codes::AUTH_TOKEN_MISMATCH);
     assert_eq!(
         e["details"]["recommendedNextStep"],
         "update_auth_credentials"
     );
     assert_eq!(e["details"]["canRetryWithDeviceToken"], false);
-    assert_eq!(close, (1008, MISMATCH.into()));
+    assert_eq!(
+        close,
+        (1008, claw_proto::CloseReason::TokenMismatch.to_string())
+    );
 
     // Signed device, no token.
     let (e, close) = handshake(
@@ -114,7 +124,7 @@ async fn failure_table() {
     )
     .await
     .refused();
-    assert_eq!(e["details"]["code"], "AUTH_TOKEN_MISSING");
+    assert_eq!(e["details"]["code"], claw_proto::codes::AUTH_TOKEN_MISSING);
     assert_eq!(
         e["details"]["recommendedNextStep"],
         "update_auth_configuration"
@@ -141,11 +151,11 @@ async fn failure_table() {
     let r = recv(&mut ws).await.unwrap();
     assert_eq!(
         r["error"]["details"]["code"],
-        "DEVICE_AUTH_SIGNATURE_INVALID"
+        claw_proto::codes::DEVICE_AUTH_SIGNATURE_INVALID
     );
     assert_eq!(
         recv(&mut ws).await.unwrap_err(),
-        (1008, "device signature invalid".into())
+        (1008, claw_proto::CloseReason::SignatureInvalid.to_string())
     );
 
     // device.id not the key's hash.
@@ -167,11 +177,11 @@ async fn failure_table() {
     let r = recv(&mut ws).await.unwrap();
     assert_eq!(
         r["error"]["details"]["code"],
-        "DEVICE_AUTH_DEVICE_ID_MISMATCH"
+        claw_proto::codes::DEVICE_AUTH_DEVICE_ID_MISMATCH
     );
     assert_eq!(
         recv(&mut ws).await.unwrap_err(),
-        (1008, "device identity mismatch".into())
+        (1008, claw_proto::CloseReason::IdentityMismatch.to_string())
     );
 
     // First request not connect.
@@ -185,13 +195,13 @@ async fn failure_table() {
     assert_eq!(r["id"], "x1");
     assert_eq!(
         r["error"]["message"],
-        "invalid handshake: first request must be connect"
+        claw_proto::CloseReason::FirstRequestNotConnect.to_string()
     );
     assert_eq!(
         recv(&mut ws).await.unwrap_err(),
         (
             1008,
-            "invalid handshake: first request must be connect".into()
+            claw_proto::CloseReason::FirstRequestNotConnect.to_string()
         )
     );
 
@@ -214,11 +224,11 @@ async fn failure_table() {
     let r = recv(&mut ws).await.unwrap();
     assert_eq!(
         r["error"]["details"],
-        json!({"code":"PROTOCOL_MISMATCH","clientMinProtocol":99,"clientMaxProtocol":99,"expectedProtocol":4,"minimumProbeProtocol":3})
+        json!({"code":claw_proto::codes::PROTOCOL_MISMATCH,"clientMinProtocol":99,"clientMaxProtocol":99,"expectedProtocol":4,"minimumProbeProtocol":3})
     );
     assert_eq!(
         recv(&mut ws).await.unwrap_err(),
-        (1002, "protocol mismatch".into())
+        (1002, claw_proto::CloseReason::ProtocolMismatch.to_string())
     );
 
     // Probe clients may speak v3.
@@ -292,10 +302,10 @@ async fn silent_local_pairing_device_token_reconnect_and_scopes() {
     assert_eq!(hello["auth"]["method"], "device-token");
     // operator.read only: pairing methods are forbidden, the socket stays open.
     let r = call(&mut ws, "device.pair.list", json!({})).await;
-    assert_eq!(r["error"]["code"], "FORBIDDEN");
+    assert_eq!(r["error"]["code"], claw_proto::codes::FORBIDDEN);
     assert_eq!(
         r["error"]["details"],
-        json!({"code":"MISSING_SCOPE","missingScope":"operator.pairing","requiredScopes":["operator.pairing"]})
+        json!({"code":claw_proto::codes::MISSING_SCOPE,"missingScope":"operator.pairing","requiredScopes":["operator.pairing"]})
     );
     let r = call(&mut ws, "no.such.method", json!({})).await;
     assert_eq!(r["error"]["details"]["missingScope"], "operator.admin");
@@ -313,7 +323,7 @@ async fn silent_local_pairing_device_token_reconnect_and_scopes() {
     )
     .await
     .refused();
-    assert_eq!(e["details"]["code"], "AUTH_SCOPE_MISMATCH");
+    assert_eq!(e["details"]["code"], claw_proto::codes::AUTH_SCOPE_MISMATCH);
     assert_eq!(close.0, 1008);
 
     // A device token without the device's signature.
@@ -326,7 +336,7 @@ async fn silent_local_pairing_device_token_reconnect_and_scopes() {
     )
     .await
     .refused();
-    assert_eq!(e["details"]["code"], "AUTH_TOKEN_MISMATCH");
+    assert_eq!(e["details"]["code"], claw_proto::codes::AUTH_TOKEN_MISMATCH);
 
     // A bogus token from a paired device: can retry with its device token.
     let (e, _) = handshake(
@@ -357,7 +367,7 @@ async fn silent_local_pairing_device_token_reconnect_and_scopes() {
     )
     .await
     .refused();
-    assert_eq!(e["details"]["code"], "AUTH_TOKEN_MISMATCH");
+    assert_eq!(e["details"]["code"], claw_proto::codes::AUTH_TOKEN_MISMATCH);
 
     // The device shows up in device.pair.list as silently approved and connected.
     let (_, mut admin) = handshake(

@@ -436,7 +436,11 @@ async fn invalid_requests_after_auth_get_invalid_request_and_the_socket_stays_op
             .unwrap_or_else(|c| panic!("closed after {text}: {c:?}"));
         assert_eq!(r["type"], "res", "{text}: {r}");
         assert_eq!(r["ok"], false, "{text}: {r}");
-        assert_eq!(r["error"]["code"], "INVALID_REQUEST", "{text}: {r}");
+        assert_eq!(
+            r["error"]["code"],
+            claw_proto::codes::INVALID_REQUEST,
+            "{text}: {r}"
+        );
         assert_eq!(r["id"], *id, "{text}: {r}");
     }
 
@@ -447,7 +451,11 @@ async fn invalid_requests_after_auth_get_invalid_request_and_the_socket_stays_op
     let r = recv(&mut ws)
         .await
         .unwrap_or_else(|c| panic!("closed after a binary frame: {c:?}"));
-    assert_eq!(r["error"]["code"], "INVALID_REQUEST", "{r}");
+    assert_eq!(
+        r["error"]["code"],
+        claw_proto::codes::INVALID_REQUEST,
+        "{r}"
+    );
 
     // The session is still open and serving.
     let r = call(&mut ws, "health", json!({})).await;
@@ -498,7 +506,7 @@ async fn array_frames_are_not_requests() {
     let first = recv(&mut ws).await;
     assert_serves(&g).await;
 
-    let dispatched = after_auth["error"]["code"] != "INVALID_REQUEST";
+    let dispatched = after_auth["error"]["code"] != claw_proto::codes::INVALID_REQUEST;
     let authenticated = !matches!(first, Err((1008, _)));
     assert!(
         !dispatched && !authenticated,

@@ -367,7 +367,10 @@ async fn sigterm_sends_shutdown_closes_1012_and_cleans_up() {
             shutdown[0]["payload"],
             json!({"reason": "gateway stopping"})
         );
-        assert_eq!(close, (1012, "service restart".to_string()));
+        assert_eq!(
+            close,
+            (1012, claw_proto::CloseReason::ServiceRestart.to_string())
+        );
     }
     let (code, _g) = tokio::time::timeout(Duration::from_secs(30), stopper)
         .await
@@ -517,7 +520,11 @@ async fn a_pinned_token_is_used_and_cannot_be_rotated() {
     )
     .await
     .refused();
-    assert_eq!(e["details"]["code"], "AUTH_TOKEN_MISMATCH", "{e}");
+    assert_eq!(
+        e["details"]["code"],
+        claw_proto::codes::AUTH_TOKEN_MISMATCH,
+        "{e}"
+    );
     assert_eq!(close.0, 1008);
 
     let (code, out, err) = g.claw(&["devices", "rotate-token", "--force", "--shared"]);
@@ -570,7 +577,11 @@ async fn the_token_file_env_var_pins_the_shared_token() {
     )
     .await
     .refused();
-    assert_eq!(e["details"]["code"], "AUTH_TOKEN_MISMATCH", "{e}");
+    assert_eq!(
+        e["details"]["code"],
+        claw_proto::codes::AUTH_TOKEN_MISMATCH,
+        "{e}"
+    );
     let (code, out, err) = claw_in(&home, &["devices", "rotate-token", "--force", "--shared"]);
     assert_ne!(code, 0, "{out}{err}");
     assert!(err.contains("pinned"), "{err}");

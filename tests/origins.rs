@@ -191,7 +191,7 @@ async fn unserved_control_ui_methods_get_openclaws_unknown_method_error() {
         let r = call(&mut ws, m, json!({})).await;
         assert_eq!(
             r["error"],
-            json!({"code":"INVALID_REQUEST","message":format!("unknown method: {m}")}),
+            json!({"code":claw_proto::codes::INVALID_REQUEST,"message":format!("unknown method: {m}")}),
             "{m}"
         );
     }
@@ -206,7 +206,10 @@ async fn unserved_control_ui_methods_get_openclaws_unknown_method_error() {
     .await
     .hello();
     let r = call(&mut ro, "chat.history", json!({})).await;
-    assert_eq!(r["error"]["details"]["code"], "MISSING_SCOPE");
+    assert_eq!(
+        r["error"]["details"]["code"],
+        claw_proto::codes::MISSING_SCOPE
+    );
     // Both sockets are still open and served.
     assert_eq!(call(&mut ws, "health", json!({})).await["ok"], true);
     assert_eq!(call(&mut ro, "health", json!({})).await["ok"], true);

@@ -282,8 +282,14 @@ async fn a_revoked_device_is_auth_failed_with_zero_further_connects() {
     let Status::AuthFailed(why) = wait_status(&client, "auth_failed").await else {
         unreachable!()
     };
-    assert_eq!(why.reason, "unauthorized: device revoked");
-    assert_eq!(why.code.as_deref(), Some("AUTH_DEVICE_REVOKED"));
+    assert_eq!(
+        why.reason,
+        claw_proto::CloseReason::DeviceRevoked.to_string()
+    );
+    assert_eq!(
+        why.code.as_deref(),
+        Some(claw_proto::codes::AUTH_DEVICE_REVOKED)
+    );
     assert_eq!(why.next_step.as_deref(), Some("review_auth_configuration"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(proxy.connects(), 1, "zero further connects");
@@ -308,7 +314,10 @@ async fn a_revoked_device_is_auth_failed_with_zero_further_connects() {
     let ClientError::AuthFailed(why) = e else {
         panic!("{e:?}")
     };
-    assert_eq!(why.code.as_deref(), Some("AUTH_DEVICE_REVOKED"));
+    assert_eq!(
+        why.code.as_deref(),
+        Some(claw_proto::codes::AUTH_DEVICE_REVOKED)
+    );
     assert_eq!(why.next_step.as_deref(), Some("review_auth_configuration"));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(proxy.connects(), 2, "one attempt, no loop");
@@ -342,7 +351,10 @@ async fn a_static_shared_token_client_goes_auth_failed_on_shared_rotation() {
     let Status::AuthFailed(why) = wait_status(&client, "auth_failed").await else {
         unreachable!()
     };
-    assert_eq!(why.reason, "unauthorized: gateway token rotated");
+    assert_eq!(
+        why.reason,
+        claw_proto::CloseReason::SharedTokenRotated.to_string()
+    );
     let msg = why.to_string();
     assert!(
         msg.contains("static token") && msg.contains("supply a new token"),

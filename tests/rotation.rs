@@ -7,8 +7,13 @@ use claw_gateway::auth::device_key::DeviceKey;
 use common::*;
 use serde_json::json;
 
-const ROTATED: &str = "unauthorized: device token rotated";
-const REVOKED: &str = "unauthorized: device revoked";
+fn rotated() -> String {
+    claw_proto::CloseReason::DeviceTokenRotated.to_string()
+}
+
+fn revoked() -> String {
+    claw_proto::CloseReason::DeviceRevoked.to_string()
+}
 
 /// Pairs `key` silently over loopback and returns its device token.
 async fn pair(g: &Gateway, key: &DeviceKey) -> String {
@@ -84,8 +89,8 @@ async fn rotate_token_force_closes_device_sessions_and_kills_old_tokens() {
     let (code, out, err) = g.claw(&["devices", "rotate-token", "--force"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("generation 2"), "{out}");
-    assert_eq!(expect_close(&mut wa).await, (1008, ROTATED.into()));
-    assert_eq!(expect_close(&mut wb).await, (1008, ROTATED.into()));
+    assert_eq!(expect_close(&mut wa).await, (1008, rotated()));
+    assert_eq!(expect_close(&mut wb).await, (1008, rotated()));
     // Shared-token sessions are untouched, and the shared token still works.
     let r = call(&mut ws_shared, "status", json!({})).await;
     assert_eq!(r["payload"]["deviceTokenGeneration"], 2);
@@ -102,8 +107,11 @@ async fn rotate_token_force_closes_device_sessions_and_kills_old_tokens() {
     )
     .await
     .refused();
-    assert_eq!(close, (1008, ROTATED.into()));
-    assert_eq!(e["details"]["code"], "AUTH_DEVICE_TOKEN_ROTATED");
+    assert_eq!(close, (1008, rotated()));
+    assert_eq!(
+        e["details"]["code"],
+        claw_proto::codes::AUTH_DEVICE_TOKEN_ROTATED
+    );
     assert_eq!(e["details"]["canRepair"], true);
 
     // Re-pairing locally (shared token + device key) issues a new-generation token that works.
@@ -145,7 +153,7 @@ async fn revoke_closes_sessions_and_refuses_the_device_everywhere() {
     let prefix = &a.device_id()[..12];
     let (code, out, err) = g.claw(&["devices", "revoke", prefix]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(expect_close(&mut wa).await, (1008, REVOKED.into()));
+    assert_eq!(expect_close(&mut wa).await, (1008, revoked()));
     let (e, close) = handshake(
         &g.url,
         &Creds {
@@ -156,7 +164,7 @@ async fn revoke_closes_sessions_and_refuses_the_device_everywhere() {
     )
     .await
     .refused();
-    assert_eq!(close, (1008, REVOKED.into()));
+    assert_eq!(close, (1008, revoked()));
     assert_eq!(e["details"]["canRepair"], false);
     // Even the shared token does not bring a revoked key back.
     let (_, close) = handshake(
@@ -169,7 +177,7 @@ async fn revoke_closes_sessions_and_refuses_the_device_everywhere() {
     )
     .await
     .refused();
-    assert_eq!(close.1, REVOKED);
+    assert_eq!(close.1, revoked());
     let (_, out, _) = g.claw(&["devices", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["paired"][0]["revoked"], true);
@@ -209,7 +217,7 @@ async fn per_device_rotate_and_big_red_button() {
     )
     .await
     .refused();
-    assert_eq!(close.1, ROTATED);
+    assert_eq!(close.1, rotated());
     // Device b is unaffected.
     assert_eq!(call(&mut wb, "health", json!({})).await["ok"], true);
 
@@ -243,7 +251,10 @@ async fn shared_rotation_replaces_a_generated_token() {
     assert_ne!(new, old);
     assert_eq!(
         expect_close(&mut ws).await,
-        (1008, "unauthorized: gateway token rotated".into())
+        (
+            1008,
+            claw_proto::CloseReason::SharedTokenRotated.to_string()
+        )
     );
     let _ = handshake(
         &g.url,
@@ -291,7 +302,8 @@ async fn admin_commands_work_with_the_gateway_stopped() {
     .await
     .refused();
     assert_eq!(
-        close.1, ROTATED,
+        close.1,
+        rotated(),
         "an offline rotation is in force after restart"
     );
 }

@@ -396,7 +396,8 @@ async fn no_secret_appears_in_any_log_even_at_trace_level() {
         &["tunnel", "up", "--listen", "127.0.0.1:0"],
     );
     let tunnel_url = up.ready_url();
-    let dev_key = DeviceKey::load_or_create(&dev.join("identity.key")).unwrap();
+    let dev_key =
+        claw_gateway::auth::device_key::load_or_create(&dev.join("identity.key")).unwrap();
     let read = ["operator.read"];
     let (_, mut ws) = handshake(
         &tunnel_url,

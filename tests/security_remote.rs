@@ -731,8 +731,7 @@ async fn made_up_roles_from_a_paired_device_do_not_grow_the_store() {
         .await
         .unwrap();
     let id = claw_tunnel::identity::Identity::load_or_create(&home.join("identity.key")).unwrap();
-    let key = claw_gateway::auth::device_key::DeviceKey::load_or_create(&home.join("identity.key"))
-        .unwrap();
+    let key = claw_gateway::auth::device_key::load_or_create(&home.join("identity.key")).unwrap();
     let dialer = client::Dialer::new(&id, &uri.gateway_id, &uri.addrs[0]).unwrap();
     let conn = dialer.connect(&uri.addrs).await.unwrap();
     assert!(tunnel_connect_with_role(&conn, &key, "operator").await);

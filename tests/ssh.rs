@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use claw_gateway::auth::device_key::DeviceKey;
 use common::*;
 use serde_json::{json, Value};
 
@@ -134,7 +133,7 @@ async fn ssh_forward_reaches_the_gateway_and_repairs_after_rotation() {
     let (home, key) = device(&s, "laptop", true);
     let (mut child, local) = forward(&s, &key, s.g.port).await;
     let url = format!("ws://127.0.0.1:{local}");
-    let dk = DeviceKey::load_or_create(&home.join("identity.key")).unwrap();
+    let dk = claw_gateway::auth::device_key::load_or_create(&home.join("identity.key")).unwrap();
 
     // First contact through SSH: the signed connect needs no token; the device gets one.
     let (hello, mut ws) = handshake(
@@ -178,7 +177,13 @@ async fn ssh_forward_reaches_the_gateway_and_repairs_after_rotation() {
             Err(c) => break c,
         }
     };
-    assert_eq!(close, (1008, "unauthorized: device token rotated".into()));
+    assert_eq!(
+        close,
+        (
+            1008,
+            claw_proto::CloseReason::DeviceTokenRotated.to_string()
+        )
+    );
     let (hello, _) = handshake(
         &url,
         &Creds {

@@ -14,7 +14,9 @@ use claw_tunnel::quic::client::{self, Tunnel, UpConfig};
 use common::*;
 use serde_json::{json, Value};
 
-const ROTATED: &str = "unauthorized: device token rotated";
+fn rotated() -> String {
+    claw_proto::CloseReason::DeviceTokenRotated.to_string()
+}
 
 fn tunnel_gateway(extra: &[&str]) -> Gateway {
     let mut args = vec!["--tunnel", "127.0.0.1:0"];
@@ -54,7 +56,7 @@ fn token_of(home: &Path) -> (String, u64) {
 }
 
 fn key_of(home: &Path) -> DeviceKey {
-    DeviceKey::load_or_create(&home.join("identity.key")).unwrap()
+    claw_gateway::auth::device_key::load_or_create(&home.join("identity.key")).unwrap()
 }
 
 fn audit(g: &Gateway) -> Vec<Value> {
@@ -397,7 +399,7 @@ async fn rotation_with_20_connected_devices_repairs_them_all_over_the_tunnel() {
                 Err(c) => break c,
             }
         };
-        assert_eq!(close, (1008, ROTATED.into()));
+        assert_eq!(close, (1008, rotated()));
     }
     // …and every device receives a generation-2 token over its tunnel, with no human step.
     for (i, h) in homes.iter().enumerate() {
@@ -438,7 +440,7 @@ async fn rotation_with_20_connected_devices_repairs_them_all_over_the_tunnel() {
     )
     .await
     .refused();
-    assert_eq!(close.1, ROTATED);
+    assert_eq!(close.1, rotated());
 }
 
 #[tokio::test(flavor = "multi_thread")]

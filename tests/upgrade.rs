@@ -57,7 +57,7 @@ async fn a_home_from_schema_v1_opens_with_every_device_token_and_generation() {
     let (_tmp, home) = copy_home(&fixture(1));
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(home.join("fixture.json")).unwrap()).unwrap();
-    let key = DeviceKey::load_or_create(&home.join("device.key")).unwrap();
+    let key = claw_gateway::auth::device_key::load_or_create(&home.join("device.key")).unwrap();
     assert_eq!(meta["deviceId"], key.device_id().as_str());
     let shared = std::fs::read_to_string(home.join("gateway.token")).unwrap();
 
@@ -78,7 +78,8 @@ async fn a_home_from_schema_v1_opens_with_every_device_token_and_generation() {
         .await
         .refused();
     assert_eq!(
-        error["details"]["code"], "AUTH_DEVICE_TOKEN_ROTATED",
+        error["details"]["code"],
+        claw_proto::codes::AUTH_DEVICE_TOKEN_ROTATED,
         "{error}"
     );
     assert_eq!(code, 1008);
@@ -121,7 +122,7 @@ async fn make_fixture_home() {
     let home = tmp.path().join("home");
     let mut g = Gateway::start_in(&home, &[]);
     let shared = g.token();
-    let key = DeviceKey::load_or_create(&home.join("device.key")).unwrap();
+    let key = claw_gateway::auth::device_key::load_or_create(&home.join("device.key")).unwrap();
     let (hello, _ws) = connect_with(&g.url, &key, &shared).await.hello();
     let old = hello["auth"]["deviceToken"].as_str().unwrap().to_string();
     let (code, o, e) = g.claw(&["devices", "rotate-token", "--force"]);

@@ -31,17 +31,7 @@ pub enum BindError {
     Invalid(String),
 }
 
-/// True when `ip` is a loopback address; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) counts only when the
-/// mapped IPv4 address is loopback.
-pub fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.is_loopback(),
-            None => v6.is_loopback(),
-        },
-    }
-}
+pub use claw_proto::loopback::is_loopback;
 
 /// Checks `bind` (an IP literal, `[v6]`, or a hostname) and returns the socket addresses to listen
 /// on. A hostname is resolved with `resolve`; **every** address it yields must be loopback.

@@ -22,7 +22,6 @@
 pub mod auth;
 pub mod bind_guard;
 pub mod doctor;
-pub mod fault;
 pub mod home;
 pub mod limits;
 pub mod lock;
@@ -32,14 +31,16 @@ pub mod peer_uid;
 pub mod presence;
 pub mod protocol;
 pub mod rotation;
+pub mod runtime_file;
 pub mod server;
 pub mod state;
 pub mod store;
-pub mod text;
 pub mod web;
 
+pub use claw_proto::{fault, text};
+
 /// The version string claw reports as `server.version`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use claw_proto::VERSION;
 
 /// Milliseconds since the Unix epoch, the clock unit of the OpenClaw protocol.
 pub fn now_ms() -> u64 {

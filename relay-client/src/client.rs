@@ -21,6 +21,8 @@ use crate::error::{AuthFailure, ClientError, RefreshError};
 use crate::refresh::{Credential, Refresher};
 use crate::session::{self, ConnectOptions, OpenError, Ws};
 use crate::state::{self, Action, Input, LogLevel, Machine, Status};
+use claw_proto::CloseReason;
+
 use crate::wire::{self, Incoming, RemoteError};
 
 type PersistHook = Arc<dyn Fn(&String) -> Result<(), String> + Send + Sync>;
@@ -478,7 +480,10 @@ impl Conn {
                 self.forget(id);
                 Err(SendError::Timeout)
             }
-            Ok(Err(_)) => Err(SendError::Lost(1006, "session dropped".into())),
+            Ok(Err(_)) => Err(SendError::Lost(
+                1006,
+                claw_proto::CloseReason::SessionDropped.to_string(),
+            )),
             Ok(Ok(Reply::Ok(v))) => Ok(v),
             Ok(Ok(Reply::Remote(e))) => Err(SendError::Remote(e)),
             Ok(Ok(Reply::Lost(c, r))) => Err(SendError::Lost(c, r)),
@@ -690,11 +695,14 @@ impl Supervisor {
                     }
                     Err(OpenError::Refused(r)) => Some(Input::Refused(r)),
                     Err(OpenError::Other(ClientError::Closed { code, reason })) => {
-                        Some(Input::Closed { code, reason })
+                        Some(Input::Closed {
+                            code,
+                            reason: reason.as_str().into(),
+                        })
                     }
                     Err(OpenError::Other(e)) => Some(Input::Closed {
                         code: 1006,
-                        reason: e.to_string(),
+                        reason: CloseReason::Other(e.to_string()),
                     }),
                 }
             }
@@ -703,7 +711,10 @@ impl Supervisor {
                     return None;
                 }
                 self.current = None;
-                Some(Input::Closed { code, reason })
+                Some(Input::Closed {
+                    code,
+                    reason: reason.as_str().into(),
+                })
             }
             Internal::Repaired(r) => {
                 self.repair_task = None;

@@ -18,10 +18,11 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), relay_client::ClientError> {
-//! use relay_client::{Client, ClientConfig, ConnectOptions, SharedTokenRepair, Status};
-//! use claw_gateway::auth::device_key::DeviceKey;
+//! use relay_client::{Client, ClientConfig, ConnectOptions, DeviceKey, SharedTokenRepair, Status};
 //!
-//! let key = DeviceKey::load_or_create("/home/me/.claw/device.key".as_ref()).unwrap();
+//! // The key's file form is its base64url seed (`DeviceKey::to_text`); keep it 0600.
+//! let text = std::fs::read_to_string("/home/me/.claw/device.key").unwrap();
+//! let key = DeviceKey::from_text(&text).unwrap();
 //! let base = ConnectOptions::new("ws://127.0.0.1:18789")
 //!     .device(key)
 //!     .scopes(&["operator.read"]);
@@ -57,7 +58,7 @@
 //! m.handle(now, Input::Connected { tick_interval: None });
 //! let actions = m.handle(now, Input::Closed {
 //!     code: 1008,
-//!     reason: "unauthorized: gateway token rotated".into(),
+//!     reason: relay_client::claw_proto::CloseReason::SharedTokenRotated,
 //! });
 //! let Status::AuthFailed(why) = m.status() else { panic!() };
 //! assert!(why.to_string().contains("supply a new token"));
@@ -84,3 +85,7 @@ pub use credentials::{
 pub use error::{AuthFailure, ClientError, RefreshError, RefreshErrorKind};
 pub use session::{ConnectOptions, Session};
 pub use state::Status;
+
+/// The wire contract this client speaks (frames, connect, close reasons, the device key).
+pub use claw_proto;
+pub use claw_proto::DeviceKey;

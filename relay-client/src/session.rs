@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use claw_gateway::auth::device_key::DeviceKey;
+use claw_proto::DeviceKey;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -42,7 +42,7 @@ pub struct ConnectOptions {
     pub allow_insecure_remote: bool,
     /// The gateway's fingerprint (hex SHA-256 of its Ed25519 public key), when known: the
     /// client asks for the gateway's identity proof and sends no `connect` (so no secret) unless
-    /// it verifies ([`ClientError::GatewayNotProven`]); see `claw_gateway::auth::gateway_proof`.
+    /// it verifies ([`ClientError::GatewayNotProven`]); see `claw_proto::gateway_proof`.
     pub gateway_fingerprint: Option<String>,
 }
 
@@ -157,7 +157,7 @@ fn build_request(
         if let Ok(v) = n.parse() {
             request
                 .headers_mut()
-                .insert(claw_gateway::auth::gateway_proof::NONCE_HEADER, v);
+                .insert(claw_proto::gateway_proof::NONCE_HEADER, v);
         }
     }
     Ok(request)
@@ -179,11 +179,7 @@ pub(crate) async fn open(
             "recommendedNextStep": "review_auth_configuration",
         });
         return Err(OpenError::Refused(Refusal {
-            error: wire::RemoteError {
-                code: "INSECURE_URL".into(),
-                message,
-                details: Some(details),
-            },
+            error: wire::RemoteError::new("INSECURE_URL", message).with_details(details),
             close: None,
         }));
     }
@@ -233,13 +229,14 @@ pub(crate) async fn open(
                                 MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
                                 _ => None,
                             };
-                            claw_gateway::auth::gateway_proof::verify(&payload, fp, cn, peer)
-                                .map_err(|e| {
+                            claw_proto::gateway_proof::verify(&payload, fp, cn, peer).map_err(
+                                |e| {
                                     other(ClientError::GatewayNotProven {
                                         url: o.url.clone(),
                                         reason: e.to_string(),
                                     })
-                                })?;
+                                },
+                            )?;
                         }
                         break;
                     }

@@ -17,6 +17,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
+//! use relay_client::claw_proto::CloseReason;
 //! use relay_client::state::{Action, Config, Input, Machine, Status};
 //!
 //! let mut m = Machine::new(Config { can_refresh: true, ..Config::default() }, 1);
@@ -24,7 +25,7 @@
 //! assert_eq!(m.handle(t, Input::Start), [Action::EmitStatus(Status::Connecting), Action::Connect]);
 //! m.handle(t, Input::Connected { tick_interval: Some(Duration::from_secs(30)) });
 //! // The gateway rotated its device tokens: one re-pair, then a connect with the new token.
-//! let a = m.handle(t, Input::Closed { code: 1008, reason: "unauthorized: device token rotated".into() });
+//! let a = m.handle(t, Input::Closed { code: 1008, reason: CloseReason::DeviceTokenRotated });
 //! assert!(a.contains(&Action::StartRepair));
 //! assert_eq!(m.status(), Status::RePairing);
 //! assert_eq!(m.handle(t, Input::RepairSucceeded), [Action::Connect]);
@@ -33,6 +34,10 @@
 //! ```
 
 use std::time::{Duration, Instant};
+
+use claw_proto::close::{CLOSE_POLICY, CLOSE_PROTOCOL};
+use claw_proto::codes;
+use claw_proto::CloseReason;
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::{AuthFailure, RefreshError, RefreshErrorKind};
@@ -101,8 +106,8 @@ pub enum Input {
     Closed {
         /// Close code.
         code: u16,
-        /// Close reason.
-        reason: String,
+        /// Close reason (any text parses: unknown ones are [`CloseReason::Other`]).
+        reason: CloseReason,
     },
     /// The gateway refused `connect` ("AuthError").
     Refused(Refusal),
@@ -149,6 +154,9 @@ pub enum Action {
 pub enum Verdict {
     /// Transient: back off and reconnect with the same credentials.
     Reconnect,
+    /// Transient, and the gateway said when to come back (`retryAfterMs` of a retryable
+    /// `UNAVAILABLE`): back off at least this long (at most [`MAX_RETRY_AFTER`]).
+    RetryAfter(Duration),
     /// The credentials went stale and a refresh source can renew them: re-pair.
     Repair,
     /// Terminal: `auth_failed`.
@@ -166,46 +174,43 @@ fn repairable(can_refresh: bool, f: AuthFailure) -> Verdict {
     }
 }
 
+/// The longest `retryAfterMs` honoured: a gateway cannot park a client for longer than this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// Classifies a WebSocket close. 1008 is an auth decision (repairable or terminal, by reason),
 /// 1002 a protocol mismatch (terminal); everything else — 1012 service restart, 1006 network
 /// loss, 1001 ping timeout, 1000, 1009, 1011, 1013 — is transient.
-pub fn classify_close(code: u16, reason: &str, can_refresh: bool) -> Verdict {
-    let f = AuthFailure::new(reason);
+pub fn classify_close(code: u16, reason: &CloseReason, can_refresh: bool) -> Verdict {
+    let f = AuthFailure::new(reason.to_string());
     match code {
-        1008 => {
-            if reason == "unauthorized: device token rotated" {
-                repairable(
-                    can_refresh,
-                    f.with_code("AUTH_DEVICE_TOKEN_ROTATED")
-                        .with_next_step("update_auth_credentials"),
-                )
-            } else if reason == "unauthorized: gateway token rotated"
-                || reason.starts_with("unauthorized: gateway token mismatch")
-            {
-                repairable(
-                    can_refresh,
-                    f.with_code("AUTH_TOKEN_MISMATCH")
-                        .with_next_step("update_auth_credentials"),
-                )
-            } else if reason.starts_with("unauthorized: device removed") {
+        CLOSE_POLICY => match reason {
+            CloseReason::DeviceTokenRotated => repairable(
+                can_refresh,
+                f.with_code(codes::AUTH_DEVICE_TOKEN_ROTATED)
+                    .with_next_step("update_auth_credentials"),
+            ),
+            CloseReason::SharedTokenRotated | CloseReason::TokenMismatch => repairable(
+                can_refresh,
+                f.with_code(codes::AUTH_TOKEN_MISMATCH)
+                    .with_next_step("update_auth_credentials"),
+            ),
+            CloseReason::DeviceRemoved => {
                 repairable(can_refresh, f.with_next_step("update_auth_credentials"))
-            } else if reason == "unauthorized: device revoked" {
-                Verdict::Fail(
-                    f.with_code("AUTH_DEVICE_REVOKED")
-                        .with_next_step("review_auth_configuration"),
-                )
-            } else if reason == "pairing required" {
-                Verdict::Fail(
-                    f.with_code("PAIRING_REQUIRED")
-                        .with_next_step("wait_then_retry"),
-                )
-            } else if reason == "device signature invalid" {
-                Verdict::Fail(f.with_code("DEVICE_AUTH_SIGNATURE_INVALID"))
-            } else {
-                Verdict::Fail(f)
             }
-        }
-        1002 => Verdict::Fail(f.with_code("PROTOCOL_MISMATCH")),
+            CloseReason::DeviceRevoked => Verdict::Fail(
+                f.with_code(codes::AUTH_DEVICE_REVOKED)
+                    .with_next_step("review_auth_configuration"),
+            ),
+            CloseReason::PairingRequired => Verdict::Fail(
+                f.with_code(codes::PAIRING_REQUIRED)
+                    .with_next_step("wait_then_retry"),
+            ),
+            CloseReason::SignatureInvalid => {
+                Verdict::Fail(f.with_code(codes::DEVICE_AUTH_SIGNATURE_INVALID))
+            }
+            _ => Verdict::Fail(f),
+        },
+        CLOSE_PROTOCOL => Verdict::Fail(f.with_code(codes::PROTOCOL_MISMATCH)),
         _ => Verdict::Reconnect,
     }
 }
@@ -226,8 +231,15 @@ pub fn classify_refusal(r: &Refusal, can_refresh: bool) -> Verdict {
     f.code = Some(e.detail_code().unwrap_or(&e.code).to_string());
     f.next_step = e.next_step().map(str::to_string);
     match e.detail_code() {
-        Some("AUTH_DEVICE_TOKEN_ROTATED" | "AUTH_TOKEN_MISMATCH") => repairable(can_refresh, f),
-        _ if e.code == "UNAVAILABLE" => Verdict::Reconnect,
+        Some(codes::AUTH_DEVICE_TOKEN_ROTATED | codes::AUTH_TOKEN_MISMATCH) => {
+            repairable(can_refresh, f)
+        }
+        _ if e.code == codes::UNAVAILABLE => match e.retry_after_ms {
+            Some(ms) if e.retryable == Some(true) && ms > 0 => {
+                Verdict::RetryAfter(Duration::from_millis(ms).min(MAX_RETRY_AFTER))
+            }
+            _ => Verdict::Reconnect,
+        },
         _ => Verdict::Fail(f),
     }
 }
@@ -440,7 +452,7 @@ impl Machine {
                 if let Phase::RePairing { connecting: false } = self.phase {
                     if e.kind == RefreshErrorKind::Transient {
                         let what = format!("re-pair could not reach its source: {e}");
-                        self.back_off(now, Then::Repair, None, what, &mut out);
+                        self.back_off(now, Then::Repair, None, None, what, &mut out);
                     } else {
                         self.fail(e.to_failure(), &mut out);
                     }
@@ -502,6 +514,7 @@ impl Machine {
                         after_repair: false,
                     },
                     Some(since),
+                    None,
                     what,
                     out,
                 );
@@ -524,8 +537,16 @@ impl Machine {
         };
         match verdict {
             Verdict::Reconnect => {
-                self.back_off(now, Then::Connect { after_repair }, since, what, out)
+                self.back_off(now, Then::Connect { after_repair }, since, None, what, out)
             }
+            Verdict::RetryAfter(floor) => self.back_off(
+                now,
+                Then::Connect { after_repair },
+                since,
+                Some(floor),
+                what,
+                out,
+            ),
             Verdict::Repair if after_repair => {
                 let f = AuthFailure::new(format!(
                     "the gateway refused the credentials obtained by re-pairing ({what})"
@@ -555,6 +576,7 @@ impl Machine {
         now: Instant,
         then: Then,
         connected_since: Option<Instant>,
+        at_least: Option<Duration>,
         what: String,
         out: &mut Vec<Action>,
     ) {
@@ -564,7 +586,9 @@ impl Machine {
             self.backoff.reset();
         }
         let attempt = self.backoff.attempt();
-        let d = self.backoff.next_delay();
+        // The jittered delay, or the gateway's `retryAfterMs` when that is longer (the attempt
+        // still counts, so the backoff keeps growing if the gateway stays unavailable).
+        let d = self.backoff.next_delay().max(at_least.unwrap_or_default());
         self.phase = Phase::BackingOff {
             until: later(now, d),
             retry_in: d,
@@ -603,8 +627,8 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use claw_gateway::fault::FaultKind;
-    use claw_gateway::protocol::errors::Rejection;
+    use claw_proto::errors::Rejection;
+    use claw_proto::fault::FaultKind;
 
     fn statuses(actions: &[Action]) -> Vec<&'static str> {
         actions
@@ -624,11 +648,7 @@ mod tests {
         let f = r.frame();
         let e = serde_json::to_value(&f.error).unwrap();
         Refusal {
-            error: RemoteError {
-                code: e["code"].as_str().unwrap().into(),
-                message: e["message"].as_str().unwrap().into(),
-                details: e.get("details").cloned(),
-            },
+            error: RemoteError::from_wire(&e),
             close: Some((f.close_code, f.close_reason)),
         }
     }
@@ -637,7 +657,7 @@ mod tests {
         Input::Refused(refusal_of(&Rejection::Unavailable(k)))
     }
 
-    fn closed(code: u16, reason: &str) -> Input {
+    fn closed(code: u16, reason: impl Into<CloseReason>) -> Input {
         Input::Closed {
             code,
             reason: reason.into(),
@@ -731,7 +751,7 @@ mod tests {
             ),
         ];
         let name = |v: &Verdict| match v {
-            Reconnect => "reconnect",
+            Reconnect | RetryAfter(_) => "reconnect",
             Repair => "repair",
             Fail(_) => "fail",
         };
@@ -741,15 +761,15 @@ mod tests {
             assert_eq!(name(&classify_refusal(&refusal, false)), without, "{r:?}");
             // The close that follows the refusal classifies the same way where it is specific.
             let (code, reason) = refusal.close.clone().unwrap();
-            let by_close = name(&classify_close(code, &reason, true));
+            let by_close = name(&classify_close(code, &reason.parse().unwrap(), true));
             assert!(by_close == with || by_close == "fail", "{r:?}: {by_close}");
         }
         // The server's reason, code and next step are carried into auth_failed.
         let Fail(f) = classify_refusal(&refusal_of(&Rejection::DeviceRevoked), true) else {
             panic!()
         };
-        assert_eq!(f.reason, "unauthorized: device revoked");
-        assert_eq!(f.code.as_deref(), Some("AUTH_DEVICE_REVOKED"));
+        assert_eq!(f.reason, CloseReason::DeviceRevoked.to_string());
+        assert_eq!(f.code.as_deref(), Some(codes::AUTH_DEVICE_REVOKED));
         assert_eq!(f.next_step.as_deref(), Some("review_auth_configuration"));
         let Fail(f) = classify_refusal(
             &refusal_of(&Rejection::PairingRequired {
@@ -759,14 +779,10 @@ mod tests {
         ) else {
             panic!()
         };
-        assert_eq!(f.code.as_deref(), Some("PAIRING_REQUIRED"));
+        assert_eq!(f.code.as_deref(), Some(codes::PAIRING_REQUIRED));
         assert_eq!(f.next_step.as_deref(), Some("wait_then_retry"));
         let busy = Refusal {
-            error: RemoteError {
-                code: "UNAVAILABLE".into(),
-                message: "busy".into(),
-                details: None,
-            },
+            error: RemoteError::new(codes::UNAVAILABLE, "busy"),
             close: None,
         };
         assert_eq!(classify_refusal(&busy, false), Reconnect);
@@ -775,46 +791,107 @@ mod tests {
     #[test]
     fn closes_classified() {
         use Verdict::*;
-        let table: &[(u16, &str, bool, &str)] = &[
-            (1012, "service restart", false, "reconnect"),
-            (1006, "connection lost", true, "reconnect"),
-            (1001, "ping timeout", true, "reconnect"),
-            (1000, "", true, "reconnect"),
-            (1009, "too big", true, "reconnect"),
-            (1008, "unauthorized: device token rotated", true, "repair"),
-            (1008, "unauthorized: device token rotated", false, "fail"),
-            (1008, "unauthorized: gateway token rotated", true, "repair"),
-            (1008, "unauthorized: gateway token rotated", false, "fail"),
-            (
-                1008,
-                "unauthorized: device removed (pair again)",
-                true,
-                "repair",
-            ),
-            (1008, "unauthorized: device revoked", true, "fail"),
-            (1008, "pairing required", true, "fail"),
-            (1008, "device signature invalid", true, "fail"),
-            (1008, "something new", true, "fail"),
-            (1002, "protocol mismatch", true, "fail"),
+        let table: Vec<(u16, CloseReason, bool, &str)> = vec![
+            (1012, CloseReason::ServiceRestart, false, "reconnect"),
+            (1006, "connection lost".into(), true, "reconnect"),
+            (1001, "ping timeout".into(), true, "reconnect"),
+            (1000, "".into(), true, "reconnect"),
+            (1009, CloseReason::MessageTooBig, true, "reconnect"),
+            (1008, CloseReason::DeviceTokenRotated, true, "repair"),
+            (1008, CloseReason::DeviceTokenRotated, false, "fail"),
+            (1008, CloseReason::SharedTokenRotated, true, "repair"),
+            (1008, CloseReason::SharedTokenRotated, false, "fail"),
+            (1008, CloseReason::DeviceRemoved, true, "repair"),
+            (1008, CloseReason::DeviceRevoked, true, "fail"),
+            (1008, CloseReason::PairingRequired, true, "fail"),
+            (1008, CloseReason::SignatureInvalid, true, "fail"),
+            (1008, "something new".into(), true, "fail"),
+            (1002, CloseReason::ProtocolMismatch, true, "fail"),
             (
                 1013,
-                "try again later: the disk holding the claw home is full",
+                CloseReason::fault(FaultKind::DiskFull),
                 false,
                 "reconnect",
             ),
         ];
-        for &(code, reason, refresh, want) in table {
-            let got = match classify_close(code, reason, refresh) {
-                Reconnect => "reconnect",
+        for (code, reason, refresh, want) in table {
+            let got = match classify_close(code, &reason, refresh) {
+                Reconnect | RetryAfter(_) => "reconnect",
                 Repair => "repair",
                 Fail(_) => "fail",
             };
             assert_eq!(got, want, "{code} {reason} refresh={refresh}");
         }
-        let Fail(f) = classify_close(1008, "unauthorized: gateway token rotated", false) else {
+        let Fail(f) = classify_close(1008, &CloseReason::SharedTokenRotated, false) else {
             panic!()
         };
         assert!(f.to_string().contains("static token"), "{f}");
+    }
+
+    /// A retryable `UNAVAILABLE` with `retryAfterMs` (a store fault) backs off at least that
+    /// long — the jittered first delay is ≤ 500 ms, the gateway asked for 5 s — and never longer
+    /// than MAX_RETRY_AFTER however much a gateway asks; without `retryAfterMs` the backoff is
+    /// the plain jittered one.
+    #[test]
+    fn a_retryable_unavailable_waits_for_retry_after_ms() {
+        let backoff_of = |actions: &[Action]| {
+            actions.iter().find_map(|a| match a {
+                Action::Backoff(d) => Some(*d),
+                _ => None,
+            })
+        };
+        let t0 = Instant::now();
+        // The real gateway's frame for a full disk: retryAfterMs 5000.
+        let mut m = machine(false);
+        m.handle(t0, Input::Start);
+        let a = m.handle(t0, unavailable(FaultKind::DiskFull));
+        let d = backoff_of(&a).expect("backs off");
+        assert_eq!(
+            d,
+            Duration::from_millis(FaultKind::DiskFull.retry_after_ms())
+        );
+        assert_eq!(m.poll_timeout(), Some(t0 + d));
+        assert!(matches!(m.status(), Status::BackingOff { retry_in, attempt: 0 } if retry_in == d));
+        // Not before the gateway's time: a tick 1 ms early does nothing; on time it connects.
+        assert!(m
+            .handle(t0 + d - Duration::from_millis(1), Input::Tick)
+            .is_empty());
+        assert!(m.handle(t0 + d, Input::Tick).contains(&Action::Connect));
+        // Still unavailable: the attempt counts, the floor holds.
+        let a = m.handle(t0 + d, unavailable(FaultKind::Locked));
+        assert!(backoff_of(&a).unwrap() >= Duration::from_millis(1_000));
+        assert!(matches!(m.status(), Status::BackingOff { attempt: 1, .. }));
+
+        // A hostile gateway cannot park the client for a week.
+        let mut m = machine(false);
+        m.handle(t0, Input::Start);
+        let mut e = claw_proto::errors::unavailable(FaultKind::Locked);
+        e.retry_after_ms = Some(7 * 86_400_000);
+        let a = m.handle(
+            t0,
+            Input::Refused(Refusal {
+                error: e,
+                close: None,
+            }),
+        );
+        assert_eq!(backoff_of(&a), Some(MAX_RETRY_AFTER));
+
+        // No retryAfterMs (or not retryable): the plain jittered backoff (≤ base).
+        for retryable in [None, Some(false)] {
+            let mut m = machine(false);
+            m.handle(t0, Input::Start);
+            let mut e = RemoteError::new(codes::UNAVAILABLE, "busy");
+            e.retryable = retryable;
+            e.retry_after_ms = retryable.map(|_| 60_000);
+            let a = m.handle(
+                t0,
+                Input::Refused(Refusal {
+                    error: e,
+                    close: None,
+                }),
+            );
+            assert!(backoff_of(&a).unwrap() <= BackoffPolicy::default().base);
+        }
     }
 
     /// Sequences of inputs and the statuses / key actions they must produce.
@@ -847,9 +924,9 @@ mod tests {
                 steps: vec![
                     (0, Input::Start),
                     (1, connected()),
-                    (2, closed(1008, "unauthorized: device token rotated")),
+                    (2, closed(1008, CloseReason::DeviceTokenRotated)),
                     // More closes/refusals while the re-pair is in flight change nothing.
-                    (3, closed(1008, "unauthorized: device token rotated")),
+                    (3, closed(1008, CloseReason::DeviceTokenRotated)),
                     (3, Input::Tick),
                     (4, Input::RepairSucceeded),
                     (5, connected()),
@@ -865,7 +942,7 @@ mod tests {
                 steps: vec![
                     (0, Input::Start),
                     (1, connected()),
-                    (2, closed(1008, "unauthorized: device token rotated")),
+                    (2, closed(1008, CloseReason::DeviceTokenRotated)),
                     (90_000, Input::Tick),
                 ],
                 want_statuses: vec!["connecting", "connected", "auth_failed"],
@@ -879,7 +956,7 @@ mod tests {
                 steps: vec![
                     (0, Input::Start),
                     (1, connected()),
-                    (2, closed(1008, "unauthorized: device revoked")),
+                    (2, closed(1008, CloseReason::DeviceRevoked)),
                     (60_000, Input::Tick),
                     (60_001, closed(1006, "late")),
                 ],
@@ -894,7 +971,7 @@ mod tests {
                 steps: vec![
                     (0, Input::Start),
                     (1, connected()),
-                    (2, closed(1008, "unauthorized: device token rotated")),
+                    (2, closed(1008, CloseReason::DeviceTokenRotated)),
                     (3, Input::RepairFailed(RefreshError::permanent("refused"))),
                 ],
                 want_statuses: vec!["connecting", "connected", "re-pairing", "auth_failed"],
@@ -908,7 +985,7 @@ mod tests {
                 steps: vec![
                     (0, Input::Start),
                     (1, connected()),
-                    (2, closed(1008, "unauthorized: device token rotated")),
+                    (2, closed(1008, CloseReason::DeviceTokenRotated)),
                     (3, Input::RepairSucceeded),
                     (
                         4,
@@ -926,7 +1003,7 @@ mod tests {
                 steps: vec![
                     (0, Input::Start),
                     (1, connected()),
-                    (2, closed(1008, "unauthorized: device token rotated")),
+                    (2, closed(1008, CloseReason::DeviceTokenRotated)),
                     (
                         3,
                         Input::RepairFailed(RefreshError::transient("refused conn")),
@@ -953,7 +1030,7 @@ mod tests {
                 steps: vec![
                     (0, Input::Start),
                     (1, connected()),
-                    (2, closed(1012, "service restart")),
+                    (2, closed(1012, CloseReason::ServiceRestart)),
                     (60_000, Input::Tick),
                     (60_001, closed(1006, "refused")),
                     (120_000, Input::Tick),
@@ -1001,7 +1078,7 @@ mod tests {
                 steps: vec![
                     (0, Input::Start),
                     (1, connected()),
-                    (2, closed(1008, "unauthorized: device token rotated")),
+                    (2, closed(1008, CloseReason::DeviceTokenRotated)),
                     (3, Input::RepairSucceeded),
                     (4, unavailable(FaultKind::ReadOnly)),
                     (60_000, Input::Tick),
@@ -1141,7 +1218,7 @@ mod tests {
         let mut m = machine(true);
         // Before start, nothing but Start and HostClosed does anything.
         for i in [
-            closed(1008, "unauthorized: device token rotated"),
+            closed(1008, CloseReason::DeviceTokenRotated),
             Input::RepairSucceeded,
             Input::RepairFailed(RefreshError::permanent("x")),
             Input::Tick,

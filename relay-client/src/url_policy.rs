@@ -62,8 +62,7 @@ fn is_loopback_host(host: &str) -> bool {
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    bare.parse::<IpAddr>()
-        .is_ok_and(claw_gateway::bind_guard::is_loopback)
+    bare.parse::<IpAddr>().is_ok_and(claw_proto::is_loopback)
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
 //! The client side of the wire, as pure functions: building `connect`, reading what the gateway
 //! sends. Nothing here does IO, and nothing here panics on any input.
 
-use claw_gateway::auth::device_key::DeviceKey;
-use claw_gateway::protocol::connect::{AuthParams, ClientInfo, ConnectParams};
-use claw_gateway::protocol::PROTOCOL_VERSION;
+use claw_proto::connect::{AuthParams, ClientInfo, ConnectParams};
+use claw_proto::DeviceKey;
 use serde_json::{json, Value};
 
 /// Who the client is and what it asks for; everything of a `connect` except the secret.
@@ -28,47 +27,24 @@ pub fn connect_params(
     nonce: &str,
     ts: u64,
 ) -> Value {
-    let params = ConnectParams {
-        min_protocol: PROTOCOL_VERSION,
-        max_protocol: PROTOCOL_VERSION,
-        client: ClientInfo {
-            id: identity.client_id.clone(),
-            version: claw_gateway::VERSION.into(),
-            platform: std::env::consts::OS.into(),
-            device_family: "Linux".into(),
-            mode: identity.client_mode.clone(),
-            instance_id: None,
-            display_name: None,
-        },
-        role: identity.role.clone(),
-        scopes: identity.scopes.clone(),
-        auth: AuthParams {
-            token: token.map(str::to_string),
-            password: None,
-            ..Default::default()
-        },
-        device: None,
+    let client = ClientInfo {
+        id: identity.client_id.clone(),
+        version: claw_proto::VERSION.into(),
+        platform: std::env::consts::OS.into(),
+        device_family: "Linux".into(),
+        mode: identity.client_mode.clone(),
+        instance_id: None,
+        display_name: None,
     };
-    let mut p = json!({
-        "minProtocol": params.min_protocol,
-        "maxProtocol": params.max_protocol,
-        "client": {
-            "id": params.client.id, "version": params.client.version,
-            "platform": params.client.platform, "deviceFamily": params.client.device_family,
-            "mode": params.client.mode,
-        },
-        "caps": [],
-        "role": params.role,
-        "scopes": params.scopes,
-    });
-    if let Some(tok) = token {
-        p["auth"] = json!({ "token": tok });
-    }
+    let auth = AuthParams {
+        token: token.map(str::to_string),
+        ..Default::default()
+    };
+    let mut params = ConnectParams::new(client, &identity.role, identity.scopes.clone(), auth);
     if let Some(k) = device {
-        let d = k.prove(&params, nonce, ts);
-        p["device"] = json!({"id": d.id, "publicKey": d.public_key, "signature": d.signature, "signedAt": d.signed_at, "nonce": d.nonce});
+        params.sign(k, nonce, ts);
     }
-    p
+    params.to_value()
 }
 
 /// A request frame.
@@ -76,39 +52,12 @@ pub fn request(id: &str, method: &str, params: &Value) -> String {
     json!({"type":"req","id":id,"method":method,"params":params}).to_string()
 }
 
-/// The `error` object of a failed response.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RemoteError {
-    /// `error.code` (`UNKNOWN` when absent).
-    pub code: String,
-    /// `error.message`.
-    pub message: String,
-    /// `error.details`.
-    pub details: Option<Value>,
-}
-
-impl RemoteError {
-    fn from_value(e: &Value) -> Self {
-        Self {
-            code: short(e.get("code").and_then(Value::as_str).unwrap_or("UNKNOWN")),
-            message: short(e.get("message").and_then(Value::as_str).unwrap_or_default()),
-            details: e.get("details").filter(|d| !d.is_null()).cloned(),
-        }
-    }
-
-    /// `details.code`, if a string.
-    pub fn detail_code(&self) -> Option<&str> {
-        self.details.as_ref()?.get("code")?.as_str()
-    }
-
-    /// `details.recommendedNextStep`, if a string.
-    pub fn next_step(&self) -> Option<&str> {
-        self.details.as_ref()?.get("recommendedNextStep")?.as_str()
-    }
-}
+/// The `error` object of a failed response: the wire contract's [`ErrorShape`](claw_proto::ErrorShape), read
+/// leniently ([`ErrorShape::from_wire`](claw_proto::ErrorShape::from_wire)).
+pub type RemoteError = claw_proto::ErrorShape;
 
 /// Longest string kept from the network for messages and logs.
-const MAX_TEXT: usize = 512;
+const MAX_TEXT: usize = claw_proto::frames::MAX_ERROR_TEXT;
 
 fn short(s: &str) -> String {
     s.chars().take(MAX_TEXT).collect()
@@ -152,7 +101,7 @@ pub fn parse_incoming(text: &str) -> Incoming {
             let result = if v.get("ok") == Some(&Value::Bool(true)) {
                 Ok(v.get("payload").cloned().unwrap_or(Value::Null))
             } else {
-                Err(RemoteError::from_value(
+                Err(RemoteError::from_wire(
                     v.get("error").unwrap_or(&Value::Null),
                 ))
             };
@@ -212,14 +161,17 @@ mod tests {
         );
         assert_eq!(
             parse_incoming(
-                r#"{"type":"res","id":7,"ok":false,"error":{"code":"FORBIDDEN","message":"missing scope: operator.admin","details":{"code":"MISSING_SCOPE"}}}"#
+                &json!({"type":"res","id":7,"ok":false,"error":{"code":claw_proto::codes::FORBIDDEN,"message":"missing scope: operator.admin","details":{"code":claw_proto::codes::MISSING_SCOPE}}})
+                    .to_string()
             ),
             Incoming::Response {
                 id: "7".into(),
                 result: Err(RemoteError {
-                    code: "FORBIDDEN".into(),
+                    code: claw_proto::codes::FORBIDDEN.into(),
                     message: "missing scope: operator.admin".into(),
-                    details: Some(json!({"code":"MISSING_SCOPE"}))
+                    details: Some(json!({"code":claw_proto::codes::MISSING_SCOPE})),
+                    retryable: None,
+                    retry_after_ms: None,
                 })
             }
         );
@@ -259,7 +211,9 @@ mod tests {
         }
         // A failed response without an error object still parses, with defaults.
         match parse_incoming(r#"{"type":"res","id":"1","ok":"yes"}"#) {
-            Incoming::Response { result: Err(e), .. } => assert_eq!(e.code, "UNKNOWN"),
+            Incoming::Response { result: Err(e), .. } => {
+                assert_eq!(e.code, claw_proto::codes::UNKNOWN)
+            }
             other => panic!("{other:?}"),
         }
         match parse_incoming(&long_msg) {
@@ -286,8 +240,8 @@ mod tests {
 
     #[test]
     fn signed_connect_verifies_on_the_gateway_side() {
-        use claw_gateway::auth::signature::verify_device;
-        use claw_gateway::protocol::connect::parse_connect;
+        use claw_proto::connect::parse_connect;
+        use claw_proto::signature::verify_device;
         let key = DeviceKey::generate();
         let id = Identity {
             client_id: "relay".into(),

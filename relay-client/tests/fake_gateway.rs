@@ -121,7 +121,7 @@ async fn serve(f: Arc<Fake>, mut ws: Ws, n: usize) -> Option<()> {
                     "echo" => Some(json!({"type":"res","id":id,"ok":true,"payload":params})),
                     "hold" if n >= 2 => Some(json!({"type":"res","id":id,"ok":true,"payload":{"conn":n}})),
                     "hold" => None,
-                    _ => Some(json!({"type":"res","id":id,"ok":false,"error":{"code":"INVALID_REQUEST","message":"unknown method"}})),
+                    _ => Some(json!({"type":"res","id":id,"ok":false,"error":{"code":claw_proto::codes::INVALID_REQUEST,"message":"unknown method"}})),
                 };
                 if let Some(a) = answer {
                     let tx = out_tx.clone();
@@ -232,7 +232,9 @@ async fn many_concurrent_calls_on_one_socket_are_correlated() {
         assert_eq!(r.unwrap()["i"], i);
     }
     let e = c.call("nope", json!({})).await.unwrap_err();
-    assert!(matches!(e, ClientError::Rejected { ref code, .. } if code == "INVALID_REQUEST"));
+    assert!(
+        matches!(e, ClientError::Rejected { ref code, .. } if code == claw_proto::codes::INVALID_REQUEST)
+    );
     assert_eq!(f.conns.load(Ordering::SeqCst), 1);
     assert_eq!(c.status().borrow().name(), "connected");
     c.close().await;
@@ -273,7 +275,7 @@ async fn shutdown_1012_backs_off_and_reconnects_and_calls_wait_for_it() {
     f.kill_all(
         Some(json!({"type":"event","event":"shutdown","payload":{"reason":"gateway stopping"},"seq":9})),
         1012,
-        "service restart",
+        &claw_proto::CloseReason::ServiceRestart.to_string(),
     );
     let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
         .await
@@ -303,7 +305,11 @@ async fn calls_on_the_wire_when_the_session_dies_fail_retryable_or_replay_once()
         tokio::spawn(async move { c.call_idempotent("hold", json!({})).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    f.kill_all(None, 1012, "service restart");
+    f.kill_all(
+        None,
+        1012,
+        &claw_proto::CloseReason::ServiceRestart.to_string(),
+    );
     let e = plain.await.unwrap().unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
     assert!(
@@ -330,12 +336,22 @@ async fn a_revoked_device_is_auth_failed_with_no_reconnect_until_new_credentials
     let repairs = Arc::new(AtomicUsize::new(0));
     let c = Client::start(client(&f, "t").refresh_source(Counting(repairs.clone(), "fresh")));
     c.wait_connected(Duration::from_secs(5)).await.unwrap();
-    f.kill_all(None, 1008, "unauthorized: device revoked");
+    f.kill_all(
+        None,
+        1008,
+        &claw_proto::CloseReason::DeviceRevoked.to_string(),
+    );
     let Status::AuthFailed(why) = wait_status(&c, "auth_failed").await else {
         unreachable!()
     };
-    assert_eq!(why.reason, "unauthorized: device revoked");
-    assert_eq!(why.code.as_deref(), Some("AUTH_DEVICE_REVOKED"));
+    assert_eq!(
+        why.reason,
+        claw_proto::CloseReason::DeviceRevoked.to_string()
+    );
+    assert_eq!(
+        why.code.as_deref(),
+        Some(claw_proto::codes::AUTH_DEVICE_REVOKED)
+    );
     assert_eq!(why.next_step.as_deref(), Some("review_auth_configuration"));
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(f.conns.load(Ordering::SeqCst), 1, "no reconnect");
@@ -371,12 +387,16 @@ async fn a_re_pair_whose_token_is_refused_too_ends_in_auth_failed_not_a_loop() {
     );
     c.wait_connected(Duration::from_secs(5)).await.unwrap();
     *f.refuse.lock().unwrap() = Some((
-        json!({"code":"INVALID_REQUEST","message":"unauthorized: device token rotated",
-               "details":{"code":"AUTH_DEVICE_TOKEN_ROTATED","recommendedNextStep":"update_auth_credentials"}}),
+        json!({"code":claw_proto::codes::INVALID_REQUEST,"message":claw_proto::CloseReason::DeviceTokenRotated.to_string(),
+               "details":{"code":claw_proto::codes::AUTH_DEVICE_TOKEN_ROTATED,"recommendedNextStep":"update_auth_credentials"}}),
         1008,
-        "unauthorized: device token rotated".into(),
+        claw_proto::CloseReason::DeviceTokenRotated.to_string(),
     ));
-    f.kill_all(None, 1008, "unauthorized: device token rotated");
+    f.kill_all(
+        None,
+        1008,
+        &claw_proto::CloseReason::DeviceTokenRotated.to_string(),
+    );
     let Status::AuthFailed(why) = wait_status(&c, "auth_failed").await else {
         unreachable!()
     };

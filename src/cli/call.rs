@@ -46,16 +46,11 @@ pub struct ConnArgs {
 /// port anyone may have taken since.
 fn running_url(home: &Home) -> Option<String> {
     let pid = running_pid(home)?;
-    let v: Value =
-        serde_json::from_str(&claw_gateway::home::read_private(&home.runtime_path())?).ok()?;
-    if v["pid"].as_u64() != Some(u64::from(pid)) {
-        return None;
-    }
-    v["url"].as_str().map(str::to_string)
+    claw_gateway::runtime_file::RuntimeFile::of_running(home, pid).map(|r| r.url)
 }
 
 fn default_url(home: &Home) -> String {
-    running_url(home).unwrap_or_else(|| "ws://127.0.0.1:18789".into())
+    running_url(home).unwrap_or_else(|| format!("ws://127.0.0.1:{}", claw_proto::ports::GATEWAY))
 }
 
 /// The fingerprint of the gateway whose home this is (its `identity.key`), never creating one.
@@ -64,7 +59,7 @@ pub(super) fn home_gateway_fingerprint(home: &Home) -> anyhow::Result<Option<Str
     match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         _ => Ok(Some(
-            claw_gateway::auth::device_key::DeviceKey::load_or_create(&path)?.device_id(),
+            claw_gateway::auth::device_key::load_or_create(&path)?.device_id(),
         )),
     }
 }
@@ -78,8 +73,7 @@ fn connect_options(home: &Home, url: &str, c: &ConnArgs) -> anyhow::Result<Optio
     let dh = claw_tunnel::device::DeviceHome::new(home.root());
     if c.token.is_none() {
         if let Ok(pairing) = dh.pairing() {
-            let key =
-                claw_gateway::auth::device_key::DeviceKey::load_or_create(&dh.identity_path())?;
+            let key = claw_gateway::auth::device_key::load_or_create(&dh.identity_path())?;
             let mut o = ConnectOptions::new(url)
                 .device(key)
                 .scopes(&["operator.read", "operator.write"])
@@ -226,7 +220,9 @@ async fn run_call(home: &Home, method: &str, params: Value, c: &ConnArgs) -> any
         }
         // A fault on the gateway (disk full, read-only or locked store): retryable, and not
         // the caller's credentials. 69 like "no gateway answers", so scripts retry.
-        Err(ClientError::Rejected { code, message, .. }) if code == "UNAVAILABLE" => {
+        Err(ClientError::Rejected { code, message, .. })
+            if code == claw_proto::codes::UNAVAILABLE =>
+        {
             Err(fail(exit::UNAVAILABLE, format!("{code}: {message}")))
         }
         Err(ClientError::Rejected {

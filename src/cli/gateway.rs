@@ -7,9 +7,10 @@ use anyhow::Context;
 use claw_gateway::bind_guard::{check_bind, system_resolve};
 use claw_gateway::home::{read_secret, write_secret_atomic, Home};
 use claw_gateway::lock::{GatewayLock, LockError, LockState};
+use claw_gateway::runtime_file::{RuntimeFile, RuntimeSsh, RuntimeTunnel};
 use claw_gateway::state::{GatewayConfig, GatewayState, TokenSource};
 use claw_gateway::store::Store;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::admin_client::{live_call, running_pid};
 use super::{exit, fail};
@@ -78,7 +79,7 @@ pub struct StartArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// WebSocket port on loopback (0 = any free port).
-    #[arg(long, default_value_t = 18789)]
+    #[arg(long, default_value_t = claw_proto::ports::GATEWAY)]
     port: u16,
     /// Loopback address to listen on: 127.0.0.0/8, ::1 or localhost. Nothing else is accepted.
     #[arg(long, default_value = "127.0.0.1")]
@@ -543,37 +544,42 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
-    let mut runtime = json!({
-        "pid": std::process::id(),
-        "url": url,
-        "port": ready.addrs[0].port(),
-        "addrs": ready.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "adminSocket": home.admin_socket_path(),
-        "startedAtMs": claw_gateway::now_ms(),
-    });
+    let mut runtime = RuntimeFile {
+        pid: std::process::id(),
+        url: url.clone(),
+        port: ready.addrs[0].port(),
+        addrs: ready.addrs.iter().map(|a| a.to_string()).collect(),
+        admin_socket: home.admin_socket_path(),
+        started_at_ms: claw_gateway::now_ms(),
+        tunnel: None,
+        ssh: None,
+    };
     let mut tunnel_note = String::new();
     if let Some((addr, id)) = &tunnel {
-        runtime["tunnel"] = json!({"addr": addr.to_string(), "gatewayId": id});
+        runtime.tunnel = Some(RuntimeTunnel {
+            addr: addr.to_string(),
+            gateway_id: id.to_string(),
+        });
         tunnel_note = format!(", tunnel udp://{addr} fingerprint {}", &id[..16]);
     }
     if let Some(info) = &ssh {
         let hosts = super::pair::advertised_hosts(info.addr);
-        runtime["ssh"] = json!({
-            "addr": info.addr.to_string(),
-            "fingerprint": info.fingerprint,
-            "hostKey": info.host_key,
-            "knownHosts": hosts.iter().map(|h| info.known_hosts_line(h)).collect::<Vec<_>>(),
+        runtime.ssh = Some(RuntimeSsh {
+            addr: info.addr.to_string(),
+            fingerprint: info.fingerprint.to_string(),
+            host_key: info.host_key.to_string(),
+            known_hosts: hosts.iter().map(|h| info.known_hosts_line(h)).collect(),
         });
         tunnel_note.push_str(&format!(", ssh tcp://{} {}", info.addr, info.fingerprint));
     }
-    write_secret_atomic(&home.runtime_path(), runtime.to_string().as_bytes())?;
+    runtime.write(home)?;
     println!(
         "claw gateway ready on {url} (pid {}, home {}{tunnel_note})",
         std::process::id(),
         home.root().display()
     );
     let result = server.await;
-    let _ = std::fs::remove_file(home.runtime_path());
+    RuntimeFile::remove(home);
     match result {
         Ok(Ok(())) => Ok(0),
         Ok(Err(e)) => Err(fail(exit::FAILURE, e.to_string())),
@@ -687,26 +693,22 @@ async fn start(home: &Home, a: RunArgs, as_json: bool) -> anyhow::Result<u8> {
                 ),
             ));
         }
-        if let Some(s) = claw_gateway::home::read_private(&home.runtime_path()) {
-            if let Ok(v) = serde_json::from_str::<Value>(&s) {
-                if v["pid"] == pid {
-                    let url = v["url"].as_str().unwrap_or("");
-                    if as_json {
-                        super::json_out::print(&super::json_out::GatewayStarted {
-                            pid,
-                            url: url.to_string(),
-                            log: home.log_path(),
-                            home: home.root().to_path_buf(),
-                        })?;
-                    } else {
-                        println!(
-                            "claw gateway started: pid {pid}, {url} (log {})",
-                            home.log_path().display()
-                        );
-                    }
-                    return Ok(0);
-                }
+        if let Some(rt) = RuntimeFile::of_running(home, pid) {
+            if as_json {
+                super::json_out::print(&super::json_out::GatewayStarted {
+                    pid,
+                    url: rt.url.clone(),
+                    log: home.log_path(),
+                    home: home.root().to_path_buf(),
+                })?;
+            } else {
+                println!(
+                    "claw gateway started: pid {pid}, {} (log {})",
+                    rt.url,
+                    home.log_path().display()
+                );
             }
+            return Ok(0);
         }
         if Instant::now() > deadline {
             return Err(fail(
@@ -789,15 +791,13 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
             ))
         }
     };
-    let rt: Value = claw_gateway::home::read_private(&home.runtime_path())
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null);
+    let rt = RuntimeFile::read(home).ok().flatten();
     if as_json {
         super::json_out::print(&super::json_out::GatewayStatus::running(
             home.root().to_path_buf(),
             pid,
             &v,
-            &rt,
+            &serde_json::to_value(&rt).unwrap_or(Value::Null),
         ))?;
     } else {
         println!("claw gateway: running (pid {pid})");
@@ -839,23 +839,16 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
                 )
             );
         }
-        if let Some(t) = rt["tunnel"]["addr"].as_str() {
+        if let Some(t) = rt.as_ref().and_then(|r| r.tunnel.as_ref()) {
             println!(
-                "  tunnel:     udp://{t} (fingerprint {})",
-                rt["tunnel"]["gatewayId"].as_str().unwrap_or("")
+                "  tunnel:     udp://{} (fingerprint {})",
+                t.addr, t.gateway_id
             );
         }
-        if let Some(addr) = rt["ssh"]["addr"].as_str() {
-            println!(
-                "  ssh:        tcp://{addr} {}",
-                rt["ssh"]["fingerprint"].as_str().unwrap_or("")
-            );
-            for line in rt["ssh"]["knownHosts"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-            {
-                println!("  known_hosts: {}", line.as_str().unwrap_or(""));
+        if let Some(ssh) = rt.as_ref().and_then(|r| r.ssh.as_ref()) {
+            println!("  ssh:        tcp://{} {}", ssh.addr, ssh.fingerprint);
+            for line in &ssh.known_hosts {
+                println!("  known_hosts: {line}");
             }
         }
     }

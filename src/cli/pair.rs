@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use claw_gateway::home::Home;
 use claw_tunnel::identity::Identity;
 use claw_tunnel::pairing::PairingUri;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::admin_client::admin_call;
 use super::{exit, fail};
@@ -71,13 +71,15 @@ pub fn advertised_hosts(addr: SocketAddr) -> Vec<String> {
     }
 }
 
-fn runtime(home: &Home) -> Option<Value> {
-    serde_json::from_str(&claw_gateway::home::read_private(&home.runtime_path())?).ok()
+fn runtime(home: &Home) -> Option<claw_gateway::runtime_file::RuntimeFile> {
+    claw_gateway::runtime_file::RuntimeFile::read(home)
+        .ok()
+        .flatten()
 }
 
 /// The tunnel addresses from the running gateway's runtime file.
 fn tunnel_addrs(home: &Home) -> Option<Vec<String>> {
-    let addr: SocketAddr = runtime(home)?["tunnel"]["addr"].as_str()?.parse().ok()?;
+    let addr: SocketAddr = runtime(home)?.tunnel?.addr.parse().ok()?;
     Some(
         advertised_hosts(addr)
             .into_iter()
@@ -167,9 +169,7 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
         })?;
     }
     if a.json {
-        let ssh = runtime(home)
-            .map(|r| r["ssh"].clone())
-            .unwrap_or(Value::Null);
+        let ssh = runtime(home).and_then(|r| r.ssh);
         println!(
             "{}",
             json!({
@@ -180,7 +180,7 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
-    let ssh = runtime(home).filter(|r| r["ssh"]["addr"].is_string());
+    let ssh = runtime(home).and_then(|r| r.ssh);
     if !a.no_qr {
         match super::qr::render(&text, colour_on_stdout()) {
             Ok(rows) => {
@@ -203,17 +203,9 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
     println!();
     println!("gateway fingerprint: {}", uri.gateway_id);
     if let Some(rt) = ssh {
-        println!(
-            "ssh forward: tcp://{} host key {}",
-            rt["ssh"]["addr"].as_str().unwrap_or(""),
-            rt["ssh"]["fingerprint"].as_str().unwrap_or("")
-        );
-        for line in rt["ssh"]["knownHosts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-        {
-            println!("  known_hosts: {}", line.as_str().unwrap_or(""));
+        println!("ssh forward: tcp://{} host key {}", rt.addr, rt.fingerprint);
+        for line in &rt.known_hosts {
+            println!("  known_hosts: {line}");
         }
     }
     if a.require_approval {
@@ -230,7 +222,11 @@ fn colour_on_stdout() -> bool {
 
 /// The lines printed beside the QR code (each at most 36 characters, so code and text fit 80
 /// columns).
-fn qr_side_text(a: &PairArgs, gateway_id: &str, ssh: Option<&Value>) -> Vec<String> {
+fn qr_side_text(
+    a: &PairArgs,
+    gateway_id: &str,
+    ssh: Option<&claw_gateway::runtime_file::RuntimeSsh>,
+) -> Vec<String> {
     let mut side = vec![
         "Pair a device with this gateway.".to_string(),
         format!("The code works once; expires in {}.", a.ttl),
@@ -244,11 +240,8 @@ fn qr_side_text(a: &PairArgs, gateway_id: &str, ssh: Option<&Value>) -> Vec<Stri
     ];
     if let Some(rt) = ssh {
         side.push(String::new());
-        side.push(format!(
-            "ssh forward: {}",
-            rt["ssh"]["addr"].as_str().unwrap_or("")
-        ));
-        let fp = rt["ssh"]["fingerprint"].as_str().unwrap_or("");
+        side.push(format!("ssh forward: {}", rt.addr));
+        let fp = rt.fingerprint.as_str();
         side.push("ssh host key:".to_string());
         let (head, tail) = fp.split_at(fp.len().min(30));
         side.push(format!("  {head}"));

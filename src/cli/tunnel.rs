@@ -362,8 +362,13 @@ fn ssh_line(dh: &DeviceHome, key: &std::path::Path, port_flag: Option<u16>) -> S
         .and_then(|p| p.addrs.first())
         .map(|a| claw_tunnel::device::host_of(a).to_string())
         .unwrap_or_else(|| "GATEWAY-HOST".into());
-    let port = port_flag.or(hint.as_ref().map(|h| h.port)).unwrap_or(18722);
-    let gw_port = hint.as_ref().map(|h| h.gateway_port).unwrap_or(18789);
+    let port = port_flag
+        .or(hint.as_ref().map(|h| h.port))
+        .unwrap_or(claw_proto::ports::SSH);
+    let gw_port = hint
+        .as_ref()
+        .map(|h| h.gateway_port)
+        .unwrap_or(claw_proto::ports::GATEWAY);
     let verify = if hint.is_some() {
         format!(
             " -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",

@@ -59,7 +59,7 @@ impl Identity {
             .map_err(|e| IdentityError::Crypto(format!("{}: {e}", path.display())))?;
         }
         Ok(Self {
-            key: DeviceKey::load_or_create(path)?,
+            key: claw_gateway::auth::device_key::load_or_create(path)?,
         })
     }
 

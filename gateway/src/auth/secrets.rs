@@ -4,17 +4,10 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 
-/// 32 random bytes from the OS.
-pub fn random_bytes() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("the OS random source failed");
-    b
-}
+pub use claw_proto::device_id::hex;
+pub use claw_proto::device_key::random_bytes;
 
 /// A fresh random token: 32 bytes, base64url without padding (43 characters, like OpenClaw's).
 pub fn random_token() -> String {
@@ -55,11 +48,6 @@ pub fn mint_device_token(
     ctx.update(&serial.to_be_bytes());
     ctx.update(salt);
     URL_SAFE_NO_PAD.encode(ctx.sign().as_ref())
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::home::Home;
 use crate::store::SCHEMA_VERSION;
 
 /// The gateway's default WebSocket port.
-pub const DEFAULT_PORT: u16 = 18789;
+pub const DEFAULT_PORT: u16 = claw_proto::ports::GATEWAY;
 
 /// How far the system clock may be behind the store's newest record before `clock.skew` warns
 /// (small steps back happen when NTP corrects a fast clock).
@@ -667,23 +667,23 @@ pub enum Credential {
 /// minting, rotating and revoking stay with the human.
 pub fn drift_advice(cred: Credential, code: &str, reason: &str) -> (String, String) {
     match (cred, code) {
-        (Credential::SharedToken { pinned: Some(true) }, "AUTH_TOKEN_MISMATCH") => (
+        (Credential::SharedToken { pinned: Some(true) }, crate::protocol::codes::AUTH_TOKEN_MISMATCH) => (
             format!("the gateway refuses this home's gateway.token ({reason}): it runs with a pinned token (--token, --token-file or CLAW_GATEWAY_TOKEN) that differs"),
             "restart it without the pin so it uses gateway.token: `claw gateway stop && claw gateway start`; or keep the pin and give clients that token (`claw health --token …`)".into(),
         ),
-        (Credential::SharedToken { .. }, "AUTH_TOKEN_MISMATCH") => (
+        (Credential::SharedToken { .. }, crate::protocol::codes::AUTH_TOKEN_MISMATCH) => (
             format!("the gateway refuses this home's gateway.token ({reason}): the file changed after the gateway started"),
             "restart the gateway to load the file: `claw gateway stop && claw gateway start`; or issue a new token to both: `claw devices rotate-token --shared --force`".into(),
         ),
-        (Credential::DeviceToken, "AUTH_DEVICE_TOKEN_ROTATED") => (
+        (Credential::DeviceToken, crate::protocol::codes::AUTH_DEVICE_TOKEN_ROTATED) => (
             format!("the gateway rotated its device tokens behind this device ({reason})"),
             "reconnect through the tunnel (`claw tunnel up` re-pairs and fetches a new token); if that fails, pair again: `claw tunnel pair <uri>` with a URI from `claw pair` on the gateway".into(),
         ),
-        (Credential::DeviceToken, "AUTH_DEVICE_REVOKED") => (
+        (Credential::DeviceToken, crate::protocol::codes::AUTH_DEVICE_REVOKED) => (
             format!("the gateway revoked this device ({reason})"),
             "re-pairing will not help until the gateway's operator runs `claw devices remove <id>`; then `claw tunnel pair <uri>`".into(),
         ),
-        (Credential::DeviceToken, "AUTH_TOKEN_MISMATCH") => (
+        (Credential::DeviceToken, crate::protocol::codes::AUTH_TOKEN_MISMATCH) => (
             format!("the gateway does not know this device's token ({reason}): the device was removed or the gateway's store replaced"),
             "pair again: `claw tunnel pair <uri>` with a URI from `claw pair` on the gateway".into(),
         ),
@@ -749,14 +749,14 @@ pub fn device_drift(d: &DeviceCredentialFacts) -> Finding {
             } else {
                 let (msg, hint) = drift_advice(
                     Credential::DeviceToken,
-                    "AUTH_DEVICE_TOKEN_ROTATED",
+                    crate::protocol::codes::AUTH_DEVICE_TOKEN_ROTATED,
                     &format!("stored token of generation {stored_generation}, gateway at {gateway_generation}"),
                 );
                 Finding::error(id, msg).with_hint(hint)
             }
         }
         DeviceCredentialFacts::Refused { code, reason } => {
-            let wire = if code == "revoked" { "AUTH_DEVICE_REVOKED" } else { "AUTH_TOKEN_MISMATCH" };
+            let wire = if code == "revoked" { crate::protocol::codes::AUTH_DEVICE_REVOKED } else { crate::protocol::codes::AUTH_TOKEN_MISMATCH };
             let (msg, hint) = drift_advice(Credential::DeviceToken, wire, reason);
             Finding::error(id, msg).with_hint(hint)
         }

@@ -9,8 +9,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::checks::DEFAULT_PORT;
 use super::facts::{
     Facts, FileFacts, GatewayProcess, ListenerFacts, LockFacts, PendingFacts, PortFacts,
@@ -141,24 +139,9 @@ fn lock_facts(path: &Path) -> LockFacts {
 
 /// Reads `gateway.json` (written by `claw gateway run`).
 pub fn runtime_facts(path: &Path) -> Option<RuntimeFacts> {
-    let read = crate::home::open_private(path, std::fs::OpenOptions::new().read(true)).and_then(
-        |mut f| {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut f, &mut s).map(|_| s)
-        },
-    );
-    let text = match read {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            return Some(RuntimeFacts {
-                error: Some(e.to_string()),
-                ..RuntimeFacts::default()
-            })
-        }
-    };
-    let v: Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
+    let rt = match crate::runtime_file::RuntimeFile::read_path(path) {
+        Ok(None) => return None,
+        Ok(Some(rt)) => rt,
         Err(e) => {
             return Some(RuntimeFacts {
                 error: Some(e.to_string()),
@@ -167,21 +150,14 @@ pub fn runtime_facts(path: &Path) -> Option<RuntimeFacts> {
         }
     };
     Some(RuntimeFacts {
-        pid: v["pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
-        url: v["url"].as_str().map(str::to_string),
-        port: v["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
-        addrs: v["addrs"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        tunnel_addr: v["tunnel"]["addr"].as_str().map(str::to_string),
-        tunnel_id: v["tunnel"]["gatewayId"].as_str().map(str::to_string),
-        ssh_addr: v["ssh"]["addr"].as_str().map(str::to_string),
-        ssh_fingerprint: v["ssh"]["fingerprint"].as_str().map(str::to_string),
+        pid: Some(rt.pid),
+        url: Some(rt.url),
+        port: Some(rt.port).filter(|p| *p != 0),
+        addrs: rt.addrs,
+        tunnel_addr: rt.tunnel.as_ref().map(|t| t.addr.clone()),
+        tunnel_id: rt.tunnel.map(|t| t.gateway_id),
+        ssh_addr: rt.ssh.as_ref().map(|s| s.addr.clone()),
+        ssh_fingerprint: rt.ssh.map(|s| s.fingerprint),
         error: None,
     })
 }

@@ -88,7 +88,7 @@ pub fn stop(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
 pub fn show_token(state: &GatewayState, ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     if !ctx.is_local_admin() {
         return Err(ErrorShape::new(
-            "FORBIDDEN",
+            crate::protocol::codes::FORBIDDEN,
             "the shared token is only shown on the admin socket",
         ));
     }

@@ -9,9 +9,6 @@ use crate::protocol::frames::ErrorShape;
 use crate::protocol::hello::AuthMethod;
 use crate::state::{GatewayEvent, GatewayState};
 
-/// Close reason for sessions of a removed device.
-pub const REMOVED_REASON: &str = "unauthorized: device removed (pair again)";
-
 /// Non-admin device sessions (device token or transport identity) manage only their own device
 /// (OpenClaw's rule).
 fn check_self_scope(ctx: &Ctx, target: &str) -> Result<(), ErrorShape> {
@@ -22,7 +19,7 @@ fn check_self_scope(ctx: &Ctx, target: &str) -> Result<(), ErrorShape> {
         && ctx.device_id.as_deref() != Some(target)
     {
         return Err(ErrorShape::new(
-            "FORBIDDEN",
+            crate::protocol::codes::FORBIDDEN,
             "device-token sessions may only manage their own device without operator.admin",
         ));
     }
@@ -144,7 +141,11 @@ pub fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
     state.emit(GatewayEvent::DeviceRemoved {
         device_id: id.to_string(),
     });
-    let closed = state.close_device_sessions(id, CLOSE_POLICY, REMOVED_REASON);
+    let closed = state.close_device_sessions(
+        id,
+        CLOSE_POLICY,
+        &crate::protocol::close::CloseReason::DeviceRemoved.to_string(),
+    );
     Ok(
         json!({"deviceId": id, "removed": true, "closedSessions": closed, "removedAtMs": crate::now_ms()}),
     )

@@ -113,7 +113,7 @@ pub fn dispatch(
             return Err(missing_scope(scopes::ADMIN));
         }
         return Err(ErrorShape::new(
-            "INVALID_REQUEST",
+            crate::protocol::codes::INVALID_REQUEST,
             format!("unknown method: {method}"),
         ));
     };
@@ -125,7 +125,10 @@ pub fn dispatch(
 
 /// `INVALID_REQUEST` for bad params.
 pub(crate) fn invalid_params(msg: impl std::fmt::Display) -> ErrorShape {
-    ErrorShape::new("INVALID_REQUEST", format!("invalid params: {msg}"))
+    ErrorShape::new(
+        crate::protocol::codes::INVALID_REQUEST,
+        format!("invalid params: {msg}"),
+    )
 }
 
 /// Maps a store error to a wire error: a fault is a retryable `UNAVAILABLE` naming it (an IO
@@ -133,8 +136,8 @@ pub(crate) fn invalid_params(msg: impl std::fmt::Display) -> ErrorShape {
 pub(crate) fn store_error(state: &GatewayState, e: crate::store::StoreError) -> ErrorShape {
     use crate::store::StoreError;
     match e {
-        StoreError::NotFound(m) => ErrorShape::new("NOT_FOUND", m),
-        StoreError::Conflict(m) => ErrorShape::new("CONFLICT", m),
+        StoreError::NotFound(m) => ErrorShape::new(crate::protocol::codes::NOT_FOUND, m),
+        StoreError::Conflict(m) => ErrorShape::new(crate::protocol::codes::CONFLICT, m),
         other => {
             let fault = state.fault_of(&other);
             tracing::error!(error = %other, fault = fault.name(), "store failure");

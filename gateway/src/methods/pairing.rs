@@ -59,7 +59,7 @@ pub fn add_key(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
     if let Ok(Some(d)) = state.store().device(&device_id) {
         if d.revoked_at_ms.is_some() {
             return Err(ErrorShape::new(
-                "CONFLICT",
+                crate::protocol::codes::CONFLICT,
                 format!("device {device_id} is revoked; `claw devices remove` it first"),
             ));
         }

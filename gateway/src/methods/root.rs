@@ -9,9 +9,6 @@ use crate::protocol::frames::ErrorShape;
 use crate::protocol::hello::AuthMethod;
 use crate::state::{GatewayEvent, GatewayState, TokenSource};
 
-/// Close reason for shared-token sessions after `--shared`.
-pub const SHARED_ROTATED_REASON: &str = "unauthorized: gateway token rotated";
-
 /// Options of a root rotation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RotateOptions {
@@ -33,7 +30,7 @@ pub fn rotate_root(
     let (_, live_device) = state.session_counts();
     if live_device > 0 && !o.force {
         return Err(ErrorShape::new(
-            "CONFLICT",
+            crate::protocol::codes::CONFLICT,
             format!(
                 "{live_device} device-token session(s) are live and would be closed; pass force"
             ),
@@ -42,7 +39,7 @@ pub fn rotate_root(
     }
     if o.shared && state.token_source == TokenSource::Pinned {
         return Err(ErrorShape::new(
-            "CONFLICT",
+            crate::protocol::codes::CONFLICT,
             "the shared gateway token is pinned by --token, --token-file or CLAW_GATEWAY_TOKEN[_FILE]; change it there and restart",
         )
         .with_details(json!({"code": "SHARED_TOKEN_PINNED"})));
@@ -74,7 +71,7 @@ pub fn rotate_root(
         closed_shared = state.close_sessions(
             |s| s.method == AuthMethod::Token,
             CLOSE_POLICY,
-            SHARED_ROTATED_REASON,
+            &crate::protocol::close::CloseReason::SharedTokenRotated.to_string(),
         );
     }
     let detail = format!(

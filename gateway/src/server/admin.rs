@@ -84,6 +84,9 @@ pub fn answer(state: &GatewayState, ctx: &Ctx, line: &str) -> String {
             Ok(p) => frames::response_ok(&req.id, &p),
             Err(e) => frames::response_err(&req.id, &e),
         },
-        Err(e) => frames::response_err("", &ErrorShape::new("INVALID_REQUEST", e.to_string())),
+        Err(e) => frames::response_err(
+            "",
+            &ErrorShape::new(crate::protocol::codes::INVALID_REQUEST, e.to_string()),
+        ),
     }
 }

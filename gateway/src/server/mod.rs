@@ -104,7 +104,11 @@ async fn drain(state: &GatewayState) {
         Some(state.next_seq()),
     );
     state.broadcast(&ev);
-    state.close_sessions(|_| true, CLOSE_SERVICE_RESTART, "service restart");
+    state.close_sessions(
+        |_| true,
+        CLOSE_SERVICE_RESTART,
+        &crate::protocol::close::CloseReason::ServiceRestart.to_string(),
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while state.sessions_alive.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline
     {

@@ -299,7 +299,12 @@ where
     let req = match frames::parse_request(&first, MAX_PREAUTH_PAYLOAD) {
         Ok(r) => r,
         Err(FrameError::TooLarge(_)) => {
-            close(ws, CLOSE_TOO_BIG, "connect frame too large").await;
+            close(
+                ws,
+                CLOSE_TOO_BIG,
+                &crate::protocol::close::CloseReason::ConnectFrameTooLarge.to_string(),
+            )
+            .await;
             return None;
         }
         Err(FrameError::NotJson) => {
@@ -699,14 +704,14 @@ where
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Binary(_))) => {
-                        let e = frames::ErrorShape::new("INVALID_REQUEST", "binary frames are not supported; send JSON text frames");
+                        let e = frames::ErrorShape::new(crate::protocol::codes::INVALID_REQUEST, "binary frames are not supported; send JSON text frames");
                         if ws.send(Message::Text(frames::response_err("", &e).into())).await.is_err() { return None; }
                         continue;
                     }
                     Some(Ok(Message::Close(_))) | None => return None,
                     Some(Ok(_)) => continue,
                     Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                        return Some((CLOSE_TOO_BIG, "message too big".into()));
+                        return Some((CLOSE_TOO_BIG, crate::protocol::close::CloseReason::MessageTooBig.to_string()));
                     }
                     Some(Err(_)) => return None,
                 };
@@ -727,7 +732,7 @@ where
                         let id = serde_json::from_str::<Value>(&text).ok()
                             .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
                             .unwrap_or_default();
-                        frames::response_err(&id, &frames::ErrorShape::new("INVALID_REQUEST", e.to_string()))
+                        frames::response_err(&id, &frames::ErrorShape::new(crate::protocol::codes::INVALID_REQUEST, e.to_string()))
                     }
                 };
                 if ws.send(Message::Text(reply.into())).await.is_err() {
@@ -742,7 +747,7 @@ where
                     if ws.send(Message::Ping(Vec::new().into())).await.is_err() { return None; }
                 }
                 Some(Outbound::Close(code, reason)) => return Some((code, reason)),
-                None => return Some((CLOSE_POLICY, "session dropped".into())),
+                None => return Some((CLOSE_POLICY, crate::protocol::close::CloseReason::SessionDropped.to_string())),
             }
         }
     }

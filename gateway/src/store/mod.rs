@@ -10,6 +10,7 @@ mod devices;
 mod pairing;
 mod root;
 pub mod snapshot;
+mod sqlite_fault;
 mod tokens;
 
 pub use audit::AuditEntry;
@@ -75,7 +76,10 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code().and_then(FaultKind::from_sqlite_code) {
+        match e
+            .sqlite_error_code()
+            .and_then(sqlite_fault::fault_from_sqlite_code)
+        {
             Some(kind) => StoreError::Fault { kind, source: e },
             None => StoreError::Sql(e),
         }

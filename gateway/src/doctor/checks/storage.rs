@@ -159,7 +159,7 @@ mod tests {
         let f = store_writable(h, &facts(true, 10 << 30, WriteLockProbe::Free), Some(1));
         assert_eq!(f.severity, Severity::Error);
         assert!(f.message.starts_with("read-only"), "{}", f.message);
-        assert!(f.message.contains("UNAVAILABLE"));
+        assert!(f.message.contains(crate::protocol::codes::UNAVAILABLE));
 
         let f = store_writable(h, &facts(false, 4096, WriteLockProbe::Free), Some(1));
         assert_eq!(f.severity, Severity::Error);

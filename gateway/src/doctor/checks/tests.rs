@@ -619,7 +619,7 @@ fn token_drift_decisions() {
     };
     let accepted = CredentialProbe::Accepted { latency_ms: 1.0 };
     let mismatch = CredentialProbe::Refused {
-        code: "AUTH_TOKEN_MISMATCH".into(),
+        code: crate::protocol::codes::AUTH_TOKEN_MISMATCH.into(),
         reason: "unauthorized: gateway token mismatch".into(),
     };
     assert_eq!(
@@ -683,26 +683,26 @@ fn token_drift_decisions() {
 fn drift_advice_names_the_reason_and_the_command() {
     let (m, h) = drift_advice(
         Credential::DeviceToken,
-        "AUTH_DEVICE_TOKEN_ROTATED",
-        "unauthorized: device token rotated",
+        crate::protocol::codes::AUTH_DEVICE_TOKEN_ROTATED,
+        &crate::protocol::close::CloseReason::DeviceTokenRotated.to_string(),
     );
     assert!(m.contains("rotated") && h.contains("claw tunnel pair"));
     let (m, h) = drift_advice(
         Credential::DeviceToken,
-        "AUTH_DEVICE_REVOKED",
-        "unauthorized: device revoked",
+        crate::protocol::codes::AUTH_DEVICE_REVOKED,
+        &crate::protocol::close::CloseReason::DeviceRevoked.to_string(),
     );
     assert!(m.contains("revoked") && h.contains("claw devices remove"));
     let (m, h) = drift_advice(
         Credential::DeviceToken,
-        "AUTH_TOKEN_MISMATCH",
+        crate::protocol::codes::AUTH_TOKEN_MISMATCH,
         "unauthorized: gateway token mismatch",
     );
     assert!(m.contains("does not know") && h.contains("claw tunnel pair"));
     let (m, _) = drift_advice(
         Credential::SharedToken { pinned: None },
-        "NOT_PAIRED",
-        "device identity required",
+        crate::protocol::codes::NOT_PAIRED,
+        &crate::protocol::close::CloseReason::DeviceIdentityRequired.to_string(),
     );
     assert!(m.contains("device identity required (NOT_PAIRED)"));
 }

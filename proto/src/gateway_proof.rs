@@ -22,7 +22,7 @@ use ring::signature::{UnparsedPublicKey, ED25519};
 use serde_json::{json, Value};
 
 use super::device_key::DeviceKey;
-use super::signature::device_id_for_key;
+use crate::device_id::device_id_for_key;
 
 /// Domain separation: these signatures can never be mistaken for a device's connect signature.
 pub const CONTEXT: &str = "claw-gateway-proof/v1";

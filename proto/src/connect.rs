@@ -1,10 +1,12 @@
-//! The `connect` request: its parameters, protocol negotiation and the device-signature payloads
-//! (v3 and the legacy v2).
+//! The `connect` request, both ways: the gateway parses it ([`parse_connect`]), a client builds
+//! and signs it ([`ConnectParams::new`], [`ConnectParams::sign`], [`ConnectParams::to_value`]);
+//! protocol negotiation and the device-signature payloads (v3 and the legacy v2).
 
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-use super::{MIN_PROBE_PROTOCOL, PROTOCOL_VERSION};
+use crate::device_key::DeviceKey;
+use crate::{MIN_PROBE_PROTOCOL, PROTOCOL_VERSION};
 
 /// Most scopes a connect may ask for.
 pub const MAX_SCOPES: usize = 32;
@@ -12,7 +14,7 @@ pub const MAX_SCOPES: usize = 32;
 pub const MAX_FIELD_LEN: usize = 512;
 
 /// Who the client says it is (`params.client`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientInfo {
     /// Client id, e.g. `cli`, `gateway-client`.
@@ -31,35 +33,35 @@ pub struct ClientInfo {
     #[serde(default)]
     pub mode: String,
     /// Optional instance id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
     /// Optional display name (used as the device's name when it pairs).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
 }
 
 /// Secrets (`params.auth`). `token` and `password` may carry the shared token; `token` or
 /// `deviceToken` a device token (the real OpenClaw CLI sends a stored device token as
 /// `deviceToken`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthParams {
     /// Shared gateway token or device token.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// Shared secret sent as a password.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// A device token.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_token: Option<String>,
     /// A bootstrap (setup-code) token: claw has none, but it is part of what clients sign.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_token: Option<String>,
 }
 
 /// A signed device identity (`params.device`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceProof {
     /// Lowercase hex SHA-256 of the raw public key.
@@ -69,7 +71,7 @@ pub struct DeviceProof {
     /// Base64url Ed25519 signature over [`signature_payload`].
     pub signature: String,
     /// When the client signed, in ms since the epoch by its own clock; must be within
-    /// [`crate::auth::signature::SIGNATURE_SKEW_MS`] of the gateway's (it need not equal the
+    /// [`crate::signature::SIGNATURE_SKEW_MS`] of the gateway's (it need not equal the
     /// challenge `ts`: the Control UI signs with the browser's clock).
     pub signed_at: u64,
     /// The challenge nonce the client signed.
@@ -96,6 +98,45 @@ pub struct ConnectParams {
 }
 
 impl ConnectParams {
+    /// What a client sends: this claw's protocol range (v4 only), unsigned.
+    pub fn new(client: ClientInfo, role: &str, scopes: Vec<String>, auth: AuthParams) -> Self {
+        Self {
+            min_protocol: PROTOCOL_VERSION,
+            max_protocol: PROTOCOL_VERSION,
+            client,
+            role: role.to_string(),
+            scopes,
+            auth,
+            device: None,
+        }
+    }
+
+    /// Signs these params with `key` over the challenge (`nonce`, `ts`): sets `device`.
+    pub fn sign(&mut self, key: &DeviceKey, nonce: &str, ts: u64) {
+        self.device = Some(key.prove(self, nonce, ts));
+    }
+
+    /// The `params` of a `connect` request as a client sends them: OpenClaw's keys, an empty
+    /// `caps`, `auth` only when it carries a secret, `device` only when signed. The gateway
+    /// reads it back with [`parse_connect`].
+    pub fn to_value(&self) -> Value {
+        let mut p = json!({
+            "minProtocol": self.min_protocol,
+            "maxProtocol": self.max_protocol,
+            "client": self.client,
+            "caps": [],
+            "role": self.role,
+            "scopes": self.scopes,
+        });
+        if self.auth != AuthParams::default() {
+            p["auth"] = json!(self.auth);
+        }
+        if let Some(d) = &self.device {
+            p["device"] = json!(d);
+        }
+        p
+    }
+
     /// The secret presented (`auth.token`, else `auth.password`, else `auth.deviceToken`), if
     /// non-empty.
     pub fn secret(&self) -> Option<&str> {
@@ -346,6 +387,41 @@ mod tests {
         ] {
             assert!(parse_connect(&bad).is_err(), "{bad}");
         }
+    }
+
+    /// What a client builds parses back on the gateway side to the same params, and the bytes
+    /// are what claw clients sent before the params had one type.
+    #[test]
+    fn built_params_parse_back_and_keep_their_bytes() {
+        let client = ClientInfo {
+            id: "relay".into(),
+            version: "0.1.0".into(),
+            platform: "linux".into(),
+            device_family: "Linux".into(),
+            mode: "backend".into(),
+            instance_id: None,
+            display_name: None,
+        };
+        let auth = AuthParams {
+            token: Some("tok".into()),
+            ..Default::default()
+        };
+        let mut p = ConnectParams::new(client, "operator", vec!["operator.read".into()], auth);
+        let unsigned = p.to_value();
+        assert_eq!(
+            unsigned.to_string(),
+            r#"{"auth":{"token":"tok"},"caps":[],"client":{"deviceFamily":"Linux","id":"relay","mode":"backend","platform":"linux","version":"0.1.0"},"maxProtocol":4,"minProtocol":4,"role":"operator","scopes":["operator.read"]}"#
+        );
+        let key = DeviceKey::from_seed([3; 32]);
+        p.sign(&key, "n-1", 9);
+        let v = p.to_value();
+        assert_eq!(parse_connect(&v).unwrap(), p);
+        let d = p.device.as_ref().unwrap();
+        crate::signature::verify_device(&p, d, "n-1", 9).unwrap();
+        assert_eq!(v["device"]["publicKey"], key.public_key_b64());
+        assert_eq!(v["device"]["signedAt"], 9);
+        p.auth = AuthParams::default();
+        assert!(p.to_value().get("auth").is_none());
     }
 
     #[test]

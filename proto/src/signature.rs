@@ -7,11 +7,8 @@ use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::signature::{UnparsedPublicKey, ED25519};
 
-use super::secrets::hex;
-use crate::protocol::connect::{
-    signature_payload, signature_payload_v2, ConnectParams, DeviceProof,
-};
-use crate::protocol::errors::Rejection;
+use crate::connect::{signature_payload, signature_payload_v2, ConnectParams, DeviceProof};
+use crate::errors::Rejection;
 
 /// How far `signedAt` may be from the gateway's clock, either way (OpenClaw's
 /// `DEVICE_SIGNATURE_SKEW_MS`).
@@ -26,10 +23,7 @@ pub enum PayloadVersion {
     V2,
 }
 
-/// Device id for a raw Ed25519 public key: lowercase hex SHA-256.
-pub fn device_id_for_key(raw_public_key: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, raw_public_key).as_ref())
-}
+pub use crate::device_id::device_id_for_key;
 
 fn b64url(s: &str) -> Option<Vec<u8>> {
     let t = s.trim_end_matches('=');
@@ -67,7 +61,7 @@ pub fn verify_device_version(
         return Err(Rejection::SignatureExpired);
     }
     // OpenClaw trims the presented nonce, compares it and uses the trimmed nonce in the payload.
-    let nonce = crate::protocol::connect::js_trim(&device.nonce);
+    let nonce = crate::connect::js_trim(&device.nonce);
     if nonce.is_empty() {
         return Err(Rejection::NonceRequired);
     }
@@ -96,7 +90,7 @@ pub fn verify_device_version(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::connect::parse_connect;
+    use crate::connect::parse_connect;
 
     /// A signed connect captured from the real OpenClaw exchange (device1, scenario `device`).
     const REAL: &str = r#"{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"0.0.1-probe","platform":"linux","deviceFamily":"Linux","mode":"cli"},"caps":[],"role":"operator","scopes":["operator.read","operator.admin","operator.pairing"],"auth":{"token":"tok-A-123456"},"device":{"id":"0b86ae56826c65c8e50f8dfcfdd3cf6deff41e77f06e7c80838c52aa3d59e1c9","publicKey":"yBixz1XxfNTSsDyS5wFtXftdMf_oaFSNrSySb_6OBmw","signature":"3_T_N07lGoWXxUGb0nBquGgmOe96iccAaPFSs14IChMu2cS394AZxLGHahb6OTDm3LEek-ckeurFKh-eJtQ-DA","signedAt":1795560005454,"nonce":"84a3b6c4-a85c-439f-9de1-ddac63a9f12c"}}"#;
@@ -445,9 +439,9 @@ mod tests {
 #[cfg(test)]
 mod proptests {
     use super::*;
-    use crate::auth::device_key::DeviceKey;
-    use crate::protocol::connect::signature_payload_v2;
-    use crate::protocol::connect::{js_trim, normalize_metadata, AuthParams, ClientInfo};
+    use crate::connect::signature_payload_v2;
+    use crate::connect::{js_trim, normalize_metadata, AuthParams, ClientInfo};
+    use crate::device_key::DeviceKey;
     use proptest::prelude::*;
     use proptest::sample::Index;
 

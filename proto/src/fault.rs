@@ -13,7 +13,7 @@ pub enum FaultKind {
     /// `SQLITE_READONLY` / `EROFS`: the home is on a read-only file system (or the file is).
     ReadOnly,
     /// `SQLITE_BUSY` / `SQLITE_LOCKED`: another process held the database's write lock longer
-    /// than the store waits ([`crate::store::BUSY_TIMEOUT`]).
+    /// than the store waits (the gateway store's busy timeout).
     Locked,
     /// `SQLITE_IOERR`, `SQLITE_CANTOPEN` or a file-system error.
     Io,
@@ -69,20 +69,6 @@ impl FaultKind {
         )
     }
 
-    /// Classifies an SQLite primary result code (`sqlite3_errcode & 0xff`).
-    pub fn from_sqlite_code(code: rusqlite::ErrorCode) -> Option<Self> {
-        use rusqlite::ErrorCode as C;
-        Some(match code {
-            C::DiskFull => FaultKind::DiskFull,
-            C::ReadOnly => FaultKind::ReadOnly,
-            C::DatabaseBusy | C::DatabaseLocked => FaultKind::Locked,
-            C::SystemIoFailure | C::CannotOpen | C::FileLockingProtocolFailed => FaultKind::Io,
-            C::DatabaseCorrupt | C::NotADatabase => FaultKind::Corrupt,
-            C::OutOfMemory => FaultKind::Internal,
-            _ => return None,
-        })
-    }
-
     /// Narrows an [`FaultKind::Io`] with what a write probe of the home's directory met
     /// (`probe_errno`: its OS error, `None` when it succeeded): SQLite reports a write refused
     /// with `EROFS` or `ENOSPC` only as "disk I/O error". Other kinds are kept.
@@ -126,37 +112,6 @@ mod tests {
         FaultKind::Corrupt,
         FaultKind::Internal,
     ];
-
-    #[test]
-    fn sqlite_codes_classified() {
-        use rusqlite::ErrorCode as C;
-        assert_eq!(
-            FaultKind::from_sqlite_code(C::DiskFull),
-            Some(FaultKind::DiskFull)
-        );
-        assert_eq!(
-            FaultKind::from_sqlite_code(C::ReadOnly),
-            Some(FaultKind::ReadOnly)
-        );
-        assert_eq!(
-            FaultKind::from_sqlite_code(C::DatabaseBusy),
-            Some(FaultKind::Locked)
-        );
-        assert_eq!(
-            FaultKind::from_sqlite_code(C::DatabaseLocked),
-            Some(FaultKind::Locked)
-        );
-        assert_eq!(
-            FaultKind::from_sqlite_code(C::SystemIoFailure),
-            Some(FaultKind::Io)
-        );
-        assert_eq!(
-            FaultKind::from_sqlite_code(C::NotADatabase),
-            Some(FaultKind::Corrupt)
-        );
-        // Logic errors are not faults.
-        assert_eq!(FaultKind::from_sqlite_code(C::ConstraintViolation), None);
-    }
 
     #[test]
     fn io_errors_classified() {

@@ -6,26 +6,15 @@
 
 use serde_json::{json, Value};
 
-use super::frames::ErrorShape;
-use super::MIN_PROBE_PROTOCOL;
-use super::PROTOCOL_VERSION;
+use crate::fault::FaultKind;
+use crate::frames::ErrorShape;
+use crate::{MIN_PROBE_PROTOCOL, PROTOCOL_VERSION};
 
-/// WebSocket close code for policy violations (every auth failure).
-pub const CLOSE_POLICY: u16 = 1008;
-/// WebSocket close code for protocol errors (version mismatch).
-pub const CLOSE_PROTOCOL: u16 = 1002;
-/// WebSocket close code sent when the gateway stops or restarts.
-pub const CLOSE_SERVICE_RESTART: u16 = 1012;
-/// WebSocket close code for a message over the size limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Normal closure (non-JSON first frame, silent client).
-pub const CLOSE_NORMAL: u16 = 1000;
-/// WebSocket close code "try again later" (RFC 6455 registry): the gateway could not serve the
-/// connect because of a fault (store full, read-only, locked); the credentials were not judged.
-/// Clients treat it as transient (never as 1008's "drop your credentials").
-pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-
-const TOKEN_HINT: &str = "(use this gateway's gateway.auth.token or pair the device)";
+use crate::close::CloseReason;
+pub use crate::close::{
+    CLOSE_NORMAL, CLOSE_POLICY, CLOSE_PROTOCOL, CLOSE_SERVICE_RESTART, CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+};
 
 /// A refused `connect`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +68,7 @@ pub enum Rejection {
     InvalidParams(String),
     /// The gateway could not decide or carry out the connect because of a fault (claw): the
     /// credentials were not judged. Retryable, closed with 1013.
-    Unavailable(crate::fault::FaultKind),
+    Unavailable(FaultKind),
 }
 
 /// What to send for a rejection: the error object, then a close with this code and reason.
@@ -104,12 +93,13 @@ fn auth_details(code: &str, reason: &str, can_retry: bool, next: &str) -> Value 
 
 /// A device-proof rejection in OpenClaw's shape: `INVALID_REQUEST`, details `{code, reason}`,
 /// close 1008 with the message.
-fn device_auth(message: &str, code: &str, reason: &str) -> (ErrorShape, u16, String) {
+fn device_auth(close: CloseReason, code: &str, reason: &str) -> (ErrorShape, u16, String) {
+    let message = close.to_string();
     (
-        ErrorShape::new("INVALID_REQUEST", message)
+        ErrorShape::new("INVALID_REQUEST", &message)
             .with_details(json!({"code": code, "reason": reason})),
         CLOSE_POLICY,
-        message.to_string(),
+        message,
     )
 }
 
@@ -153,16 +143,16 @@ impl Rejection {
     pub fn frame(&self) -> RejectionFrame {
         let (error, code, reason) = match self {
             Rejection::DeviceIdentityRequired => {
-                let m = "device identity required";
+                let m = CloseReason::DeviceIdentityRequired.to_string();
                 (
-                    ErrorShape::new("NOT_PAIRED", m)
+                    ErrorShape::new("NOT_PAIRED", &m)
                         .with_details(json!({"code":"DEVICE_IDENTITY_REQUIRED"})),
                     CLOSE_POLICY,
-                    m.to_string(),
+                    m,
                 )
             }
             Rejection::TokenMissing => {
-                let m = format!("unauthorized: gateway token missing {TOKEN_HINT}");
+                let m = CloseReason::TokenMissing.to_string();
                 (
                     ErrorShape::new("INVALID_REQUEST", &m).with_details(auth_details(
                         "AUTH_TOKEN_MISSING",
@@ -177,7 +167,7 @@ impl Rejection {
             Rejection::TokenMismatch {
                 can_retry_with_device_token,
             } => {
-                let m = format!("unauthorized: gateway token mismatch {TOKEN_HINT}");
+                let m = CloseReason::TokenMismatch.to_string();
                 let next = if *can_retry_with_device_token {
                     "retry_with_device_token"
                 } else {
@@ -219,7 +209,7 @@ impl Rejection {
                 )
             }
             Rejection::DeviceTokenRotated => {
-                let m = "unauthorized: device token rotated";
+                let m = CloseReason::DeviceTokenRotated.to_string();
                 let mut d = auth_details(
                     "AUTH_DEVICE_TOKEN_ROTATED",
                     "device_token_rotated",
@@ -229,13 +219,13 @@ impl Rejection {
                 d["hint"] = json!("the gateway rotated its device tokens; reconnect through the claw tunnel or SSH forward (a fresh token is issued automatically), or connect once with the shared gateway token and your device key");
                 d["canRepair"] = json!(true);
                 (
-                    ErrorShape::new("INVALID_REQUEST", m).with_details(d),
+                    ErrorShape::new("INVALID_REQUEST", &m).with_details(d),
                     CLOSE_POLICY,
-                    m.to_string(),
+                    m,
                 )
             }
             Rejection::DeviceRevoked => {
-                let m = "unauthorized: device revoked";
+                let m = CloseReason::DeviceRevoked.to_string();
                 let mut d = auth_details(
                     "AUTH_DEVICE_REVOKED",
                     "device_revoked",
@@ -245,105 +235,101 @@ impl Rejection {
                 d["hint"] = json!("this device was revoked by the gateway operator; re-pairing will not help until the operator removes the revocation (`claw devices remove <id>`) and pairs it again");
                 d["canRepair"] = json!(false);
                 (
-                    ErrorShape::new("INVALID_REQUEST", m).with_details(d),
+                    ErrorShape::new("INVALID_REQUEST", &m).with_details(d),
                     CLOSE_POLICY,
-                    m.to_string(),
+                    m,
                 )
             }
             Rejection::ScopeMismatch => {
-                let m =
-                    "unauthorized: device token scope mismatch (re-pair or approve scope upgrade)";
+                let m = CloseReason::ScopeMismatch.to_string();
                 (
-                    ErrorShape::new("INVALID_REQUEST", m).with_details(auth_details(
+                    ErrorShape::new("INVALID_REQUEST", &m).with_details(auth_details(
                         "AUTH_SCOPE_MISMATCH",
                         "scope_mismatch",
                         false,
                         "review_auth_configuration",
                     )),
                     CLOSE_POLICY,
-                    m.to_string(),
+                    m,
                 )
             }
             Rejection::SignatureInvalid => {
-                let m = "device signature invalid";
+                let m = CloseReason::SignatureInvalid.to_string();
                 (
-                    ErrorShape::new("INVALID_REQUEST", m).with_details(
+                    ErrorShape::new("INVALID_REQUEST", &m).with_details(
                         json!({"code":"DEVICE_AUTH_SIGNATURE_INVALID","reason":"device-signature"}),
                     ),
                     CLOSE_POLICY,
-                    m.to_string(),
+                    m,
                 )
             }
             Rejection::SignatureExpired => device_auth(
-                "device signature expired",
+                CloseReason::SignatureExpired,
                 "DEVICE_AUTH_SIGNATURE_EXPIRED",
                 "device-signature-stale",
             ),
             Rejection::NonceRequired => device_auth(
-                "device nonce required",
+                CloseReason::NonceRequired,
                 "DEVICE_AUTH_NONCE_REQUIRED",
                 "device-nonce-missing",
             ),
             Rejection::NonceMismatch => {
-                let m = "device nonce mismatch";
+                let m = CloseReason::NonceMismatch.to_string();
                 (
-                    ErrorShape::new("INVALID_REQUEST", m).with_details(
+                    ErrorShape::new("INVALID_REQUEST", &m).with_details(
                         json!({"code":"DEVICE_AUTH_NONCE_MISMATCH","reason":"device-nonce"}),
                     ),
                     CLOSE_POLICY,
-                    m.to_string(),
+                    m,
                 )
             }
             Rejection::IdentityMismatch => {
-                let m = "device identity mismatch";
+                let m = CloseReason::IdentityMismatch.to_string();
                 (
-                    ErrorShape::new("INVALID_REQUEST", m).with_details(
+                    ErrorShape::new("INVALID_REQUEST", &m).with_details(
                         json!({"code":"DEVICE_AUTH_DEVICE_ID_MISMATCH","reason":"device-id-mismatch"}),
                     ),
                     CLOSE_POLICY,
-                    m.to_string(),
+                    m,
                 )
             }
             Rejection::PairingRequired { request_id } => {
-                let m = "pairing required";
-                let mut e = ErrorShape::new("NOT_PAIRED", m).with_details(json!({
+                let m = CloseReason::PairingRequired.to_string();
+                let mut e = ErrorShape::new("NOT_PAIRED", &m).with_details(json!({
                     "code": "PAIRING_REQUIRED",
                     "requestId": request_id,
                     "recommendedNextStep": "wait_then_retry",
                     "pauseReconnect": false,
                 }));
                 e.retryable = Some(true);
-                (e, CLOSE_POLICY, m.to_string())
+                (e, CLOSE_POLICY, m)
             }
             Rejection::FirstRequestNotConnect => {
-                let m = "invalid handshake: first request must be connect";
-                (
-                    ErrorShape::new("INVALID_REQUEST", m),
-                    CLOSE_POLICY,
-                    m.to_string(),
-                )
+                let m = CloseReason::FirstRequestNotConnect.to_string();
+                (ErrorShape::new("INVALID_REQUEST", &m), CLOSE_POLICY, m)
             }
             Rejection::ProtocolMismatch {
                 client_min,
                 client_max,
             } => (
-                ErrorShape::new("INVALID_REQUEST", "protocol mismatch").with_details(json!({
-                    "code": "PROTOCOL_MISMATCH",
-                    "clientMinProtocol": client_min,
-                    "clientMaxProtocol": client_max,
-                    "expectedProtocol": PROTOCOL_VERSION,
-                    "minimumProbeProtocol": MIN_PROBE_PROTOCOL,
-                })),
+                ErrorShape::new("INVALID_REQUEST", CloseReason::ProtocolMismatch.to_string())
+                    .with_details(json!({
+                        "code": "PROTOCOL_MISMATCH",
+                        "clientMinProtocol": client_min,
+                        "clientMaxProtocol": client_max,
+                        "expectedProtocol": PROTOCOL_VERSION,
+                        "minimumProbeProtocol": MIN_PROBE_PROTOCOL,
+                    })),
                 CLOSE_PROTOCOL,
-                "protocol mismatch".to_string(),
+                CloseReason::ProtocolMismatch.to_string(),
             ),
             Rejection::InvalidParams(why) => {
-                let m = format!("invalid connect params: {why}");
+                let m = CloseReason::InvalidParams(why.clone()).to_string();
                 let reason: String = m.chars().take(120).collect();
                 (ErrorShape::new("INVALID_REQUEST", &m), CLOSE_POLICY, reason)
             }
             Rejection::Unavailable(fault) => {
-                let reason = format!("try again later: {}", fault.describe());
+                let reason = CloseReason::fault(*fault).to_string();
                 (unavailable(*fault), CLOSE_TRY_AGAIN_LATER, reason)
             }
         };
@@ -357,7 +343,7 @@ impl Rejection {
 
 /// The error for anything a fault stopped (a connect, a method, an admin call): retryable
 /// `UNAVAILABLE` with `retryAfterMs`, the fault named in the message and in `details.fault`.
-pub fn unavailable(fault: crate::fault::FaultKind) -> ErrorShape {
+pub fn unavailable(fault: FaultKind) -> ErrorShape {
     let mut e = ErrorShape::new("UNAVAILABLE", fault.message()).with_details(json!({
         "code": "GATEWAY_UNAVAILABLE",
         "fault": fault.name(),
@@ -426,7 +412,6 @@ mod tests {
     /// nothing that tells a client to drop its credentials.
     #[test]
     fn faults_are_retryable_not_auth() {
-        use crate::fault::FaultKind;
         for k in [
             FaultKind::DiskFull,
             FaultKind::ReadOnly,

@@ -117,7 +117,41 @@ impl ErrorShape {
         self.details = Some(details);
         self
     }
+
+    /// Reads the `error` of a failed response as a client must: any JSON gives an answer
+    /// (code `UNKNOWN` and an empty message when absent, texts cut to [`MAX_ERROR_TEXT`]
+    /// characters, a `retryAfterMs` kept only when it is a number).
+    pub fn from_wire(e: &Value) -> Self {
+        let text = |k: &str, default: &str| -> String {
+            e.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or(default)
+                .chars()
+                .take(MAX_ERROR_TEXT)
+                .collect()
+        };
+        Self {
+            code: text("code", "UNKNOWN"),
+            message: text("message", ""),
+            details: e.get("details").filter(|d| !d.is_null()).cloned(),
+            retryable: e.get("retryable").and_then(Value::as_bool),
+            retry_after_ms: e.get("retryAfterMs").and_then(Value::as_u64),
+        }
+    }
+
+    /// `details.code`, if a string.
+    pub fn detail_code(&self) -> Option<&str> {
+        self.details.as_ref()?.get("code")?.as_str()
+    }
+
+    /// `details.recommendedNextStep`, if a string.
+    pub fn next_step(&self) -> Option<&str> {
+        self.details.as_ref()?.get("recommendedNextStep")?.as_str()
+    }
 }
+
+/// Longest text a client keeps from a gateway's error object (for messages and logs).
+pub const MAX_ERROR_TEXT: usize = 512;
 
 /// A successful response frame.
 pub fn response_ok(id: &str, payload: &Value) -> String {
