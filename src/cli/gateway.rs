@@ -797,7 +797,7 @@ async fn status(home: &Home, as_json: bool) -> anyhow::Result<u8> {
             home.root().to_path_buf(),
             pid,
             &v,
-            &serde_json::to_value(&rt).unwrap_or(Value::Null),
+            &serde_json::to_value(&rt).unwrap_or(serde_json::Value::Null),
         ))?;
     } else {
         println!("claw gateway: running (pid {pid})");
