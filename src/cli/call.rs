@@ -296,7 +296,7 @@ mod message_tests {
 
     #[test]
     fn refusals_name_no_openclaw_internals() {
-        let m = user_message("unauthorized: gateway token mismatch (use this gateway's gateway.auth.token or pair the device)");
+        let m = user_message(&claw_proto::CloseReason::TokenMismatch.to_string());
         assert!(!m.contains("gateway.auth.token"), "{m}");
         assert!(m.contains("claw gateway token --show"), "{m}");
         for code in [

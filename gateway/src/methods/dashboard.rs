@@ -30,7 +30,7 @@ pub fn login(state: &GatewayState, ctx: &Ctx, _p: &Value) -> Result<Value, Error
 pub fn pair(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let Some(make) = state.web.pair_uri.get() else {
         return Err(ErrorShape::new(
-            "UNAVAILABLE",
+            claw_proto::codes::UNAVAILABLE,
             "no tunnel is running: start the gateway with `claw gateway run --tunnel`",
         ));
     };

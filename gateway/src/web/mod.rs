@@ -225,7 +225,7 @@ pub fn page_request(
     }
     if PAGE_DENIED.contains(&req.method.as_str()) {
         return Err(Some(ErrorShape::new(
-            "FORBIDDEN",
+            claw_proto::codes::FORBIDDEN,
             "not available to the control page",
         )));
     }

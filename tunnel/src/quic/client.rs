@@ -474,6 +474,15 @@ impl Tunnel {
     }
 }
 
+/// True when the gateway closed the connection with the application code for a revoked or
+/// removed device.
+fn closed_as_revoked(conn: &Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(super::close_code::REVOKED)
+    )
+}
+
 /// True when the gateway aborted the handshake with TLS alert 44 (`certificate_revoked`).
 fn revoked_in_handshake(conn: &Connection) -> bool {
     matches!(
@@ -790,6 +799,13 @@ async fn manage(
         set(&|s| {
             s.connected = false;
             s.last_error = Some(reason.clone());
+        });
+        // The gateway closed the connection because the device was revoked (it may do so before
+        // the control stream's `revoked` message arrives): as final as that message.
+        let fatal = fatal.or_else(|| {
+            closed_as_revoked(&conn).then(|| {
+                "this device was revoked or removed by the gateway operator (revoked)".to_string()
+            })
         });
         if let Some(msg) = fatal {
             tracing::error!(error = %msg, "the gateway refused this device; not reconnecting");
