@@ -42,9 +42,16 @@ pub const MAX_UDP_PAYLOAD: u16 = 6000;
 /// each one a congestion-window cut; 4 MiB lost none (quic-go asks for 7 MiB for the same reason).
 /// `claw doctor` (`udp.buffers`) reports a kernel cap below it.
 pub const SOCKET_BUFFER: usize = claw_gateway::doctor::checks::TUNNEL_SOCKET_BUFFER as usize;
-
-/// Largest chunk the data path ([`crate::quic::copy`]) reads from TCP or takes from quinn at once.
-pub const COPY_CHUNK: usize = 256 * 1024;
+/// UDP socket buffers taken when the process may exceed the kernel's cap (root, or
+/// `CAP_NET_ADMIN`: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`). On a 1,500-MTU path a receiver that is
+/// short of CPU for a moment still overflowed 4 MiB (72–352 `RcvbufErrors` per bench phase on a
+/// loaded machine, each a lost packet and a congestion event); 16 MiB absorbed it
+/// (docs/benchmarks-tunnel.md, *Real paths*).
+pub const FORCED_SOCKET_BUFFER: usize = 16 * 1024 * 1024;
+/// Largest chunk the data path ([`crate::quic::copy`]) reads from TCP or takes from quinn at once
+/// (what `copy_bidirectional` used before; larger chunks cost more per allocation and saved
+/// nothing measurable).
+pub const COPY_CHUNK: usize = 64 * 1024;
 
 /// The endpoint settings.
 pub fn endpoint_config() -> quinn::EndpointConfig {
@@ -69,13 +76,18 @@ pub fn endpoint(
     )
 }
 
-/// Asks for [`SOCKET_BUFFER`]-sized socket buffers. A lower kernel cap is logged at debug level
-/// only (every CLI command that opens an endpoint would repeat it); `claw doctor` reports it
-/// with the command that raises it.
+/// Takes [`FORCED_SOCKET_BUFFER`]-sized socket buffers when the process may exceed the kernel's
+/// cap (root), else asks for [`SOCKET_BUFFER`]-sized ones, which the cap may shrink. A lower
+/// cap is logged at debug level only (every CLI command that opens an endpoint would repeat
+/// it); `claw doctor` reports it with the command that raises it.
 pub(crate) fn enlarge_buffers(socket: &std::net::UdpSocket) {
     use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-    let _ = setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER);
-    let _ = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER);
+    if setsockopt(socket, sockopt::RcvBufForce, &FORCED_SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
+    if setsockopt(socket, sockopt::SndBufForce, &FORCED_SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER);
+    }
     // Linux reports twice the usable size.
     let got = getsockopt(socket, sockopt::RcvBuf).unwrap_or(0) / 2;
     tracing::debug!(
