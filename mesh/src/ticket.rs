@@ -36,7 +36,7 @@ pub const DEFAULT_TTL_SECS: u64 = 7 * 24 * 3600;
 const BODY_LEN: usize = 1 + 32 + 32 + 8;
 /// Bytes of a whole ticket.
 const TICKET_LEN: usize = BODY_LEN + 64;
-/// Longest text form (base64 of [`TICKET_LEN`] bytes plus the prefix); longer input is refused
+/// Longest text form (base64 of the 137 ticket bytes plus the prefix); longer input is refused
 /// before decoding.
 pub const MAX_TEXT_LEN: usize = PREFIX.len() + (TICKET_LEN * 4).div_ceil(3);
 
