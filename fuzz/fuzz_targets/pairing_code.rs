@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let rec = CodeRecord {
         secret_hash: token_hash(SECRET),
+        minted_at_ms: 0,
         expires_at_ms: 1_000,
         attempts: u32::from(attempts % (MAX_ATTEMPTS as u8 + 2)),
         used: false,

@@ -36,6 +36,23 @@ pub struct RuntimeFile {
     /// The SSH forward, when it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<RuntimeSsh>,
+    /// The relays the gateway dials out to (`--relay`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<RuntimeRelay>,
+    /// The gateway's identity fingerprint, when it serves through a relay without `--tunnel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
+}
+
+/// `gateway.json.relays[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeRelay {
+    /// The relay's URL.
+    pub url: String,
+    /// Its certificate pin, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 /// `gateway.json.tunnel`.
@@ -135,6 +152,11 @@ mod tests {
                 gateway_id: "ab".repeat(32),
             }),
             ssh: None,
+            relays: vec![RuntimeRelay {
+                url: "https://relay.example:8443".into(),
+                pin: Some("cd".repeat(32)),
+            }],
+            gateway_id: None,
         }
     }
 

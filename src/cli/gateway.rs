@@ -125,6 +125,14 @@ pub struct RunArgs {
     /// `ssh -N -L` with a paired device's key reaches the gateway.
     #[arg(long, num_args = 0..=1, default_missing_value = "0.0.0.0:18722", value_name = "ADDR")]
     ssh: Option<std::net::SocketAddr>,
+    /// Serve paired devices through a relay (`claw relay serve`), dialled out: the gateway
+    /// opens no listening socket for it (repeatable). See docs/mesh.md.
+    #[arg(long = "relay", value_name = "URL")]
+    relay: Vec<String>,
+    /// The pin (SHA-256 of the self-signed certificate) of the relay given at the same position
+    /// (`--relay A --relay-pin PA --relay B`); a relay without one needs a CA-issued certificate.
+    #[arg(long = "relay-pin", value_name = "PIN")]
+    relay_pin: Vec<String>,
     /// Pairing attempts allowed per minute from one source address.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pair_attempts_per_min: u32,
@@ -442,10 +450,11 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
     let _ = state.identity.set(identity.key().clone());
     let exposes = parse_exposes(&a.expose)?;
-    if !exposes.is_empty() && a.tunnel.is_none() && a.ssh.is_none() {
+    let relays = parse_relays(&a.relay, &a.relay_pin)?;
+    if !exposes.is_empty() && a.tunnel.is_none() && a.ssh.is_none() && relays.is_empty() {
         return Err(fail(
             exit::CONFIG,
-            "--expose needs --tunnel or --ssh (it is how devices reach the service)",
+            "--expose needs --tunnel, --relay or --ssh (it is how devices reach the service)",
         ));
     }
     // Filled once the SSH forward is bound (after the tunnel): devices learn it at pairing.
@@ -482,6 +491,30 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
+    // Each relay: a dialled-out link and a tunnel endpoint on it (kept for the gateway's life).
+    let mut relay_links = Vec::new();
+    for target in &relays {
+        let (socket, link) = claw_mesh::socket::RelaySocket::spawn(
+            target.clone(),
+            *identity.key().seed(),
+            tokio::sync::watch::channel(None).1,
+            claw_mesh::socket::Peers::Any,
+        );
+        let cfg = claw_tunnel::quic::server::TunnelConfig {
+            exposes: exposes.clone(),
+            pair_attempts_per_min: a.pair_attempts_per_min.max(1),
+            ..Default::default()
+        };
+        let (endpoint, serving) =
+            claw_tunnel::quic::server::bind_relay(state.clone(), &identity, cfg, socket)
+                .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+        tokio::spawn(claw_tunnel::quic::server::serve(
+            state.clone(),
+            endpoint,
+            serving,
+        ));
+        relay_links.push(link);
+    }
     if let Some(every) = state.config.rotate_every {
         tokio::spawn(claw_gateway::rotation::run(state.clone(), every));
     }
@@ -553,6 +586,8 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         started_at_ms: claw_gateway::now_ms(),
         tunnel: None,
         ssh: None,
+        relays: Vec::new(),
+        gateway_id: None,
     };
     let mut tunnel_note = String::new();
     if let Some((addr, id)) = &tunnel {
@@ -561,6 +596,19 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
             gateway_id: id.to_string(),
         });
         tunnel_note = format!(", tunnel udp://{addr} fingerprint {}", &id[..16]);
+    }
+    if !relays.is_empty() {
+        runtime.relays = relays
+            .iter()
+            .map(|r| claw_gateway::runtime_file::RuntimeRelay {
+                url: r.url.to_string(),
+                pin: r.pin.as_ref().map(|p| p.to_string()),
+            })
+            .collect();
+        runtime.gateway_id = Some(identity.id().to_string());
+        for r in &relays {
+            tunnel_note.push_str(&format!(", relay {}", r.url));
+        }
     }
     if let Some(info) = &ssh {
         let hosts = super::pair::advertised_hosts(info.addr);
@@ -579,12 +627,38 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         home.root().display()
     );
     let result = server.await;
+    drop(relay_links);
     RuntimeFile::remove(home);
     match result {
         Ok(Ok(())) => Ok(0),
         Ok(Err(e)) => Err(fail(exit::FAILURE, e.to_string())),
         Err(e) => Err(fail(exit::FAILURE, format!("gateway task failed: {e}"))),
     }
+}
+
+/// `--relay` URLs with the `--relay-pin` at the same position.
+fn parse_relays(
+    urls: &[String],
+    pins: &[String],
+) -> anyhow::Result<Vec<claw_mesh::client::RelayTarget>> {
+    if pins.len() > urls.len() {
+        return Err(fail(exit::CONFIG, "more --relay-pin than --relay"));
+    }
+    urls.iter()
+        .enumerate()
+        .map(|(i, u)| {
+            claw_mesh::client::parse_url(u).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+            let pin = pins
+                .get(i)
+                .map(|p| claw_mesh::pin::parse_pin(p))
+                .transpose()
+                .map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+            Ok(claw_mesh::client::RelayTarget {
+                url: u.clone(),
+                pin,
+            })
+        })
+        .collect()
 }
 
 fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
@@ -612,6 +686,12 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
     }
     if let Some(s) = a.ssh {
         v.push(format!("--ssh={s}"));
+    }
+    for r in &a.relay {
+        v.push(format!("--relay={r}"));
+    }
+    for p in &a.relay_pin {
+        v.push(format!("--relay-pin={p}"));
     }
     if let Some(t) = a.tunnel {
         v.push(format!("--tunnel={t}"));

@@ -13,6 +13,7 @@ mod json_out;
 mod origins;
 mod pair;
 mod qr;
+mod relay;
 mod service;
 mod tunnel;
 mod tunnel_service;
@@ -120,6 +121,9 @@ enum Cmd {
     /// The gateway's listeners and the clients on each.
     #[command(subcommand)]
     Channels(channels::ChannelsCmd),
+    /// A relay for gateways behind NAT: `claw relay serve`.
+    #[command(subcommand)]
+    Relay(relay::RelayCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(completions::CompletionsArgs),
     /// Print claw's man page (roff) to stdout: `claw man > claw.1`.
@@ -151,6 +155,7 @@ impl Cmd {
                 | Cmd::Tunnel(
                     tunnel::TunnelCmd::Pair { .. } | tunnel::TunnelCmd::ExportSshKey { .. }
                 )
+                | Cmd::Relay(_)
                 | Cmd::Completions(_)
                 | Cmd::Man
         )
@@ -178,6 +183,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Tunnel(c) => tunnel::run(&home, c).await,
         Cmd::Doctor(a) => doctor::run(&home, a).await,
         Cmd::Channels(c) => channels::run(&home, c).await,
+        Cmd::Relay(c) => relay::run(&home, c).await,
         Cmd::Completions(a) => completions::completions(a),
         Cmd::Man => completions::man(),
         Cmd::Dashboard(a) => dashboard::run(&home, a).await,

@@ -29,6 +29,9 @@ pub struct Dialer {
     endpoint: Endpoint,
     verifier: Arc<PinnedServerVerifier>,
     gateway_id: String,
+    /// Set when the dialer reaches the gateway over a relay: the gateway's fake address and the
+    /// link that keeps the relay connection (dropped with the dialer).
+    relay: Option<(SocketAddr, claw_mesh::socket::RelayLink)>,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -81,11 +84,56 @@ impl Dialer {
             endpoint,
             verifier,
             gateway_id: gateway_id.to_string(),
+            relay: None,
         })
     }
 
-    /// Tries each address in order; a pinned-key mismatch stops at once.
+    /// A dialer that reaches the gateway through a relay: the device dials the relay out (as
+    /// its own key, with `ticket`), then runs the same pinned QUIC/TLS over it.
+    /// `gateway_key` is the gateway's raw Ed25519 public key (its relay address).
+    pub fn over_relay(
+        identity: &Identity,
+        gateway_id: &str,
+        gateway_key: [u8; 32],
+        relay: claw_mesh::client::RelayTarget,
+        ticket: tokio::sync::watch::Receiver<Option<String>>,
+    ) -> Result<Self, TunnelError> {
+        if claw_gateway::auth::signature::device_id_for_key(&gateway_key) != gateway_id {
+            return Err(TunnelError::Config(
+                "the gateway key does not match the pinned gateway id".into(),
+            ));
+        }
+        let (socket, link) = claw_mesh::socket::RelaySocket::spawn(
+            relay,
+            *identity.key().seed(),
+            ticket,
+            claw_mesh::socket::Peers::Only(gateway_key),
+        );
+        let target = socket
+            .addr_of(&gateway_key)
+            .ok_or_else(|| TunnelError::Config("no relay address for the gateway".into()))?;
+        let mut endpoint = claw_mesh::socket::endpoint(socket, None)
+            .map_err(|e| TunnelError::Config(e.to_string()))?;
+        let (cfg, verifier) = client_config(identity, gateway_id)?;
+        endpoint.set_default_client_config(cfg);
+        Ok(Self {
+            endpoint,
+            verifier,
+            gateway_id: gateway_id.to_string(),
+            relay: Some((target, link)),
+        })
+    }
+
+    /// The relay link's state, when dialing over a relay.
+    pub fn relay_status(&self) -> Option<claw_mesh::socket::RelayLinkStatus> {
+        self.relay.as_ref().map(|(_, l)| l.status.borrow().clone())
+    }
+
+    /// Tries each address in order (over a relay: the gateway's relay address); a pinned-key
+    /// mismatch stops at once.
     pub async fn connect(&self, addrs: &[String]) -> Result<Connection, TunnelError> {
+        let relay_addr = self.relay.as_ref().map(|(a, _)| vec![a.to_string()]);
+        let addrs = relay_addr.as_deref().unwrap_or(addrs);
         let mut last = String::from("no address");
         for a in addrs {
             let target = match resolve(a) {
@@ -102,7 +150,9 @@ impl Dialer {
                     continue;
                 }
             };
-            match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+            // Over a relay the first packets wait for the relay connection itself.
+            let limit = if self.relay.is_some() { 20 } else { 10 };
+            match tokio::time::timeout(Duration::from_secs(limit), connecting).await {
                 Ok(Ok(conn)) => return Ok(conn),
                 Ok(Err(e)) => {
                     // The gateway may refuse a revoked key before the client finishes (TLS alert

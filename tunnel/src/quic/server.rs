@@ -85,7 +85,32 @@ pub fn bind(
             addr: cfg.listen.to_string(),
             source,
         })?;
-    let ep = endpoint.clone();
+    let fut = accept_loop(endpoint.clone(), state, cfg);
+    Ok((endpoint, fut))
+}
+
+/// Serves the tunnel over a relay (`claw gateway run --relay`): the same TLS verifier, limits
+/// and streams as [`bind`], on a quinn endpoint whose socket is a relay link — no socket that
+/// accepts anything from the network. `cfg.listen` is unused.
+pub fn bind_relay(
+    state: Arc<GatewayState>,
+    identity: &Identity,
+    cfg: TunnelConfig,
+    socket: Arc<claw_mesh::socket::RelaySocket>,
+) -> Result<(Endpoint, impl std::future::Future<Output = ()>), TunnelError> {
+    let server = server_config(identity, lookup(&state))?;
+    let endpoint = claw_mesh::socket::endpoint(socket, Some(server))
+        .map_err(|e| TunnelError::Config(e.to_string()))?;
+    let fut = accept_loop(endpoint.clone(), state, cfg);
+    Ok((endpoint, fut))
+}
+
+/// Accepts tunnel connections on `ep`: rate limits, address validation, then [`connection`].
+fn accept_loop(
+    ep: Endpoint,
+    state: Arc<GatewayState>,
+    cfg: TunnelConfig,
+) -> impl std::future::Future<Output = ()> {
     let global: DefaultDirectRateLimiter =
         RateLimiter::direct(Quota::per_second(nz(cfg.handshakes_per_sec)));
     let per_source: DefaultKeyedRateLimiter<IpAddr> =
@@ -95,7 +120,7 @@ pub fn bind(
         state,
         cfg,
     });
-    let fut = async move {
+    async move {
         while let Some(incoming) = ep.accept().await {
             let ip = incoming.remote_address().ip();
             if global.check().is_err() || per_source.check_key(&ip).is_err() {
@@ -130,8 +155,7 @@ pub fn bind(
                 per_source.retain_recent();
             }
         }
-    };
-    Ok((endpoint, fut))
+    }
 }
 
 fn peer_id(conn: &Connection) -> Option<String> {

@@ -1,0 +1,524 @@
+//! `claw relay serve`: the real binary's relay (iroh-relay's server with claw admission) on
+//! loopback, reached with iroh-relay's real client as a gateway and as devices.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use claw_mesh::client::{connect, RelayTarget};
+use claw_mesh::iroh_base::PublicKey;
+use claw_mesh::iroh_relay::protos::relay::{ClientToRelayMsg, Datagrams, RelayToClientMsg};
+use claw_mesh::ticket::DeviceTicket;
+use common::{claw_bin, Gateway};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+
+/// A running relay; killed on drop.
+struct Relay {
+    child: Child,
+    url: String,
+    pin: String,
+    ready: Value,
+}
+
+impl Relay {
+    fn start(home: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(claw_bin())
+            .arg("--home")
+            .arg(home)
+            .args(["relay", "serve", "--listen", "127.0.0.1:0", "--json"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn claw relay serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+        Self {
+            child,
+            url: ready["url"].as_str().unwrap().to_string(),
+            pin: ready["pin"].as_str().unwrap_or_default().to_string(),
+            ready,
+        }
+    }
+
+    fn target(&self) -> RelayTarget {
+        RelayTarget {
+            url: self.url.clone(),
+            pin: Some(self.pin.clone()),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gateway home, its `gatewayId` as `claw pair --json` prints it, and its identity seed.
+fn gateway_identity(g: &Gateway) -> (String, [u8; 32]) {
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr", "--addr", "127.0.0.1:9"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let id = v["gatewayId"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(g.home.join("identity.key")).unwrap();
+    let seed: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    (id, seed)
+}
+
+fn public(seed: &[u8; 32]) -> [u8; 32] {
+    *claw_mesh::iroh_base::SecretKey::from_bytes(seed)
+        .public()
+        .as_bytes()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn refused(target: &RelayTarget, seed: &[u8; 32], ticket: Option<&str>) -> String {
+    match connect(target, seed, ticket).await {
+        Ok(_) => panic!("the relay admitted a client it must refuse"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_admits_its_gateway_and_ticketed_devices_and_nobody_else() {
+    let g = Gateway::start(&[]);
+    let (gateway_id, gateway_seed) = gateway_identity(&g);
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_home = tmp.path().join("relay-home");
+    let relay = Relay::start(&relay_home, &["--allow-gateway", &gateway_id]);
+    assert!(
+        relay.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        relay.ready
+    );
+    assert_eq!(relay.pin.len(), 64);
+    assert_eq!(relay.ready["gateways"][0], gateway_id.as_str());
+    let target = relay.target();
+
+    // The gateway, by the key behind its gatewayId.
+    let mut gateway = tokio::time::timeout(
+        Duration::from_secs(20),
+        connect(&target, &gateway_seed, None),
+    )
+    .await
+    .unwrap()
+    .expect("the listed gateway is admitted");
+
+    // A device with a ticket the gateway signed reaches it through the relay, both ways.
+    let device_seed = [42u8; 32];
+    let device_key = public(&device_seed);
+    let ticket = DeviceTicket::issue(&gateway_seed, device_key, now() + 600).encode();
+    let mut device = connect(&target, &device_seed, Some(&ticket))
+        .await
+        .expect("a ticketed device is admitted");
+    let gw_pub = PublicKey::from_bytes(&public(&gateway_seed)).unwrap();
+    device
+        .send(ClientToRelayMsg::Datagrams {
+            dst_endpoint_id: gw_pub,
+            datagrams: Datagrams::from(b"hello gateway"),
+        })
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match gateway.next().await.expect("relay stream ended").unwrap() {
+                RelayToClientMsg::Datagrams {
+                    remote_endpoint_id,
+                    datagrams,
+                } => return (remote_endpoint_id, datagrams.contents),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("the datagram crossed the relay");
+    assert_eq!(got.0.as_bytes(), &device_key);
+    assert_eq!(&got.1[..], b"hello gateway");
+
+    // Refused by the relay: a key that is not listed, with or without a ticket of its own.
+    let stranger = [5u8; 32];
+    let e = refused(&target, &stranger, None).await;
+    assert!(e.contains("denied"), "{e}");
+    let own = DeviceTicket::issue(&stranger, device_key, now() + 600).encode();
+    let e = refused(&target, &device_seed, Some(&own)).await;
+    assert!(e.contains("does not serve"), "{e}");
+    // A forged ticket: the gateway's key with a signature by another key.
+    let mut raw = URL_SAFE_NO_PAD.decode(&own["claw1.".len()..]).unwrap();
+    raw[1..33].copy_from_slice(&public(&gateway_seed));
+    let forged = format!("claw1.{}", URL_SAFE_NO_PAD.encode(&raw));
+    let e = refused(&target, &device_seed, Some(&forged)).await;
+    assert!(e.contains("signature"), "{e}");
+    // An expired ticket of the real gateway.
+    let old = DeviceTicket::issue(&gateway_seed, device_key, now() - 1).encode();
+    let e = refused(&target, &device_seed, Some(&old)).await;
+    assert!(e.contains("expired"), "{e}");
+    // The device's ticket presented by another key.
+    let e = refused(&target, &stranger, Some(&ticket)).await;
+    assert!(e.contains("another device"), "{e}");
+    // A relay certificate that is not the pinned one.
+    let wrong_pin = RelayTarget {
+        url: relay.url.clone(),
+        pin: Some("00".repeat(32)),
+    };
+    let e = refused(&wrong_pin, &gateway_seed, None).await;
+    assert!(
+        e.to_lowercase().contains("certificate") || e.contains("tls"),
+        "{e}"
+    );
+    // Without a pin the self-signed certificate is not trusted either.
+    let no_pin = RelayTarget {
+        url: relay.url.clone(),
+        pin: None,
+    };
+    refused(&no_pin, &gateway_seed, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_no_allowed_gateway_admits_none_and_keeps_its_pin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("relay-home");
+    let pin = {
+        let relay = Relay::start(&home, &[]);
+        let seed = [1u8; 32];
+        let e = refused(&relay.target(), &seed, None).await;
+        assert!(e.contains("denied"), "{e}");
+        // Even a ticket signed by the key itself gets nothing.
+        let t = DeviceTicket::issue(&seed, public(&[2u8; 32]), now() + 60).encode();
+        refused(&relay.target(), &[2u8; 32], Some(&t)).await;
+        relay.pin.clone()
+    };
+    // The certificate is kept in the home (key 0600): the pin in pairing URIs survives restarts.
+    let relay = Relay::start(&home, &[]);
+    assert_eq!(relay.pin, pin);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.join("relay/key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn bad_gateway_ids_are_a_configuration_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(claw_bin())
+        .arg("--home")
+        .arg(tmp.path().join("h"))
+        .args([
+            "relay",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-gateway",
+            "nothex",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a gateway id"));
+    // Nothing was created for a refused configuration.
+    assert!(!tmp.path().join("h").exists());
+}
+
+/// Local addresses of the sockets `pid` holds that accept from the network: TCP listeners and
+/// bound UDP sockets, from `/proc/<pid>/net` matched against the process's own socket inodes.
+fn non_loopback_listeners(pid: u32) -> Vec<String> {
+    let mut inodes = std::collections::HashSet::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(t) = std::fs::read_link(e.path()) {
+            let t = t.display().to_string();
+            if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                inodes.insert(i.to_string());
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (file, listen_state) in [
+        ("tcp", Some("0A")),
+        ("tcp6", Some("0A")),
+        ("udp", None),
+        ("udp6", None),
+    ] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).unwrap();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (f[1], f[3], f[9]);
+            if !inodes.contains(inode) || listen_state.is_some_and(|s| s != state) {
+                continue;
+            }
+            let ip = local.split(':').next().unwrap();
+            let loopback = match ip.len() {
+                8 => ip.ends_with("7F"),
+                _ => {
+                    ip == "00000000000000000000000001000000"
+                        || (ip.starts_with("0000000000000000FFFF0000") && ip.ends_with("7F"))
+                }
+            };
+            if !loopback {
+                found.push(format!("{file} {local}"));
+            }
+        }
+    }
+    found
+}
+
+async fn read_msg(recv: &mut quinn::RecvStream) -> claw_tunnel::control::ServerMsg {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while tokio::time::timeout(Duration::from_secs(20), recv.read_exact(&mut b))
+        .await
+        .expect("an answer in time")
+        .is_ok()
+    {
+        if b[0] == b'\n' {
+            break;
+        }
+        line.push(b[0]);
+    }
+    claw_tunnel::control::decode(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+async fn control(
+    conn: &quinn::Connection,
+    msg: &claw_tunnel::control::ClientMsg,
+) -> claw_tunnel::control::ServerMsg {
+    use claw_tunnel::control::{encode, StreamHeader};
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode(&StreamHeader::Control))
+        .await
+        .unwrap();
+    send.write_all(&encode(msg)).await.unwrap();
+    read_msg(&mut recv).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_behind_a_relay_has_no_listener_pairs_devices_and_still_refuses_revoked_ones() {
+    use claw_tunnel::control::{ClientMsg, ServerMsg};
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let gateway_seed = *gw_identity.key().seed();
+    let gateway_key = public(&gateway_seed);
+    let relay = Relay::start(
+        &tmp.path().join("relay"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    // A loopback echo service the gateway exposes to paired devices.
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let expose = format!("echo={echo_addr}");
+    let g = Gateway::start_in(
+        &gw_home,
+        &[
+            "--relay",
+            &relay.url,
+            "--relay-pin",
+            &relay.pin,
+            "--expose",
+            &expose,
+        ],
+    );
+
+    // Nothing of the gateway's accepts from the network: the relay link is dialled out.
+    let open = non_loopback_listeners(g.child.id());
+    assert!(open.is_empty(), "non-loopback sockets: {open:?}");
+    // The check sees a listener when there is one: a gateway with the direct tunnel.
+    let direct = Gateway::start(&["--tunnel", "0.0.0.0:0"]);
+    assert!(!non_loopback_listeners(direct.child.id()).is_empty());
+    drop(direct);
+    let runtime: Value =
+        serde_json::from_str(&std::fs::read_to_string(gw_home.join("gateway.json")).unwrap())
+            .unwrap();
+    assert_eq!(runtime["relays"][0]["url"], relay.url.as_str());
+
+    // A pairing code, redeemed through the relay.
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr", "--addr", "127.0.0.1:9"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let uri = claw_tunnel::pairing::PairingUri::parse(v["uriLong"].as_str().unwrap()).unwrap();
+    let device = Identity::load_or_create(&tmp.path().join("device/identity.key")).unwrap();
+    let device_key = public(device.key().seed());
+    let ticket = DeviceTicket::issue(&gateway_seed, device_key, now() + 600).encode();
+    let dial = || {
+        claw_tunnel::quic::client::Dialer::over_relay(
+            &device,
+            &gw_identity.id(),
+            gateway_key,
+            relay.target(),
+            tokio::sync::watch::channel(Some(ticket.clone())).1,
+        )
+        .unwrap()
+    };
+    let dialer = dial();
+    let conn = dialer.connect(&[]).await.expect("QUIC through the relay");
+    // Unpaired: the TLS verifier let the key in to redeem a code, nothing more.
+    assert!(matches!(
+        control(&conn, &ClientMsg::Probe).await,
+        ServerMsg::Error { code, .. } if code == "not_paired"
+    ));
+    let paired = control(
+        &conn,
+        &ClientMsg::Pair {
+            code: uri.code.clone(),
+            name: Some("relayed".into()),
+            platform: "linux".into(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(&paired, ServerMsg::Paired { device_id, .. } if *device_id == device.id()),
+        "{paired:?}"
+    );
+    assert!(matches!(
+        control(&conn, &ClientMsg::Probe).await,
+        ServerMsg::Probe { .. }
+    ));
+    assert!(dialer.relay_status().unwrap().connected);
+
+    // The gateway's WebSocket through the relay: the OpenClaw challenge arrives.
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&claw_tunnel::control::encode(
+        &claw_tunnel::control::StreamHeader::Gateway,
+    ))
+    .await
+    .unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async("ws://127.0.0.1:18789/", tokio::io::join(recv, send))
+            .await
+            .expect("WebSocket upgrade through the relay");
+    let first = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let ev: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(ev["event"], "connect.challenge", "{ev}");
+
+    // 32 MiB through the relay to the exposed service and back, byte-checked: the relay
+    // socket paces quinn instead of dropping packets.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&claw_tunnel::control::encode(
+        &claw_tunnel::control::StreamHeader::Expose {
+            name: "echo".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    const TOTAL: usize = 32 << 20;
+    let pattern = |i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+    let writer = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut off = 0;
+        while off < TOTAL {
+            for (j, b) in buf.iter_mut().enumerate() {
+                *b = pattern(off + j);
+            }
+            send.write_all(&buf).await.unwrap();
+            off += buf.len();
+        }
+        send.finish().unwrap();
+        send
+    });
+    let started = std::time::Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    while got < TOTAL {
+        let n = tokio::time::timeout(Duration::from_secs(60), recv.read(&mut buf))
+            .await
+            .expect("echo data keeps coming")
+            .unwrap()
+            .expect("echo stream ended early");
+        for (j, b) in buf[..n].iter().enumerate() {
+            assert_eq!(
+                *b,
+                pattern(got + j),
+                "byte {} differs: {:?}",
+                got + j,
+                String::from_utf8_lossy(&buf[..n.min(300)])
+            );
+        }
+        got += n;
+    }
+    let _send = writer.await.unwrap();
+    eprintln!(
+        "32 MiB echoed through the relay in {:?} (debug build, loopback)",
+        started.elapsed()
+    );
+
+    // Revoked: the connection is cut, and a new one is refused by the gateway's TLS verifier
+    // although the relay still admits the device's ticket.
+    let (code, _, err) = g.claw(&["devices", "revoke", &device.id(), "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    let closed = tokio::time::timeout(Duration::from_secs(20), conn.closed())
+        .await
+        .expect("the revoked device's connection is closed");
+    assert!(closed.to_string().contains("revoked"), "{closed}");
+    let again = dial();
+    let refused = match again.connect(&[]).await {
+        Err(e) => e.to_string(),
+        Ok(c) => match tokio::time::timeout(Duration::from_secs(20), c.open_bi()).await {
+            Ok(Ok((mut s, mut r))) => {
+                let _ = s
+                    .write_all(&claw_tunnel::control::encode(
+                        &claw_tunnel::control::StreamHeader::Control,
+                    ))
+                    .await;
+                let _ = r.read_to_end(1024).await;
+                c.close_reason().map(|r| r.to_string()).unwrap_or_default()
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".into(),
+        },
+    };
+    assert!(
+        refused.contains("revoked") || refused.contains("44"),
+        "{refused}"
+    );
+    assert!(
+        again.relay_status().unwrap().connected,
+        "the relay admitted the ticket"
+    );
+}
