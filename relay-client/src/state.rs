@@ -177,6 +177,12 @@ fn repairable(can_refresh: bool, f: AuthFailure) -> Verdict {
 /// The longest `retryAfterMs` honoured: a gateway cannot park a client for longer than this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
+/// How long a client waits after its signature was refused as stale: the gateway's clock and
+/// this host's disagree by more than the signing window. That is a clock fault, not a bad
+/// credential — the client keeps its credentials and tries again (each attempt signs anew, so
+/// once either clock is corrected the next attempt connects).
+pub const CLOCK_SKEW_RETRY: Duration = Duration::from_secs(30);
+
 /// Classifies a WebSocket close. 1008 is an auth decision (repairable or terminal, by reason),
 /// 1002 a protocol mismatch (terminal); everything else — 1012 service restart, 1006 network
 /// loss, 1001 ping timeout, 1000, 1009, 1011, 1013 — is transient.
@@ -208,6 +214,7 @@ pub fn classify_close(code: u16, reason: &CloseReason, can_refresh: bool) -> Ver
             CloseReason::SignatureInvalid => {
                 Verdict::Fail(f.with_code(codes::DEVICE_AUTH_SIGNATURE_INVALID))
             }
+            CloseReason::SignatureExpired => Verdict::RetryAfter(CLOCK_SKEW_RETRY),
             _ => Verdict::Fail(f),
         },
         CLOSE_PROTOCOL => Verdict::Fail(f.with_code(codes::PROTOCOL_MISMATCH)),
@@ -216,8 +223,9 @@ pub fn classify_close(code: u16, reason: &CloseReason, can_refresh: bool) -> Ver
 }
 
 /// Classifies a refused `connect` by `details.code`: a rotated device token or a token
-/// mismatch is repairable; `UNAVAILABLE` is transient; every other refusal (revoked, bad
-/// signature, pairing required, scope mismatch, malformed connect, …) is terminal.
+/// mismatch is repairable; `UNAVAILABLE` is transient, and so is a signature refused as stale
+/// (the clocks disagree: [`CLOCK_SKEW_RETRY`]); every other refusal (revoked, bad signature,
+/// pairing required, scope mismatch, malformed connect, …) is terminal.
 pub fn classify_refusal(r: &Refusal, can_refresh: bool) -> Verdict {
     let e = &r.error;
     let mut f = AuthFailure::new(if e.message.is_empty() {
@@ -234,6 +242,7 @@ pub fn classify_refusal(r: &Refusal, can_refresh: bool) -> Verdict {
         Some(codes::AUTH_DEVICE_TOKEN_ROTATED | codes::AUTH_TOKEN_MISMATCH) => {
             repairable(can_refresh, f)
         }
+        Some(codes::DEVICE_AUTH_SIGNATURE_EXPIRED) => Verdict::RetryAfter(CLOCK_SKEW_RETRY),
         _ if e.code == codes::UNAVAILABLE => match e.retry_after_ms {
             Some(ms) if e.retryable == Some(true) && ms > 0 => {
                 Verdict::RetryAfter(Duration::from_millis(ms).min(MAX_RETRY_AFTER))
@@ -698,6 +707,8 @@ mod tests {
             ),
             (Rejection::DeviceRevoked, "fail", "fail"),
             (Rejection::SignatureInvalid, "fail", "fail"),
+            // The clocks disagree: a fault, not a credential problem — wait and sign again.
+            (Rejection::SignatureExpired, "reconnect", "reconnect"),
             (
                 Rejection::PairingRequired {
                     request_id: "r".into(),
@@ -805,6 +816,7 @@ mod tests {
             (1008, CloseReason::DeviceRevoked, true, "fail"),
             (1008, CloseReason::PairingRequired, true, "fail"),
             (1008, CloseReason::SignatureInvalid, true, "fail"),
+            (1008, CloseReason::SignatureExpired, false, "reconnect"),
             (1008, "something new".into(), true, "fail"),
             (1002, CloseReason::ProtocolMismatch, true, "fail"),
             (

@@ -5,7 +5,7 @@
 //! read from the home (`gateway.token`, or a `--token-file`) every time the gateway starts, so a
 //! unit file, `systemctl show` or a unit backup never holds a token, and a token rotated in the
 //! home is picked up by the next start without editing the unit. `--token T` is refused here.
-//! Unit texts are built by pure functions ([`systemd_unit`], [`launchd_plist`]), tested as text
+//! Unit texts are built by pure functions ([`systemd_unit_of`], [`launchd_plist_of`]), tested as text
 //! and, where `systemd-analyze` exists, verified by it (tests/lifecycle.rs).
 
 use std::path::{Path, PathBuf};
