@@ -191,6 +191,12 @@ fn the_tunnel_unit_runs_tunnel_up_and_holds_no_secret() {
         .lines()
         .find(|l| l.starts_with("ExecStart="))
         .expect(&unit);
+    // A revoked device (77), a second tunnel on the home (75) or a refused flag (78): no restart.
+    assert!(
+        unit.lines()
+            .any(|l| l == "RestartPreventExitStatus=75 77 78"),
+        "{unit}"
+    );
     assert!(
         exec.ends_with(&format!(
             "--home {} tunnel up --listen 127.0.0.1:18799",

@@ -120,6 +120,7 @@ struct GatewayStatus {
     upstream: Option<Value>,
     relay: Option<Value>,
     open_sockets: Option<u64>,
+    max_connections: Option<u64>,
     clients: Vec<Value>,
 }
 
@@ -156,6 +157,7 @@ fn gateway_start_status_and_stop_json() {
     assert_eq!(st.home, home);
     assert_eq!(st.token_source.as_deref(), Some("generated"));
     assert!(st.uptime_ms.is_some() && st.open_sockets.is_some());
+    assert!(st.max_connections.is_some_and(|n| n > 0));
     assert_eq!(
         st.devices,
         Some(DeviceCounts {
@@ -306,8 +308,19 @@ fn device_verbs_tunnel_pair_and_tunnel_up_json() {
     }
     let stopped = stopped.expect("a stopped line");
     assert!(stopped.error.unwrap().contains("revoked"));
-    let _ = up.kill();
-    let _ = up.wait();
+    // And exits 77, which the tunnel's systemd unit does not restart.
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = up.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "tunnel up did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(77));
     let (code, out, err) = g.claw(&["devices", "remove", &a.device_id, "--json"]);
     assert_eq!(code, 0, "{err}");
     let r: DeviceChange = parse(&out);

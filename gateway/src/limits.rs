@@ -30,13 +30,16 @@ pub const RESERVED_FDS: u64 = 128;
 pub const MIN_CONNECTIONS: usize = 16;
 
 /// The connection cap the open-file limit allows (pure): `requested`, or less when the soft
-/// limit `nofile` cannot hold it. A socket that arrives through the tunnel or the SSH forward
-/// costs the gateway process two descriptors (the forward's outbound one and the accepted one),
-/// so each connection is counted twice, after [`RESERVED_FDS`]. Hitting the cap refuses a socket
-/// cleanly; hitting the descriptor limit instead (EMFILE) would fail the store, the admin socket
-/// and the log too.
+/// limit `nofile` cannot hold it. A WebSocket session costs one descriptor (tunnelled and
+/// SSH-forwarded sessions reach the gateway in-process and cost none); besides
+/// [`RESERVED_FDS`], an eighth of the limit is kept for what the cap does not count — SSH
+/// connections and the TCP connections of exposed-service forwards. Hitting the cap refuses a
+/// socket cleanly; hitting the descriptor limit instead (EMFILE) would fail the store, the admin
+/// socket and the log too.
 pub fn connection_cap(requested: usize, nofile: u64) -> usize {
-    let room = nofile.saturating_sub(RESERVED_FDS) / 2;
+    let room = nofile
+        .saturating_sub(RESERVED_FDS)
+        .saturating_sub(nofile / 8);
     requested.min(
         usize::try_from(room)
             .unwrap_or(usize::MAX)
@@ -203,9 +206,10 @@ mod tests {
     #[test]
     fn the_connection_cap_follows_the_open_file_limit() {
         assert_eq!(connection_cap(20_000, 1 << 20), 20_000);
-        assert_eq!(connection_cap(20_000, 1_024), 448);
-        assert_eq!(connection_cap(20_000, 256), 64);
-        assert_eq!(connection_cap(100, 256), 64);
+        assert_eq!(connection_cap(20_000, 20_000), 17_372);
+        assert_eq!(connection_cap(20_000, 1_024), 768);
+        assert_eq!(connection_cap(20_000, 256), 96);
+        assert_eq!(connection_cap(100, 256), 96);
         assert_eq!(connection_cap(10, 256), 10);
         // A limit below the reserve still leaves a few connections rather than none.
         assert_eq!(connection_cap(20_000, 64), MIN_CONNECTIONS);

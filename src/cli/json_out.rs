@@ -145,6 +145,9 @@ pub struct GatewayStatus {
     pub relay: Option<Value>,
     /// Sockets open on the WebSocket port.
     pub open_sockets: Option<u64>,
+    /// The connection cap in force (`--max-connections`, lowered to what the open-file limit
+    /// holds).
+    pub max_connections: Option<u64>,
     /// Live sessions as `gateway.status` lists them (see `claw channels status`).
     pub clients: Vec<Value>,
 }
@@ -217,6 +220,7 @@ struct AdminStatus {
     device_token_generation: Option<u64>,
     rotation: Option<Rotation>,
     open_sockets: Option<u64>,
+    max_connections: Option<u64>,
     clients: Vec<Value>,
 }
 
@@ -257,6 +261,7 @@ impl GatewayStatus {
             upstream: None,
             relay: None,
             open_sockets: a.open_sockets,
+            max_connections: a.max_connections,
             clients: a.clients,
         }
     }

@@ -34,6 +34,9 @@ pub mod exit {
     pub const NO_HOME: u8 = 66;
     /// Another gateway holds this home's lock.
     pub const LOCKED: u8 = 75;
+    /// `tunnel up`: the gateway revoked this device; the tunnel stopped for good (sysexits'
+    /// EX_NOPERM), so a service manager must not restart it.
+    pub const REVOKED: u8 = 77;
     /// Configuration refused (non-loopback bind).
     pub const CONFIG: u8 = 78;
     /// stdout's reader went away (`claw … | head -1`): what a process killed by SIGPIPE reports

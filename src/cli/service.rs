@@ -321,9 +321,9 @@ pub fn systemd_unit_of(
          ExecStart={exec}\n\
          Restart=on-failure\n\
          RestartSec=2\n\
-         # claw exits 75 when another {what} holds the home and 78 on a refused configuration:\n\
-         # restarting would not help either.\n\
-         RestartPreventExitStatus=75 78\n\
+         # claw exits 75 when another {what} holds the home, 77 when the gateway revoked this\n\
+         # device and 78 on a refused configuration: restarting would not help.\n\
+         RestartPreventExitStatus=75 77 78\n\
          UMask=0077\n\
          LimitNOFILE=1048576\n\
          NoNewPrivileges=yes\n\

@@ -212,7 +212,7 @@ async fn up(
                 let mut s = t.status();
                 s.last_error = Some(reason.clone());
                 events.emit("stopped", &s)?;
-                return Err(fail(exit::FAILURE, format!("tunnel stopped: {reason}")));
+                return Err(fail(exit::REVOKED, format!("tunnel stopped: {reason}")));
             }
         }
     }
