@@ -344,7 +344,7 @@ async fn unpaired_and_revoked_keys_reach_nothing() {
         .id();
     DeviceHome::new(&stranger).save_pairing(&p).unwrap();
     let (code, _, err) = claw_in(&stranger, &["tunnel", "up", "--listen", "127.0.0.1:0"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 77, "refused for who it is: {err}");
     assert!(err.contains("not paired"), "{err}");
     assert!(
         audit(&g).iter().any(|e| e["event"] == "tunnel.refused"),
@@ -356,7 +356,7 @@ async fn unpaired_and_revoked_keys_reach_nothing() {
     let (code, _, _) = g.claw(&["devices", "revoke", &id]);
     assert_eq!(code, 0);
     let (code, _, err) = claw_in(&paired, &["tunnel", "up", "--listen", "127.0.0.1:0"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 77, "{err}");
     assert!(err.contains("revoked"), "{err}");
     assert!(audit(&g)
         .iter()

@@ -34,8 +34,8 @@ pub mod exit {
     pub const NO_HOME: u8 = 66;
     /// Another gateway holds this home's lock.
     pub const LOCKED: u8 = 75;
-    /// `tunnel up`: the gateway revoked this device; the tunnel stopped for good (sysexits'
-    /// EX_NOPERM), so a service manager must not restart it.
+    /// `tunnel up`: the gateway refused this device for who it is (revoked, or not paired); the
+    /// tunnel stopped for good (sysexits' EX_NOPERM), so a service manager must not restart it.
     pub const REVOKED: u8 = 77;
     /// Configuration refused (non-loopback bind).
     pub const CONFIG: u8 = 78;

@@ -180,7 +180,18 @@ async fn up(
     }
     let mut t = client::up(dh, UpConfig { listen, forwards })
         .await
-        .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
+        .map_err(|e| {
+            // Refused for who the device is: restarting cannot help (the unit stops on 77).
+            let code = match &e {
+                claw_tunnel::quic::TunnelError::Refused { code, .. }
+                    if code == "revoked" || code == "not_paired" =>
+                {
+                    exit::REVOKED
+                }
+                _ => exit::FAILURE,
+            };
+            fail(code, e.to_string())
+        })?;
     // Handlers first: a SIGTERM right after the ready line still closes the tunnel politely.
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
