@@ -122,7 +122,7 @@ async fn serve<S>(
     let total = state.open_sockets.load(Ordering::Relaxed) as usize;
     let device = match &origin {
         Origin::Loopback => None,
-        Origin::Tunnel { device_id } => Some(device_id.as_str()),
+        Origin::Tunnel { device_id, .. } => Some(device_id.as_str()),
     };
     let own_uid = nix::unistd::geteuid().as_raw();
     let slot = if total > state.config.max_connections {
@@ -471,7 +471,7 @@ async fn handshake(
         // authenticated (its transport identity may be the credential).
         let device_id = match (&params.device, origin) {
             (Some(d), _) => Some(d.id.as_str()),
-            (None, Origin::Tunnel { device_id }) => Some(device_id.as_str()),
+            (None, Origin::Tunnel { device_id, .. }) => Some(device_id.as_str()),
             (None, Origin::Loopback) => None,
         };
         let info = match device_id {
