@@ -4,6 +4,10 @@
 //! - [`key_status`]: is this device key paired, revoked, unknown — or can the store not say?
 //!   The one answer the tunnel's TLS verifier, every tunnel stream, SSH login, every SSH
 //!   channel and an SSH session's revocation watch all use.
+//! - [`devices`]: approve, reject, rotate a token, revoke, remove — each with its audit entry,
+//!   credential event and session closes.
+
+pub mod devices;
 
 use crate::state::GatewayState;
 
