@@ -717,14 +717,14 @@ where
                 };
                 let reply = match frames::parse_request(&text, MAX_PAYLOAD) {
                     Ok(req) if page.is_some() => {
-                        match crate::web::page_request(state, ctx, page, &req) {
+                        match crate::web::page_request(state, ctx, page, &req).await {
                             Ok(payload) => frames::response_ok(&req.id, &payload),
                             Err(None) => return Some((CLOSE_POLICY, crate::web::SESSION_ENDED.into())),
                             Err(Some(e)) => frames::response_err(&req.id, &e),
                         }
                     }
-                    // Off the async worker: a locked store waits up to BUSY_TIMEOUT.
-                    Ok(req) => match crate::store::off_worker(|| methods::dispatch(state, ctx, &req.method, &req.params, true)) {
+                    // Sync handlers run on the blocking pool: a locked store waits up to BUSY_TIMEOUT there.
+                    Ok(req) => match methods::dispatch(state, ctx, &req.method, &req.params, true).await {
                         Ok(payload) => frames::response_ok(&req.id, &payload),
                         Err(e) => frames::response_err(&req.id, &e),
                     },
