@@ -1148,9 +1148,9 @@ async fn a_client_key_of_its_own_through_the_tunnel_is_a_sub_identity_of_the_dev
         assert_eq!(code, 0, "{err}");
         serde_json::from_str::<Value>(&out).unwrap()["paired"].clone()
     };
-    let paired = list(&g);
-    assert_eq!(paired.as_array().unwrap().len(), 1, "{paired}");
-    let dev = &paired[0];
+    let devices = list(&g);
+    assert_eq!(devices.as_array().unwrap().len(), 1, "{devices}");
+    let dev = &devices[0];
     let id = dev["deviceId"].as_str().unwrap().to_string();
     assert_ne!(id, node_key.device_id());
     assert_eq!(
