@@ -15,6 +15,8 @@
 //!   for terminals and logs (no IO).
 //! - [`presence`]: who is connected, by which transport, since when (pure table + a thin link guard).
 //! - [`web`]: the control page on the loopback port (hyper; Host check, CSP, login codes and page sessions pure).
+//! - [`upstream`]: upstream mode, claw in front of a real OpenClaw gateway (pure routing,
+//!   scopes and handshake logic; one upstream WebSocket per downstream session).
 //! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -35,6 +37,7 @@ pub mod runtime_file;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod upstream;
 pub mod web;
 
 pub use claw_proto::{fault, text};

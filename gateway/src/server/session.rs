@@ -215,6 +215,8 @@ struct Live {
     _link: Option<crate::presence::Link>,
     /// The control page's session, for a page socket.
     page: Option<crate::web::login::SessionId>,
+    /// Upstream mode: this session's upstream (see [`crate::upstream`]).
+    upstream: Option<crate::upstream::UpstreamHandle>,
 }
 
 /// Where a socket came from: the source address, and the control page's session when the
@@ -247,8 +249,19 @@ async fn session<S>(
         last_seen,
         _link,
         page,
+        upstream,
     } = live;
-    let close_with = request_loop(&state, &mut ws, rx, &ctx, &last_seen, page).await;
+    let close_with = request_loop(
+        &state,
+        &mut ws,
+        rx,
+        &ctx,
+        &last_seen,
+        page,
+        upstream.as_ref(),
+    )
+    .await;
+    drop(upstream);
     // Leave the registry before the closing handshake, so counts and rotations never see a
     // session that is only waiting for its peer's close reply.
     state.unregister(conn_id);
@@ -336,6 +349,11 @@ where
     let page = page.filter(|_| params.secret().is_none() && params.device.is_none());
     let conn_id = state.next_conn_id();
     let methods = methods::served_methods();
+    // Upstream mode: what the client can really call, claw's methods and the upstream's.
+    let union = state.upstream.get().map(|u| u.advertised_methods(&methods));
+    let union_refs: Option<Vec<&str>> = union
+        .as_ref()
+        .map(|v| v.iter().map(String::as_str).collect());
     let hello = hello_ok(&Hello {
         protocol: negotiate_protocol(
             params.min_protocol,
@@ -344,7 +362,7 @@ where
         )
         .unwrap_or(4),
         conn_id: &format!("{conn_id}-{}", &nonce[..8]),
-        methods: &methods,
+        methods: union_refs.as_deref().unwrap_or(&methods),
         method: accept.method,
         role: &accept.role,
         scopes: &accept.scopes,
@@ -353,6 +371,18 @@ where
         tick_interval_ms: state.config.tick_interval.as_millis() as u64,
     });
     let (tx, rx) = mpsc::unbounded_channel();
+    let upstream = match state.upstream.get().filter(|_| page.is_none()) {
+        Some(u) => {
+            let client = crate::upstream::link::Client {
+                connect: req.params.clone(),
+                role: accept.role.clone(),
+                scopes: accept.scopes.clone(),
+                device_id: accept.device_id.clone(),
+            };
+            crate::upstream::link::open(state, u, client, tx.clone())
+        }
+        None => None,
+    };
     let last_seen = Arc::new(AtomicU64::new(state.uptime_ms()));
     let link = match (&origin, &accept.device_id) {
         (Origin::Loopback, Some(d)) => Some(crate::presence::Link::open(
@@ -415,6 +445,7 @@ where
         last_seen,
         _link: link,
         page,
+        upstream,
     })
 }
 
@@ -731,6 +762,7 @@ async fn request_loop<S>(
     ctx: &Ctx,
     last_seen: &AtomicU64,
     page: Option<crate::web::login::SessionId>,
+    upstream: Option<&crate::upstream::UpstreamHandle>,
 ) -> Option<(u16, String)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -762,6 +794,18 @@ where
                             Ok(payload) => frames::response_ok(&req.id, &payload),
                             Err(None) => return Some((CLOSE_POLICY, crate::web::SESSION_ENDED.into())),
                             Err(Some(e)) => frames::response_err(&req.id, &e),
+                        }
+                    }
+                    // Upstream mode: claw's scope check, then the upstream answers.
+                    Ok(req) if upstream.is_some() => {
+                        use crate::upstream::link::Handled;
+                        match upstream.unwrap().handle(&req, &text).await {
+                            Handled::Sent => continue,
+                            Handled::Reply(r) => r,
+                            Handled::Claw => match methods::dispatch(state, ctx, &req.method, &req.params, true).await {
+                                Ok(payload) => frames::response_ok(&req.id, &payload),
+                                Err(e) => frames::response_err(&req.id, &e),
+                            },
                         }
                     }
                     // Sync handlers run on the blocking pool: a locked store waits up to BUSY_TIMEOUT there.
