@@ -40,6 +40,8 @@ pub struct DaemonConfig {
     pub pair_attempts_per_min: u32,
     /// The control page's pairing link and QR code for the tunnel, if any.
     pub page_pair_uri: Option<PagePairUri>,
+    /// Upstream mode: claw in front of a real OpenClaw gateway (`--upstream`).
+    pub upstream: Option<claw_gateway::upstream::UpstreamConfig>,
 }
 
 impl DaemonConfig {
@@ -58,6 +60,7 @@ impl DaemonConfig {
             exposes: HashMap::new(),
             pair_attempts_per_min: 30,
             page_pair_uri: None,
+            upstream: None,
         }
     }
 }
@@ -160,6 +163,16 @@ impl Daemon {
         let identity = Identity::load_or_create(&home.root().join("identity.key"))
             .map_err(anyhow::Error::from)?;
         let _ = state.identity.set(identity.key().clone());
+        if let Some(ucfg) = cfg.upstream {
+            if let Err(e) = ucfg.credential.read() {
+                // Not fatal: the credential is re-read at every upstream connect, and a device
+                // token claw already holds may still serve.
+                tracing::warn!(error = %e, "the upstream credential is not readable yet");
+            }
+            let up = claw_gateway::upstream::Upstream::new(ucfg, home.root());
+            let _ = state.upstream.set(up.clone());
+            tokio::spawn(claw_gateway::upstream::link::probe(state.clone(), up));
+        }
         // Filled once the SSH forward is bound (after the tunnel): devices learn it at pairing.
         let ssh_hint: Arc<OnceLock<claw_tunnel::control::SshHint>> = Default::default();
         let tunnel = match cfg.tunnel {

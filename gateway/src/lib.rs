@@ -16,6 +16,8 @@
 //! - [`presence`]: who is connected, by which transport, since when (pure table + a thin link guard).
 //! - [`web`]: the control page on the loopback port (hyper; Host check, CSP, login codes and page sessions pure).
 //! - [`service`]: the answers every transport shares (is this key paired and not revoked?).
+//! - [`upstream`]: upstream mode, claw in front of a real OpenClaw gateway (pure routing,
+//!   scopes and handshake logic; one upstream WebSocket per downstream session).
 //! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -37,6 +39,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod upstream;
 pub mod web;
 
 pub use claw_proto::{fault, text};

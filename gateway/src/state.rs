@@ -190,6 +190,8 @@ pub struct GatewayState {
     pub(crate) presence: Mutex<crate::presence::Presence>,
     /// The control page's login codes and sessions (see [`crate::web`]).
     pub web: crate::web::WebState,
+    /// Upstream mode (`--upstream`), set once at start (see [`crate::upstream`]).
+    pub upstream: std::sync::OnceLock<Arc<crate::upstream::Upstream>>,
 }
 
 impl GatewayState {
@@ -236,6 +238,7 @@ impl GatewayState {
             audit_failures: AtomicU64::new(0),
             presence: Mutex::new(Default::default()),
             web: Default::default(),
+            upstream: std::sync::OnceLock::new(),
         })
     }
 

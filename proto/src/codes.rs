@@ -48,6 +48,9 @@ pub const PROTOCOL_MISMATCH: &str = "PROTOCOL_MISMATCH";
 pub const GATEWAY_UNAVAILABLE: &str = "GATEWAY_UNAVAILABLE";
 /// `details.code`: a request lacks a scope.
 pub const MISSING_SCOPE: &str = "MISSING_SCOPE";
+/// `details.code` (claw, upstream mode): the OpenClaw gateway behind claw could not serve the
+/// call (down, restarting, or refusing claw); retryable.
+pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
 
 /// Every code above (for tools that check no copy lives elsewhere).
 pub const ALL: &[&str] = &[
@@ -73,6 +76,7 @@ pub const ALL: &[&str] = &[
     PROTOCOL_MISMATCH,
     GATEWAY_UNAVAILABLE,
     MISSING_SCOPE,
+    UPSTREAM_UNAVAILABLE,
 ];
 
 #[cfg(test)]

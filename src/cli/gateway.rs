@@ -153,6 +153,41 @@ pub struct RunArgs {
     /// persistent list is kept with `claw gateway origins add`.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+    /// Put claw in front of an OpenClaw gateway on this machine (ws://127.0.0.1:PORT): devices
+    /// authenticate to claw, claw carries their calls upstream (docs/upstream.md).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// File holding the upstream's gateway token (0600); else CLAW_UPSTREAM_TOKEN,
+    /// CLAW_UPSTREAM_TOKEN_FILE, or OpenClaw's own config. Re-read at every upstream connect.
+    #[arg(long, value_name = "FILE")]
+    upstream_token_file: Option<PathBuf>,
+    /// OpenClaw's config to read `gateway.auth.token` from (default ~/.openclaw/openclaw.json).
+    #[arg(long, value_name = "PATH")]
+    upstream_openclaw_config: Option<PathBuf>,
+}
+
+/// `--upstream` and where its credential comes from (`None` without `--upstream`).
+fn upstream_config(a: &RunArgs) -> anyhow::Result<Option<claw_gateway::upstream::UpstreamConfig>> {
+    use claw_gateway::upstream::{parse_upstream_url, CredentialSource, UpstreamConfig};
+    let Some(u) = &a.upstream else {
+        if a.upstream_token_file.is_some() || a.upstream_openclaw_config.is_some() {
+            return Err(fail(
+                exit::CONFIG,
+                "--upstream-token-file and --upstream-openclaw-config need --upstream",
+            ));
+        }
+        return Ok(None);
+    };
+    let url = parse_upstream_url(u).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+    let env_file = std::env::var_os("CLAW_UPSTREAM_TOKEN_FILE").map(PathBuf::from);
+    let credential = CredentialSource::pick(
+        a.upstream_token_file.clone(),
+        std::env::var("CLAW_UPSTREAM_TOKEN").ok(),
+        env_file,
+        a.upstream_openclaw_config.clone(),
+        std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+    );
+    Ok(Some(UpstreamConfig { url, credential }))
 }
 
 /// Parses `--expose NAME=ADDR` values; only loopback targets are accepted.
@@ -344,6 +379,7 @@ pub fn warn_token_in_argv() {
 async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     let listen = check_bind(&a.bind, a.port, system_resolve)
         .map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+    let upstream = upstream_config(&a)?;
     home.ensure()
         .with_context(|| format!("cannot create {}", home.root().display()))?;
     if a.token.is_some() {
@@ -396,6 +432,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         exposes: parse_exposes(&a.expose)?,
         pair_attempts_per_min: a.pair_attempts_per_min,
         page_pair_uri: Some(super::pair::page_pair_uri),
+        upstream,
     };
     // Installed before the daemon starts and so before the ready line is printed: a SIGTERM
     // right after it must reach the handler, not the default action.
@@ -534,11 +571,21 @@ fn run_args_to_cli(a: &RunArgs) -> Vec<String> {
     if a.strict_device_auth {
         v.push("--strict-device-auth".into());
     }
+    if let Some(u) = &a.upstream {
+        v.push(format!("--upstream={u}"));
+    }
+    if let Some(f) = &a.upstream_token_file {
+        v.push(format!("--upstream-token-file={}", f.display()));
+    }
+    if let Some(f) = &a.upstream_openclaw_config {
+        v.push(format!("--upstream-openclaw-config={}", f.display()));
+    }
     v
 }
 
 async fn start(home: &Home, a: RunArgs, as_json: bool) -> anyhow::Result<u8> {
     check_bind(&a.bind, a.port, system_resolve).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
+    upstream_config(&a)?;
     home.ensure()?;
     if let Some(pid) = running_pid(home) {
         return Err(fail(

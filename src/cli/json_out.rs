@@ -139,7 +139,8 @@ pub struct GatewayStatus {
     pub tunnel: Option<TunnelListener>,
     /// The SSH forward listener.
     pub ssh: Option<SshListener>,
-    /// Reserved for an upstream gateway claw relays to: `null` (none yet).
+    /// Upstream mode (`--upstream`): `{url, credential, reachable, authenticated, sessions,
+    /// lastError, lastOkAtMs, repairs}`; `null` without an upstream.
     pub upstream: Option<Value>,
     /// Reserved for a relay the gateway is reachable through: `null` (none yet).
     pub relay: Option<Value>,
@@ -222,6 +223,7 @@ struct AdminStatus {
     open_sockets: Option<u64>,
     max_connections: Option<u64>,
     clients: Vec<Value>,
+    upstream: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,7 +260,7 @@ impl GatewayStatus {
             rotation: a.rotation,
             tunnel: rt.tunnel.filter(|t| !t.addr.is_empty()),
             ssh: rt.ssh.filter(|s| !s.addr.is_empty()),
-            upstream: None,
+            upstream: a.upstream.filter(|u| !u.is_null()),
             relay: None,
             open_sockets: a.open_sockets,
             max_connections: a.max_connections,

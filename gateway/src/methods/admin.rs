@@ -21,6 +21,11 @@ pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
         .load(std::sync::atomic::Ordering::Relaxed));
     v["maxConnections"] = json!(state.config.max_connections);
     v["clients"] = clients(state);
+    v["upstream"] = state
+        .upstream
+        .get()
+        .map(|u| u.status_json())
+        .unwrap_or(Value::Null);
     if let Some(every) = state.config.rotate_every {
         let last = state.store().root_rotated_at_ms().unwrap_or(0);
         v["rotation"] = json!({

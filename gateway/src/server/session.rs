@@ -215,6 +215,8 @@ struct Live {
     _link: Option<crate::presence::Link>,
     /// The control page's session, for a page socket.
     page: Option<crate::web::login::SessionId>,
+    /// Upstream mode: this session's upstream (see [`crate::upstream`]).
+    upstream: Option<crate::upstream::UpstreamHandle>,
 }
 
 /// Where a socket came from: the source address, and the control page's session when the
@@ -247,8 +249,19 @@ async fn session<S>(
         last_seen,
         _link,
         page,
+        upstream,
     } = live;
-    let close_with = request_loop(&state, &mut ws, rx, &ctx, &last_seen, page).await;
+    let close_with = request_loop(
+        &state,
+        &mut ws,
+        rx,
+        &ctx,
+        &last_seen,
+        page,
+        upstream.as_ref(),
+    )
+    .await;
+    drop(upstream);
     // Leave the registry before the closing handshake, so counts and rotations never see a
     // session that is only waiting for its peer's close reply.
     state.unregister(conn_id);
@@ -336,6 +349,11 @@ where
     let page = page.filter(|_| params.secret().is_none() && params.device.is_none());
     let conn_id = state.next_conn_id();
     let methods = methods::served_methods();
+    // Upstream mode: what the client can really call, claw's methods and the upstream's.
+    let union = state.upstream.get().map(|u| u.advertised_methods(&methods));
+    let union_refs: Option<Vec<&str>> = union
+        .as_ref()
+        .map(|v| v.iter().map(String::as_str).collect());
     let hello = hello_ok(&Hello {
         protocol: negotiate_protocol(
             params.min_protocol,
@@ -344,7 +362,7 @@ where
         )
         .unwrap_or(4),
         conn_id: &format!("{conn_id}-{}", &nonce[..8]),
-        methods: &methods,
+        methods: union_refs.as_deref().unwrap_or(&methods),
         method: accept.method,
         role: &accept.role,
         scopes: &accept.scopes,
@@ -353,6 +371,18 @@ where
         tick_interval_ms: state.config.tick_interval.as_millis() as u64,
     });
     let (tx, rx) = mpsc::unbounded_channel();
+    let upstream = match state.upstream.get().filter(|_| page.is_none()) {
+        Some(u) => {
+            let client = crate::upstream::link::Client {
+                connect: req.params.clone(),
+                role: accept.role.clone(),
+                scopes: accept.scopes.clone(),
+                device_id: accept.device_id.clone(),
+            };
+            crate::upstream::link::open(state, u, client, tx.clone())
+        }
+        None => None,
+    };
     let last_seen = Arc::new(AtomicU64::new(state.uptime_ms()));
     let link = match (&origin, &accept.device_id) {
         (Origin::Loopback, Some(d)) => Some(crate::presence::Link::open(
@@ -415,6 +445,7 @@ where
         last_seen,
         _link: link,
         page,
+        upstream,
     })
 }
 
@@ -467,11 +498,11 @@ async fn handshake(
     let decision = crate::store::off_worker(|| -> Result<Decision, Rejection> {
         let store = state.store();
         let generation = store.root().map_err(|e| fault(state, e))?.0;
-        // The device a proof names; without one, the device the tunnel or SSH forward
-        // authenticated (its transport identity may be the credential).
+        // Through the tunnel or SSH forward, the device the transport authenticated (a proof
+        // by another key is a sub-identity of it); on loopback, the device a proof names.
         let device_id = match (&params.device, origin) {
-            (Some(d), _) => Some(d.id.as_str()),
-            (None, Origin::Tunnel { device_id, .. }) => Some(device_id.as_str()),
+            (_, Origin::Tunnel { device_id, .. }) => Some(device_id.as_str()),
+            (Some(d), Origin::Loopback) => Some(d.id.as_str()),
             (None, Origin::Loopback) => None,
         };
         let info = match device_id {
@@ -560,13 +591,25 @@ async fn handshake(
 /// device token, a connect asking for another role is refused like a scope upgrade (OpenClaw
 /// asks for approval of a role upgrade), so no made-up role string ever mints a token row. Only
 /// the shared token on loopback (an operator) may re-pair a device under another role.
+///
+/// A transport-identity session (a stock client or a sub-identity through the tunnel) mints no
+/// token, so it may take either OpenClaw role — `openclaw node run` on an operator device
+/// connects as `node` — still with the device's scopes at most; any other role is refused.
 fn restrict_role(decision: Decision, origin: &Origin, recorded: Option<&str>) -> Decision {
+    use crate::protocol::hello::AuthMethod;
     match decision {
+        Decision::Accept(a) if a.method == AuthMethod::Transport => {
+            if matches!(a.role.as_str(), "operator" | "node") {
+                Decision::Accept(a)
+            } else {
+                Decision::Reject(Rejection::ScopeMismatch)
+            }
+        }
         Decision::Accept(a)
             if a.device_id.is_some()
                 && recorded.is_some_and(|r| r != a.role)
                 && (matches!(origin, Origin::Tunnel { .. })
-                    || a.method == crate::protocol::hello::AuthMethod::DeviceToken) =>
+                    || a.method == AuthMethod::DeviceToken) =>
         {
             Decision::Reject(Rejection::ScopeMismatch)
         }
@@ -643,8 +686,37 @@ fn carry_out(
         return Ok(None);
     };
     let mut store = state.store();
-    let issued = match a.action {
+    let issued = match &a.action {
         DeviceAction::None => return Ok(None),
+        DeviceAction::SubIdentity { key_id } => {
+            // Bookkeeping, like `last_seen`: a store that cannot write does not stop a client
+            // the transport authenticated.
+            let sub = crate::store::SubIdentity {
+                device_id: device_id.clone(),
+                key_id: key_id.clone(),
+                client: format!("{}/{}", params.client.id, params.client.mode),
+                display_name: params.client.display_name.clone(),
+                role: a.role.clone(),
+            };
+            match store.record_sub_identity(&sub) {
+                Ok(true) => {
+                    drop(store);
+                    state.audit(
+                        "device.subidentity.seen",
+                        Some(device_id),
+                        Some(origin),
+                        &format!(
+                            "key={} client={}",
+                            &key_id[..16.min(key_id.len())],
+                            sub.client
+                        ),
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "could not record a sub-identity"),
+            }
+            return Ok(None);
+        }
         DeviceAction::PairSilently | DeviceAction::Refresh => {
             store
                 .pair_device(&new_device(params, device_id), "silent", origin)
@@ -690,6 +762,7 @@ async fn request_loop<S>(
     ctx: &Ctx,
     last_seen: &AtomicU64,
     page: Option<crate::web::login::SessionId>,
+    upstream: Option<&crate::upstream::UpstreamHandle>,
 ) -> Option<(u16, String)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -721,6 +794,18 @@ where
                             Ok(payload) => frames::response_ok(&req.id, &payload),
                             Err(None) => return Some((CLOSE_POLICY, crate::web::SESSION_ENDED.into())),
                             Err(Some(e)) => frames::response_err(&req.id, &e),
+                        }
+                    }
+                    // Upstream mode: claw's scope check, then the upstream answers.
+                    Ok(req) if upstream.is_some() => {
+                        use crate::upstream::link::Handled;
+                        match upstream.unwrap().handle(&req, &text).await {
+                            Handled::Sent => continue,
+                            Handled::Reply(r) => r,
+                            Handled::Claw => match methods::dispatch(state, ctx, &req.method, &req.params, true).await {
+                                Ok(payload) => frames::response_ok(&req.id, &payload),
+                                Err(e) => frames::response_err(&req.id, &e),
+                            },
                         }
                     }
                     // Sync handlers run on the blocking pool: a locked store waits up to BUSY_TIMEOUT there.

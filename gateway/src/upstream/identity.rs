@@ -1,0 +1,163 @@
+//! claw's upstream identities: one Ed25519 key per downstream device (and one for clients that
+//! connect without a device, `operator`), kept 0600 in `<home>/upstream/` and never shown to the
+//! device; and the upstream device token OpenClaw issued to each.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use claw_proto::DeviceKey;
+use serde::{Deserialize, Serialize};
+
+/// The identity name of clients that reach claw without a device (the shared token on loopback).
+pub const OPERATOR: &str = "operator";
+
+/// The upstream device token OpenClaw issued, as kept on disk.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredToken {
+    /// The token (a secret).
+    pub device_token: String,
+    /// The role it was issued for.
+    pub role: String,
+    /// The scopes it covers.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// When (ms since the epoch).
+    pub issued_at_ms: u64,
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StoredToken(role={}, issued={})",
+            self.role, self.issued_at_ms
+        )
+    }
+}
+
+/// `<home>/upstream/`: the key and token files.
+#[derive(Debug, Clone)]
+pub struct Identities {
+    dir: PathBuf,
+}
+
+/// The file-name stem of a downstream device (`None` = no device): a 64-hex device id, else
+/// [`OPERATOR`]. Anything else (never produced by claw's auth) is refused, so no id can
+/// name a path outside the directory.
+pub fn name_for(device_id: Option<&str>) -> Option<String> {
+    match device_id {
+        None => Some(OPERATOR.to_string()),
+        Some(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(d.to_ascii_lowercase())
+        }
+        Some(_) => None,
+    }
+}
+
+impl Identities {
+    /// The identities under `home_root/upstream`.
+    pub fn new(home_root: &Path) -> Self {
+        Self {
+            dir: home_root.join("upstream"),
+        }
+    }
+
+    fn ensure(&self) -> io::Result<()> {
+        crate::home::create_private_dir(&self.dir)
+    }
+
+    /// The key of `name`, created (0600, atomically) on first use.
+    pub fn key(&self, name: &str) -> io::Result<DeviceKey> {
+        let path = self.dir.join(format!("{name}.key"));
+        match crate::home::read_secret(&path) {
+            Ok(text) => DeviceKey::from_text(text.trim()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a device key", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.ensure()?;
+                let key = DeviceKey::generate();
+                crate::home::write_secret_atomic(&path, key.to_text().as_bytes())?;
+                Ok(key)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The upstream device token stored for `name`, if any (an unreadable file counts as none:
+    /// the shared token re-pairs).
+    pub fn token(&self, name: &str) -> Option<StoredToken> {
+        let path = self.dir.join(format!("{name}.token"));
+        let text = crate::home::read_secret(&path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Stores the upstream device token for `name` (0600, atomically).
+    pub fn set_token(&self, name: &str, t: &StoredToken) -> io::Result<()> {
+        self.ensure()?;
+        let path = self.dir.join(format!("{name}.token"));
+        let text = serde_json::to_vec(t).map_err(io::Error::other)?;
+        crate::home::write_secret_atomic(&path, &text)
+    }
+
+    /// Forgets the upstream device token for `name` (the upstream refused it).
+    pub fn clear_token(&self, name: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{name}.token")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn names_cannot_escape_the_directory() {
+        assert_eq!(name_for(None).as_deref(), Some(OPERATOR));
+        let id = "a".repeat(64);
+        assert_eq!(name_for(Some(&id)), Some(id.clone()));
+        for bad in [
+            "../x",
+            "",
+            "operator",
+            &"g".repeat(64),
+            &format!("{}/", "a".repeat(63)),
+        ] {
+            assert_eq!(name_for(Some(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_are_private_stable_and_tokens_round_trip() {
+        let home = tempfile::tempdir().unwrap();
+        let ids = Identities::new(home.path());
+        let k1 = ids.key("operator").unwrap();
+        let k2 = ids.key("operator").unwrap();
+        assert_eq!(k1.device_id(), k2.device_id());
+        let mode = |p: &str| {
+            std::fs::metadata(home.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("upstream"), 0o700);
+        assert_eq!(mode("upstream/operator.key"), 0o600);
+        assert!(ids.token("operator").is_none());
+        let t = StoredToken {
+            device_token: "secret-dt".into(),
+            role: "operator".into(),
+            scopes: vec!["operator.read".into()],
+            issued_at_ms: 5,
+        };
+        ids.set_token("operator", &t).unwrap();
+        assert_eq!(mode("upstream/operator.token"), 0o600);
+        assert_eq!(ids.token("operator"), Some(t.clone()));
+        assert!(!format!("{t:?}").contains("secret-dt"));
+        ids.clear_token("operator");
+        assert!(ids.token("operator").is_none());
+    }
+}
