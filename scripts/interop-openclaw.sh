@@ -445,6 +445,24 @@ else
   fail "gateway call health through claw's SSH forward (ssh -N -L)" "could not authorise the key or bring up ssh -N -L (is openssh-client installed?)"
 fi
 
+# 3e. No token anywhere on the device (OPENCLAW_GATEWAY_TOKEN unset, no --token): the real node
+# host (`openclaw node run`, which signs its connects with a key of its own) and the real CLI
+# (its config says `gateway.auth.mode none`: the gateway wants no client secret here) on a device
+# home, through `claw tunnel up` and through claw's SSH forward with that device's own key. The
+# transport's authentication of the device is the credential; the node host's and the CLI's
+# own keys are sub-identities of the device. They keep working across
+# `claw devices rotate-token --force` and are cut when the device is revoked.
+bash "$REPO/scripts/interop-notoken.sh" "$CLAW" "$GW_HOME" "$WORK/notoken" "$PORT" || true
+if [ -f "$WORK/notoken/results" ]; then
+  while IFS='|' read -r verdict name why; do
+    OUT= ERR= RC=- TOOK=
+    if [ "$verdict" = PASS ]; then pass "$name"; else fail "$name" "$why"; fi
+  done <"$WORK/notoken/results"
+else
+  OUT= ERR= RC=- TOOK=
+  fail "no-token device clients" "scripts/interop-notoken.sh wrote no results"
+fi
+
 if ! kill -0 "$GW_PID" 2>/dev/null; then
   OUT= ERR= RC=- TOOK=
   fail "gateway still running" "claw gateway exited during the checks; its stderr: $(tail -n 5 "$WORK/gateway.err" | tr '\n' ' ')"

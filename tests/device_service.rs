@@ -293,3 +293,75 @@ fn a_forward_to_an_unexposed_name_closes_the_connection_and_reports_it() {
     let _ = up.kill();
     let _ = up.wait();
 }
+
+/// `claw tunnel up --json` reports a re-pair to the same gateway at a new address with a
+/// `repaired` line (same `gatewayId`), then `connected` again, with no restart.
+#[test]
+fn tunnel_up_json_reports_a_repair_to_the_same_gateway_at_a_new_address() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gw");
+    let mut g = Gateway::start_in(&gw_home, &["--tunnel", "127.0.0.1:0"]);
+    let d = tmp.path().join("dev");
+    std::fs::create_dir_all(&d).unwrap();
+    pair(&g, &d);
+    let mut child = std::process::Command::new(claw_bin())
+        .arg("--home")
+        .arg(&d)
+        .args(["tunnel", "up", "--json", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(child.id());
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    // The next line with event `want` within `limit`; every line seen on the way is returned.
+    let next = |want: &str, limit: Duration| -> (Value, Vec<String>) {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(v) => {
+                    let e = v["event"].as_str().unwrap_or("").to_string();
+                    if e == want {
+                        return (v, seen);
+                    }
+                    seen.push(e);
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no `{want}` line within {limit:?}; saw {seen:?}");
+    };
+    let (up, _) = next("up", Duration::from_secs(30));
+    let gateway_id = up["gatewayId"].as_str().unwrap().to_string();
+    next("connected", Duration::from_secs(30));
+
+    // Same gateway (same home, same key), new tunnel port; the device home is re-paired.
+    let old = tunnel_addr(&g);
+    g.terminate();
+    drop(g);
+    let g = Gateway::start_in(&gw_home, &["--tunnel", "127.0.0.1:0"]);
+    assert_ne!(tunnel_addr(&g), old, "the gateway kept its port");
+    pair(&g, &d);
+    let (repaired, _) = next("repaired", Duration::from_secs(30));
+    assert_eq!(repaired["gatewayId"], gateway_id.as_str(), "{repaired}");
+    assert_eq!(repaired["pid"], child.id(), "{repaired}");
+    next("connected", Duration::from_secs(60));
+    assert!(alive(child.id()), "the tunnel was restarted");
+}

@@ -12,7 +12,7 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -616,28 +616,7 @@ async fn login_and_call_health(
 
 /// `ssh -N -L local:127.0.0.1:gw`, waiting until the local port accepts.
 fn ssh_forward(key: &Path, known_hosts: &Path, ssh_port: u16, gw_port: u16) -> (Child, u16) {
-    let local = free_port();
-    let spec = format!("{local}:127.0.0.1:{gw_port}");
-    let mut child = ssh_client(
-        ssh_port,
-        key,
-        known_hosts,
-        &["-N", "-L", &spec, "claw@127.0.0.1"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", local)).is_err() {
-        if let Ok(Some(st)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
-            panic!("ssh exited {st}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        assert!(Instant::now() < deadline, "ssh -L never listened");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    (child, local)
+    ssh_local_forward(ssh_port, key, known_hosts, gw_port)
 }
 
 #[tokio::test(flavor = "multi_thread")]

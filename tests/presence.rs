@@ -148,3 +148,35 @@ fn a_pending_request_carries_the_name_and_the_address_it_came_from() {
         "{human}"
     );
 }
+
+/// `kill -9` of `claw tunnel up` (no polite close): the gateway shows the device offline after a
+/// few missed keep-alives (~8 s), long before the tunnel's 45 s idle timeout, and the control
+/// pages hear of it. Bounded at 20 s: the old behaviour (45 s) fails it.
+#[test]
+fn a_killed_tunnel_shows_offline_within_a_few_keep_alives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("gw");
+    let g = Gateway::start_in(&home, &["--tunnel", "127.0.0.1:0"]);
+    let dev = tmp.path().join("laptop");
+    std::fs::create_dir_all(&dev).unwrap();
+    let uri = pair_uri(&g, &["--name", "laptop"]);
+    let (code, _, err) = claw_in(&dev, &["tunnel", "pair", &uri]);
+    assert_eq!(code, 0, "{err}");
+    let mut up = tunnel_up(&dev);
+    wait_device(&g, "online over the tunnel", |d| {
+        d["status"] == "online" && d["transport"] == "tunnel"
+    });
+    up.kill().unwrap();
+    let _ = up.wait();
+    let t0 = std::time::Instant::now();
+    let mut last = Value::Null;
+    while t0.elapsed() < Duration::from_secs(20) {
+        last = list(&g)["paired"][0].clone();
+        if last["status"] == "offline" {
+            assert_eq!(last["lastTransport"], "tunnel", "{last}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("still not offline 20 s after kill -9 of tunnel up: {last}");
+}

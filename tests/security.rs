@@ -564,24 +564,9 @@ async fn no_secret_appears_in_any_log_even_at_trace_level() {
         }
     }
     if which("ssh") {
-        let local = free_port();
-        let spec = format!("{local}:127.0.0.1:{}", url.rsplit(':').next().unwrap());
-        let mut ssh = ssh_client(
-            ssh_addr.port(),
-            &id_file,
-            &known_hosts,
-            &["-N", "-L", &spec, "claw@127.0.0.1"],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        let gw_port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        let (mut ssh, local) = ssh_local_forward(ssh_addr.port(), &id_file, &known_hosts, gw_port);
         let fwd = format!("ws://127.0.0.1:{local}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", local)).is_err() {
-            assert!(Instant::now() < deadline, "ssh -L never listened");
-            std::thread::sleep(Duration::from_millis(25));
-        }
         let (hello, mut ws) = handshake(
             &fwd,
             &Creds {

@@ -84,22 +84,10 @@ fn ssh_cmd(s: &Ssh, key: &Path, extra: &[&str]) -> Command {
 
 /// `ssh -N -L LOCAL:127.0.0.1:TARGET`; waits until the local port accepts.
 async fn forward(s: &Ssh, key: &Path, target: u16) -> (Child, u16) {
-    let local = free_port();
-    let spec = format!("{local}:127.0.0.1:{target}");
-    let mut child = ssh_cmd(s, key, &["-N", "-L", &spec, "claw@127.0.0.1"])
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", local)).is_ok() {
-            return (child, local);
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
-            panic!("ssh exited {st}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("ssh -L never listened");
+    let (port, key, known_hosts) = (s.ssh_port, key.to_path_buf(), s.known_hosts.clone());
+    tokio::task::spawn_blocking(move || ssh_local_forward(port, &key, &known_hosts, target))
+        .await
+        .unwrap()
 }
 
 fn run_ssh(s: &Ssh, key: &Path, extra: &[&str]) -> (i32, String) {

@@ -1111,6 +1111,102 @@ async fn stock_clients_on_a_paired_device_need_no_token() {
     assert!(m.contains("mismatch (strict device auth"), "{m}");
 }
 
+/// A client that signs with a key of its own through device D's tunnel (`openclaw node run`, a
+/// CLI with its own identity on the device) is a sub-identity of D: accepted with no token as D
+/// with D's scopes at most, listed under D, untouched by a forced root rotation, cut when D is
+/// revoked; forgotten with D; refused as an identity mismatch in `--strict-device-auth` mode.
+#[tokio::test]
+async fn a_client_key_of_its_own_through_the_tunnel_is_a_sub_identity_of_the_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = tunnel_gateway(&[]);
+    let d = paired(&g, &tmp, "laptop").await;
+    let t = up(&d).await;
+    let url = format!("ws://{}", t.local_addrs[0]);
+    let node_key = DeviceKey::generate();
+    let own = |token: Option<&'static str>| Creds {
+        token,
+        device: Some(&node_key),
+        scopes: &["operator.read", "operator.admin"],
+    };
+    let (hello, mut ws) = handshake(&url, &own(None)).await.hello();
+    assert_eq!(hello["auth"]["method"], "transport", "{hello}");
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.read"]), "{hello}");
+    assert!(hello["auth"].get("deviceToken").is_none(), "{hello}");
+    assert_eq!(call(&mut ws, "health", json!({})).await["ok"], true);
+    // Acting as D: an admin method is refused for the scope, as for D itself.
+    assert_eq!(
+        call(&mut ws, "device.pair.list", json!({})).await["ok"],
+        false
+    );
+    // A stale or wrong token changes nothing.
+    let (hello, _ws2) = handshake(&url, &own(Some("stale-or-wrong"))).await.hello();
+    assert_eq!(hello["auth"]["method"], "transport");
+
+    // Recorded under D (and only there).
+    let list = |g: &Gateway| {
+        let (code, out, err) = g.claw(&["devices", "list", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["paired"].clone()
+    };
+    let devices = list(&g);
+    assert_eq!(devices.as_array().unwrap().len(), 1, "{devices}");
+    let dev = &devices[0];
+    let id = dev["deviceId"].as_str().unwrap().to_string();
+    assert_ne!(id, node_key.device_id());
+    assert_eq!(
+        dev["subIdentities"][0]["keyId"],
+        node_key.device_id(),
+        "{dev}"
+    );
+    assert_eq!(dev["subIdentities"][0]["client"], "cli/cli", "{dev}");
+    assert_eq!(dev["subIdentities"].as_array().unwrap().len(), 1, "{dev}");
+
+    // A forced rotation leaves it connected.
+    let (code, _, err) = g.claw(&["devices", "rotate-token", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        call(&mut ws, "health", json!({})).await["ok"],
+        true,
+        "a rotation closed a sub-identity's session"
+    );
+    wait_connected(&t).await;
+    let (hello, _) = handshake(&url, &own(None)).await.hello();
+    assert_eq!(hello["auth"]["method"], "transport");
+
+    // D revoked: the session is cut.
+    let (code, _, err) = g.claw(&["devices", "revoke", &id, "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Err(close) = recv(&mut ws).await {
+                return close;
+            }
+        }
+    })
+    .await
+    .expect("the revoked device's sub-identity stayed connected");
+    assert!(matches!(closed.0, 1006 | 1008), "{closed:?}");
+    // Forgotten with D.
+    let (code, _, err) = g.claw(&["devices", "remove", &id, "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(list(&g), json!([]));
+
+    // Strict mode: one key per connection, the transport's.
+    let g2 = tunnel_gateway(&["--strict-device-auth"]);
+    let d2 = paired(&g2, &tmp, "strict").await;
+    let t2 = up(&d2).await;
+    let (error, close) = handshake(&format!("ws://{}", t2.local_addrs[0]), &own(None))
+        .await
+        .refused();
+    assert_eq!(close.0, 1008, "{close:?}");
+    assert_eq!(
+        error["details"]["code"],
+        claw_proto::codes::DEVICE_AUTH_DEVICE_ID_MISMATCH,
+        "{error}"
+    );
+    assert_eq!(list(&g2)[0]["subIdentities"], json!([]));
+}
+
 /// Sets the wall clock of a gateway started under libfaketime (an offset like `+2d`).
 fn set_clock(file: &Path, offset: &str) {
     let tmp = file.with_extension("new");

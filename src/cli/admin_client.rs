@@ -91,7 +91,7 @@ pub async fn admin_call(home: &Home, method: &str, params: Value) -> anyhow::Res
         live_call(home, method, params).await?
     } else {
         let (state, _lock) = offline_state(home)?;
-        methods::dispatch(&state, &Ctx::admin("cli"), method, &params, false)
+        methods::dispatch(&state, &Ctx::admin("cli"), method, &params, false).await
     };
     result.map_err(|e| fail(exit::FAILURE, format!("{}: {}", e.code, e.message)))
 }

@@ -234,7 +234,7 @@ async fn up(
 struct Events {
     json: bool,
     connected: bool,
-    gateway_id: String,
+    repairs: u64,
 }
 
 impl Events {
@@ -242,7 +242,7 @@ impl Events {
         Self {
             json,
             connected: s.connected,
-            gateway_id: s.gateway_id.clone(),
+            repairs: s.repairs,
         }
     }
 
@@ -261,8 +261,9 @@ impl Events {
     }
 
     fn changed(&mut self, s: &client::TunnelStatus) -> anyhow::Result<()> {
-        if s.gateway_id != self.gateway_id {
-            self.gateway_id = s.gateway_id.clone();
+        // Any re-pair followed: another gateway, or the same one at a new address.
+        if s.repairs != self.repairs {
+            self.repairs = s.repairs;
             self.emit("repaired", s)?;
         }
         if s.connected != self.connected {

@@ -325,6 +325,54 @@ pub fn raise_nofile(want: u64) -> u64 {
     new
 }
 
+/// `ssh -N -L 127.0.0.1:LOCAL:127.0.0.1:target` through claw's SSH server on 127.0.0.1:`port`,
+/// waiting (up to 30 s) until LOCAL accepts; returns the running `ssh` and LOCAL.
+///
+/// The local address is explicit: with a bare `-L LOCAL:…` OpenSSH binds both 127.0.0.1 and
+/// ::1 and keeps running when only one bind fails, so a LOCAL taken between `free_port` and
+/// ssh's bind (by any other socket on a busy machine) left a forward on ::1 that a 127.0.0.1
+/// probe never reached. With the address given, a taken port makes ssh exit
+/// (`ExitOnForwardFailure`), and another port is tried.
+pub fn ssh_local_forward(port: u16, key: &Path, known_hosts: &Path, target: u16) -> (Child, u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for _ in 0..5 {
+        let local = free_port();
+        let spec = format!("127.0.0.1:{local}:127.0.0.1:{target}");
+        let mut child = ssh_client(
+            port,
+            key,
+            known_hosts,
+            &["-N", "-L", &spec, "claw@127.0.0.1"],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", local)).is_ok() {
+                return (child, local);
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                let out = child.wait_with_output().unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                if err.contains("Address already in use") {
+                    break; // another socket took LOCAL first: try another port
+                }
+                panic!("ssh exited {st}: {err}");
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "ssh -L never listened: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+    panic!("ssh -L: five local ports in a row were taken");
+}
+
 /// The stock OpenSSH client for claw's SSH server on 127.0.0.1:`port`: identity `key` only,
 /// strict host-key checking against `known_hosts`, batch mode, no config file; `extra` follows
 /// (e.g. `-N -L L:127.0.0.1:G claw@127.0.0.1`). stdin null, stdout and stderr piped (callers

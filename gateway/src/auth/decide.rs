@@ -101,6 +101,13 @@ pub enum DeviceAction {
     RepairOverTunnel,
     /// A valid device token: hand the same token back.
     Keep,
+    /// A client that signed with a key of its own through device D's tunnel or SSH forward
+    /// (`openclaw node run`, a CLI with its own identity on the device): a sub-identity of D,
+    /// recorded under D (`key_id` is the client's key), with D's scopes at most and no token.
+    SubIdentity {
+        /// The id of the client's own key (what its proof names).
+        key_id: String,
+    },
 }
 
 /// An accepted connect.
@@ -143,13 +150,14 @@ pub fn decide(input: &AuthInput<'_>) -> Decision {
         },
         None => None,
     };
-    // A tunnelled socket is the device the transport authenticated, and nobody else.
+    // A tunnelled socket is the device the transport authenticated, and nobody else: a key of
+    // the client's own is a sub-identity of that device (strict mode: refused).
     if let Origin::Tunnel {
         device_id: tunnel_id,
     } = input.origin
     {
-        if device_id.as_deref().is_some_and(|d| d != tunnel_id) {
-            return Decision::Reject(Rejection::IdentityMismatch);
+        if let Some(key_id) = device_id.as_deref().filter(|d| *d != tunnel_id) {
+            return sub_identity(input, tunnel_id, key_id);
         }
     }
     let known = input
@@ -287,6 +295,34 @@ fn transport_identity(input: &AuthInput<'_>, proof_id: Option<&str>) -> Option<D
         device_id: Some(device_id.clone()),
         action: DeviceAction::None,
     }))
+}
+
+/// A client key through device D's transport that is not D's key. With the transport identity
+/// as the credential (the default) it is a sub-identity of D: whoever runs it got onto D's
+/// tunnel port, which D's owner handed out like an `ssh -L` port, so it acts as D — D's
+/// approved scopes at most whatever it asks for or presents (the shared token included: a
+/// foreign key never widens D), a refusal once D is revoked or unknown, and no token of its
+/// own (the transport is re-checked on every connect, so nothing can go stale). Strict mode
+/// keeps OpenClaw's rule: one key per connection, the transport's ([`Rejection::IdentityMismatch`]).
+fn sub_identity(input: &AuthInput<'_>, tunnel_id: &str, key_id: &str) -> Decision {
+    if !input.transport_identity {
+        return Decision::Reject(Rejection::IdentityMismatch);
+    }
+    let Some(d) = input.device.filter(|d| d.device_id == tunnel_id) else {
+        return Decision::Reject(Rejection::IdentityMismatch);
+    };
+    if d.revoked {
+        return Decision::Reject(Rejection::DeviceRevoked);
+    }
+    Decision::Accept(Accept {
+        method: AuthMethod::Transport,
+        role: input.params.role.clone(),
+        scopes: scopes::granted(&input.params.scopes, &d.scopes),
+        device_id: Some(tunnel_id.to_string()),
+        action: DeviceAction::SubIdentity {
+            key_id: key_id.to_string(),
+        },
+    })
 }
 
 /// With `--strict-device-auth`, a paired device's client through the tunnel that neither signs
@@ -552,7 +588,7 @@ mod tests {
             )),
             Rejection::DeviceTokenRotated
         );
-        // The signed identity must be the tunnel's.
+        // The signed identity must be the tunnel's, or a sub-identity of a device the store knows.
         let other = Origin::Tunnel {
             device_id: "ff".repeat(32),
         };
@@ -601,6 +637,77 @@ mod tests {
             Decision::NeedsApproval {
                 device_id: k3.device_id()
             }
+        );
+    }
+
+    /// A client signing with a key of its own through device D's tunnel (`openclaw node run`,
+    /// a CLI with its own identity) is a sub-identity of D: accepted as D with D's scopes at
+    /// most, whatever secret it sends; refused once D is revoked or unknown; and in strict mode
+    /// refused as OpenClaw does (one key per connection).
+    #[test]
+    fn a_foreign_key_through_the_tunnel_is_a_sub_identity_of_the_device() {
+        let d = DeviceKey::generate();
+        let client = DeviceKey::generate();
+        let o = Origin::Tunnel {
+            device_id: d.device_id(),
+        };
+        let r = rec(&d, false);
+        let sub = DeviceAction::SubIdentity {
+            key_id: client.device_id(),
+        };
+        // No secret, a stale or wrong token, the shared token: the same answer, D's scopes at most.
+        for secret in [None, Some("stale-token"), Some(SHARED)] {
+            let p = signed(&client, secret, &["operator.read", "operator.admin"]);
+            let a = accepted(run(&p, &o, Some(&r), None));
+            assert_eq!(a.method, AuthMethod::Transport, "{secret:?}");
+            assert_eq!(a.device_id, Some(d.device_id()), "{secret:?}");
+            assert_eq!(a.scopes, vec!["operator.read".to_string()], "{secret:?}");
+            assert_eq!(a.action, sub, "{secret:?}");
+        }
+        // A token of another device presented by the foreign key changes nothing either.
+        let p = signed(&client, Some("dev-tok"), &["operator.read"]);
+        let a = accepted(run(&p, &o, Some(&r), Some(&tok(&client, 2, false))));
+        assert_eq!((a.device_id, a.action), (Some(d.device_id()), sub.clone()));
+        // D revoked: its sub-identities are refused with it.
+        let p = signed(&client, None, &["operator.read"]);
+        assert_eq!(
+            rejected(run(&p, &o, Some(&rec(&d, true)), None)),
+            Rejection::DeviceRevoked
+        );
+        // D unknown to the store (forgotten): nothing to be a sub-identity of.
+        assert_eq!(
+            rejected(run(&p, &o, None, None)),
+            Rejection::IdentityMismatch
+        );
+        // A record of another device is not D's.
+        assert_eq!(
+            rejected(run(&p, &o, Some(&rec(&client, false)), None)),
+            Rejection::IdentityMismatch
+        );
+        // Strict mode: one key per connection, the transport's.
+        let strict = decide(&AuthInput {
+            params: &p,
+            nonce: NONCE,
+            origin: &o,
+            shared_token: SHARED,
+            generation: 2,
+            device: Some(&r),
+            token: None,
+            now_ms: 1,
+            transport_identity: false,
+        });
+        assert_eq!(rejected(strict), Rejection::IdentityMismatch);
+        // A bad proof is refused before anything else.
+        let mut bad = signed(&client, None, &[]);
+        bad.device.as_mut().unwrap().nonce = "replayed".into();
+        assert_eq!(
+            rejected(run(&bad, &o, Some(&r), None)),
+            Rejection::NonceMismatch
+        );
+        // On loopback a foreign key is just an unpaired device.
+        assert_eq!(
+            rejected(run(&p, &Origin::Loopback, None, None)),
+            Rejection::TokenMissing
         );
     }
 

@@ -37,12 +37,21 @@ fn role_param(p: &Value) -> Result<String, ErrorShape> {
 /// `device.pair.list`: pending requests and paired devices. Each device carries its presence
 /// (`status` online / idle / offline, `transport`, `connectedSinceMs`, besides the stored
 /// `lastSeenAtMs` and `lastTransport`); each pending request the address it came from
-/// (`remoteAddr`), when known.
+/// (`remoteAddr`), when known; each device the client keys seen through its transport
+/// (`subIdentities`, see `auth::decide`).
 pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let store = state.store();
     let pending = store.pending().map_err(|e| store_error(state, e))?;
     let remotes = store.request_remotes().map_err(|e| store_error(state, e))?;
     let devices = store.devices().map_err(|e| store_error(state, e))?;
+    let mut subs = Vec::with_capacity(devices.len());
+    for d in &devices {
+        subs.push(
+            store
+                .sub_identities(&d.device_id)
+                .map_err(|e| store_error(state, e))?,
+        );
+    }
     drop(store);
     let live: std::collections::HashSet<String> = state
         .sessions()
@@ -59,7 +68,8 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
     let paired: Vec<Value> = devices
         .into_iter()
         .zip(summaries)
-        .map(|(d, p)| {
+        .zip(subs)
+        .map(|((d, p), subs)| {
             let connected = live.contains(&d.device_id) || p.transport.is_some();
             let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
             v["roles"] = json!([d.role]);
@@ -75,6 +85,8 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
             v["status"] = json!(p.status);
             v["transport"] = json!(p.transport);
             v["connectedSinceMs"] = json!(p.connected_since_ms);
+            // Client keys that connected through this device's transport (they act as it).
+            v["subIdentities"] = json!(subs);
             if let Some(a) = p.active_at_ms {
                 v["lastSeenAtMs"] = json!(a.max(d.last_seen_at_ms.unwrap_or(0)));
             }

@@ -8,7 +8,12 @@ mod health;
 mod origins;
 mod pairing;
 mod root;
+#[cfg(test)]
+mod tests;
 
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use crate::auth::scopes;
@@ -52,8 +57,25 @@ impl Ctx {
     }
 }
 
-/// A method handler.
-pub type Handler = fn(&GatewayState, &Ctx, &Value) -> Result<Value, ErrorShape>;
+/// What a method answers.
+pub type Reply = Result<Value, ErrorShape>;
+
+/// A handler that does its work in place (store reads and writes, fsyncs): [`dispatch`] runs it
+/// on tokio's blocking pool, never on an async worker, so a slow fsync stalls no session.
+pub type SyncHandler = fn(&GatewayState, &Ctx, &Value) -> Reply;
+
+/// A handler that awaits (another connection, a timer): it runs on the caller's task and must
+/// put its own store work off the async workers (see [`blocking`]).
+pub type AsyncHandler = fn(Arc<GatewayState>, Ctx, Value) -> BoxFuture<'static, Reply>;
+
+/// A method handler: synchronous work, or a future.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Runs on the blocking pool.
+    Sync(SyncHandler),
+    /// Awaited on the caller's task.
+    Async(AsyncHandler),
+}
 
 /// One row of the dispatch table.
 pub struct MethodSpec {
@@ -70,28 +92,28 @@ pub struct MethodSpec {
 /// Every method claw serves.
 #[rustfmt::skip]
 pub static TABLE: &[MethodSpec] = &[
-    MethodSpec { name: "health", scope: scopes::READ, ws: true, handler: health::health },
-    MethodSpec { name: "status", scope: scopes::READ, ws: true, handler: health::status },
-    MethodSpec { name: "config.get", scope: scopes::READ, ws: true, handler: health::config },
-    MethodSpec { name: "system-presence", scope: scopes::READ, ws: true, handler: health::presence },
-    MethodSpec { name: "device.pair.list", scope: scopes::PAIRING, ws: true, handler: devices::list },
-    MethodSpec { name: "device.pair.approve", scope: scopes::PAIRING, ws: true, handler: devices::approve },
-    MethodSpec { name: "device.pair.reject", scope: scopes::PAIRING, ws: true, handler: devices::reject },
-    MethodSpec { name: "device.pair.remove", scope: scopes::PAIRING, ws: true, handler: devices::remove },
-    MethodSpec { name: "device.token.rotate", scope: scopes::PAIRING, ws: true, handler: devices::rotate_token },
-    MethodSpec { name: "device.token.revoke", scope: scopes::PAIRING, ws: true, handler: devices::revoke_token },
-    MethodSpec { name: "gateway.token.rotate", scope: scopes::ADMIN, ws: true, handler: root::rotate },
+    MethodSpec { name: "health", scope: scopes::READ, ws: true, handler: Handler::Sync(health::health) },
+    MethodSpec { name: "status", scope: scopes::READ, ws: true, handler: Handler::Sync(health::status) },
+    MethodSpec { name: "config.get", scope: scopes::READ, ws: true, handler: Handler::Sync(health::config) },
+    MethodSpec { name: "system-presence", scope: scopes::READ, ws: true, handler: Handler::Sync(health::presence) },
+    MethodSpec { name: "device.pair.list", scope: scopes::PAIRING, ws: true, handler: Handler::Sync(devices::list) },
+    MethodSpec { name: "device.pair.approve", scope: scopes::PAIRING, ws: true, handler: Handler::Sync(devices::approve) },
+    MethodSpec { name: "device.pair.reject", scope: scopes::PAIRING, ws: true, handler: Handler::Sync(devices::reject) },
+    MethodSpec { name: "device.pair.remove", scope: scopes::PAIRING, ws: true, handler: Handler::Sync(devices::remove) },
+    MethodSpec { name: "device.token.rotate", scope: scopes::PAIRING, ws: true, handler: Handler::Sync(devices::rotate_token) },
+    MethodSpec { name: "device.token.revoke", scope: scopes::PAIRING, ws: true, handler: Handler::Sync(devices::revoke_token) },
+    MethodSpec { name: "gateway.token.rotate", scope: scopes::ADMIN, ws: true, handler: Handler::Sync(root::rotate) },
     // Admin socket only (not advertised, not served over WebSocket).
-    MethodSpec { name: "pair.create", scope: scopes::ADMIN, ws: false, handler: pairing::create },
-    MethodSpec { name: "device.key.add", scope: scopes::ADMIN, ws: false, handler: pairing::add_key },
-    MethodSpec { name: "gateway.status", scope: scopes::ADMIN, ws: false, handler: admin::status },
-    MethodSpec { name: "gateway.stop", scope: scopes::ADMIN, ws: false, handler: admin::stop },
-    MethodSpec { name: "gateway.token.show", scope: scopes::ADMIN, ws: false, handler: admin::show_token },
-    MethodSpec { name: "audit.tail", scope: scopes::ADMIN, ws: false, handler: admin::audit_tail },
-    MethodSpec { name: "pairing.prune", scope: scopes::ADMIN, ws: false, handler: admin::prune_pairing },
-    MethodSpec { name: "gateway.origins.reload", scope: scopes::ADMIN, ws: false, handler: origins::reload },
-    MethodSpec { name: "dashboard.login", scope: scopes::ADMIN, ws: false, handler: dashboard::login },
-    MethodSpec { name: "dashboard.pair", scope: scopes::ADMIN, ws: false, handler: dashboard::pair },
+    MethodSpec { name: "pair.create", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(pairing::create) },
+    MethodSpec { name: "device.key.add", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(pairing::add_key) },
+    MethodSpec { name: "gateway.status", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(admin::status) },
+    MethodSpec { name: "gateway.stop", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(admin::stop) },
+    MethodSpec { name: "gateway.token.show", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(admin::show_token) },
+    MethodSpec { name: "audit.tail", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(admin::audit_tail) },
+    MethodSpec { name: "pairing.prune", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(admin::prune_pairing) },
+    MethodSpec { name: "gateway.origins.reload", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(origins::reload) },
+    MethodSpec { name: "dashboard.login", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(dashboard::login) },
+    MethodSpec { name: "dashboard.pair", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(dashboard::pair) },
 ];
 
 /// The methods advertised in `hello-ok.features.methods`.
@@ -99,15 +121,28 @@ pub fn served_methods() -> Vec<&'static str> {
     TABLE.iter().filter(|m| m.ws).map(|m| m.name).collect()
 }
 
-/// Runs `method` for `ctx`. `ws` selects the WebSocket view of the table.
-pub fn dispatch(
-    state: &GatewayState,
+/// Runs `method` for `ctx`. `ws` selects the WebSocket view of the table. A sync handler runs
+/// on the blocking pool (the caller's task waits; other sessions keep their workers).
+pub async fn dispatch(
+    state: &Arc<GatewayState>,
     ctx: &Ctx,
     method: &str,
     params: &Value,
     ws: bool,
-) -> Result<Value, ErrorShape> {
-    let Some(spec) = TABLE.iter().find(|m| m.name == method && (m.ws || !ws)) else {
+) -> Reply {
+    dispatch_in(TABLE, state, ctx, method, params, ws).await
+}
+
+/// [`dispatch`] over any table (tests give their own, with async rows).
+pub(crate) async fn dispatch_in(
+    table: &[MethodSpec],
+    state: &Arc<GatewayState>,
+    ctx: &Ctx,
+    method: &str,
+    params: &Value,
+    ws: bool,
+) -> Reply {
+    let Some(spec) = table.iter().find(|m| m.name == method && (m.ws || !ws)) else {
         // OpenClaw answers unknown methods with the admin-scope error when the caller lacks admin.
         if !scopes::has_scope(&ctx.scopes, scopes::ADMIN) {
             return Err(missing_scope(scopes::ADMIN));
@@ -120,7 +155,30 @@ pub fn dispatch(
     if !scopes::has_scope(&ctx.scopes, spec.scope) {
         return Err(missing_scope(spec.scope));
     }
-    (spec.handler)(state, ctx, params)
+    match spec.handler {
+        Handler::Sync(h) => {
+            let (ctx, params) = (ctx.clone(), params.clone());
+            blocking(state, move |state| h(state, &ctx, &params)).await?
+        }
+        Handler::Async(h) => h(state.clone(), ctx.clone(), params.clone()).await,
+    }
+}
+
+/// Runs `f` on tokio's blocking pool (the store's SQLite calls and fsyncs belong there, not on
+/// an async worker). A panic in `f` is answered as an internal fault, as the old in-place call
+/// would have unwound the session.
+pub async fn blocking<R, F>(state: &Arc<GatewayState>, f: F) -> Result<R, ErrorShape>
+where
+    F: FnOnce(&GatewayState) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "a blocking method task failed");
+            crate::protocol::errors::unavailable(crate::fault::FaultKind::Internal)
+        })
 }
 
 /// `INVALID_REQUEST` for bad params.

@@ -70,17 +70,18 @@ async fn connection(state: Arc<GatewayState>, stream: UnixStream) {
     let mut lines = BufReader::new(r).lines();
     let ctx = Ctx::admin("admin");
     while let Ok(Some(line)) = lines.next_line().await {
-        let reply = crate::store::off_worker(|| answer(&state, &ctx, &line));
+        let reply = answer(&state, &ctx, &line).await;
         if w.write_all(reply.as_bytes()).await.is_err() || w.write_all(b"\n").await.is_err() {
             return;
         }
     }
 }
 
-/// Answers one admin line (pure apart from the methods it runs).
-pub fn answer(state: &GatewayState, ctx: &Ctx, line: &str) -> String {
+/// Answers one admin line (pure apart from the methods it runs, which [`methods::dispatch`]
+/// keeps off the async workers).
+pub async fn answer(state: &Arc<GatewayState>, ctx: &Ctx, line: &str) -> String {
     match frames::parse_request(line, MAX_PAYLOAD) {
-        Ok(req) => match methods::dispatch(state, ctx, &req.method, &req.params, false) {
+        Ok(req) => match methods::dispatch(state, ctx, &req.method, &req.params, false).await {
             Ok(p) => frames::response_ok(&req.id, &p),
             Err(e) => frames::response_err(&req.id, &e),
         },

@@ -498,11 +498,11 @@ async fn handshake(
     let decision = crate::store::off_worker(|| -> Result<Decision, Rejection> {
         let store = state.store();
         let generation = store.root().map_err(|e| fault(state, e))?.0;
-        // The device a proof names; without one, the device the tunnel or SSH forward
-        // authenticated (its transport identity may be the credential).
+        // Through the tunnel or SSH forward, the device the transport authenticated (a proof
+        // by another key is a sub-identity of it); on loopback, the device a proof names.
         let device_id = match (&params.device, origin) {
-            (Some(d), _) => Some(d.id.as_str()),
-            (None, Origin::Tunnel { device_id }) => Some(device_id.as_str()),
+            (_, Origin::Tunnel { device_id }) => Some(device_id.as_str()),
+            (Some(d), Origin::Loopback) => Some(d.id.as_str()),
             (None, Origin::Loopback) => None,
         };
         let info = match device_id {
@@ -591,13 +591,25 @@ async fn handshake(
 /// device token, a connect asking for another role is refused like a scope upgrade (OpenClaw
 /// asks for approval of a role upgrade), so no made-up role string ever mints a token row. Only
 /// the shared token on loopback (an operator) may re-pair a device under another role.
+///
+/// A transport-identity session (a stock client or a sub-identity through the tunnel) mints no
+/// token, so it may take either OpenClaw role — `openclaw node run` on an operator device
+/// connects as `node` — still with the device's scopes at most; any other role is refused.
 fn restrict_role(decision: Decision, origin: &Origin, recorded: Option<&str>) -> Decision {
+    use crate::protocol::hello::AuthMethod;
     match decision {
+        Decision::Accept(a) if a.method == AuthMethod::Transport => {
+            if matches!(a.role.as_str(), "operator" | "node") {
+                Decision::Accept(a)
+            } else {
+                Decision::Reject(Rejection::ScopeMismatch)
+            }
+        }
         Decision::Accept(a)
             if a.device_id.is_some()
                 && recorded.is_some_and(|r| r != a.role)
                 && (matches!(origin, Origin::Tunnel { .. })
-                    || a.method == crate::protocol::hello::AuthMethod::DeviceToken) =>
+                    || a.method == AuthMethod::DeviceToken) =>
         {
             Decision::Reject(Rejection::ScopeMismatch)
         }
@@ -674,8 +686,37 @@ fn carry_out(
         return Ok(None);
     };
     let mut store = state.store();
-    let issued = match a.action {
+    let issued = match &a.action {
         DeviceAction::None => return Ok(None),
+        DeviceAction::SubIdentity { key_id } => {
+            // Bookkeeping, like `last_seen`: a store that cannot write does not stop a client
+            // the transport authenticated.
+            let sub = crate::store::SubIdentity {
+                device_id: device_id.clone(),
+                key_id: key_id.clone(),
+                client: format!("{}/{}", params.client.id, params.client.mode),
+                display_name: params.client.display_name.clone(),
+                role: a.role.clone(),
+            };
+            match store.record_sub_identity(&sub) {
+                Ok(true) => {
+                    drop(store);
+                    state.audit(
+                        "device.subidentity.seen",
+                        Some(device_id),
+                        Some(origin),
+                        &format!(
+                            "key={} client={}",
+                            &key_id[..16.min(key_id.len())],
+                            sub.client
+                        ),
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "could not record a sub-identity"),
+            }
+            return Ok(None);
+        }
         DeviceAction::PairSilently | DeviceAction::Refresh => {
             store
                 .pair_device(&new_device(params, device_id), "silent", origin)
@@ -749,7 +790,7 @@ where
                 };
                 let reply = match frames::parse_request(&text, MAX_PAYLOAD) {
                     Ok(req) if page.is_some() => {
-                        match crate::web::page_request(state, ctx, page, &req) {
+                        match crate::web::page_request(state, ctx, page, &req).await {
                             Ok(payload) => frames::response_ok(&req.id, &payload),
                             Err(None) => return Some((CLOSE_POLICY, crate::web::SESSION_ENDED.into())),
                             Err(Some(e)) => frames::response_err(&req.id, &e),
@@ -761,14 +802,14 @@ where
                         match upstream.unwrap().handle(&req, &text).await {
                             Handled::Sent => continue,
                             Handled::Reply(r) => r,
-                            Handled::Claw => match crate::store::off_worker(|| methods::dispatch(state, ctx, &req.method, &req.params, true)) {
+                            Handled::Claw => match methods::dispatch(state, ctx, &req.method, &req.params, true).await {
                                 Ok(payload) => frames::response_ok(&req.id, &payload),
                                 Err(e) => frames::response_err(&req.id, &e),
                             },
                         }
                     }
-                    // Off the async worker: a locked store waits up to BUSY_TIMEOUT.
-                    Ok(req) => match crate::store::off_worker(|| methods::dispatch(state, ctx, &req.method, &req.params, true)) {
+                    // Sync handlers run on the blocking pool: a locked store waits up to BUSY_TIMEOUT there.
+                    Ok(req) => match methods::dispatch(state, ctx, &req.method, &req.params, true).await {
                         Ok(payload) => frames::response_ok(&req.id, &payload),
                         Err(e) => frames::response_err(&req.id, &e),
                     },

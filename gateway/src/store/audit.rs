@@ -29,6 +29,7 @@ pub const REFUSALS: &[&str] = &[
     "pairing.rate_limited",
     "pairing.code.refused",
     "device.repaired",
+    "device.subidentity.seen",
     SUPPRESSED,
 ];
 

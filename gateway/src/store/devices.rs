@@ -127,10 +127,15 @@ impl Store {
         Ok(rows)
     }
 
-    /// Pairs a device (or refreshes an existing record, widening its scopes), audited.
+    /// Pairs a device (or refreshes an existing record, widening its scopes), audited. A pairing
+    /// other than the silent refresh on loopback (a code, an approval, an SSH key) starts the
+    /// device's sub-identities afresh.
     pub fn pair_device(&mut self, d: &NewDevice, via: &str, origin: &str) -> Result<()> {
         let now = now_ms() as i64;
         let tx = self.write_tx()?;
+        if via != "silent" {
+            super::sub_identities::forget(&tx, &d.device_id)?;
+        }
         let existing: Option<String> = tx
             .query_row(
                 "SELECT scopes FROM devices WHERE device_id = ?1",
@@ -218,6 +223,7 @@ impl Store {
             "DELETE FROM device_tokens WHERE device_id = ?1",
             [device_id],
         )?;
+        super::sub_identities::forget(&tx, device_id)?;
         audit::insert(&tx, "device.removed", Some(device_id), Some(actor), "")?;
         tx.commit()?;
         Ok(())

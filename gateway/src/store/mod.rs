@@ -11,12 +11,14 @@ mod pairing;
 mod root;
 pub mod snapshot;
 mod sqlite_fault;
+mod sub_identities;
 mod tokens;
 
 pub use audit::AuditEntry;
 pub use codes::{CodeInfo, Redeemed};
 pub use devices::{DeviceInfo, NewDevice};
 pub use pairing::PendingRequest;
+pub use sub_identities::{SubIdentity, SubIdentityInfo, MAX_SUB_IDENTITIES};
 pub use tokens::IssuedToken;
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -208,6 +210,16 @@ CREATE TABLE IF NOT EXISTS pairing_codes (
     attempts INTEGER NOT NULL DEFAULT 0,
     used_at_ms INTEGER,
     device_id TEXT
+);
+CREATE TABLE IF NOT EXISTS sub_identities (
+    device_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    client TEXT NOT NULL,
+    display_name TEXT,
+    role TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (device_id, key_id)
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -62,6 +62,7 @@ impl Store {
         if remove_devices {
             devices_removed = tx.execute("DELETE FROM devices", [])?;
             tx.execute("DELETE FROM pairing_requests", [])?;
+            tx.execute("DELETE FROM sub_identities", [])?;
         }
         super::audit::insert(
             &tx,

@@ -207,8 +207,8 @@ pub fn page_accept(params: &ConnectParams) -> Option<Accept> {
 /// socket); [`PAGE_DENIED`] methods are refused; a rotation asked by this page keeps this
 /// page's session (every other page session ends with it); the admin-socket view of the method
 /// table is used, plus the page's own `dashboard.*` methods.
-pub fn page_request(
-    state: &GatewayState,
+pub async fn page_request(
+    state: &std::sync::Arc<GatewayState>,
     ctx: &crate::methods::Ctx,
     page: Option<SessionId>,
     req: &crate::protocol::frames::Request,
@@ -233,9 +233,7 @@ pub fn page_request(
     if rotating {
         state.web.follow_rotation(sid, true);
     }
-    let out = crate::store::off_worker(|| {
-        crate::methods::dispatch(state, ctx, &req.method, &req.params, false)
-    });
+    let out = crate::methods::dispatch(state, ctx, &req.method, &req.params, false).await;
     if rotating {
         // Adopt the new generation now (if the rotation happened), then stop following.
         if let Some(g) = generation(state) {

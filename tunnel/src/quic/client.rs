@@ -400,6 +400,9 @@ pub struct TunnelStatus {
     pub bytes_down: u64,
     /// Reconnects so far.
     pub reconnects: u64,
+    /// Re-pairs of the device home followed so far (another gateway, or the same gateway at a
+    /// new address), without a restart.
+    pub repairs: u64,
     /// Generation of the stored device token.
     pub token_generation: u64,
     /// Last error.
@@ -686,6 +689,7 @@ async fn manage(
                     set(&|s| {
                         s.gateway_id = pairing.gateway_id.clone();
                         s.device_id = pairing.device_id.clone();
+                        s.repairs += 1;
                     });
                     backoff.reset();
                 }

@@ -18,9 +18,11 @@ use crate::verify::{DeviceClientVerifier, KeyLookup, PinnedServerVerifier};
 pub const ALPN: &[u8] = b"claw-tunnel/1";
 /// SNI the device sends (the key is pinned; the name is not checked).
 pub const SERVER_NAME: &str = "claw";
-/// Keep-alive interval (client side): short enough that a dead gateway is noticed within three of
-/// them ([`crate::quic::liveness::DEAD_AFTER`]), one small packet every 5 s on an idle tunnel.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Keep-alive interval (client side): short enough that the gateway shows a silent device offline
+/// after three of them ([`crate::quic::liveness::SILENT_AFTER`], ~8 s after a `kill -9`) and the
+/// device notices a dead gateway ([`crate::quic::liveness::DEAD_AFTER`]); one small packet (and
+/// its acknowledgement) every 2 s on an idle tunnel.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// Idle timeout (both sides).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Per-stream receive window.

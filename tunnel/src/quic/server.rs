@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use claw_gateway::auth::decide::Origin;
 use claw_gateway::presence::{Link, Transport};
@@ -21,6 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::config::server_config;
 use super::lines::{read_line, LineReader};
+use super::liveness::{Liveness, SILENT_AFTER};
 use super::{close_code, TunnelError};
 use crate::control::{self, ClientMsg, ServerMsg, StreamHeader};
 use crate::identity::Identity;
@@ -237,6 +238,12 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
     let open_link = |d: &str| Link::open(&shared.state, d, Transport::Tunnel);
     let mut link = paired.then(|| open_link(&device_id));
     tracing::info!(device = %device_id, %remote, paired, "tunnel connection");
+    // A device silent for three keep-alives shows offline (a `kill -9`, a lost network) while the
+    // connection waits out the idle timeout; its next packet shows it online again.
+    let mut heard =
+        Liveness::with_limit(conn.stats().udp_rx.datagrams, Instant::now(), SILENT_AFTER);
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Streams of an unpaired key being served right now (the transport caps them too).
     let unpaired_streams = Arc::new(tokio::sync::Semaphore::new(UNPAIRED_STREAMS as usize));
     loop {
@@ -245,6 +252,16 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
                 Ok(s) => s,
                 Err(_) => return,
             },
+            _ = check.tick() => {
+                let silent = heard.silent(conn.stats().udp_rx.datagrams, Instant::now());
+                if silent && link.is_some() {
+                    tracing::info!(device = %device_id, %remote, "tunnel device silent; shown offline until it is heard again");
+                    link = None;
+                } else if !silent && paired && link.is_none() {
+                    link = Some(open_link(&device_id));
+                }
+                continue;
+            }
             ev = events.recv() => {
                 match ev {
                     Ok(ev) if cuts_off(&ev, &device_id) => {}

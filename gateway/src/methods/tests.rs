@@ -1,0 +1,147 @@
+//! Dispatch: sync handlers run off the async workers; async handlers fit in the table.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::home::Home;
+use crate::state::{GatewayConfig, GatewayState, TokenSource};
+use crate::store::Store;
+
+fn state(dir: &std::path::Path) -> Arc<GatewayState> {
+    let home = Home::new(dir);
+    home.ensure().unwrap();
+    let store = Store::open(&home.store_path()).unwrap();
+    GatewayState::new(
+        home,
+        GatewayConfig::default(),
+        store,
+        "t".repeat(32),
+        TokenSource::Generated,
+    )
+}
+
+/// A method waiting on a locked store (another writer holding it, a slow fsync) leaves the
+/// runtime free: on a one-thread runtime another task runs while `device.pair.list` waits. Run
+/// in place, the waiting method would hold the only thread and the other task would run only
+/// once the holder gave up (here after 20 s, and the test fails on the order).
+#[test]
+fn a_method_waiting_on_the_store_does_not_hold_the_runtime() {
+    let t = tempfile::tempdir().unwrap();
+    let st = state(t.path());
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let holder = {
+        let st = st.clone();
+        std::thread::spawn(move || {
+            let _guard = st.store();
+            held_tx.send(()).unwrap();
+            // Released when the other task ran, or after a bound if it never does.
+            let _ = release_rx.recv_timeout(Duration::from_secs(20));
+        })
+    };
+    held_rx.recv().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let order = rt.block_on(async {
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let d = done_tx.clone();
+        let st2 = st.clone();
+        let call = tokio::spawn(async move {
+            let r = dispatch(
+                &st2,
+                &Ctx::admin("test"),
+                "device.pair.list",
+                &json!({}),
+                false,
+            )
+            .await;
+            let _ = d.send("method");
+            r
+        });
+        tokio::task::yield_now().await;
+        let other = tokio::spawn(async move {
+            let _ = done_tx.send("other task");
+            release_tx.send(()).unwrap();
+        });
+        let first = tokio::time::timeout(Duration::from_secs(60), done_rx.recv()).await;
+        other.await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(60), call)
+            .await
+            .expect("the method finishes once the store is free")
+            .unwrap();
+        assert!(reply.is_ok(), "{reply:?}");
+        first.expect("something finished").unwrap()
+    });
+    holder.join().unwrap();
+    assert_eq!(order, "other task");
+}
+
+fn echo_later(_s: Arc<GatewayState>, ctx: Ctx, p: Value) -> BoxFuture<'static, Reply> {
+    Box::pin(async move {
+        tokio::task::yield_now().await;
+        Ok(json!({ "actor": ctx.actor, "echo": p }))
+    })
+}
+
+fn boom(_s: &GatewayState, _c: &Ctx, _p: &Value) -> Reply {
+    panic!("handler bug")
+}
+
+static TEST_TABLE: &[MethodSpec] = &[
+    MethodSpec {
+        name: "echo.later",
+        scope: scopes::READ,
+        ws: true,
+        handler: Handler::Async(echo_later),
+    },
+    MethodSpec {
+        name: "boom",
+        scope: scopes::READ,
+        ws: true,
+        handler: Handler::Sync(boom),
+    },
+];
+
+/// An async row is awaited with its own copies of the context and params; scopes are checked
+/// before it runs, as for sync rows.
+#[tokio::test]
+async fn an_async_handler_is_awaited_and_scope_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let st = state(t.path());
+    let p = json!({ "x": 1 });
+    let r = dispatch_in(
+        TEST_TABLE,
+        &st,
+        &Ctx::admin("admin"),
+        "echo.later",
+        &p,
+        true,
+    )
+    .await;
+    assert_eq!(r.unwrap(), json!({ "actor": "admin", "echo": { "x": 1 } }));
+    let no_scopes = Ctx {
+        scopes: vec![],
+        ..Ctx::admin("ws")
+    };
+    let r = dispatch_in(TEST_TABLE, &st, &no_scopes, "echo.later", &p, true).await;
+    assert_eq!(r.unwrap_err().code, crate::protocol::codes::FORBIDDEN);
+}
+
+/// A sync handler that panics on the blocking pool is answered as an internal fault; the
+/// caller's task survives.
+#[tokio::test]
+async fn a_panicking_sync_handler_is_an_unavailable_reply() {
+    let t = tempfile::tempdir().unwrap();
+    let st = state(t.path());
+    let r = dispatch_in(TEST_TABLE, &st, &Ctx::admin("a"), "boom", &json!({}), true).await;
+    let e = r.unwrap_err();
+    assert_eq!(e.code, crate::protocol::codes::UNAVAILABLE);
+    let fault = crate::fault::FaultKind::Internal.name();
+    assert_eq!(e.details.as_ref().unwrap()["fault"], fault);
+}
