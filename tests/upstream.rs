@@ -6,9 +6,14 @@
 //! 1. the real `openclaw` CLI through claw on loopback answers with the upstream's data;
 //! 2. a device token holding `operator.read` is refused an upstream admin method by claw
 //!    (FORBIDDEN, the socket stays open and keeps working);
-//! 3. drift: claw's upstream device token is revoked on the OpenClaw side, OpenClaw's token is
+//! 3. a real node host (`openclaw node run`) connects through claw and appears in the upstream's
+//!    own `openclaw nodes list` with its display name, caps and commands;
+//! 4. drift: claw's upstream device token is revoked on the OpenClaw side, OpenClaw's token is
 //!    changed and OpenClaw restarted — the downstream socket stays open, calls made meanwhile
 //!    fail retryable (never a close), then work again, and claw's audit shows the re-pair.
+//!
+//! It also prints the `health` round trip direct to OpenClaw and through claw (medians of 200
+//! calls on one socket each; a figure for docs/upstream.md, not an assertion).
 
 mod common;
 
@@ -17,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use claw_gateway::auth::device_key::DeviceKey;
+use claw_proto::codes;
 use common::{call, handshake, Creds, Gateway};
 use serde_json::{json, Value};
 
@@ -188,6 +194,27 @@ impl Drop for OpenClaw {
     }
 }
 
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The median of `n` `health` round trips on `ws`.
+async fn median_rtt(ws: &mut common::Ws, n: usize) -> Duration {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = call(ws, "health", json!({})).await;
+        v.push(t.elapsed());
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    v.sort();
+    v[n / 2]
+}
+
 /// Connects to claw with the device's token (signed), asking `scopes`.
 async fn device_session(url: &str, key: &DeviceKey, token: &str, scopes: &[&str]) -> common::Ws {
     handshake(
@@ -296,15 +323,90 @@ async fn real_openclaw_behind_claw() {
     let mut ws = device_session(&gw.url, &key, &device_token, &["operator.read"]).await;
     let r = call(&mut ws, "config.set", json!({"raw": "{}"})).await;
     assert_eq!(r["ok"], false, "{r}");
-    assert_eq!(r["error"]["code"], "FORBIDDEN", "{r}");
-    assert_eq!(r["error"]["details"]["code"], "MISSING_SCOPE", "{r}");
+    assert_eq!(r["error"]["code"], codes::FORBIDDEN, "{r}");
+    assert_eq!(r["error"]["details"]["code"], codes::MISSING_SCOPE, "{r}");
     let r = call(&mut ws, "status", json!({})).await;
     assert_eq!(
         r["payload"]["runtimeVersion"], "2026.9.6",
         "the socket stays open: {r}"
     );
 
-    // --- 3. drift: revoke claw's upstream token, change OpenClaw's token, restart OpenClaw -----
+    // Round trips: `health` on one socket, direct and through claw (printed, never asserted).
+    let (_, mut direct) = handshake(
+        &oc.url(),
+        &Creds {
+            token: Some(t1),
+            device: None,
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    let (d_med, c_med) = (
+        median_rtt(&mut direct, 200).await,
+        median_rtt(&mut ws, 200).await,
+    );
+    drop(direct);
+    eprintln!(
+        "health round trip (median of 200): direct {d_med:?}, through claw {c_med:?} ({:+.1} %)",
+        (c_med.as_secs_f64() / d_med.as_secs_f64() - 1.0) * 100.0
+    );
+
+    // --- 3. a real node host through claw appears in the upstream's node list -------------------
+    let node_home = tmp.path().join("node-home");
+    std::fs::create_dir_all(&node_home).unwrap();
+    let mut node_cmd = openclaw(&d, &node_home);
+    node_cmd
+        .args([
+            "node",
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--display-name",
+            "lab-node",
+        ])
+        .env("OPENCLAW_GATEWAY_TOKEN", &claw_token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut node = KillOnDrop(node_cmd.spawn().expect("openclaw node run"));
+    let end = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (_, out, _) = oc_run(
+            &d,
+            &cli_home,
+            &["nodes", "list", "--json", "--url", &oc.url(), "--token", t1],
+            &[],
+        );
+        let v = json_in(&out);
+        let all = [&v["pending"], &v["nodes"], &v["paired"]];
+        let seen = all
+            .iter()
+            .filter_map(|l| l.as_array())
+            .flatten()
+            .find(|n| n["displayName"] == "lab-node");
+        if let Some(n) = seen {
+            assert_eq!(n["clientMode"], "node", "{n}");
+            assert!(
+                n["commands"].as_array().is_some_and(|c| !c.is_empty()),
+                "{n}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the node never reached the upstream: {out}"
+        );
+        assert!(
+            node.0.try_wait().unwrap().is_none(),
+            "openclaw node run exited"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    drop(node);
+
+    // --- 4. drift: revoke claw's upstream token, change OpenClaw's token, restart OpenClaw -----
     let up_key_text = std::fs::read_to_string(
         gw.home
             .join("upstream")
@@ -356,7 +458,7 @@ async fn real_openclaw_behind_claw() {
         if r["ok"] == true {
             break r;
         }
-        assert_eq!(r["error"]["code"], "UNAVAILABLE", "{r}");
+        assert_eq!(r["error"]["code"], codes::UNAVAILABLE, "{r}");
         assert_eq!(r["error"]["retryable"], true, "{r}");
         unavailable += 1;
         assert!(
