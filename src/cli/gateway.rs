@@ -457,6 +457,10 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
             "--expose needs --tunnel, --relay or --ssh (it is how devices reach the service)",
         ));
     }
+    // With relays, paired devices are handed relay tickets (on every transport: a device paired
+    // on the direct tunnel may come back through a relay).
+    let relay_tickets =
+        (!relays.is_empty()).then(|| claw_mesh::ticket::TicketSigner::new(*identity.key().seed()));
     // Filled once the SSH forward is bound (after the tunnel): devices learn it at pairing.
     let ssh_hint: std::sync::Arc<std::sync::OnceLock<claw_tunnel::control::SshHint>> =
         Default::default();
@@ -469,6 +473,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
                 exposes: exposes.clone(),
                 pair_attempts_per_min: a.pair_attempts_per_min.max(1),
                 ssh: ssh_hint.clone(),
+                relay_tickets: relay_tickets.clone(),
                 ..Default::default()
             };
             let (endpoint, serving) =
@@ -503,6 +508,8 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         let cfg = claw_tunnel::quic::server::TunnelConfig {
             exposes: exposes.clone(),
             pair_attempts_per_min: a.pair_attempts_per_min.max(1),
+            ssh: ssh_hint.clone(),
+            relay_tickets: relay_tickets.clone(),
             ..Default::default()
         };
         let (endpoint, serving) =
