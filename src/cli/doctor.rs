@@ -71,7 +71,7 @@ async fn probe_device(home: &Home) -> DeviceCredentialFacts {
         },
         Ok(Err(claw_tunnel::quic::TunnelError::Refused { code, message })) => {
             DeviceCredentialFacts::Refused {
-                code,
+                code: code.to_string(),
                 reason: message,
             }
         }
