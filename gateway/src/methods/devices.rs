@@ -128,13 +128,20 @@ pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
     Ok(json!({"requestId": id, "deviceId": req.device_id, "approved": true}))
 }
 
-/// `device.pair.reject {requestId}`.
+/// `device.pair.reject {requestId}`: like approve, announced as `device.pair.resolved`
+/// (`decision: "rejected"`) to every session.
 pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "requestId")?;
     let req = state
         .store()
         .reject_request(id, ctx.actor)
         .map_err(|e| store_error(state, e))?;
+    let event = crate::protocol::frames::event(
+        "device.pair.resolved",
+        &json!({"requestId": id, "deviceId": req.device_id, "decision": "rejected"}),
+        Some(state.next_seq()),
+    );
+    state.broadcast(&event);
     state.emit(GatewayEvent::PairingResolved {
         device_id: req.device_id.clone(),
         approved: false,
