@@ -4,6 +4,7 @@
 mod admin;
 mod dashboard;
 mod devices;
+mod doctor;
 mod health;
 mod origins;
 mod pairing;
@@ -92,6 +93,7 @@ pub static TABLE: &[MethodSpec] = &[
     MethodSpec { name: "gateway.origins.reload", scope: scopes::ADMIN, ws: false, handler: origins::reload },
     MethodSpec { name: "dashboard.login", scope: scopes::ADMIN, ws: false, handler: dashboard::login },
     MethodSpec { name: "dashboard.pair", scope: scopes::ADMIN, ws: false, handler: dashboard::pair },
+    MethodSpec { name: "doctor.run", scope: scopes::ADMIN, ws: false, handler: doctor::run },
 ];
 
 /// The methods advertised in `hello-ok.features.methods`.
