@@ -12,7 +12,8 @@ use crate::state::GatewayState;
 /// after the open-file limit), and `clients`, one entry per live
 /// authenticated session: `{connId, channel, origin, method, deviceId?, client, connectedAtMs,
 /// idleMs}` (`channel` is `ws` for loopback WebSocket sessions, `tunnel` for sessions carried by
-/// the tunnel or SSH forward), oldest first; `listeners` (see [`listeners`]).
+/// the tunnel or SSH forward), oldest first; `listeners`: where the gateway listens (`ws`, `tunnel`,
+/// `ssh`, `relays`, `upstream`).
 pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let mut v = super::health::status(state, ctx, p)?;
     v["running"] = json!(true);
