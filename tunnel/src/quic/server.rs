@@ -548,6 +548,13 @@ async fn control_stream(
                 Ok(Ok(Redeemed::Pending { request_id })) => {
                     let remote = conn.remote_address().to_string();
                     let _ = state.store().set_request_remote(&request_id, &remote);
+                    // Every operator session (the control page among them) hears of it, as
+                    // of a request made by a signed connect.
+                    state.broadcast(&claw_gateway::protocol::frames::event(
+                        "device.pair.requested",
+                        &serde_json::json!({"requestId": request_id, "deviceId": device_id}),
+                        Some(state.next_seq()),
+                    ));
                     if !send_msg(&mut send, &ServerMsg::Pending { request_id }).await {
                         return;
                     }
