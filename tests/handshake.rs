@@ -1,7 +1,10 @@
 //! End-to-end: every row of the handshake failure table, silent local pairing, device-token
-//! reconnect and scopes, against the real binary with a real WebSocket client.
+//! reconnect and scopes, against a gateway started in-process (`claw::daemon::Daemon`) with a
+//! real WebSocket client.
 
 mod common;
+
+use std::time::Duration;
 
 use claw_gateway::auth::device_key::DeviceKey;
 use common::*;
@@ -9,7 +12,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn shared_token_hello_ok_has_the_openclaw_shape() {
-    let g = Gateway::start(&[]);
+    let g = InProcess::start().await;
     let t = g.token();
     let (hello, mut ws) = handshake(
         &g.url,
@@ -64,7 +67,7 @@ async fn shared_token_hello_ok_has_the_openclaw_shape() {
 
 #[tokio::test]
 async fn failure_table() {
-    let g = Gateway::start(&[]);
+    let g = InProcess::start().await;
     let t = g.token();
     let key = DeviceKey::generate();
 
@@ -254,7 +257,7 @@ async fn failure_table() {
 
 #[tokio::test]
 async fn silent_local_pairing_device_token_reconnect_and_scopes() {
-    let g = Gateway::start(&[]);
+    let g = InProcess::start().await;
     let t = g.token();
     let key = DeviceKey::generate();
     let (hello, ws) = handshake(
@@ -390,7 +393,7 @@ async fn silent_local_pairing_device_token_reconnect_and_scopes() {
 
 #[tokio::test]
 async fn wrong_secrets_are_delayed_and_a_success_resets() {
-    let g = Gateway::start(&["--auth-fail-delay-ms", "300"]);
+    let g = InProcess::start_with(|c| c.gateway.auth_fail_delay = Duration::from_millis(300)).await;
     let t = g.token();
     let mut waits = Vec::new();
     for _ in 0..3 {

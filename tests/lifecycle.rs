@@ -866,3 +866,37 @@ fn a_home_that_does_not_exist_is_refused_not_created() {
     let (rc, _, _) = claw_in(&typo, &["completions", "fish"]);
     assert_eq!(rc, 0);
 }
+
+/// `Daemon::start` runs the gateway in-process: it writes the runtime file with its own
+/// addresses, holds the home (a second daemon is refused as locked, and so is the binary with
+/// exit 75), serves the admin socket to the CLI, and `shutdown` + `join` remove the runtime file
+/// and free the home for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_daemon_holds_the_home_and_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let g = InProcess::start_in(&home, |_| {}).await;
+    let rt = claw_gateway::runtime_file::RuntimeFile::read(&claw_gateway::home::Home::new(&home))
+        .unwrap()
+        .expect("runtime file written");
+    assert_eq!(rt.url, g.url);
+    assert_eq!(rt.pid, std::process::id());
+    let again = claw::daemon::Daemon::start(claw::daemon::DaemonConfig::loopback(
+        claw_gateway::home::Home::new(&home),
+    ))
+    .await;
+    assert!(
+        matches!(again, Err(claw::daemon::DaemonError::Locked { .. })),
+        "{again:?}"
+    );
+    let (code, _, err) = g.claw(&["gateway", "run", "--port", "0"]);
+    assert_eq!(code, 75, "{err}");
+    let (code, out, err) = g.claw(&["gateway", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["running"], true, "{out}");
+    g.stop().await;
+    assert!(!home.join("gateway.json").exists(), "runtime file removed");
+    let g = InProcess::start_in(&home, |_| {}).await;
+    g.stop().await;
+}

@@ -32,9 +32,11 @@ fn a_refused_call_names_no_internals() {
     assert!(err.contains("next step: "), "{err}");
 }
 
-#[test]
-fn pair_ttl_out_of_range_speaks_of_the_flag() {
-    let g = Gateway::start(&["--tunnel", "127.0.0.1:0"]);
+/// In-process gateway with a tunnel; the `claw` binary asks it over the admin socket (so the
+/// test thread may block: a multi-thread runtime keeps the daemon serving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_ttl_out_of_range_speaks_of_the_flag() {
+    let g = InProcess::start_with(|c| c.tunnel = Some("127.0.0.1:0".parse().unwrap())).await;
     let (code, _, err) = g.claw(&["pair", "--ttl", "8days", "--no-qr"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--ttl") && !err.contains("ttlMs"), "{err}");

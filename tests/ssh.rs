@@ -185,6 +185,19 @@ async fn ssh_forward_reaches_the_gateway_and_repairs_after_rotation() {
     let t2 = hello["auth"]["deviceToken"].as_str().unwrap().to_string();
     assert_ne!(t2, t1);
     assert!(audit(&s.g).iter().any(|e| e.starts_with("device.repaired")));
+    // Audited as what carried it: the SSH forward, not the QUIC tunnel.
+    let (_, out, _) = s.g.claw(&["gateway", "audit", "--limit", "500", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let repaired: Vec<&Value> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "device.repaired")
+        .collect();
+    assert!(!repaired.is_empty());
+    for e in repaired {
+        assert_eq!(e["origin"], "ssh", "{e}");
+    }
     // The same old token directly on loopback is still refused.
     let (_, close) = handshake(
         &s.g.url,

@@ -15,6 +15,7 @@
 //!   for terminals and logs (no IO).
 //! - [`presence`]: who is connected, by which transport, since when (pure table + a thin link guard).
 //! - [`web`]: the control page on the loopback port (hyper; Host check, CSP, login codes and page sessions pure).
+//! - [`service`]: the answers every transport shares (is this key paired and not revoked?).
 //! - [`upstream`]: upstream mode, claw in front of a real OpenClaw gateway (pure routing,
 //!   scopes and handshake logic; one upstream WebSocket per downstream session).
 //! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
@@ -35,6 +36,7 @@ pub mod protocol;
 pub mod rotation;
 pub mod runtime_file;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod store;
 pub mod upstream;

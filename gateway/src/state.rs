@@ -352,7 +352,7 @@ impl GatewayState {
         self.close_sessions(
             |s| {
                 s.device_id.as_deref() == Some(device_id)
-                    || matches!(&s.origin, Origin::Tunnel { device_id: d } if d == device_id)
+                    || matches!(&s.origin, Origin::Tunnel { device_id: d, .. } if d == device_id)
             },
             code,
             reason,

@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use claw::daemon::{Daemon, DaemonConfig, DaemonError};
 use claw_gateway::bind_guard::{check_bind, system_resolve};
-use claw_gateway::home::{read_secret, write_secret_atomic, Home};
-use claw_gateway::lock::{GatewayLock, LockError, LockState};
-use claw_gateway::runtime_file::{RuntimeFile, RuntimeSsh, RuntimeTunnel};
-use claw_gateway::state::{GatewayConfig, GatewayState, TokenSource};
-use claw_gateway::store::Store;
+use claw_gateway::home::{read_secret, Home};
+use claw_gateway::lock::{GatewayLock, LockState};
+use claw_gateway::runtime_file::RuntimeFile;
+use claw_gateway::state::GatewayConfig;
 use serde_json::json;
 
 use super::admin_client::{live_call, running_pid};
@@ -376,71 +376,27 @@ pub fn warn_token_in_argv() {
     }
 }
 
-/// Resolves the shared token: pinned by flag/env/file, else generated once and persisted 0600.
-pub fn resolve_shared_token(
-    home: &Home,
-    flag: Option<String>,
-    file: Option<PathBuf>,
-) -> anyhow::Result<(String, TokenSource)> {
-    if let Some(t) = flag.filter(|t| !t.trim().is_empty()) {
-        return Ok((t.trim().to_string(), TokenSource::Pinned));
-    }
-    if let Some(f) = file {
-        let t = read_token_file(&f)?;
-        if t.is_empty() {
-            return Err(fail(
-                exit::CONFIG,
-                format!("token file {} is empty", f.display()),
-            ));
-        }
-        return Ok((t, TokenSource::Pinned));
-    }
-    let path = home.shared_token_path();
-    match read_secret(&path) {
-        Ok(t) if !t.is_empty() => Ok((t, TokenSource::Generated)),
-        Ok(_) => Err(fail(
-            exit::CONFIG,
-            format!("{} is empty; run `claw doctor`", path.display()),
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let t = claw_gateway::auth::secrets::random_token();
-            write_secret_atomic(&path, t.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            tracing::info!(path = %path.display(), "generated the shared gateway token");
-            Ok((t, TokenSource::Generated))
-        }
-        Err(e) => Err(fail(exit::CONFIG, e.to_string())),
-    }
-}
-
 async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
     let listen = check_bind(&a.bind, a.port, system_resolve)
         .map_err(|e| fail(exit::CONFIG, e.to_string()))?;
     let upstream = upstream_config(&a)?;
     home.ensure()
         .with_context(|| format!("cannot create {}", home.root().display()))?;
-    let _lock = match GatewayLock::acquire(&home.lock_path()) {
-        Ok(l) => l,
-        Err(LockError::Held { pid }) => {
-            return Err(fail(exit::LOCKED, format!("a claw gateway is already running on {} (pid {pid}); stop it with `claw gateway stop` or use another --home", home.root().display())))
-        }
-        Err(e) => return Err(e.into()),
-    };
     if a.token.is_some() {
         warn_token_in_argv();
     }
-    let (token, source) = resolve_shared_token(home, a.token.clone(), a.token_file.clone())?;
-    if source == TokenSource::Pinned && token.chars().count() < MIN_PINNED_TOKEN_CHARS {
-        // The wrong-secret delay slows guessing; it does not make a short token safe.
-        tracing::warn!(
-            length = token.chars().count(),
-            "the pinned gateway token is shorter than {MIN_PINNED_TOKEN_CHARS} characters: a \
-             local user can guess a short token; use a long random one (or let claw generate it)"
-        );
+    let pinned_token = pinned_token(a.token.clone(), a.token_file.clone())?;
+    if let Some(token) = &pinned_token {
+        if token.chars().count() < MIN_PINNED_TOKEN_CHARS {
+            // The wrong-secret delay slows guessing; it does not make a short token safe.
+            tracing::warn!(
+                length = token.chars().count(),
+                "the pinned gateway token is shorter than {MIN_PINNED_TOKEN_CHARS} characters: a \
+                 local user can guess a short token; use a long random one (or let claw generate it)"
+            );
+        }
     }
     let nofile = raise_open_file_limit();
-    let store = Store::open(&home.store_path())
-        .with_context(|| "cannot open the state store (run `claw doctor`)")?;
     let allowed_origins = a
         .allow_origin
         .iter()
@@ -453,8 +409,7 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    claw_gateway::origin::load(home.root()).map_err(|e| fail(exit::CONFIG, e.to_string()))?;
-    let config = GatewayConfig {
+    let gateway = GatewayConfig {
         listen,
         allowed_origins,
         handshake_timeout: Duration::from_secs(a.handshake_timeout.max(1)),
@@ -467,219 +422,76 @@ async fn run_foreground(home: &Home, a: RunArgs) -> anyhow::Result<u8> {
         max_connections: connection_cap(a.max_connections.max(1), nofile),
         ..GatewayConfig::default()
     };
-    if let Some(every) = config.rotate_every {
-        if every < claw_gateway::rotation::MIN_EVERY {
-            return Err(fail(
-                exit::CONFIG,
-                format!(
-                    "--rotate-every {}: the shortest schedule is {}",
-                    humantime::format_duration(every),
-                    humantime::format_duration(claw_gateway::rotation::MIN_EVERY)
-                ),
-            ));
-        }
-    }
-    let state = GatewayState::new(home.clone(), config, store, token, source);
-    // The gateway's identity signs the proof local clients check before they send a secret
-    // (and is the tunnel's and SSH's key when those run).
-    let identity =
-        claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
-    let _ = state.identity.set(identity.key().clone());
-    if let Some(cfg) = upstream {
-        if let Err(e) = cfg.credential.read() {
-            // Not fatal: the credential is re-read at every upstream connect, and a device
-            // token claw already holds may still serve.
-            tracing::warn!(error = %e, "the upstream credential is not readable yet");
-        }
-        let up = claw_gateway::upstream::Upstream::new(cfg, home.root());
-        let _ = state.upstream.set(up.clone());
-        tokio::spawn(claw_gateway::upstream::link::probe(state.clone(), up));
-    }
-    let exposes = parse_exposes(&a.expose)?;
-    let relays = parse_relays(&a.relay, &a.relay_pin)?;
-    if !exposes.is_empty() && a.tunnel.is_none() && a.ssh.is_none() && relays.is_empty() {
-        return Err(fail(
-            exit::CONFIG,
-            "--expose needs --tunnel, --relay or --ssh (it is how devices reach the service)",
-        ));
-    }
-    // Filled once the SSH forward is bound (after the tunnel): devices learn it at pairing.
-    let ssh_hint: std::sync::Arc<std::sync::OnceLock<claw_tunnel::control::SshHint>> =
-        Default::default();
-    let tunnel = match a.tunnel {
-        Some(listen) => {
-            let identity =
-                claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
-            let cfg = claw_tunnel::quic::server::TunnelConfig {
-                listen,
-                exposes: exposes.clone(),
-                pair_attempts_per_min: a.pair_attempts_per_min.max(1),
-                ssh: ssh_hint.clone(),
-                ..Default::default()
-            };
-            let (endpoint, serving) =
-                claw_tunnel::quic::server::bind(state.clone(), &identity, cfg)
-                    .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
-            let local = endpoint.local_addr()?;
-            tokio::spawn(claw_tunnel::quic::server::serve(
-                state.clone(),
-                endpoint,
-                serving,
-            ));
-            let _ = state
-                .web
-                .pair_uri
-                .set(claw_gateway::web::PairUri(super::pair::page_pair_uri(
-                    identity.id(),
-                    local,
-                )));
-            Some((local, identity.id()))
-        }
-        None => None,
+    let cfg = DaemonConfig {
+        home: home.clone(),
+        gateway,
+        pinned_token,
+        tunnel: a.tunnel,
+        ssh: a.ssh,
+        relays: parse_relays(&a.relay, &a.relay_pin)?,
+        exposes: parse_exposes(&a.expose)?,
+        pair_attempts_per_min: a.pair_attempts_per_min,
+        page_pair_uri: Some(super::pair::page_pair_uri),
+        upstream,
     };
-    // Each relay: a dialled-out link and a tunnel endpoint on it (kept for the gateway's life).
-    let mut relay_links = Vec::new();
-    for target in &relays {
-        let (socket, link) = claw_mesh::socket::RelaySocket::spawn(
-            target.clone(),
-            *identity.key().seed(),
-            tokio::sync::watch::channel(None).1,
-            claw_mesh::socket::Peers::Any,
-        );
-        let cfg = claw_tunnel::quic::server::TunnelConfig {
-            exposes: exposes.clone(),
-            pair_attempts_per_min: a.pair_attempts_per_min.max(1),
-            ..Default::default()
-        };
-        let (endpoint, serving) =
-            claw_tunnel::quic::server::bind_relay(state.clone(), &identity, cfg, socket)
-                .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
-        tokio::spawn(claw_tunnel::quic::server::serve(
-            state.clone(),
-            endpoint,
-            serving,
-        ));
-        relay_links.push(link);
-    }
-    if let Some(every) = state.config.rotate_every {
-        tokio::spawn(claw_gateway::rotation::run(state.clone(), every));
-    }
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(claw_gateway::server::run(state.clone(), ready_tx));
-    let signals = state.clone();
-    // Installed here, before the ready line is printed: a SIGTERM right after it must reach the
-    // handler, not the default action (the start-up tasks may keep the spawned task from
-    // running for a while on a busy machine).
+    // Installed before the daemon starts and so before the ready line is printed: a SIGTERM
+    // right after it must reach the handler, not the default action.
     use tokio::signal::unix::{signal, SignalKind};
-    let handlers = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let daemon = Daemon::start(cfg).await.map_err(daemon_error)?;
+    let signals = daemon.state().clone();
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = handlers else {
-            return;
-        };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         signals.request_shutdown();
     });
-    let ready = match ready_rx.await {
-        Ok(r) => r,
-        Err(_) => {
-            return match server.await {
-                Ok(Err(e)) => Err(fail(exit::FAILURE, e.to_string())),
-                _ => Err(fail(exit::FAILURE, "the gateway failed to start")),
-            }
-        }
-    };
-    let url = format!("ws://{}", ready.addrs[0]);
-    let ssh = match a.ssh {
-        Some(listen) => {
-            let identity =
-                claw_tunnel::identity::Identity::load_or_create(&home.root().join("identity.key"))?;
-            let cfg = claw_tunnel::ssh::SshConfig {
-                listen,
-                ..Default::default()
-            };
-            let (info, serving) = claw_tunnel::ssh::bind(
-                state.clone(),
-                &identity,
-                cfg,
-                ready.addrs.clone(),
-                exposes.clone(),
-            )
-            .await
-            .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
-            let _ = ssh_hint.set(claw_tunnel::control::SshHint {
-                port: info.addr.port(),
-                gateway_port: ready.addrs[0].port(),
-                host_key: info.host_key.clone(),
-            });
-            let stop = state.clone();
-            tokio::spawn(async move {
-                let mut rx = stop.shutdown.subscribe();
-                tokio::select! { _ = serving => {}, _ = rx.wait_for(|s| *s) => {} }
-            });
-            Some(info)
-        }
-        None => None,
-    };
-    let mut runtime = RuntimeFile {
-        pid: std::process::id(),
-        url: url.clone(),
-        port: ready.addrs[0].port(),
-        addrs: ready.addrs.iter().map(|a| a.to_string()).collect(),
-        admin_socket: home.admin_socket_path(),
-        started_at_ms: claw_gateway::now_ms(),
-        tunnel: None,
-        ssh: None,
-        relays: Vec::new(),
-        gateway_id: None,
-    };
-    let mut tunnel_note = String::new();
-    if let Some((addr, id)) = &tunnel {
-        runtime.tunnel = Some(RuntimeTunnel {
-            addr: addr.to_string(),
-            gateway_id: id.to_string(),
-        });
-        tunnel_note = format!(", tunnel udp://{addr} fingerprint {}", &id[..16]);
+    let mut note = String::new();
+    if let Some((addr, id)) = &daemon.tunnel {
+        note = format!(", tunnel udp://{addr} fingerprint {}", &id[..16]);
     }
-    if !relays.is_empty() {
-        runtime.relays = relays
-            .iter()
-            .map(|r| claw_gateway::runtime_file::RuntimeRelay {
-                url: r.url.to_string(),
-                pin: r.pin.as_ref().map(|p| p.to_string()),
-            })
-            .collect();
-        runtime.gateway_id = Some(identity.id().to_string());
-        for r in &relays {
-            tunnel_note.push_str(&format!(", relay {}", r.url));
-        }
+    for r in &daemon.relays {
+        note.push_str(&format!(", relay {}", r.url));
     }
-    if let Some(info) = &ssh {
-        let hosts = super::pair::advertised_hosts(info.addr);
-        runtime.ssh = Some(RuntimeSsh {
-            addr: info.addr.to_string(),
-            fingerprint: info.fingerprint.to_string(),
-            host_key: info.host_key.to_string(),
-            known_hosts: hosts.iter().map(|h| info.known_hosts_line(h)).collect(),
-        });
-        tunnel_note.push_str(&format!(", ssh tcp://{} {}", info.addr, info.fingerprint));
+    if let Some(info) = &daemon.ssh {
+        note.push_str(&format!(", ssh tcp://{} {}", info.addr, info.fingerprint));
     }
-    runtime.write(home)?;
     println!(
-        "claw gateway ready on {url} (pid {}, home {}{tunnel_note})",
+        "claw gateway ready on {} (pid {}, home {}{note})",
+        daemon.url,
         std::process::id(),
         home.root().display()
     );
-    let result = server.await;
-    drop(relay_links);
-    RuntimeFile::remove(home);
-    match result {
-        Ok(Ok(())) => Ok(0),
-        Ok(Err(e)) => Err(fail(exit::FAILURE, e.to_string())),
-        Err(e) => Err(fail(exit::FAILURE, format!("gateway task failed: {e}"))),
+    daemon.join().await.map_err(daemon_error)?;
+    Ok(0)
+}
+
+/// The exit code of each way the daemon fails.
+fn daemon_error(e: DaemonError) -> anyhow::Error {
+    let code = match &e {
+        DaemonError::Locked { .. } => exit::LOCKED,
+        DaemonError::Config(_) => exit::CONFIG,
+        DaemonError::Start(_) | DaemonError::Other(_) => exit::FAILURE,
+    };
+    fail(code, e.to_string())
+}
+
+/// A token pinned by `--token` / `CLAW_GATEWAY_TOKEN` or `--token-file` /
+/// `CLAW_GATEWAY_TOKEN_FILE`; `None`: the home's generated one.
+fn pinned_token(flag: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    if let Some(t) = flag.filter(|t| !t.trim().is_empty()) {
+        return Ok(Some(t.trim().to_string()));
     }
+    if let Some(f) = file {
+        let t = read_token_file(&f)?;
+        if t.is_empty() {
+            return Err(fail(
+                exit::CONFIG,
+                format!("token file {} is empty", f.display()),
+            ));
+        }
+        return Ok(Some(t));
+    }
+    Ok(None)
 }
 
 /// `--relay` URLs with the `--relay-pin` at the same position.

@@ -111,20 +111,10 @@ impl ServerCertVerifier for PinnedServerVerifier {
     }
 }
 
-/// What the gateway knows about a client key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyStatus {
-    /// A paired, non-revoked device: full access.
-    Paired,
-    /// Unknown: may only pair.
-    Unpaired,
-    /// Revoked: refused during the TLS handshake.
-    Revoked,
-    /// The gateway's store could not be read (a fault): the handshake proceeds, and every stream
-    /// is refused with the retryable `unavailable` until the store answers again. Never treated
-    /// as revoked or unpaired.
-    Unavailable,
-}
+/// What the gateway knows about a client key (the gateway's service layer answers): a revoked
+/// key is refused during the TLS handshake; while the store cannot answer the handshake
+/// proceeds and every stream is refused with the retryable `unavailable`.
+pub use claw_gateway::service::KeyStatus;
 
 /// Looks a device id up.
 pub type KeyLookup = Arc<dyn Fn(&str) -> KeyStatus + Send + Sync>;

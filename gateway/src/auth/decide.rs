@@ -16,18 +16,48 @@ pub enum Origin {
     Loopback,
     /// A connection carried by claw's QUIC tunnel or SSH forward; the device id comes from the
     /// transport's own authentication (TLS client key, SSH public key), never from the client.
+    /// Both are trusted alike; `via` only says which one (audit, status).
     Tunnel {
         /// The transport-authenticated device id.
         device_id: String,
+        /// Which transport carried it.
+        via: Via,
     },
 }
 
+/// The remote transport a tunnelled socket came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// claw's QUIC tunnel (directly or through a relay).
+    Quic,
+    /// The SSH forward.
+    Ssh,
+}
+
 impl Origin {
-    /// How the audit log and the logs name where a socket came from.
+    /// A socket of the QUIC tunnel, authenticated as `device_id`.
+    pub fn quic(device_id: impl Into<String>) -> Self {
+        Origin::Tunnel {
+            device_id: device_id.into(),
+            via: Via::Quic,
+        }
+    }
+
+    /// A socket of the SSH forward, authenticated as `device_id`.
+    pub fn ssh(device_id: impl Into<String>) -> Self {
+        Origin::Tunnel {
+            device_id: device_id.into(),
+            via: Via::Ssh,
+        }
+    }
+
+    /// How the audit log and the logs name where a socket came from: `loopback`, `tunnel`
+    /// (QUIC) or `ssh`.
     pub fn audit_name(&self) -> &'static str {
         match self {
             Origin::Loopback => "loopback",
-            Origin::Tunnel { .. } => "tunnel",
+            Origin::Tunnel { via: Via::Quic, .. } => "tunnel",
+            Origin::Tunnel { via: Via::Ssh, .. } => "ssh",
         }
     }
 }
@@ -154,6 +184,7 @@ pub fn decide(input: &AuthInput<'_>) -> Decision {
     // the client's own is a sub-identity of that device (strict mode: refused).
     if let Origin::Tunnel {
         device_id: tunnel_id,
+        ..
     } = input.origin
     {
         if let Some(key_id) = device_id.as_deref().filter(|d| *d != tunnel_id) {
@@ -274,7 +305,7 @@ pub fn decide(input: &AuthInput<'_>) -> Decision {
 /// Off with `--strict-device-auth`, where a tunnelled client needs the device's token or
 /// signature as on loopback.
 fn transport_identity(input: &AuthInput<'_>, proof_id: Option<&str>) -> Option<Decision> {
-    let Origin::Tunnel { device_id } = input.origin else {
+    let Origin::Tunnel { device_id, .. } = input.origin else {
         return None;
     };
     let shared = input
@@ -329,7 +360,7 @@ fn sub_identity(input: &AuthInput<'_>, tunnel_id: &str, key_id: &str) -> Decisio
 /// nor presents the shared token nor a token of this device: refused, with a text that says what
 /// strict mode wants (the device is paired; "pair the device" would point at a step already done).
 fn strict_tunnel(input: &AuthInput<'_>, proof_id: Option<&str>) -> Option<Decision> {
-    let Origin::Tunnel { device_id } = input.origin else {
+    let Origin::Tunnel { device_id, .. } = input.origin else {
         return None;
     };
     if input.transport_identity || proof_id.is_some() {
@@ -556,9 +587,7 @@ mod tests {
     #[test]
     fn tunnel_repairs_stale_tokens_only_for_its_own_device() {
         let k = DeviceKey::generate();
-        let o = Origin::Tunnel {
-            device_id: k.device_id(),
-        };
+        let o = Origin::quic(k.device_id());
         let r = rec(&k, false);
         let stale = tok(&k, 1, false);
         let a = accepted(run(
@@ -589,9 +618,7 @@ mod tests {
             Rejection::DeviceTokenRotated
         );
         // The signed identity must be the tunnel's, or a sub-identity of a device the store knows.
-        let other = Origin::Tunnel {
-            device_id: "ff".repeat(32),
-        };
+        let other = Origin::quic("ff".repeat(32));
         assert_eq!(
             rejected(run(
                 &signed(&k, Some("old"), &[]),
@@ -629,9 +656,7 @@ mod tests {
         );
         // Unknown device through the tunnel with the shared token: needs approval.
         let k3 = DeviceKey::generate();
-        let o3 = Origin::Tunnel {
-            device_id: k3.device_id(),
-        };
+        let o3 = Origin::quic(k3.device_id());
         assert_eq!(
             run(&signed(&k3, Some(SHARED), &[]), &o3, None, None),
             Decision::NeedsApproval {
@@ -648,9 +673,7 @@ mod tests {
     fn a_foreign_key_through_the_tunnel_is_a_sub_identity_of_the_device() {
         let d = DeviceKey::generate();
         let client = DeviceKey::generate();
-        let o = Origin::Tunnel {
-            device_id: d.device_id(),
-        };
+        let o = Origin::quic(d.device_id());
         let r = rec(&d, false);
         let sub = DeviceAction::SubIdentity {
             key_id: client.device_id(),

@@ -4,10 +4,10 @@ use serde_json::{json, Value};
 
 use super::{invalid_params, store_error, str_param, Ctx};
 use crate::auth::scopes;
-use crate::protocol::errors::{Rejection, CLOSE_POLICY};
 use crate::protocol::frames::ErrorShape;
 use crate::protocol::hello::AuthMethod;
-use crate::state::{GatewayEvent, GatewayState};
+use crate::service::devices as service;
+use crate::state::GatewayState;
 
 /// Non-admin device sessions (device token or transport identity) manage only their own device
 /// (OpenClaw's rule).
@@ -111,34 +111,14 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
 /// `device.pair.approve {requestId}`.
 pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "requestId")?;
-    let req = state
-        .store()
-        .approve_request(id, ctx.actor)
-        .map_err(|e| store_error(state, e))?;
-    let event = crate::protocol::frames::event(
-        "device.pair.resolved",
-        &json!({"requestId": id, "deviceId": req.device_id, "decision": "approved"}),
-        Some(state.next_seq()),
-    );
-    state.broadcast(&event);
-    state.emit(GatewayEvent::PairingResolved {
-        device_id: req.device_id.clone(),
-        approved: true,
-    });
+    let req = service::approve(state, id, ctx.actor).map_err(|e| store_error(state, e))?;
     Ok(json!({"requestId": id, "deviceId": req.device_id, "approved": true}))
 }
 
 /// `device.pair.reject {requestId}`.
 pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "requestId")?;
-    let req = state
-        .store()
-        .reject_request(id, ctx.actor)
-        .map_err(|e| store_error(state, e))?;
-    state.emit(GatewayEvent::PairingResolved {
-        device_id: req.device_id.clone(),
-        approved: false,
-    });
+    let req = service::reject(state, id, ctx.actor).map_err(|e| store_error(state, e))?;
     Ok(json!({"requestId": id, "deviceId": req.device_id, "rejected": true}))
 }
 
@@ -146,18 +126,7 @@ pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
 pub fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "deviceId")?;
     check_self_scope(ctx, id)?;
-    state
-        .store()
-        .remove_device(id, ctx.actor)
-        .map_err(|e| store_error(state, e))?;
-    state.emit(GatewayEvent::DeviceRemoved {
-        device_id: id.to_string(),
-    });
-    let closed = state.close_device_sessions(
-        id,
-        CLOSE_POLICY,
-        &crate::protocol::close::CloseReason::DeviceRemoved.to_string(),
-    );
+    let closed = service::remove(state, id, ctx.actor).map_err(|e| store_error(state, e))?;
     Ok(
         json!({"deviceId": id, "removed": true, "closedSessions": closed, "removedAtMs": crate::now_ms()}),
     )
@@ -170,24 +139,8 @@ pub fn rotate_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
     let id = str_param(p, "deviceId")?;
     let role = role_param(p)?;
     check_self_scope(ctx, id)?;
-    let issued = state
-        .store()
-        .rotate_device_token(id, &role, ctx.actor)
+    let (issued, closed) = service::rotate_token(state, id, &role, ctx.actor, ctx.conn_id)
         .map_err(|e| store_error(state, e))?;
-    state.emit(GatewayEvent::DeviceTokenRotated {
-        device_id: id.to_string(),
-    });
-    let reason = Rejection::DeviceTokenRotated.frame().close_reason;
-    let own = ctx.conn_id;
-    let closed = state.close_sessions(
-        |s| {
-            s.device_id.as_deref() == Some(id)
-                && s.method == AuthMethod::DeviceToken
-                && s.conn_id != own
-        },
-        CLOSE_POLICY,
-        &reason,
-    );
     let scopes = state
         .store()
         .device(id)
@@ -216,15 +169,7 @@ pub fn revoke_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
     let id = str_param(p, "deviceId")?;
     let role = role_param(p)?;
     check_self_scope(ctx, id)?;
-    state
-        .store()
-        .revoke_device(id, ctx.actor)
-        .map_err(|e| store_error(state, e))?;
-    state.emit(GatewayEvent::DeviceRevoked {
-        device_id: id.to_string(),
-    });
-    let reason = Rejection::DeviceRevoked.frame().close_reason;
-    let closed = state.close_device_sessions(id, CLOSE_POLICY, &reason);
+    let closed = service::revoke(state, id, ctx.actor).map_err(|e| store_error(state, e))?;
     Ok(
         json!({"deviceId": id, "role": role, "revoked": true, "revokedAtMs": crate::now_ms(), "closedSessions": closed}),
     )

@@ -122,7 +122,7 @@ async fn serve<S>(
     let total = state.open_sockets.load(Ordering::Relaxed) as usize;
     let device = match &origin {
         Origin::Loopback => None,
-        Origin::Tunnel { device_id } => Some(device_id.as_str()),
+        Origin::Tunnel { device_id, .. } => Some(device_id.as_str()),
     };
     let own_uid = nix::unistd::geteuid().as_raw();
     let slot = if total > state.config.max_connections {
@@ -501,7 +501,7 @@ async fn handshake(
         // Through the tunnel or SSH forward, the device the transport authenticated (a proof
         // by another key is a sub-identity of it); on loopback, the device a proof names.
         let device_id = match (&params.device, origin) {
-            (_, Origin::Tunnel { device_id }) => Some(device_id.as_str()),
+            (_, Origin::Tunnel { device_id, .. }) => Some(device_id.as_str()),
             (Some(d), Origin::Loopback) => Some(d.id.as_str()),
             (None, Origin::Loopback) => None,
         };

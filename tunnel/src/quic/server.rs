@@ -167,17 +167,10 @@ fn peer_id(conn: &Connection) -> Option<String> {
     key_id_of_cert(certs.first()?).ok()
 }
 
-/// What the store says about a key: the one mapping used by the TLS verifier and every stream.
+/// What the store says about a key (the gateway's one answer, used by the TLS verifier and
+/// every stream).
 fn status(state: &GatewayState, id: &str) -> KeyStatus {
-    match state.store().device(id) {
-        Ok(Some(d)) if d.revoked_at_ms.is_some() => KeyStatus::Revoked,
-        Ok(Some(_)) => KeyStatus::Paired,
-        Ok(None) => KeyStatus::Unpaired,
-        Err(e) => {
-            tracing::error!(error = %e, device = %id, "store failure looking up a tunnel key");
-            KeyStatus::Unavailable
-        }
-    }
+    claw_gateway::service::key_status(state, id)
 }
 
 /// Refuses a stream because the store is unavailable: the retryable `unavailable`, naming the
@@ -386,7 +379,7 @@ async fn data_stream(
                 shared.state.clone(),
                 io,
                 ip,
-                Origin::Tunnel { device_id },
+                Origin::quic(device_id),
             )
             .await;
         }

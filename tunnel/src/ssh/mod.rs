@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use claw_gateway::auth::decide::Origin;
 use claw_gateway::presence::{Link, Transport};
+use claw_gateway::service::KeyStatus;
 use claw_gateway::state::{GatewayEvent, GatewayState};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelOpenFailure, MethodKind, MethodSet};
@@ -304,7 +305,7 @@ struct Handler {
 /// Paired and not revoked, by device id (the one check of login, every channel open and a
 /// session's watch for revocations).
 fn device_is_trusted(state: &GatewayState, device_id: &str) -> bool {
-    matches!(state.store().device(device_id), Ok(Some(d)) if d.revoked_at_ms.is_none())
+    claw_gateway::service::key_status(state, device_id).is_trusted()
 }
 
 impl Handler {
@@ -322,12 +323,12 @@ impl Handler {
     /// is wrong and simply retries.
     fn trusted(&self, key: &russh::keys::PublicKey) -> Result<String, Option<&'static str>> {
         let id = device_id_of_ssh_key(key).ok_or(Some("not an Ed25519 key"))?;
-        match self.state.store().device(&id) {
-            Ok(Some(d)) if d.revoked_at_ms.is_none() => Ok(id),
-            Ok(Some(_)) => Err(Some("revoked device key")),
-            Ok(None) => Err(Some("unknown key")),
-            Err(e) => {
-                tracing::error!(error = %e, peer = %self.peer, "ssh: store failure looking up a key; closing (the client retries)");
+        match claw_gateway::service::key_status(&self.state, &id) {
+            KeyStatus::Paired => Ok(id),
+            KeyStatus::Revoked => Err(Some("revoked device key")),
+            KeyStatus::Unpaired => Err(Some("unknown key")),
+            KeyStatus::Unavailable => {
+                tracing::error!(peer = %self.peer, "ssh: the store cannot say whether a key is paired; closing (the client retries)");
                 Err(None)
             }
         }
@@ -515,13 +516,8 @@ impl russh::server::Handler for Handler {
             let _slot = slot;
             match target {
                 Target::Gateway => {
-                    claw_gateway::server::serve_stream(
-                        state,
-                        stream,
-                        ip,
-                        Origin::Tunnel { device_id },
-                    )
-                    .await;
+                    claw_gateway::server::serve_stream(state, stream, ip, Origin::ssh(device_id))
+                        .await;
                 }
                 Target::Exposed(addr) => {
                     if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await {
