@@ -19,9 +19,9 @@ use super::{exit, fail};
 #[derive(Debug, clap::Subcommand)]
 pub enum GatewayCmd {
     /// Run the gateway in the foreground.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start the gateway in the background; waits until it is ready and prints its pid.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Stop the running gateway (graceful: clients get `shutdown` and close 1012).
     Stop {
         /// One JSON document.
@@ -292,8 +292,8 @@ fn connection_cap(requested: usize, nofile: u64) -> usize {
 /// Runs a gateway verb.
 pub async fn run(home: &Home, cmd: GatewayCmd) -> anyhow::Result<u8> {
     match cmd {
-        GatewayCmd::Run(a) => run_foreground(home, a).await,
-        GatewayCmd::Start(a) => start(home, a.run, a.json).await,
+        GatewayCmd::Run(a) => run_foreground(home, *a).await,
+        GatewayCmd::Start(a) => start(home, a.run.clone(), a.json).await,
         GatewayCmd::Stop { json } => stop(home, json).await,
         GatewayCmd::Status { json } => status(home, json).await,
         GatewayCmd::Token { show } => token(home, show).await,

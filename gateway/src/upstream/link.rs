@@ -84,8 +84,9 @@ pub struct Client {
     pub device_id: Option<String>,
 }
 
-/// Opens the upstream session of a downstream session whose outbound queue is `tx`. `None` when
-/// the device holds its share of upstream sessions already (its calls then fail retryable).
+/// Opens the upstream session of a downstream session whose outbound queue is `tx`. When the
+/// device holds its share of upstream sessions already, the handle's forwarded calls fail
+/// retryable. `None` only for a device id claw's auth never produces.
 pub fn open(
     state: &Arc<GatewayState>,
     upstream: &Arc<Upstream>,
@@ -93,12 +94,28 @@ pub fn open(
     tx: mpsc::UnboundedSender<Outbound>,
 ) -> Option<UpstreamHandle> {
     let name = name_for(client.device_id.as_deref())?;
-    let slot = upstream.per_device.try_take(name.clone())?;
     let (to_up, rx) = mpsc::channel(super::MAX_IN_FLIGHT);
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let buffered = Arc::new(AtomicUsize::new(0));
-    let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
     let (role, scopes) = (client.role.clone(), client.scopes.clone());
+    let Some(slot) = upstream.per_device.try_take(name.clone()) else {
+        // Over the device's share: its forwarded calls fail retryable, claw's own still work.
+        let (_, state_rx) = watch::channel(LinkState::Down(format!(
+            "this device holds {} upstream sessions already",
+            super::MAX_SESSIONS_PER_DEVICE
+        )));
+        return Some(UpstreamHandle {
+            to_up,
+            in_flight,
+            buffered,
+            state: state_rx,
+            upstream: upstream.clone(),
+            role,
+            scopes,
+            task: tokio::spawn(async {}),
+        });
+    };
+    let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
     let task = tokio::spawn(run(
         state.clone(),
         upstream.clone(),
