@@ -17,10 +17,19 @@
 //! Environment: `CLAW_BENCH_QUICK=1` (or no `--bench`, e.g. `cargo test --benches`) is a smoke
 //! run with tiny rounds. `CLAW_BENCH_ROUNDS=N`, `CLAW_BENCH_SECS=S`, `CLAW_BENCH_LOSS=0,1`
 //! (percent, one phase each), `CLAW_BENCH_PATHS=tunnel,raw` keeps paths whose name contains a
-//! word. Skipped with a message when not root or `ip`/`nft`/`sshd` are missing.
+//! word. `CLAW_BENCH_RTT_MS=20` replaces the veth with a TUN pair joined by a userspace delay
+//! line (benches/common/delay_line.rs) that adds that round trip; `CLAW_BENCH_PROFILE=DIR`
+//! `perf record`s each path's processes during its lossless rounds (`perf report -i`).
+//! Skipped with a message when not root or `ip`/`nft`/`sshd` are missing.
+//!
+//! Per-byte figures, which other load on the machine moves far less than MB/s: CPU-s per GB
+//! (utime + stime) and context switches per MB (every thread of the forward's processes), both
+//! also as ratios to OpenSSH `-L` aes128-gcm in the same run.
 
 #[allow(dead_code)]
 mod common;
+#[path = "common/delay_line.rs"]
+mod delay_line;
 #[path = "../tests/common/netns.rs"]
 mod netns;
 
@@ -56,6 +65,10 @@ struct Plan {
     bytes: u64,
     losses: Vec<u32>,
     filter: Option<String>,
+    /// Round-trip time added by the userspace delay line (`CLAW_BENCH_RTT_MS`); `None`: the veth.
+    rtt: Option<Duration>,
+    /// `CLAW_BENCH_PROFILE=DIR`: `perf record` each path's processes during its lossless rounds.
+    profile: Option<PathBuf>,
 }
 
 impl Plan {
@@ -71,6 +84,10 @@ impl Plan {
                 .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
                 .unwrap_or_else(|| vec![0, 1]),
             filter: std::env::var("CLAW_BENCH_PATHS").ok(),
+            rtt: num("CLAW_BENCH_RTT_MS")
+                .filter(|ms| *ms > 0.0)
+                .map(|ms| Duration::from_secs_f64(ms / 1e3)),
+            profile: std::env::var_os("CLAW_BENCH_PROFILE").map(PathBuf::from),
         }
     }
 }
@@ -211,34 +228,71 @@ fn stat_ticks(pid: u32) -> Option<(u64, u32)> {
     ))
 }
 
+/// The processes `sources` stand for, now (sshd's children come and go with connections).
+fn pids(sources: &[Cpu]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for c in sources {
+        match *c {
+            Cpu::Process(pid) => out.push(pid),
+            Cpu::Descendants(root) => out.extend(descendants(root)),
+        }
+    }
+    out
+}
+
+fn descendants(root: u32) -> Vec<u32> {
+    let procs: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| stat_ticks(pid).map(|(_, pp)| (pid, pp)))
+        .collect();
+    let mut set = vec![root];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (pid, pp) in &procs {
+            if set.contains(pp) && !set.contains(pid) {
+                set.push(*pid);
+                grew = true;
+            }
+        }
+    }
+    set.retain(|p| *p != root);
+    set
+}
+
+/// Context switches (voluntary + involuntary) of every live thread of `pids`: a wake-up count,
+/// which unlike CPU time does not grow when other work slows the machine down.
+fn context_switches(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            total += st
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    total
+}
+
 fn cpu_ticks(sources: &[Cpu]) -> u64 {
     let mut total = 0;
     for c in sources {
         match *c {
             Cpu::Process(pid) => total += stat_ticks(pid).map_or(0, |x| x.0),
             Cpu::Descendants(root) => {
-                let procs: Vec<(u32, u32, u64)> = std::fs::read_dir("/proc")
+                total += descendants(root)
                     .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                    .filter_map(|pid| stat_ticks(pid).map(|(t, pp)| (pid, pp, t)))
-                    .collect();
-                let mut set = vec![root];
-                let mut grew = true;
-                while grew {
-                    grew = false;
-                    for (pid, pp, _) in &procs {
-                        if set.contains(pp) && !set.contains(pid) {
-                            set.push(*pid);
-                            grew = true;
-                        }
-                    }
-                }
-                total += procs
-                    .iter()
-                    .filter(|(pid, _, _)| *pid != root && set.contains(pid))
-                    .map(|x| x.2)
+                    .filter_map(stat_ticks)
+                    .map(|x| x.0)
                     .sum::<u64>();
             }
         }
@@ -312,15 +366,18 @@ struct PathUnderTest {
     name: &'static str,
     entry: SocketAddr,
     cpu: Vec<Cpu>,
-    /// Per loss phase: MB/s and CPU-s per GB per round.
+    /// Per loss phase: MB/s, CPU-s per GB and context switches per MB, per round.
     mbps: Vec<Vec<f64>>,
     cpu_per_gb: Vec<Vec<f64>>,
+    switches_per_mb: Vec<Vec<f64>>,
     /// The tunnel only: UDP RcvbufErrors (both namespaces) and QUIC congestion events per round.
     rcvbuf: Vec<u64>,
     congestion: Vec<u64>,
 }
 
 struct Setup {
+    /// Dropped (stopped) before the namespaces are deleted.
+    line: Option<delay_line::DelayLine>,
     net: NetnsPair,
     gateway: Proc,
     tunnel: Proc,
@@ -337,6 +394,7 @@ fn path(name: &'static str, entry: SocketAddr, cpu: Vec<Cpu>, phases: usize) -> 
         cpu,
         mbps: vec![vec![]; phases],
         cpu_per_gb: vec![vec![]; phases],
+        switches_per_mb: vec![vec![]; phases],
         rcvbuf: vec![0; phases],
         congestion: vec![0; phases],
     }
@@ -350,12 +408,33 @@ fn tunnel_status(net: &NetnsPair, device: &Path) -> Value {
 }
 
 fn setup(plan: &Plan) -> Res<Setup> {
-    let net = NetnsPair::create("paths")?;
+    let net = match plan.rtt {
+        Some(_) => NetnsPair::create_tun("paths")?,
+        None => NetnsPair::create("paths")?,
+    };
+    let line = match plan.rtt {
+        Some(rtt) => Some(delay_line::DelayLine::start(&net, rtt / 2)?),
+        None => None,
+    };
     let tmp = tempfile::tempdir().map_err(s)?;
     let dir = tmp.path().to_path_buf();
     let phases = plan.losses.len();
     let sink = start_sink(&net)?;
     let a = net.addr(Side::A);
+    if let Some(rtt) = plan.rtt {
+        // A TCP handshake is one round trip: proof that the line delays as asked.
+        let to = SocketAddr::from((a, sink));
+        let t = Instant::now();
+        let c = net
+            .run_in(Side::B, move || TcpStream::connect_timeout(&to, STEP))?
+            .map_err(|e| format!("connect through the delay line: {e}"))?;
+        eprintln!(
+            "delay line: TCP connect took {:.1} ms (asked for a {:.1} ms round trip)",
+            t.elapsed().as_secs_f64() * 1e3,
+            rtt.as_secs_f64() * 1e3
+        );
+        drop(c);
+    }
 
     // The gateway in A.
     let gw_home = dir.join("gateway");
@@ -536,6 +615,7 @@ fn setup(plan: &Plan) -> Res<Setup> {
         });
     }
     Ok(Setup {
+        line,
         net,
         gateway,
         tunnel,
@@ -605,6 +685,53 @@ fn start_sshd(net: &NetnsPair, dir: &Path, public: &str) -> Res<Proc> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Profiles
+
+/// A `perf record` of some processes, stopped (SIGINT, so it writes its file) by [`Perf::stop`].
+struct Perf(Child);
+
+/// Starts `perf record` (999 Hz, user and kernel, no call graphs: flat profiles are what the
+/// docs quote) on `pids` into `DIR/<path>-<round>.data`.
+fn profile(dir: &Path, name: &str, round: usize, pids: &[u32]) -> Res<Perf> {
+    std::fs::create_dir_all(dir).map_err(s)?;
+    let slug: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    let mut cmd = Command::new("perf");
+    cmd.args(["record", "-q", "-F", "999", "-o"])
+        .arg(dir.join(format!("{slug}-{round}.data")))
+        .args(["-p", &list.join(",")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    let child = cmd.spawn().map_err(|e| format!("perf record: {e}"))?;
+    // perf attaches within milliseconds; a short head start keeps the first packets in view.
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(Perf(child))
+}
+
+impl Perf {
+    fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let t0 = Instant::now();
+        while t0.elapsed() < STEP {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rounds
 
 fn rcvbuf_errors(net: &NetnsPair) -> u64 {
@@ -635,10 +762,27 @@ fn run_phase(plan: &Plan, su: &mut Setup, phase: usize) -> Res<()> {
             };
             let rb0 = rcvbuf_errors(&su.net);
             let p = &mut su.paths[i];
-            let c0 = cpu_ticks(&p.cpu);
+            let procs = pids(&p.cpu);
+            let perf = match &plan.profile {
+                Some(dir) if phase == 0 && !procs.is_empty() => {
+                    Some(profile(dir, p.name, round, &procs)?)
+                }
+                _ => None,
+            };
+            let (c0, x0) = (cpu_ticks(&p.cpu), context_switches(&procs));
             let (bytes, secs) = transfer(&su.net, p.entry, plan.bytes, plan.secs)
                 .map_err(|e| format!("{}: {e}", p.name))?;
             let cpu_s = (cpu_ticks(&p.cpu) - c0) as f64 / 100.0;
+            let switches = context_switches(&procs).saturating_sub(x0);
+            if let Some(perf) = perf {
+                perf.stop();
+            }
+            let sw_per_mb = if procs.is_empty() {
+                f64::NAN
+            } else {
+                switches as f64 / (bytes as f64 / 1e6)
+            };
+            p.switches_per_mb[phase].push(sw_per_mb);
             let mbps = bytes as f64 / 1e6 / secs;
             let per_gb = if p.cpu.is_empty() {
                 f64::NAN
@@ -661,7 +805,7 @@ fn run_phase(plan: &Plan, su: &mut Setup, phase: usize) -> Res<()> {
                 extra = format!("; {rb} UDP rcvbuf errors, {ev} congestion events");
             }
             eprintln!(
-                "  {loss} % loss, round {}/{}: {:<30} {:>7.1} MB/s ({} MiB in {secs:.2} s; {per_gb:.2} CPU-s/GB{extra})",
+                "  {loss} % loss, round {}/{}: {:<30} {:>7.1} MB/s ({} MiB in {secs:.2} s; {per_gb:.2} CPU-s/GB, {sw_per_mb:.1} context switches/MB{extra})",
                 round + 1,
                 plan.rounds,
                 p.name,
@@ -690,10 +834,28 @@ fn range(v: &[f64]) -> String {
 }
 
 fn report(plan: &Plan, su: &Setup) {
-    println!(
-        "\n## Real path: two namespaces, 1,500-MTU veth, offloads off ({})",
-        machine()
-    );
+    match plan.rtt {
+        Some(rtt) => println!(
+            "\n## Real path: two namespaces, 1,500-MTU TUN link through a userspace delay line, {:.1} ms round trip ({})",
+            rtt.as_secs_f64() * 1e3,
+            machine()
+        ),
+        None => println!(
+            "\n## Real path: two namespaces, 1,500-MTU veth, offloads off ({})",
+            machine()
+        ),
+    }
+    if let Some(l) = &su.line {
+        println!(
+            "delay line: {} packets forwarded, {} dropped at a full queue ({} packets each way)",
+            l.counters
+                .iter()
+                .map(|c| c.forwarded.load(std::sync::atomic::Ordering::Relaxed))
+                .sum::<u64>(),
+            l.queue_drops(),
+            delay_line::QUEUE_PACKETS
+        );
+    }
     if let Some(n) = &su.net.offload_note {
         println!("note: {n}");
     }
@@ -717,9 +879,9 @@ fn report(plan: &Plan, su: &Setup) {
     let mut rule = String::from("|---|");
     for (ph, loss) in plan.losses.iter().enumerate() {
         header.push_str(&format!(
-            " {loss} % loss MB/s median (min–max) | vs OpenSSH aes128-gcm | CPU-s per GB |"
+            " {loss} % loss MB/s median (min–max) | vs OpenSSH aes128-gcm | CPU-s per GB | CPU vs OpenSSH | switches per MB |"
         ));
-        rule.push_str("---|---|---|");
+        rule.push_str("---|---|---|---|---|");
         if ph > 0 {
             header.push_str(&format!(" kept at {loss} % |"));
             rule.push_str("---|");
@@ -731,14 +893,21 @@ fn report(plan: &Plan, su: &Setup) {
         for ph in 0..plan.losses.len() {
             let ratio = base.map_or(f64::NAN, |b| med(p, ph) / med(&su.paths[b], ph));
             let cpu = median(&p.cpu_per_gb[ph]);
-            row.push_str(&format!(
-                " {} | {ratio:.2}× | {} |",
-                range(&p.mbps[ph]),
-                if cpu.is_nan() {
-                    "—".into()
+            let cpu_ratio = base.map_or(f64::NAN, |b| cpu / median(&su.paths[b].cpu_per_gb[ph]));
+            let sw = median(&p.switches_per_mb[ph]);
+            let or_dash = |x: f64, f: &dyn Fn(f64) -> String| {
+                if x.is_nan() {
+                    "—".to_string()
                 } else {
-                    format!("{cpu:.2}")
+                    f(x)
                 }
+            };
+            row.push_str(&format!(
+                " {} | {ratio:.2}× | {} | {} | {} |",
+                range(&p.mbps[ph]),
+                or_dash(cpu, &|x| format!("{x:.2}")),
+                or_dash(cpu_ratio, &|x| format!("{x:.2}×")),
+                or_dash(sw, &|x| format!("{x:.0}")),
             ));
             if ph > 0 {
                 row.push_str(&format!(" {:.0} % |", 100.0 * med(p, ph) / med(p, 0)));

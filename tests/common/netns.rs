@@ -31,6 +31,9 @@ const PREFIX_LEN: u8 = 30;
 /// Interface names inside the namespaces (each namespace has its own name space for links).
 pub const IF_A: &str = "veth-a";
 pub const IF_B: &str = "veth-b";
+/// The link's ends when it is a pair of TUN devices ([`NetnsPair::create_tun`]).
+pub const TUN_A: &str = "tun-a";
+pub const TUN_B: &str = "tun-b";
 /// Ethernet's MTU: QUIC packets of ~1,452 bytes, as on most internet paths.
 pub const MTU: u32 = 1500;
 /// The nftables table that holds the loss rule, in each namespace.
@@ -94,6 +97,8 @@ pub struct NetnsPair {
     b: String,
     /// Why the veth offloads could not be turned off (no `ethtool`), if so.
     pub offload_note: Option<String>,
+    /// The link is two TUN devices ([`TUN_A`], [`TUN_B`]) joined by a userspace program, not a veth.
+    tun: bool,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -110,9 +115,53 @@ impl NetnsPair {
             a: format!("{base}a"),
             b: format!("{base}b"),
             offload_note: None,
+            tun: false,
         };
         // From here on, a failure still deletes whatever was made (Drop).
         pair.build()
+    }
+
+    /// Like [`NetnsPair::create`], but the link is a persistent TUN device in each namespace
+    /// ([`TUN_A`] with [`ADDR_A`], [`TUN_B`] with [`ADDR_B`], point to point, MTU 1,500): no
+    /// packet crosses until a program opens both devices (`TUNSETIFF` on `/dev/net/tun` inside
+    /// each namespace) and copies packets between them — a userspace delay line, since this
+    /// kernel has no netem (benches/common/delay_line.rs). Loss and link down work as on the veth.
+    pub fn create_tun(prefix: &str) -> Result<Self, String> {
+        remove_stale(prefix);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let base = format!("{prefix}-{}-{n}", std::process::id());
+        let pair = Self {
+            a: format!("{base}a"),
+            b: format!("{base}b"),
+            offload_note: None,
+            tun: true,
+        };
+        pair.build_tun()
+    }
+
+    fn build_tun(self) -> Result<Self, String> {
+        ip(&["netns", "add", &self.a])?;
+        ip(&["netns", "add", &self.b])?;
+        let mtu = MTU.to_string();
+        for (ns, ifname, addr, peer) in [
+            (&self.a, TUN_A, ADDR_A, ADDR_B),
+            (&self.b, TUN_B, ADDR_B, ADDR_A),
+        ] {
+            ip(&["-n", ns, "tuntap", "add", "dev", ifname, "mode", "tun"])?;
+            ip(&["-n", ns, "link", "set", ifname, "mtu", &mtu])?;
+            let (local, peer) = (addr.to_string(), format!("{peer}/32"));
+            ip(&[
+                "-n", ns, "addr", "add", &local, "peer", &peer, "dev", ifname,
+            ])?;
+            ip(&["-n", ns, "link", "set", ifname, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(self)
+    }
+
+    /// True when the link is a TUN pair ([`NetnsPair::create_tun`]).
+    pub fn is_tun(&self) -> bool {
+        self.tun
     }
 
     fn build(mut self) -> Result<Self, String> {
@@ -159,11 +208,13 @@ impl NetnsPair {
         }
     }
 
-    /// The veth end's interface name in `side`.
+    /// The link end's interface name in `side` (the veth's, or the TUN device's).
     pub fn ifname(&self, side: Side) -> &'static str {
-        match side {
-            Side::A => IF_A,
-            Side::B => IF_B,
+        match (side, self.tun) {
+            (Side::A, false) => IF_A,
+            (Side::B, false) => IF_B,
+            (Side::A, true) => TUN_A,
+            (Side::B, true) => TUN_B,
         }
     }
 
@@ -242,7 +293,7 @@ impl NetnsPair {
     /// brings it back up.
     pub fn set_link(&self, up: bool) -> Result<(), String> {
         let state = if up { "up" } else { "down" };
-        ip(&["-n", &self.a, "link", "set", IF_A, state])?;
+        ip(&["-n", &self.a, "link", "set", self.ifname(Side::A), state])?;
         Ok(())
     }
 
