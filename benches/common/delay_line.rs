@@ -141,7 +141,7 @@ fn reader(
 ) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut buf = vec![0u8; MAX_PACKET];
-    let tick = PollTimeout::try_from(TICK.as_millis() as u16).unwrap_or(PollTimeout::NONE);
+    let tick = PollTimeout::from(TICK.as_millis() as u16);
     while !stop.load(Ordering::Relaxed) {
         let ready = {
             let mut fds = [PollFd::new(from.as_fd(), PollFlags::POLLIN)];
