@@ -4,9 +4,12 @@
 //! - [`key_status`]: is this device key paired, revoked, unknown — or can the store not say?
 //!   The one answer the tunnel's TLS verifier, every tunnel stream, SSH login, every SSH
 //!   channel and an SSH session's revocation watch all use.
+//! - [`connect`]: the device side of an accepted connect (silent pairing, token issue, re-pair,
+//!   sub-identities) and pairing requests — what a WebSocket session changes.
 //! - [`devices`]: approve, reject, rotate a token, revoke, remove — each with its audit entry,
 //!   credential event and session closes.
 
+pub mod connect;
 pub mod devices;
 
 use crate::state::GatewayState;
