@@ -6,6 +6,7 @@ mod call;
 mod channels;
 mod completions;
 mod dashboard;
+mod detached;
 mod devices;
 mod doctor;
 mod gateway;

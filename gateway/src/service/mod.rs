@@ -8,9 +8,12 @@
 //!   sub-identities) and pairing requests — what a WebSocket session changes.
 //! - [`devices`]: approve, reject, rotate a token, revoke, remove — each with its audit entry,
 //!   credential event and session closes.
+//! - [`pairing`]: redeeming a one-time code and handing a device its current token (the
+//!   tunnel's control stream).
 
 pub mod connect;
 pub mod devices;
+pub mod pairing;
 
 use crate::state::GatewayState;
 
