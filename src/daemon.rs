@@ -173,6 +173,10 @@ impl Daemon {
             let _ = state.upstream.set(up.clone());
             tokio::spawn(claw_gateway::upstream::link::probe(state.clone(), up));
         }
+        // With relays, paired devices are handed relay tickets (on every transport: a device
+        // paired on the direct tunnel may come back through a relay).
+        let relay_tickets = (!cfg.relays.is_empty())
+            .then(|| claw_mesh::ticket::TicketSigner::new(*identity.key().seed()));
         // Filled once the SSH forward is bound (after the tunnel): devices learn it at pairing.
         let ssh_hint: Arc<OnceLock<claw_tunnel::control::SshHint>> = Default::default();
         let tunnel = match cfg.tunnel {
@@ -182,6 +186,7 @@ impl Daemon {
                     exposes: cfg.exposes.clone(),
                     pair_attempts_per_min: cfg.pair_attempts_per_min.max(1),
                     ssh: ssh_hint.clone(),
+                    relay_tickets: relay_tickets.clone(),
                     ..Default::default()
                 };
                 let (endpoint, serving) =
@@ -217,6 +222,8 @@ impl Daemon {
             let tcfg = claw_tunnel::quic::server::TunnelConfig {
                 exposes: cfg.exposes.clone(),
                 pair_attempts_per_min: cfg.pair_attempts_per_min.max(1),
+                ssh: ssh_hint.clone(),
+                relay_tickets: relay_tickets.clone(),
                 ..Default::default()
             };
             let (endpoint, serving) =

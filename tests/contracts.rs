@@ -85,3 +85,26 @@ fn the_check_sees_a_literal() {
     let line = format!("json!({{\"code\":\"{}\"}})", codes::AUTH_TOKEN_MISMATCH);
     assert!(forbidden().iter().any(|n| line.contains(n.as_str())));
 }
+
+/// The tunnel names its refusal codes through `claw_proto::tunnel::TunnelCode`: none of their
+/// wire strings is a literal in the tunnel's own sources (words like `"revoked"` are also
+/// ordinary text elsewhere, so only `tunnel/` is held to this).
+#[test]
+fn no_tunnel_code_literal_in_the_tunnel_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("tunnel"), &mut files);
+    assert!(files.iter().any(|f| f.ends_with("quic/server.rs")));
+    let mut hits = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for c in claw_proto::tunnel::TunnelCode::KNOWN {
+                if line.contains(&format!("\"{}\"", c.as_str())) {
+                    hits.push(format!("{}:{}: {c}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(hits.is_empty(), "use TunnelCode:\n{}", hits.join("\n"));
+}

@@ -296,3 +296,60 @@ async fn a_rotation_ends_other_page_sessions_but_the_rotating_page_follows_it() 
         }
     }
 }
+
+/// The page's status panel and doctor: `gateway.status.listeners` names the tunnel and SSH
+/// listeners the gateway really bound (relays none, upstream null); `doctor.run` reports a secret
+/// file with loose permissions with its safe fix, and `doctor.run {fix: true}` applies it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_shows_listeners_and_doctor_findings_and_applies_the_safe_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let g = Gateway::start(&["--tunnel", "127.0.0.1:0", "--ssh", "127.0.0.1:0"]);
+    let own = format!("http://127.0.0.1:{}", g.port);
+    let cookie = login(&g).await;
+    let mut ws = page_ws(&g, &cookie, &own).await.unwrap();
+    assert_eq!(page_connect(&mut ws).await["ok"], true);
+
+    let rt: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
+            .unwrap();
+    let s = call(&mut ws, "gateway.status", json!({})).await;
+    let l = &s["payload"]["listeners"];
+    assert_eq!(l["ws"], json!([format!("127.0.0.1:{}", g.port)]), "{l}");
+    assert_eq!(l["tunnel"]["addr"], rt["tunnel"]["addr"], "{l}");
+    assert_eq!(l["tunnel"]["gatewayId"], rt["tunnel"]["gatewayId"], "{l}");
+    assert_eq!(l["ssh"]["addr"], rt["ssh"]["addr"], "{l}");
+    assert_eq!(l["ssh"]["fingerprint"], rt["ssh"]["fingerprint"], "{l}");
+    assert_eq!(l["relays"], json!([]), "{l}");
+    assert_eq!(l["upstream"], Value::Null, "{l}");
+
+    let token = g.home.join("gateway.token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = call(&mut ws, "doctor.run", json!({})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let finding = |r: &Value| {
+        r["payload"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == "secret.permissions" && f["severity"] != "ok")
+            .cloned()
+    };
+    let f = finding(&r).unwrap_or_else(|| panic!("no secret.permissions finding: {r}"));
+    assert_eq!(f["fix"]["kind"], "chmod", "{f}");
+    assert!(f.get("fixed").is_none(), "{f}");
+    assert_eq!(
+        std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o644,
+        "looking fixed nothing"
+    );
+    let r = call(&mut ws, "doctor.run", json!({"fix": true})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let f = finding(&r).unwrap_or_else(|| panic!("no secret.permissions finding: {r}"));
+    assert!(f["fixed"].is_string(), "{f}");
+    assert_eq!(
+        std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let r = call(&mut ws, "doctor.run", json!({})).await;
+    assert!(finding(&r).is_none(), "still reported after the fix: {r}");
+}

@@ -364,4 +364,6 @@ fn tunnel_up_json_reports_a_repair_to_the_same_gateway_at_a_new_address() {
     assert_eq!(repaired["pid"], child.id(), "{repaired}");
     next("connected", Duration::from_secs(60));
     assert!(alive(child.id()), "the tunnel was restarted");
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -388,6 +388,7 @@ async fn a_gateway_behind_a_relay_has_no_listener_pairs_devices_and_still_refuse
             &gw_identity.id(),
             gateway_key,
             relay.target(),
+            *device.key().seed(),
             tokio::sync::watch::channel(Some(ticket.clone())).1,
         )
         .unwrap()
@@ -397,7 +398,10 @@ async fn a_gateway_behind_a_relay_has_no_listener_pairs_devices_and_still_refuse
     // Unpaired: the TLS verifier let the key in to redeem a code, nothing more.
     assert!(matches!(
         control(&conn, &ClientMsg::Probe).await,
-        ServerMsg::Error { code, .. } if code == "not_paired"
+        ServerMsg::Error {
+            code: claw_tunnel::control::TunnelCode::NotPaired,
+            ..
+        }
     ));
     let paired = control(
         &conn,
@@ -521,4 +525,124 @@ async fn a_gateway_behind_a_relay_has_no_listener_pairs_devices_and_still_refuse
         again.relay_status().unwrap().connected,
         "the relay admitted the ticket"
     );
+}
+
+/// `claw tunnel up` as a real process; returns it and its `ws://` URL.
+fn spawn_tunnel_up(home: &Path) -> (Child, String) {
+    let mut child = Command::new(claw_bin())
+        .arg("--home")
+        .arg(home)
+        .args(["tunnel", "up", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no ready line from tunnel up: {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+/// The device's side of the mesh from the CLI: `claw pair` with no `--addr` names the relay,
+/// `claw tunnel pair` redeems the code through it with the URI's pairing ticket and stores the
+/// relay ticket the gateway hands over, `claw tunnel up` reaches the gateway through the relay
+/// with it, and `claw tunnel status --json` says `"via": "relay"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_pair_and_up_over_a_relay_only_uri() {
+    use claw_tunnel::device::DeviceHome;
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let relay = Relay::start(
+        &tmp.path().join("relay"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let g = Gateway::start_in(
+        &gw_home,
+        &["--relay", &relay.url, "--relay-pin", &relay.pin],
+    );
+
+    // No `--addr` and no tunnel: the URI names the relay only.
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr", "--name", "phone"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["addrs"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["relays"][0]["url"], relay.url.as_str());
+    assert_eq!(v["relays"][0]["pin"], relay.pin.as_str());
+    let uri = v["uri"].as_str().unwrap();
+    assert!(uri.starts_with("CLAW://P/"), "{uri}");
+    assert!(v["uriLong"].as_str().unwrap().contains("&relay="));
+
+    let d = tmp.path().join("device");
+    std::fs::create_dir_all(&d).unwrap();
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "pair", uri]);
+    assert_eq!(code, 0, "{out}{err}");
+    let dh = DeviceHome::new(&d);
+    let p = dh.pairing().unwrap();
+    assert!(p.addrs.is_empty());
+    assert_eq!(p.relays[0].url, relay.url);
+    assert_eq!(p.gateway_id, gw_identity.id());
+    // The relay ticket the gateway handed over names this device's own key.
+    let device = Identity::load_or_create(&d.join("identity.key")).unwrap();
+    let stored = dh.relay_ticket().unwrap().expect("a relay ticket");
+    let t = DeviceTicket::parse(&stored.ticket).unwrap();
+    t.verify(&public(device.key().seed()), now()).unwrap();
+    assert_eq!(t.gateway_key, public(gw_identity.key().seed()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(dh.relay_ticket_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // `claw tunnel up` through the relay: a device-token WebSocket session and `health`.
+    let (mut child, url) = spawn_tunnel_up(&d);
+    let token = dh.token().unwrap().unwrap().token;
+    let key = claw_gateway::auth::device_key::load_or_create(&d.join("identity.key")).unwrap();
+    let (hello, mut ws) = common::handshake(
+        &url,
+        &common::Creds {
+            token: Some(&token),
+            device: Some(&key),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    assert_eq!(hello["auth"]["method"], "device-token");
+    assert_eq!(
+        common::call(&mut ws, "health", serde_json::json!({})).await["payload"]["ok"],
+        true
+    );
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let (code, out, _) = common::claw_in(&d, &["tunnel", "status", "--json"]);
+        status = serde_json::from_str(&out).unwrap_or(Value::Null);
+        if code == 0 && status["via"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["via"], "relay", "{status}");
+    assert_eq!(status["relay"], relay.url.as_str(), "{status}");
+    assert!(status["viaSinceMs"].as_u64().is_some(), "{status}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

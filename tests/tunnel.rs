@@ -531,6 +531,60 @@ async fn require_approval_leaves_the_device_waiting_until_approved() {
     assert!(token_of(&h).0.len() == 43);
 }
 
+/// Rejecting a pending request is announced like an approval: every operator session (the
+/// control page among them) gets `device.pair.resolved` with `decision: "rejected"`, and the
+/// waiting `claw tunnel pair` ends refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_request_is_announced_as_resolved() {
+    let g = tunnel_gateway(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let token = g.token();
+    let (_, mut ws) = handshake(
+        &g.url,
+        &Creds {
+            token: Some(&token),
+            device: None,
+            scopes: &["operator.admin"],
+        },
+    )
+    .await
+    .hello();
+    let h = device_home(&tmp, "tablet");
+    let uri = pair_uri(&g, &["--require-approval", "--name", "tablet"]);
+    let child = Command::new(claw_bin())
+        .args(["--home", h.to_str().unwrap(), "tunnel", "pair", &uri])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The next event named `name` on the operator's socket (bounded).
+    async fn event(ws: &mut Ws, name: &str) -> Value {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let f = recv(ws).await.expect("socket closed");
+                if f["type"] == "event" && f["event"] == name {
+                    return f["payload"].clone();
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {name} event"))
+    }
+    let requested = event(&mut ws, "device.pair.requested").await;
+    let request_id = requested["requestId"].as_str().unwrap().to_string();
+    let (code, _, err) = g.claw(&["devices", "reject", &request_id]);
+    assert_eq!(code, 0, "{err}");
+    let resolved = event(&mut ws, "device.pair.resolved").await;
+    assert_eq!(resolved["requestId"], request_id.as_str(), "{resolved}");
+    assert_eq!(resolved["decision"], "rejected", "{resolved}");
+    assert_eq!(resolved["deviceId"], requested["deviceId"], "{resolved}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "a rejected device paired");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn exposed_services_and_nothing_else() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

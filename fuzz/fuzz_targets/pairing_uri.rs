@@ -3,7 +3,7 @@
 //! same value.
 #![no_main]
 
-use claw_tunnel::pairing::{PairingUri, MAX_ADDRS, MAX_URI_LEN};
+use claw_tunnel::pairing::{PairingUri, MAX_ADDRS, MAX_RELAYS, MAX_URI_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         .gateway_id
         .bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-    assert!(!u.addrs.is_empty() && u.addrs.len() <= MAX_ADDRS);
+    assert!(!u.addrs.is_empty() || !u.relays.is_empty());
+    assert!(u.addrs.len() <= MAX_ADDRS && u.relays.len() <= MAX_RELAYS);
+    // With relays, the key and the ticket signature are there (and verified by parse).
+    assert!(u.relays.is_empty() || u.pairing_relay_credentials().is_some());
     assert!(claw_gateway::auth::pairing_code::split(&u.code).is_some());
     assert!(u.name.as_ref().is_none_or(|n| n.len() <= 64));
     let printed = u.to_uri();

@@ -92,6 +92,35 @@ impl DeviceTicket {
         t
     }
 
+    /// A ticket from its parts (as a pairing URI carries them: the gateway key, the expiry and
+    /// the signature; the device key derived from the pairing code). Unverified.
+    pub fn from_parts(
+        gateway_key: [u8; 32],
+        device_key: [u8; 32],
+        expires_at: u64,
+        signature: [u8; 64],
+    ) -> Self {
+        Self {
+            gateway_key,
+            device_key,
+            expires_at,
+            signature,
+        }
+    }
+
+    /// The signature (what a pairing URI carries of its ticket).
+    pub fn signature(&self) -> [u8; 64] {
+        self.signature
+    }
+
+    /// True when the signature verifies with the gateway key the ticket names (expiry and
+    /// device are not judged: see [`Self::verify`]).
+    pub fn signature_is_valid(&self) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.gateway_key)
+            .verify(&self.signed_message(), &self.signature)
+            .is_ok()
+    }
+
     fn body(&self) -> [u8; BODY_LEN] {
         let mut b = [0u8; BODY_LEN];
         b[0] = VERSION;
@@ -147,9 +176,9 @@ impl DeviceTicket {
     /// presents it is `device_key`. Whether the gateway is trusted is the caller's decision
     /// ([`crate::admission`]).
     pub fn verify(&self, device_key: &[u8; 32], now: u64) -> Result<(), TicketError> {
-        UnparsedPublicKey::new(&ED25519, &self.gateway_key)
-            .verify(&self.signed_message(), &self.signature)
-            .map_err(|_| TicketError::BadSignature)?;
+        if !self.signature_is_valid() {
+            return Err(TicketError::BadSignature);
+        }
         if self.expires_at <= now {
             return Err(TicketError::Expired);
         }
@@ -160,6 +189,61 @@ impl DeviceTicket {
             return Err(TicketError::WrongDevice);
         }
         Ok(())
+    }
+}
+
+/// Domain separation for the pairing relay key: SHA-256 of this and the pairing code is the
+/// Ed25519 seed of the key an unpaired device uses on the relay while it redeems its code.
+pub const PAIRING_KEY_CONTEXT: &[u8] = b"claw pairing relay key v1\0";
+
+/// The relay key (Ed25519 seed) of a device redeeming `code`: an unpaired device is not known to
+/// the gateway, so `claw pair` signs a ticket for this key, valid until the code expires, and the
+/// pairing URI carries its signature. Whoever holds the URI may use the relay that long — and
+/// could redeem the code anyway; the relay sees only the derived public key.
+pub fn pairing_seed(code: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(PAIRING_KEY_CONTEXT);
+    ctx.update(code.as_bytes());
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(ctx.finish().as_ref());
+    seed
+}
+
+/// The raw Ed25519 public key of `seed`.
+pub fn public_key(seed: &[u8; 32]) -> [u8; 32] {
+    let kp = Ed25519KeyPair::from_seed_unchecked(seed).expect("a 32-byte seed");
+    let mut k = [0u8; 32];
+    k.copy_from_slice(kp.public_key().as_ref());
+    k
+}
+
+/// The pairing ticket for `code`: issued by the gateway seed for the code's relay key, expiring
+/// with the code.
+pub fn pairing_ticket(gateway_seed: &[u8; 32], code: &str, expires_at: u64) -> DeviceTicket {
+    DeviceTicket::issue(gateway_seed, public_key(&pairing_seed(code)), expires_at)
+}
+
+/// A gateway's ticket signer: its identity seed, kept out of `Debug` output.
+#[derive(Clone)]
+pub struct TicketSigner {
+    seed: [u8; 32],
+}
+
+impl std::fmt::Debug for TicketSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketSigner").finish_non_exhaustive()
+    }
+}
+
+impl TicketSigner {
+    /// A signer for the gateway whose Ed25519 seed is `seed`.
+    pub fn new(seed: [u8; 32]) -> Self {
+        Self { seed }
+    }
+
+    /// A fresh ticket for `device_key`, valid [`DEFAULT_TTL_SECS`] from `now`.
+    pub fn issue(&self, device_key: [u8; 32], now: u64) -> DeviceTicket {
+        DeviceTicket::issue(&self.seed, device_key, now + DEFAULT_TTL_SECS)
     }
 }
 
@@ -195,6 +279,40 @@ mod tests {
     fn the_wire_form_matches_an_independent_implementation() {
         let t = DeviceTicket::issue(&GW_SEED, DEV, NOW + 60);
         assert_eq!(t.encode(), "claw1.AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIsCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkAAAAAa0nSPCwPTE_8JlJ5XI0NZ8jn9qb6OSFfh-vxSQcGU0IiZpvCdwpyxd3A5ZkGftu5WnDozA-k9HCd1KvSiHmOmT5WOQ0");
+    }
+
+    #[test]
+    fn a_pairing_ticket_is_rebuilt_from_the_code_and_its_signature() {
+        let code = "abcdefgh.0123456789abcdefghijkl";
+        let t = pairing_ticket(&GW_SEED, code, NOW + 600);
+        let gk = public_key(&GW_SEED);
+        assert_eq!(t.gateway_key, gk);
+        let rebuilt = DeviceTicket::from_parts(
+            gk,
+            public_key(&pairing_seed(code)),
+            NOW + 600,
+            t.signature(),
+        );
+        assert_eq!(rebuilt, t);
+        rebuilt
+            .verify(&public_key(&pairing_seed(code)), NOW)
+            .unwrap();
+        // Another code derives another key: the signature does not carry over.
+        let other =
+            DeviceTicket::from_parts(gk, public_key(&pairing_seed("x")), NOW + 600, t.signature());
+        assert!(!other.signature_is_valid());
+        assert_ne!(
+            pairing_seed(code),
+            pairing_seed("abcdefgh.0123456789abcdefghijkm")
+        );
+        // The seed is the same one iroh's key type takes.
+        assert_eq!(
+            *iroh_base::SecretKey::from_bytes(&pairing_seed(code))
+                .public()
+                .as_bytes(),
+            public_key(&pairing_seed(code))
+        );
+        assert!(!format!("{:?}", TicketSigner::new(GW_SEED)).contains('7'));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!   proof of identity to local clients.
 //! - [`scopes`], [`text`] (printable-text rule and escaping), [`loopback`] (the loopback rule),
 //!   [`ports`] (default ports).
+//! - [`tunnel`]: the QUIC tunnel's stream headers, control messages and [`tunnel::TunnelCode`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,6 +35,7 @@ pub mod ports;
 pub mod scopes;
 pub mod signature;
 pub mod text;
+pub mod tunnel;
 
 pub use close::CloseReason;
 pub use connect::ConnectParams;

@@ -71,7 +71,7 @@ async fn probe_device(home: &Home) -> DeviceCredentialFacts {
         },
         Ok(Err(claw_tunnel::quic::TunnelError::Refused { code, message })) => {
             DeviceCredentialFacts::Refused {
-                code,
+                code: code.to_string(),
                 reason: message,
             }
         }
@@ -93,6 +93,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
 async fn probe_token(home: &Home, facts: &mut Facts) {
     if let Ok(Ok(v)) = live_call(home, "gateway.status", json!({})).await {
         facts.token.gateway_source = v["gateway"]["tokenSource"].as_str().map(str::to_string);
+        let u = &v["upstream"];
+        if u.is_object() {
+            facts.upstream = Some(claw_gateway::doctor::facts::UpstreamFacts {
+                url: u["url"].as_str().unwrap_or_default().to_string(),
+                credential: u["credential"].as_str().unwrap_or_default().to_string(),
+                reachable: u["reachable"] == true,
+                authenticated: u["authenticated"] == true,
+                last_error: u["lastError"].as_str().map(str::to_string),
+            });
+        }
     }
     // Read without the mode check (loose permissions are a finding of their own), but never
     // through a symlink nor from a file another uid owns.

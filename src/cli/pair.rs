@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use claw_gateway::home::Home;
 use claw_tunnel::identity::Identity;
-use claw_tunnel::pairing::PairingUri;
+use claw_tunnel::pairing::{PairingUri, RelayRef};
 use serde_json::json;
 
 use super::admin_client::admin_call;
@@ -22,7 +22,8 @@ pub struct PairArgs {
     /// Leave the device pending until `claw devices approve <id>`.
     #[arg(long)]
     require_approval: bool,
-    /// Tunnel address(es) to put in the URI (default: the running tunnel's).
+    /// Tunnel address(es) to put in the URI (default: the running tunnel's; none is needed when
+    /// the gateway runs with `--relay`, whose relays the URI always names).
     #[arg(long = "addr", value_name = "HOST:PORT")]
     addrs: Vec<String>,
     /// One JSON document.
@@ -73,6 +74,9 @@ pub fn page_pair_uri(gateway_id: String, tunnel: SocketAddr) -> claw_gateway::we
             code: code.to_string(),
             expires_at: expires_ms / 1000,
             name: name.map(str::to_string),
+            relays: Vec::new(),
+            gateway_key: None,
+            relay_sig: None,
         };
         let text = uri.to_display_uri();
         PairingUri::parse(&text).ok()?;
@@ -83,12 +87,24 @@ pub fn page_pair_uri(gateway_id: String, tunnel: SocketAddr) -> claw_gateway::we
 
 /// Runs `claw pair`.
 pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
-    let addrs = if a.addrs.is_empty() {
-        tunnel_addrs(home).ok_or_else(|| {
-            fail(exit::UNAVAILABLE, "no tunnel is running on this home: start the gateway with `claw gateway run --tunnel` (or pass --addr HOST:PORT)")
-        })?
-    } else {
+    let relays: Vec<RelayRef> = runtime(home)
+        .map(|r| r.relays)
+        .unwrap_or_default()
+        .into_iter()
+        .take(claw_tunnel::pairing::MAX_RELAYS)
+        .map(|r| RelayRef {
+            url: r.url,
+            pin: r.pin,
+        })
+        .collect();
+    let addrs = if !a.addrs.is_empty() {
         a.addrs.clone()
+    } else {
+        match tunnel_addrs(home) {
+            Some(addrs) => addrs,
+            None if !relays.is_empty() => Vec::new(),
+            None => return Err(fail(exit::UNAVAILABLE, "no tunnel or relay is running on this home: start the gateway with `claw gateway run --tunnel` or `--relay URL` (or pass --addr HOST:PORT)")),
+        }
     };
     let ttl_ms = a.ttl.as_millis() as u64;
     // Checked here, so the user reads about `--ttl`, not the method's `ttlMs` parameter.
@@ -110,6 +126,18 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
     )
     .await?;
     let expires_ms = v["expiresAtMs"].as_u64().unwrap_or(0);
+    let code = v["code"].as_str().unwrap_or_default().to_string();
+    let seed = identity.key().seed();
+    // With relays the URI carries the gateway's key (its relay address) and the signature of a
+    // relay ticket for the code's pairing key, valid until the code expires.
+    let (gateway_key, relay_sig) = if relays.is_empty() {
+        (None, None)
+    } else {
+        (
+            Some(claw_mesh::ticket::public_key(seed)),
+            Some(claw_mesh::ticket::pairing_ticket(seed, &code, expires_ms / 1000).signature()),
+        )
+    };
     let uri = PairingUri {
         gateway_id: identity.id(),
         addrs: addrs
@@ -117,9 +145,12 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
             .take(claw_tunnel::pairing::MAX_ADDRS)
             .cloned()
             .collect(),
-        code: v["code"].as_str().unwrap_or_default().to_string(),
+        code,
         expires_at: expires_ms / 1000,
         name: a.name.clone(),
+        relays,
+        gateway_key,
+        relay_sig,
     };
     // Our own output must parse: fail loudly rather than print a URI a device would reject.
     let long = uri.to_uri();
@@ -138,6 +169,7 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
             "{}",
             json!({
                 "uri": text, "uriLong": long, "gatewayId": uri.gateway_id, "addrs": uri.addrs,
+                "relays": uri.relays,
                 "expiresAtMs": expires_ms, "codeId": v["codeId"], "requireApproval": a.require_approval,
                 "ssh": ssh,
             })

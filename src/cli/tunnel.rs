@@ -183,9 +183,7 @@ async fn up(
         .map_err(|e| {
             // Refused for who the device is: restarting cannot help (the unit stops on 77).
             let code = match &e {
-                claw_tunnel::quic::TunnelError::Refused { code, .. }
-                    if code == "revoked" || code == "not_paired" =>
-                {
+                claw_tunnel::quic::TunnelError::Refused { code, .. } if code.is_final() => {
                     exit::REVOKED
                 }
                 _ => exit::FAILURE,
@@ -333,6 +331,16 @@ fn status(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {
                 .map(|r| format!("{r:.2} ms"))
                 .unwrap_or_else(|| "-".into())
         );
+        if let Some(via) = v["via"].as_str() {
+            let since = v["viaSinceMs"]
+                .as_u64()
+                .map(|ms| format!(" since {}", super::ago::ago(claw_gateway::now_ms(), ms)))
+                .unwrap_or_default();
+            match v["relay"].as_str() {
+                Some(r) => println!("  via:       relay {}{since}", r.escape_debug()),
+                None => println!("  via:       {via}{since}"),
+            }
+        }
         if let Some(p) = v["path"].as_object() {
             println!(
                 "  path:      mtu {}  cwnd {} KiB  lost {} of {} packets  congestion events {}",

@@ -173,6 +173,26 @@ check("a wrong code is refused", /already used|wrong|expired/.test(wrong || ""),
 await p2.goto(`${ORIGIN}/`);
 check("without a session / redirects to the login page", p2.url().endsWith("/login"), p2.url());
 
+// 1b. The status panel names the listeners; the doctor panel shows a finding and applies the
+//     safe fix.
+const status = await until(async () => {
+  const t = (await page.textContent("#status").catch(() => "")) || "";
+  return /udp:\/\/127\.0\.0\.1:\d+/.test(t) && t;
+});
+check("the status panel shows the listeners (tunnel, SSH, relay, upstream)", !!status && /SSH/.test(status) && /Relay/.test(status) && /Upstream/.test(status), status);
+const tokenFile = path.join(gwHome, "gateway.token");
+fs.chmodSync(tokenFile, 0o644);
+await page.click("#doctor-run");
+const finding = await until(async () => (await page.$("#doctor tr[data-check='secret.permissions']")) || null);
+check("the doctor panel shows a finding (a secret file readable by others)", !!finding);
+const fixVisible = await until(async () => !(await page.$eval("#doctor-fix", (b) => b.hidden).catch(() => true)));
+if (check("the safe fix is offered", !!fixVisible)) {
+  await page.click("#doctor-fix");
+  await page.click("#confirm-yes");
+  const fixed = await until(async () => /fixed:/.test((await page.textContent("#doctor").catch(() => "")) || ""));
+  check("applying the safe fix from the page repairs the file mode", !!fixed && (fs.statSync(tokenFile).mode & 0o777) === 0o600, (fs.statSync(tokenFile).mode & 0o777).toString(8));
+}
+
 // 2. A device waiting in `claw tunnel pair --require-approval` appears; approving it lets it
 //    finish by itself.
 const pairJson = (extra) => {
@@ -192,6 +212,18 @@ if (row) {
 }
 const pairCode = await timeout(waiting.exited, STEP_MS);
 check("approving in the browser lets the device finish pairing", pairCode === 0, `exit ${pairCode} ${waiting.stderrText.slice(-200)}`);
+
+// 2b. Rejecting a waiting device in the browser: its `claw tunnel pair` ends refused and the row
+//     goes away (`device.pair.resolved` on reject too).
+const tabletHome = path.join(work, "tablet");
+fs.mkdirSync(tabletHome);
+const tablet = await spawnClaw(tabletHome, ["tunnel", "pair", pairJson(["--require-approval", "--name", "tablet"]).uri]);
+const trow = await until(async () => (await page.$("#pending tr[data-request-id]")) || null);
+if (check("a second waiting device appears", !!trow)) await (await trow.$("button.danger")).click();
+const tabletCode = await timeout(tablet.exited, STEP_MS);
+check("rejecting in the browser refuses the device's pairing", tabletCode !== "timeout" && tabletCode !== 0, `exit ${tabletCode}`);
+const gone = await until(async () => !(await page.$("#pending tr[data-request-id]")));
+check("the rejected request leaves the page without a reload", !!gone);
 
 // 3. With its tunnel up the device shows online over the tunnel, live.
 const up = await spawnClaw(devHome, ["tunnel", "up", "--listen", "127.0.0.1:0"]);
@@ -250,6 +282,23 @@ await page.click("#confirm-yes");
 const upCode = await timeout(up.exited, STEP_MS);
 if (upCode === "timeout") console.log(`  devices: ${await page.textContent("#devices")} up: ${up.stderrText.slice(-300)}`);
 check("revoking in the browser stops the device's tunnel up", upCode !== "timeout" && upCode !== 0, `exit ${upCode}`);
+
+// 6b. `kill -9` of a device's `claw tunnel up`: the page shows it offline within a few
+//     keep-alives (the gateway notices the silence; bounded at 20 s, the idle timeout is 45 s).
+const phoneUp = await spawnClaw(phone, ["tunnel", "up", "--listen", "127.0.0.1:0"]);
+await firstLine(phoneUp).catch(() => {});
+const phoneRow = () => page.locator("#devices tr").filter({ hasNotText: "laptop" }).filter({ hasText: "tunnel" });
+const phoneOnline = await until(async () => /online \/ tunnel/.test((await phoneRow().first().textContent({ timeout: 1000 }).catch(() => "")) || ""));
+if (check("a second device shows online", !!phoneOnline)) {
+  const killedAt = Date.now();
+  phoneUp.kill("SIGKILL");
+  const offline = await until(async () => {
+    const t = (await page.textContent("#devices").catch(() => "")) || "";
+    return !/online \/ tunnel/.test(t) && Date.now() - killedAt;
+  }, 20_000);
+  check("after kill -9 of tunnel up the page shows the device offline within 20 s", !!offline, `after ${offline} ms`);
+  if (offline) console.log(`offline after kill -9 shown in ${offline} ms`);
+}
 
 // 7. Another local origin can neither open the WebSocket nor read the page.
 const evil = http.createServer((req, res) => {

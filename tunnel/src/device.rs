@@ -43,6 +43,43 @@ pub struct Pairing {
     /// `gateway_id`); `known_hosts` holds the same key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<crate::control::SshHint>,
+    /// Relays the gateway is reached through (from the pairing URI), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<crate::pairing::RelayRef>,
+    /// The gateway's raw Ed25519 public key, base64url (its relay address; its SHA-256 is
+    /// `gateway_id`), when it is reached through relays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_key: Option<String>,
+}
+
+impl Pairing {
+    /// The gateway's raw public key, when it is known and matches the pinned id.
+    pub fn gateway_key(&self) -> Option<[u8; 32]> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(self.gateway_key.as_deref()?)
+            .ok()?;
+        let k: [u8; 32] = raw.try_into().ok()?;
+        (claw_gateway::auth::signature::device_id_for_key(&k) == self.gateway_id).then_some(k)
+    }
+}
+
+/// The device's relay ticket, as the gateway last handed it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRelayTicket {
+    /// `claw1.…` (bound to this device's key).
+    pub ticket: String,
+    /// Expiry, unix seconds.
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for StoredRelayTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredRelayTicket")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The device token and its generation.
@@ -142,6 +179,18 @@ impl DeviceHome {
     pub fn known_hosts_path(&self) -> PathBuf {
         self.root.join("known_hosts")
     }
+    /// `relay-ticket.json`: the relay ticket the gateway last handed this device.
+    pub fn relay_ticket_path(&self) -> PathBuf {
+        self.root.join("relay-ticket.json")
+    }
+    /// The stored relay ticket, if any.
+    pub fn relay_ticket(&self) -> Result<Option<StoredRelayTicket>, DeviceFileError> {
+        read_json(&self.relay_ticket_path())
+    }
+    /// Saves a relay ticket (atomically, 0600).
+    pub fn save_relay_ticket(&self, t: &StoredRelayTicket) -> Result<(), DeviceFileError> {
+        write_json(&self.relay_ticket_path(), t)
+    }
     /// `tunnel-status.json`, written by a running `claw tunnel up`.
     pub fn status_path(&self) -> PathBuf {
         self.root.join("tunnel-status.json")
@@ -205,12 +254,28 @@ mod tests {
             device_id: "d".into(),
             paired_at_ms: 1,
             ssh: None,
+            relays: Vec::new(),
+            gateway_key: None,
         };
         h.save_pairing(&p).unwrap();
         h.save_token("tok", 3).unwrap();
+        let t = StoredRelayTicket {
+            ticket: "claw1.x".into(),
+            expires_at: 9,
+        };
+        h.save_relay_ticket(&t).unwrap();
         assert_eq!(h.pairing().unwrap(), p);
         assert_eq!(h.token().unwrap().unwrap().generation, 3);
-        for f in [h.pairing_path(), h.token_path()] {
+        assert_eq!(h.relay_ticket().unwrap(), Some(t));
+        assert!(!format!("{:?}", h.relay_ticket().unwrap()).contains("claw1"));
+        // An older tunnel.json (no relay fields) still reads.
+        std::fs::write(
+            h.pairing_path(),
+            r#"{"gatewayId":"g","addrs":[],"deviceId":"d","pairedAtMs":1}"#,
+        )
+        .unwrap();
+        assert!(h.pairing().unwrap().relays.is_empty());
+        for f in [h.pairing_path(), h.token_path(), h.relay_ticket_path()] {
             assert_eq!(
                 std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
                 0o600

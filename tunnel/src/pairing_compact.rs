@@ -11,7 +11,9 @@
 //! (6 bytes) ‖ code secret (16 bytes) ‖ expiry (u32, seconds since the epoch), then items, each a
 //! tag byte and its value:
 //! `0x04` IPv4 address (4 bytes) and port (2), `0x06` IPv6 address (16) and port (2), `0x0e` host
-//! name: length (1), the name, port (2) — tunnel addresses, in order.
+//! name: length (1), the name, port (2) — tunnel addresses, in order; `0x10` relay URL: length
+//! (1), the URL; `0x11` the certificate pin (32 bytes) of the relay just before it; `0x12` the
+//! gateway's raw public key (32); `0x13` the pairing relay ticket's signature (64).
 //!
 //! The suggested device name stays out: the gateway recorded it with the code and gives it to the
 //! device that redeems the code, so the QR code does not grow with it.
@@ -25,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use data_encoding::BASE32_NOPAD;
 
-use crate::pairing::{PairingUri, UriError};
+use crate::pairing::{PairingUri, RelayRef, UriError};
 
 /// The compact URI's prefix, as printed (parsing ignores case).
 pub const PREFIX: &str = "CLAW://P/";
@@ -34,6 +36,10 @@ const FORMAT: u8 = 2;
 const TAG_V4: u8 = 0x04;
 const TAG_V6: u8 = 0x06;
 const TAG_NAME_ADDR: u8 = 0x0e;
+const TAG_RELAY: u8 = 0x10;
+const TAG_RELAY_PIN: u8 = 0x11;
+const TAG_GATEWAY_KEY: u8 = 0x12;
+const TAG_RELAY_SIG: u8 = 0x13;
 
 /// Packs `u` (all but its `name`); `None` when it cannot be packed (then print
 /// [`PairingUri::to_uri`]).
@@ -76,6 +82,23 @@ pub fn encode(u: &PairingUri) -> Option<String> {
         }
         b.extend(port.to_be_bytes());
     }
+    for r in &u.relays {
+        b.push(TAG_RELAY);
+        b.push(u8::try_from(r.url.len()).ok()?);
+        b.extend(r.url.as_bytes());
+        if let Some(p) = &r.pin {
+            b.push(TAG_RELAY_PIN);
+            b.extend(hex32(p)?);
+        }
+    }
+    if let Some(k) = &u.gateway_key {
+        b.push(TAG_GATEWAY_KEY);
+        b.extend(k);
+    }
+    if let Some(sig) = &u.relay_sig {
+        b.push(TAG_RELAY_SIG);
+        b.extend(sig);
+    }
     Some(format!("{PREFIX}{}", BASE32_NOPAD.encode(&b)))
 }
 
@@ -103,6 +126,8 @@ pub(crate) fn decode(s: &str) -> Result<PairingUri, UriError> {
     let secret = URL_SAFE_NO_PAD.encode(r.take(16)?);
     let expires_at = u64::from(u32::from_be_bytes(r.array()?));
     let mut addrs = Vec::new();
+    let mut relays: Vec<RelayRef> = Vec::new();
+    let (mut gateway_key, mut relay_sig) = (None, None);
     while !r.0.is_empty() {
         match r.u8()? {
             TAG_V4 => {
@@ -120,6 +145,25 @@ pub(crate) fn decode(s: &str) -> Result<PairingUri, UriError> {
                     .to_string();
                 addrs.push(format!("{host}:{}", r.port()?));
             }
+            TAG_RELAY => {
+                let n = usize::from(r.u8()?);
+                let url = std::str::from_utf8(r.take(n)?)
+                    .map_err(|_| UriError::Field("relay must be an http(s)://host[:port] URL"))?
+                    .to_string();
+                relays.push(RelayRef { url, pin: None });
+            }
+            TAG_RELAY_PIN => {
+                let pin: String = r.take(32)?.iter().map(|x| format!("{x:02x}")).collect();
+                match relays.last_mut() {
+                    Some(rel) if rel.pin.is_none() => rel.pin = Some(pin),
+                    _ => return Err(UriError::Field("rpin must follow its relay")),
+                }
+            }
+            TAG_GATEWAY_KEY if gateway_key.is_none() => gateway_key = Some(r.array::<32>()?),
+            TAG_RELAY_SIG if relay_sig.is_none() => relay_sig = Some(r.array::<64>()?),
+            TAG_GATEWAY_KEY | TAG_RELAY_SIG => {
+                return Err(UriError::Field("compact URI repeats an item"))
+            }
             _ => return Err(UriError::Field("compact URI has an unknown item")),
         }
     }
@@ -129,6 +173,9 @@ pub(crate) fn decode(s: &str) -> Result<PairingUri, UriError> {
         code: format!("{id}.{secret}"),
         expires_at,
         name: None,
+        relays,
+        gateway_key,
+        relay_sig,
     })
 }
 
@@ -177,7 +224,141 @@ mod tests {
             code: claw_gateway::auth::pairing_code::mint().code,
             expires_at: 1_800_000_000,
             name: name.map(str::to_string),
+            relays: Vec::new(),
+            gateway_key: None,
+            relay_sig: None,
         }
+    }
+
+    /// A relay-only URI, signed by the gateway seed 7s.
+    fn relayed(pin: bool) -> PairingUri {
+        let seed = [7u8; 32];
+        let gk = claw_mesh::ticket::public_key(&seed);
+        let mut u = sample(&[], None);
+        u.gateway_id = claw_gateway::auth::signature::device_id_for_key(&gk);
+        u.gateway_key = Some(gk);
+        u.relays = vec![RelayRef {
+            url: "https://relay.example:8443".into(),
+            pin: pin.then(|| "3f".repeat(32)),
+        }];
+        u.relay_sig =
+            Some(claw_mesh::ticket::pairing_ticket(&seed, &u.code, u.expires_at).signature());
+        u
+    }
+
+    #[test]
+    fn a_relay_only_uri_round_trips_in_both_forms() {
+        for u in [relayed(true), relayed(false)] {
+            let text = encode(&u).unwrap();
+            assert_eq!(PairingUri::parse(&text).unwrap(), u);
+            assert_eq!(PairingUri::parse(&u.to_uri()).unwrap(), u);
+            let (ticket, seed) = u.pairing_relay_credentials().unwrap();
+            let t = claw_mesh::ticket::DeviceTicket::parse(&ticket).unwrap();
+            t.verify(&claw_mesh::ticket::public_key(&seed), u.expires_at - 600)
+                .unwrap();
+        }
+        // What it costs the QR code: a relay with its pin, the key and the signature.
+        let text = encode(&relayed(true)).unwrap();
+        assert!(text.len() < 400, "{} characters", text.len());
+    }
+
+    #[test]
+    fn hostile_relay_items_get_an_error() {
+        let u = relayed(true);
+        let raw = BASE32_NOPAD
+            .decode(&encode(&u).unwrap().as_bytes()[PREFIX.len()..])
+            .unwrap();
+        let head = &raw[..59];
+        let gk = u.gateway_key.unwrap();
+        let sig = u.relay_sig.unwrap();
+        let relay = |url: &[u8]| {
+            let mut v = vec![TAG_RELAY, url.len() as u8];
+            v.extend(url);
+            v
+        };
+        let key_and_sig = || {
+            let mut v = vec![TAG_GATEWAY_KEY];
+            v.extend(gk);
+            v.push(TAG_RELAY_SIG);
+            v.extend(sig);
+            v
+        };
+        let mut bad_sig = sig;
+        bad_sig[0] ^= 1;
+        let cases: Vec<Vec<u8>> = vec![
+            // A pin with no relay before it; two pins for one relay.
+            [vec![TAG_RELAY_PIN], vec![1; 32], key_and_sig()].concat(),
+            [
+                relay(b"https://r:1"),
+                vec![TAG_RELAY_PIN],
+                vec![1; 32],
+                vec![TAG_RELAY_PIN],
+                vec![1; 32],
+                key_and_sig(),
+            ]
+            .concat(),
+            // Not a relay URL.
+            [relay(b"ftp://r:1"), key_and_sig()].concat(),
+            [relay(b"https://user:pw@r:1"), key_and_sig()].concat(),
+            [relay(b"https://r:1/?q=1"), key_and_sig()].concat(),
+            [relay(b"https://r :1"), key_and_sig()].concat(),
+            [relay(b"https://\x1b[2J"), key_and_sig()].concat(),
+            [relay(&[0xff, 0xfe]), key_and_sig()].concat(),
+            // Truncated items.
+            [relay(b"https://r:1"), vec![TAG_GATEWAY_KEY, 1, 2]].concat(),
+            [relay(b"https://r:1"), vec![TAG_RELAY, 40, b'h']].concat(),
+            // A relay without the key or the signature; a repeated key.
+            relay(b"https://r:1"),
+            [relay(b"https://r:1"), vec![TAG_GATEWAY_KEY], gk.to_vec()].concat(),
+            [
+                relay(b"https://r:1"),
+                vec![TAG_GATEWAY_KEY],
+                gk.to_vec(),
+                key_and_sig(),
+            ]
+            .concat(),
+            // Another key than gw's; a signature that does not verify.
+            [
+                relay(b"https://r:1"),
+                vec![TAG_GATEWAY_KEY],
+                vec![3; 32],
+                vec![TAG_RELAY_SIG],
+                sig.to_vec(),
+            ]
+            .concat(),
+            [
+                relay(b"https://r:1"),
+                vec![TAG_GATEWAY_KEY],
+                gk.to_vec(),
+                vec![TAG_RELAY_SIG],
+                bad_sig.to_vec(),
+            ]
+            .concat(),
+            // Five relays.
+            [
+                relay(b"https://a:1"),
+                relay(b"https://b:1"),
+                relay(b"https://c:1"),
+                relay(b"https://d:1"),
+                relay(b"https://e:1"),
+                key_and_sig(),
+            ]
+            .concat(),
+        ];
+        for (i, items) in cases.into_iter().enumerate() {
+            let text = format!(
+                "{PREFIX}{}",
+                BASE32_NOPAD.encode(&[head, &items[..]].concat())
+            );
+            assert!(PairingUri::parse(&text).is_err(), "case {i} accepted");
+        }
+        // The head with a good relay item parses (so the cases above fail for their item).
+        let good = [relay(b"https://r:1"), key_and_sig()].concat();
+        let text = format!(
+            "{PREFIX}{}",
+            BASE32_NOPAD.encode(&[head, &good[..]].concat())
+        );
+        assert!(PairingUri::parse(&text).is_ok());
     }
 
     #[test]

@@ -22,6 +22,21 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 
+/// The raw Ed25519 public key of a certificate.
+pub fn key_of_cert(cert: &CertificateDer<'_>) -> Result<[u8; 32], Error> {
+    let parsed = ParsedCertificate::try_from(cert)?;
+    let spki = parsed.subject_public_key_info();
+    let spki = spki.as_ref();
+    if spki.len() != 44 || spki[..12] != ED25519_SPKI_PREFIX {
+        return Err(Error::InvalidCertificate(
+            CertificateError::ApplicationVerificationFailure,
+        ));
+    }
+    let mut k = [0u8; 32];
+    k.copy_from_slice(&spki[12..]);
+    Ok(k)
+}
+
 /// The device id (hex SHA-256 of the raw Ed25519 key) of a certificate.
 pub fn key_id_of_cert(cert: &CertificateDer<'_>) -> Result<String, Error> {
     let parsed = ParsedCertificate::try_from(cert)?;

@@ -55,6 +55,9 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
         &f.tunnel,
         "paired devices reach the gateway through it: `claw gateway run --tunnel`",
     ));
+    if let Some(u) = &f.upstream {
+        out.push(upstream(u));
+    }
     let uses_tunnel = !matches!(f.tunnel, ListenerFacts::NotConfigured)
         || !matches!(f.device, DeviceCredentialFacts::NotPaired);
     out.push(udp_buffers(uses_tunnel, f.socket_buffer_max));
@@ -65,6 +68,41 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
         "devices without the tunnel reach the gateway through it: `claw gateway run --ssh`, or through your own sshd: `ssh -N -L 18789:127.0.0.1:18789 user@this-host`",
     ));
     out
+}
+
+/// `upstream`: the OpenClaw gateway behind claw serves it; else the cause and the fix. An
+/// upstream whose config pins no token runs with a per-boot runtime token nobody can read: the
+/// fix is to pin one in OpenClaw's config.
+pub fn upstream(u: &super::facts::UpstreamFacts) -> Finding {
+    let id = ids::UPSTREAM;
+    let esc = |s: &str| crate::text::escape(s).into_owned();
+    if u.authenticated {
+        return Finding::ok(
+            id,
+            format!(
+                "upstream {} serves claw (credential: {})",
+                esc(&u.url),
+                esc(&u.credential)
+            ),
+        );
+    }
+    let why = u
+        .last_error
+        .as_deref()
+        .map(esc)
+        .unwrap_or_else(|| "not connected yet".into());
+    if why.contains("gateway.auth.token") && why.contains("runtime token") {
+        return Finding::error(id, format!("upstream {}: OpenClaw runs with a per-boot runtime token claw cannot read ({why})", esc(&u.url)))
+            .with_hint("pin OpenClaw's token: `openclaw config set gateway.auth.token \"$(openssl rand -hex 24)\"`, restart OpenClaw (`openclaw gateway restart`); claw re-reads it at its next upstream connect");
+    }
+    if !u.reachable {
+        return Finding::error(id, format!("upstream {} is not reachable: {why}", esc(&u.url)))
+            .with_hint("start OpenClaw's gateway (`openclaw gateway run --bind loopback`) on the port --upstream names");
+    }
+    Finding::error(id, format!("upstream {} refuses claw: {why}", esc(&u.url))).with_hint(format!(
+        "claw reads the upstream's token from {}; make it OpenClaw's `gateway.auth.token` (`openclaw config get gateway.auth.token`)",
+        esc(&u.credential)
+    ))
 }
 
 fn mode(m: u32) -> String {

@@ -353,6 +353,25 @@ pub struct Facts {
     pub storage: StorageFacts,
     /// The store's snapshots (`snapshots/`), newest first.
     pub snapshots: Vec<SnapshotFacts>,
+    /// Upstream mode: the running gateway's `upstream` status (`None`: no upstream, or no
+    /// gateway running). Filled by the CLI from the admin socket.
+    pub upstream: Option<UpstreamFacts>,
+}
+
+/// What the running gateway says about its upstream (`gateway.status`'s `upstream`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamFacts {
+    /// The upstream's URL.
+    pub url: String,
+    /// Where the credential comes from.
+    pub credential: String,
+    /// Its last connect was answered.
+    pub reachable: bool,
+    /// Its last connect was accepted.
+    pub authenticated: bool,
+    /// Why not, if not.
+    pub last_error: Option<String>,
 }
 
 /// One snapshot of the store, checked read-only.

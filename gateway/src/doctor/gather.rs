@@ -74,6 +74,7 @@ pub fn gather(home: &Home, opts: &GatherOptions) -> Facts {
         socket_buffer_max: socket_buffer_max(),
         storage: storage_facts(home),
         snapshots: snapshot_facts(&home.store_path()),
+        upstream: None,
     }
 }
 

@@ -68,6 +68,8 @@ pub mod ids {
     pub const STORE_WRITABLE: &str = "store.writable";
     /// The store's snapshots, and restoring the newest intact one over a damaged store.
     pub const STORE_SNAPSHOTS: &str = "store.snapshots";
+    /// Upstream mode: the OpenClaw gateway behind claw accepts claw (`--upstream`).
+    pub const UPSTREAM: &str = "upstream";
 }
 
 /// How bad a finding is. Warnings and errors that are not fixed make `claw doctor` exit 1.

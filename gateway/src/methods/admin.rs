@@ -12,7 +12,8 @@ use crate::state::GatewayState;
 /// after the open-file limit), and `clients`, one entry per live
 /// authenticated session: `{connId, channel, origin, method, deviceId?, client, connectedAtMs,
 /// idleMs}` (`channel` is `ws` for loopback WebSocket sessions, `tunnel` for sessions carried by
-/// the tunnel or SSH forward), oldest first.
+/// the tunnel or SSH forward), oldest first; `listeners`: where the gateway listens (`ws`, `tunnel`,
+/// `ssh`, `relays`, `upstream`).
 pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let mut v = super::health::status(state, ctx, p)?;
     v["running"] = json!(true);
@@ -26,6 +27,7 @@ pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
         .get()
         .map(|u| u.status_json())
         .unwrap_or(Value::Null);
+    v["listeners"] = listeners(state);
     if let Some(every) = state.config.rotate_every {
         let last = state.store().root_rotated_at_ms().unwrap_or(0);
         v["rotation"] = json!({
@@ -35,6 +37,27 @@ pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
         });
     }
     Ok(v)
+}
+
+/// `gateway.status.listeners`: where the gateway listens, from its runtime file (`gateway.json`,
+/// written once every listener is bound): `{ws: [addr…], tunnel: {addr, gatewayId} | null,
+/// ssh: {addr, fingerprint} | null, relays: [{url}…], upstream: null}` (`upstream`: reserved
+/// for an upstream gateway claw relays to; none yet).
+fn listeners(state: &GatewayState) -> Value {
+    let rt = crate::runtime_file::RuntimeFile::read(&state.home)
+        .ok()
+        .flatten()
+        .filter(|r| r.pid == std::process::id());
+    let Some(rt) = rt else {
+        return json!({"ws": [], "tunnel": null, "ssh": null, "relays": [], "upstream": null});
+    };
+    json!({
+        "ws": rt.addrs,
+        "tunnel": rt.tunnel.map(|t| json!({"addr": t.addr, "gatewayId": t.gateway_id})),
+        "ssh": rt.ssh.map(|s| json!({"addr": s.addr, "fingerprint": s.fingerprint})),
+        "relays": rt.relays.iter().map(|r| json!({"url": r.url})).collect::<Vec<_>>(),
+        "upstream": null,
+    })
 }
 
 /// The live sessions as `gateway.status` lists them.

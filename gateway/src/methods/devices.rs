@@ -115,7 +115,8 @@ pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
     Ok(json!({"requestId": id, "deviceId": req.device_id, "approved": true}))
 }
 
-/// `device.pair.reject {requestId}`.
+/// `device.pair.reject {requestId}`: like approve, announced as `device.pair.resolved`
+/// (`decision: "rejected"`) to every session.
 pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "requestId")?;
     let req = service::reject(state, id, ctx.actor).map_err(|e| store_error(state, e))?;

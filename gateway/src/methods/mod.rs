@@ -4,6 +4,7 @@
 mod admin;
 mod dashboard;
 mod devices;
+mod doctor;
 mod health;
 mod origins;
 mod pairing;
@@ -114,6 +115,7 @@ pub static TABLE: &[MethodSpec] = &[
     MethodSpec { name: "gateway.origins.reload", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(origins::reload) },
     MethodSpec { name: "dashboard.login", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(dashboard::login) },
     MethodSpec { name: "dashboard.pair", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(dashboard::pair) },
+    MethodSpec { name: "doctor.run", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(doctor::run) },
 ];
 
 /// The methods advertised in `hello-ok.features.methods`.

@@ -32,13 +32,20 @@ pub fn approve(
     Ok(req)
 }
 
-/// Rejects a pending request.
+/// Rejects a pending request: announced like an approval, as `device.pair.resolved` with
+/// `decision: "rejected"`, so a page or CLI waiting on it stops waiting.
 pub fn reject(
     state: &GatewayState,
     request_id: &str,
     actor: &str,
 ) -> Result<PendingRequest, StoreError> {
     let req = state.store().reject_request(request_id, actor)?;
+    let event = crate::protocol::frames::event(
+        "device.pair.resolved",
+        &json!({"requestId": request_id, "deviceId": req.device_id, "decision": "rejected"}),
+        Some(state.next_seq()),
+    );
+    state.broadcast(&event);
     state.emit(GatewayEvent::PairingResolved {
         device_id: req.device_id.clone(),
         approved: false,

@@ -6,7 +6,8 @@ use crate::state::GatewayState;
 use crate::store::{IssuedToken, NewDevice, Redeemed, StoreError};
 
 /// Redeems `code` for device `d` arriving by `origin` from `remote`: paired at once, or a
-/// pending request (noted with the address it came from) when the code needs approval; the
+/// pending request (noted with the address it came from, announced to every session) when the
+/// code needs approval; the
 /// code's verdict when it does not redeem. The store audits each outcome.
 pub fn redeem_code(
     state: &GatewayState,
@@ -19,6 +20,13 @@ pub fn redeem_code(
     if let Ok(Redeemed::Pending { request_id }) = &outcome {
         // Shown to the operator; a failure to note it refuses nothing.
         let _ = state.store().set_request_remote(request_id, remote);
+        // Every operator session (the control page among them) hears of it, as of a request
+        // made by a signed connect.
+        state.broadcast(&crate::protocol::frames::event(
+            "device.pair.requested",
+            &serde_json::json!({"requestId": request_id, "deviceId": d.device_id}),
+            Some(state.next_seq()),
+        ));
     }
     Ok(outcome)
 }

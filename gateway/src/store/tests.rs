@@ -325,3 +325,48 @@ fn logic_errors_are_not_faults() {
     assert_eq!(e.fault(), None, "{e}");
     assert_eq!(e.fault_or_internal(), FaultKind::Internal);
 }
+
+/// Sub-identities are remembered under their device (bounded, the least recently seen replaced),
+/// kept by a silent refresh, and forgotten by a re-pair, a removal or a rotation that removes
+/// devices.
+#[test]
+fn sub_identities_are_bounded_and_go_with_their_device() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    s.pair_device(&dev("d1"), "pairing-code", "tunnel").unwrap();
+    let sub = |k: &str| SubIdentity {
+        device_id: "d1".into(),
+        key_id: k.into(),
+        client: "node-host/node".into(),
+        display_name: Some("N".into()),
+        role: "node".into(),
+    };
+    assert!(s.record_sub_identity(&sub("k0")).unwrap());
+    assert!(!s.record_sub_identity(&sub("k0")).unwrap(), "seen before");
+    for i in 1..(MAX_SUB_IDENTITIES + 5) {
+        assert!(s.record_sub_identity(&sub(&format!("k{i}"))).unwrap());
+    }
+    let subs = s.sub_identities("d1").unwrap();
+    assert_eq!(subs.len() as i64, MAX_SUB_IDENTITIES);
+    assert!(subs
+        .iter()
+        .all(|x| x.role == "node" && x.client == "node-host/node"));
+    assert!(s.sub_identities("d2").unwrap().is_empty());
+    // A silent refresh keeps them; a re-pair forgets them.
+    s.pair_device(&dev("d1"), "silent", "loopback").unwrap();
+    assert_eq!(
+        s.sub_identities("d1").unwrap().len() as i64,
+        MAX_SUB_IDENTITIES
+    );
+    s.pair_device(&dev("d1"), "pairing-code", "tunnel").unwrap();
+    assert!(s.sub_identities("d1").unwrap().is_empty());
+    // Removal forgets them.
+    s.record_sub_identity(&sub("k0")).unwrap();
+    s.remove_device("d1", "test").unwrap();
+    assert!(s.sub_identities("d1").unwrap().is_empty());
+    // So does a rotation that removes every device.
+    s.pair_device(&dev("d1"), "pairing-code", "tunnel").unwrap();
+    s.record_sub_identity(&sub("k0")).unwrap();
+    s.rotate_root(true, "test").unwrap();
+    assert!(s.sub_identities("d1").unwrap().is_empty());
+}

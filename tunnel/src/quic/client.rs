@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::config::{client_config, SERVER_NAME};
 use super::liveness::{Liveness, DEAD_AFTER};
 use super::TunnelError;
-use crate::control::{self, ClientMsg, ServerMsg, StreamHeader};
+use crate::control::{self, ClientMsg, ServerMsg, StreamHeader, TunnelCode};
 use crate::device::{DeviceHome, Pairing};
 use crate::identity::Identity;
 use crate::pairing::PairingUri;
@@ -89,13 +89,16 @@ impl Dialer {
     }
 
     /// A dialer that reaches the gateway through a relay: the device dials the relay out (as
-    /// its own key, with `ticket`), then runs the same pinned QUIC/TLS over it.
-    /// `gateway_key` is the gateway's raw Ed25519 public key (its relay address).
+    /// the key `relay_seed`, with `ticket`), then runs the same pinned QUIC/TLS over it with its
+    /// identity. `gateway_key` is the gateway's raw Ed25519 public key (its relay address). A
+    /// paired device is its identity key on the relay too; an unpaired one uses the pairing key
+    /// its URI's ticket names ([`crate::pairing::PairingUri::pairing_relay_credentials`]).
     pub fn over_relay(
         identity: &Identity,
         gateway_id: &str,
         gateway_key: [u8; 32],
         relay: claw_mesh::client::RelayTarget,
+        relay_seed: [u8; 32],
         ticket: tokio::sync::watch::Receiver<Option<String>>,
     ) -> Result<Self, TunnelError> {
         if claw_gateway::auth::signature::device_id_for_key(&gateway_key) != gateway_id {
@@ -105,7 +108,7 @@ impl Dialer {
         }
         let (socket, link) = claw_mesh::socket::RelaySocket::spawn(
             relay,
-            *identity.key().seed(),
+            relay_seed,
             ticket,
             claw_mesh::socket::Peers::Only(gateway_key),
         );
@@ -122,6 +125,41 @@ impl Dialer {
             gateway_id: gateway_id.to_string(),
             relay: Some((target, link)),
         })
+    }
+
+    /// The dialer for a stored pairing: its tunnel addresses when it has any, else its first
+    /// relay (as the device's own key, with the ticket `ticket` holds).
+    pub fn for_pairing(
+        identity: &Identity,
+        pairing: &Pairing,
+        ticket: watch::Receiver<Option<String>>,
+    ) -> Result<Self, TunnelError> {
+        if let Some(first) = pairing.addrs.first() {
+            return Self::new(identity, &pairing.gateway_id, first);
+        }
+        let relay = pairing.relays.first().ok_or_else(|| {
+            TunnelError::Config("the pairing names no tunnel address and no relay".into())
+        })?;
+        let key = pairing.gateway_key().ok_or_else(|| {
+            TunnelError::Config("the pairing names a relay but not the gateway's key".into())
+        })?;
+        Self::over_relay(
+            identity,
+            &pairing.gateway_id,
+            key,
+            relay.target(),
+            *identity.key().seed(),
+            ticket,
+        )
+    }
+
+    /// How this dialer reaches the gateway: `"relay"` or `"direct"` (UDP to an address).
+    pub fn via(&self) -> &'static str {
+        if self.relay.is_some() {
+            "relay"
+        } else {
+            "direct"
+        }
     }
 
     /// The relay link's state, when dialing over a relay.
@@ -160,7 +198,7 @@ impl Dialer {
                     if matches!(&e, quinn::ConnectionError::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::crypto(44))
                     {
                         return Err(TunnelError::Refused {
-                            code: "revoked".into(),
+                            code: TunnelCode::Revoked,
                             message: "this device's key was revoked by the gateway operator".into(),
                         });
                     }
@@ -233,7 +271,7 @@ async fn open_control(
 /// The refusal of a revoked key.
 fn revoked() -> TunnelError {
     TunnelError::Refused {
-        code: "revoked".into(),
+        code: TunnelCode::Revoked,
         message: "this device's key was revoked by the gateway operator".into(),
     }
 }
@@ -249,7 +287,22 @@ pub async fn pair(
 ) -> Result<Pairing, TunnelError> {
     // Expiry is judged by the gateway (the device clock may be wrong), which also audits it.
     let identity = Identity::load_or_create(&home.identity_path())?;
-    let dialer = Dialer::new(&identity, &uri.gateway_id, &uri.addrs[0])?;
+    let dialer = match (uri.addrs.first(), uri.pairing_relay_credentials()) {
+        (Some(first), _) => Dialer::new(&identity, &uri.gateway_id, first)?,
+        (None, Some((ticket, seed))) => Dialer::over_relay(
+            &identity,
+            &uri.gateway_id,
+            uri.gateway_key.unwrap_or_default(),
+            uri.relays[0].target(),
+            seed,
+            watch::channel(Some(ticket)).1,
+        )?,
+        (None, None) => {
+            return Err(TunnelError::Config(
+                "the pairing URI names no tunnel address and no relay".into(),
+            ))
+        }
+    };
     let conn = dialer.connect(&uri.addrs).await?;
     let msg = ClientMsg::Pair {
         code: uri.code.clone(),
@@ -263,7 +316,7 @@ pub async fn pair(
             Ok(Some(l)) => l,
             _ if revoked_in_handshake(&conn) => {
                 return Err(TunnelError::Refused {
-                    code: "revoked".into(),
+                    code: TunnelCode::Revoked,
                     message: "this device's key was revoked by the gateway operator".into(),
                 })
             }
@@ -283,6 +336,7 @@ pub async fn pair(
                 device_token,
                 generation,
                 ssh,
+                relay_ticket,
             } => {
                 if device_id != identity.id() {
                     return Err(TunnelError::Connection(
@@ -307,6 +361,11 @@ pub async fn pair(
                     device_id,
                     paired_at_ms: claw_gateway::now_ms(),
                     ssh: ssh.clone(),
+                    relays: uri.relays.clone(),
+                    gateway_key: uri.gateway_key.map(|k| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)
+                    }),
                 };
                 if let Some(h) = &ssh {
                     let text = crate::device::known_hosts_text(&p.addrs, h.port, &h.host_key);
@@ -321,6 +380,9 @@ pub async fn pair(
                         })
                     })?;
                 }
+                if let Some(t) = relay_ticket.as_deref().and_then(stored_ticket) {
+                    home.save_relay_ticket(&t)?;
+                }
                 home.save_pairing(&p)?;
                 home.save_token(&device_token, generation)?;
                 conn.close(0u32.into(), b"paired");
@@ -329,9 +391,19 @@ pub async fn pair(
             ServerMsg::Error { code, message } => {
                 return Err(TunnelError::Refused { code, message })
             }
-            ServerMsg::Token { .. } | ServerMsg::Probe { .. } => {}
+            ServerMsg::Token { .. } | ServerMsg::Probe { .. } | ServerMsg::RelayTicket { .. } => {}
         }
     }
+}
+
+/// A relay ticket the gateway handed over, as stored: only one that parses (its signature is
+/// the relay's to judge).
+fn stored_ticket(text: &str) -> Option<crate::device::StoredRelayTicket> {
+    let t = claw_mesh::ticket::DeviceTicket::parse(text).ok()?;
+    Some(crate::device::StoredRelayTicket {
+        ticket: text.to_string(),
+        expires_at: t.expires_at,
+    })
 }
 
 /// True when the OpenSSH public key line `line` is the Ed25519 key whose id is `gateway_id`.
@@ -346,7 +418,8 @@ fn ssh_key_is(line: &str, gateway_id: &str) -> bool {
 pub async fn probe(home: &DeviceHome) -> Result<u64, TunnelError> {
     let pairing = home.pairing()?;
     let identity = Identity::load_or_create(&home.identity_path())?;
-    let dialer = Dialer::new(&identity, &pairing.gateway_id, &pairing.addrs[0])?;
+    let ticket = home.relay_ticket().ok().flatten().map(|t| t.ticket);
+    let dialer = Dialer::for_pairing(&identity, &pairing, watch::channel(ticket).1)?;
     let conn = dialer.connect(&pairing.addrs).await?;
     let (_send, recv) = open_control(&conn, &ClientMsg::Probe).await?;
     let mut lines = BufReader::new(recv).split(b'\n');
@@ -354,7 +427,7 @@ pub async fn probe(home: &DeviceHome) -> Result<u64, TunnelError> {
         Ok(Some(l)) => l,
         _ if revoked_in_handshake(&conn) => {
             return Err(TunnelError::Refused {
-                code: "revoked".into(),
+                code: TunnelCode::Revoked,
                 message: "this device's key was revoked by the gateway operator".into(),
             })
         }
@@ -392,6 +465,12 @@ pub struct TunnelStatus {
     pub rtt_ms: Option<f64>,
     /// The QUIC path as quinn sees it (while connected).
     pub path: Option<PathInfo>,
+    /// How the tunnel reaches the gateway: `"relay"` or `"direct"` (while connected).
+    pub via: Option<String>,
+    /// The relay in use, when `via` is `"relay"`.
+    pub relay: Option<String>,
+    /// Since when the current path is in use (unix ms).
+    pub via_since_ms: Option<u64>,
     /// Forwarded connections open now.
     pub streams: u64,
     /// Bytes sent to the gateway.
@@ -549,10 +628,10 @@ fn revoked_in_handshake(conn: &Connection) -> bool {
 pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> {
     let pairing = home.pairing()?;
     let identity = Identity::load_or_create(&home.identity_path())?;
-    let dialer: DialerSlot = Arc::new(Mutex::new(Arc::new(Dialer::new(
-        &identity,
-        &pairing.gateway_id,
-        &pairing.addrs[0],
+    let (ticket_tx, ticket_rx) =
+        watch::channel(home.relay_ticket().ok().flatten().map(|t| t.ticket));
+    let dialer: DialerSlot = Arc::new(Mutex::new(Arc::new(Dialer::for_pairing(
+        &identity, &pairing, ticket_rx,
     )?)));
     let mut listeners = Vec::new();
     let main = TcpListener::bind(cfg.listen)
@@ -605,6 +684,7 @@ pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> 
     tokio::spawn(manage(
         home.clone(),
         identity,
+        ticket_tx,
         pairing_rx,
         dialer.clone(),
         conn_tx,
@@ -637,7 +717,7 @@ async fn watch_pairing(home: DeviceHome, mut last: Pairing, tx: watch::Sender<Pa
             return;
         }
         match home.pairing() {
-            Ok(p) if p != last && !p.addrs.is_empty() => {
+            Ok(p) if p != last && (!p.addrs.is_empty() || !p.relays.is_empty()) => {
                 tracing::info!(
                     gateway = %p.gateway_id.chars().take(16).collect::<String>(),
                     addrs = %p.addrs.join(", "),
@@ -663,6 +743,7 @@ async fn sleep_or_repair(delay: Duration, pairing: &mut watch::Receiver<Pairing>
 async fn manage(
     home: DeviceHome,
     identity: Identity,
+    ticket_tx: watch::Sender<Option<String>>,
     mut pairing_rx: watch::Receiver<Pairing>,
     dialer_slot: DialerSlot,
     conn_tx: watch::Sender<Option<Connection>>,
@@ -682,7 +763,7 @@ async fn manage(
         let latest = pairing_rx.borrow_and_update().clone();
         if latest != pairing {
             // Re-paired: pin the (possibly new) gateway and dial its addresses from now on.
-            match Dialer::new(&identity, &latest.gateway_id, &latest.addrs[0]) {
+            match Dialer::for_pairing(&identity, &latest, ticket_tx.subscribe()) {
                 Ok(d) => {
                     *dialer_slot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(d);
                     pairing = latest;
@@ -730,7 +811,10 @@ async fn manage(
             .unwrap_or(0);
         let (send, recv) = match open_control(&conn, &ClientMsg::Hello { generation }).await {
             Ok(s) => s,
-            Err(TunnelError::Refused { code, .. }) if code == "revoked" => {
+            Err(TunnelError::Refused {
+                code: TunnelCode::Revoked,
+                ..
+            }) => {
                 let msg = "the gateway refused this device's key during the TLS handshake: it was revoked by the operator".to_string();
                 tracing::error!("{msg}; not reconnecting");
                 set(&|s| s.last_error = Some(msg.clone()));
@@ -771,9 +855,13 @@ async fn manage(
         };
         let started = Instant::now();
         let _ = conn_tx.send(Some(conn.clone()));
+        let relay_url = dialer.relay_status().map(|r| r.url);
         set(&|s| {
             s.connected = true;
             s.last_error = None;
+            s.via = Some(dialer.via().to_string());
+            s.relay = relay_url.clone();
+            s.via_since_ms = Some(claw_gateway::now_ms());
         });
         tracing::info!("tunnel connected");
         let mut pending = Some(first);
@@ -809,9 +897,20 @@ async fn manage(
                         }
                         Err(e) => tracing::error!(error = %e, "cannot store the device token"),
                     },
-                    Ok(ServerMsg::Error { code, message })
-                        if code == "revoked" || code == "not_paired" =>
-                    {
+                    Ok(ServerMsg::RelayTicket { ticket, .. }) => match stored_ticket(&ticket) {
+                        Some(t) => {
+                            if let Err(e) = home.save_relay_ticket(&t) {
+                                tracing::error!(error = %e, "cannot store the relay ticket");
+                            }
+                            tracing::info!(
+                                expires_at = t.expires_at,
+                                "stored a fresh relay ticket"
+                            );
+                            let _ = ticket_tx.send(Some(t.ticket));
+                        }
+                        None => tracing::warn!("the gateway sent a malformed relay ticket"),
+                    },
+                    Ok(ServerMsg::Error { code, message }) if code.is_final() => {
                         break Some(format!("{message} ({code})"));
                     }
                     Ok(_) => {}
@@ -853,6 +952,9 @@ async fn manage(
         set(&|s| {
             s.connected = false;
             s.last_error = Some(reason.clone());
+            s.via = None;
+            s.relay = None;
+            s.via_since_ms = None;
         });
         // The gateway closed the connection because the device was revoked (it may do so before
         // the control stream's `revoked` message arrives): as final as that message.
@@ -993,7 +1095,7 @@ const REFUSAL_PREFIX: &[u8] = b"{\"type\":\"error\"";
 
 /// Decides whether the first bytes from the gateway on a forward are its refusal: a
 /// [`ServerMsg::Error`] line and then the end of the stream. Pure.
-pub fn refusal_of(first: &[u8], ended: bool) -> Option<(String, String)> {
+pub fn refusal_of(first: &[u8], ended: bool) -> Option<(TunnelCode, String)> {
     if !ended || !first.starts_with(REFUSAL_PREFIX) {
         return None;
     }
@@ -1111,13 +1213,13 @@ mod tests {
     #[test]
     fn only_a_whole_error_line_then_the_end_is_a_refusal() {
         let line = control::encode(&ServerMsg::Error {
-            code: "not_exposed".into(),
+            code: TunnelCode::NotExposed,
             message: "the gateway exposes nothing named \"x\"".into(),
         });
         assert_eq!(
             refusal_of(&line, true),
             Some((
-                "not_exposed".into(),
+                TunnelCode::NotExposed,
                 "the gateway exposes nothing named \"x\"".into()
             ))
         );

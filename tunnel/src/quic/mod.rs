@@ -49,7 +49,7 @@ pub enum TunnelError {
     #[error("gateway refused: {message} ({code})")]
     Refused {
         /// Stable code from [`crate::control::ServerMsg::Error`].
-        code: String,
+        code: crate::control::TunnelCode,
         /// Message.
         message: String,
     },

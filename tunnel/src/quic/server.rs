@@ -23,7 +23,7 @@ use super::config::server_config;
 use super::lines::{read_line, LineReader};
 use super::liveness::{Liveness, SILENT_AFTER};
 use super::{close_code, TunnelError};
-use crate::control::{self, ClientMsg, ServerMsg, StreamHeader};
+use crate::control::{self, ClientMsg, ServerMsg, StreamHeader, TunnelCode};
 use crate::identity::Identity;
 use crate::verify::{key_id_of_cert, KeyLookup, KeyStatus};
 
@@ -43,7 +43,14 @@ pub struct TunnelConfig {
     /// The SSH forward, told to devices at pairing; set once it is bound (it starts after the
     /// tunnel).
     pub ssh: Arc<std::sync::OnceLock<crate::control::SshHint>>,
+    /// Set when the gateway serves through relays: paired devices are handed relay tickets for
+    /// their key (at pairing, on hello, and every [`TICKET_REFRESH`]).
+    pub relay_tickets: Option<claw_mesh::ticket::TicketSigner>,
 }
+
+/// How often a connected device is handed a fresh relay ticket: a day, against the tickets'
+/// week, so a device that was online in the last six days can come back through the relay.
+pub const TICKET_REFRESH: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for TunnelConfig {
     fn default() -> Self {
@@ -54,6 +61,7 @@ impl Default for TunnelConfig {
             handshakes_per_source: 50,
             pair_attempts_per_min: 10,
             ssh: Arc::default(),
+            relay_tickets: None,
         }
     }
 }
@@ -159,6 +167,36 @@ fn accept_loop(
     }
 }
 
+fn peer_key(conn: &Connection) -> Option<[u8; 32]> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    crate::verify::key_of_cert(certs.first()?).ok()
+}
+
+/// A fresh relay ticket for the device behind `conn`, when the gateway serves through relays.
+fn relay_ticket(shared: &Shared, conn: &Connection) -> Option<claw_mesh::ticket::DeviceTicket> {
+    let signer = shared.cfg.relay_tickets.as_ref()?;
+    Some(signer.issue(peer_key(conn)?, claw_gateway::now_ms() / 1000))
+}
+
+fn relay_ticket_msg(shared: &Shared, conn: &Connection) -> Option<ServerMsg> {
+    relay_ticket(shared, conn).map(|t| ServerMsg::RelayTicket {
+        ticket: t.encode(),
+        expires_at: t.expires_at,
+    })
+}
+
+/// Sends the device a fresh relay ticket (when the gateway has relays); false when the stream
+/// is gone.
+async fn send_relay_ticket(send: &mut SendStream, shared: &Shared, conn: &Connection) -> bool {
+    match relay_ticket_msg(shared, conn) {
+        Some(m) => send_msg(send, &m).await,
+        None => true,
+    }
+}
+
 fn peer_id(conn: &Connection) -> Option<String> {
     let certs = conn
         .peer_identity()?
@@ -178,7 +216,7 @@ fn status(state: &GatewayState, id: &str) -> KeyStatus {
 async fn refuse_unavailable(send: SendStream) {
     refuse(
         send,
-        "unavailable",
+        TunnelCode::Unavailable,
         "the gateway's state store is unavailable (disk full, read-only or locked); retrying (operator: run `claw doctor`)",
     )
     .await
@@ -323,7 +361,7 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
                     let mut send = send;
                     let _ = send
                         .write_all(&control::encode(&ServerMsg::Error {
-                            code: "bad_request".into(),
+                            code: TunnelCode::BadRequest,
                             message: e.to_string(),
                         }))
                         .await;
@@ -334,10 +372,10 @@ async fn connection(shared: Arc<Shared>, conn: Connection) {
     }
 }
 
-async fn refuse(mut send: SendStream, code: &str, message: &str) {
+async fn refuse(mut send: SendStream, code: TunnelCode, message: &str) {
     let _ = send
         .write_all(&control::encode(&ServerMsg::Error {
-            code: code.into(),
+            code,
             message: message.into(),
         }))
         .await;
@@ -367,7 +405,7 @@ async fn data_stream(
         );
         return refuse(
             send,
-            "not_paired",
+            TunnelCode::NotPaired,
             "this key is not paired with the gateway; pair it with `claw tunnel pair URI`",
         )
         .await;
@@ -387,7 +425,7 @@ async fn data_stream(
             let Some(target) = shared.cfg.exposes.get(&name).copied() else {
                 return refuse(
                     send,
-                    "not_exposed",
+                    TunnelCode::NotExposed,
                     &format!("the gateway exposes nothing named {name:?}"),
                 )
                 .await;
@@ -398,7 +436,7 @@ async fn data_stream(
                     let (mut send, mut recv) = (send, recv);
                     let _ = super::copy::splice(&mut tcp, &mut send, &mut recv).await;
                 }
-                Err(e) => refuse(send, "unreachable", &format!("{name}: {e}")).await,
+                Err(e) => refuse(send, TunnelCode::Unreachable, &format!("{name}: {e}")).await,
             }
         }
         StreamHeader::Control => {}
@@ -420,12 +458,12 @@ fn token_msg(state: &GatewayState, device_id: &str) -> ServerMsg {
         Err(e) if e.fault().is_some() => {
             tracing::error!(error = %e, device = %device_id, "store failure minting a tunnel token");
             ServerMsg::Error {
-                code: "unavailable".into(),
+                code: TunnelCode::Unavailable,
                 message: e.fault_or_internal().message(),
             }
         }
         Err(e) => ServerMsg::Error {
-            code: "revoked".into(),
+            code: TunnelCode::Revoked,
             message: e.to_string(),
         },
     }
@@ -474,7 +512,7 @@ async fn control_stream(
                 );
                 return refuse(
                     send,
-                    "rate_limited",
+                    TunnelCode::RateLimited,
                     "too many pairing attempts from this address; wait a minute",
                 )
                 .await;
@@ -486,7 +524,7 @@ async fn control_stream(
                 .map(|n| claw_gateway::text::check_label("device name", n, 64))
             {
                 audit(&state, "pairing.refused", &device_id, &e.to_string());
-                return refuse(send, "invalid_name", &e.to_string()).await;
+                return refuse(send, TunnelCode::InvalidName, &e.to_string()).await;
             }
             let platform: String = platform
                 .chars()
@@ -523,7 +561,7 @@ async fn control_stream(
                                 if !approved {
                                     return refuse(
                                         send,
-                                        "rejected",
+                                        TunnelCode::Rejected,
                                         "the operator rejected this pairing request",
                                     )
                                     .await;
@@ -537,14 +575,16 @@ async fn control_stream(
                 }
                 Ok(Err(verdict)) => {
                     let code = match verdict {
-                        claw_gateway::auth::pairing_code::Verdict::Wrong { .. } => "code_wrong",
+                        claw_gateway::auth::pairing_code::Verdict::Wrong { .. } => {
+                            TunnelCode::CodeWrong
+                        }
                         claw_gateway::auth::pairing_code::Verdict::Expired
                         | claw_gateway::auth::pairing_code::Verdict::ClockMovedBack => {
-                            "code_expired"
+                            TunnelCode::CodeExpired
                         }
-                        claw_gateway::auth::pairing_code::Verdict::Used => "code_used",
-                        claw_gateway::auth::pairing_code::Verdict::Burned => "code_burned",
-                        _ => "code_unknown",
+                        claw_gateway::auth::pairing_code::Verdict::Used => TunnelCode::CodeUsed,
+                        claw_gateway::auth::pairing_code::Verdict::Burned => TunnelCode::CodeBurned,
+                        _ => TunnelCode::CodeUnknown,
                     };
                     return refuse(send, code, verdict.message()).await;
                 }
@@ -554,7 +594,7 @@ async fn control_stream(
                     tracing::error!(device = %device_id, error = %e, "pairing could not be recorded");
                     return refuse(
                         send,
-                        "server_error",
+                        TunnelCode::ServerError,
                         "the gateway could not record the pairing (its log says why); try again or ask its operator",
                     )
                     .await;
@@ -573,6 +613,7 @@ async fn control_stream(
                             device_token,
                             generation,
                             ssh: shared.cfg.ssh.get().cloned(),
+                            relay_ticket: relay_ticket(&shared, &conn).map(|t| t.encode()),
                         },
                     )
                     .await
@@ -580,12 +621,12 @@ async fn control_stream(
                         return;
                     }
                 }
-                ServerMsg::Error { code, message } => return refuse(send, &code, &message).await,
+                ServerMsg::Error { code, message } => return refuse(send, code, &message).await,
                 _ => {
                     tracing::error!(device = %device_id, "no token to hand a freshly paired device");
                     return refuse(
                         send,
-                        "server_error",
+                        TunnelCode::ServerError,
                         "the gateway paired this device but could not issue its token; run `claw tunnel up` to fetch it",
                     )
                     .await;
@@ -600,7 +641,7 @@ async fn control_stream(
             if key_status != KeyStatus::Paired {
                 return refuse(
                     send,
-                    "not_paired",
+                    TunnelCode::NotPaired,
                     "this key is not paired with the gateway",
                 )
                 .await;
@@ -626,7 +667,7 @@ async fn control_stream(
                 );
                 return refuse(
                     send,
-                    "not_paired",
+                    TunnelCode::NotPaired,
                     "this key is not paired with the gateway; pair it with `claw tunnel pair URI`",
                 )
                 .await;
@@ -636,12 +677,21 @@ async fn control_stream(
             if !send_msg(&mut send, &token_msg(&state, &device_id)).await {
                 return;
             }
+            if !send_relay_ticket(&mut send, &shared, &conn).await {
+                return;
+            }
         }
-        Err(e) => return refuse(send, "bad_request", &e.to_string()).await,
+        Err(e) => return refuse(send, TunnelCode::BadRequest, &e.to_string()).await,
     }
-    // Paired: push fresh tokens after rotations; cut the device off when revoked.
+    let mut refresh =
+        tokio::time::interval_at(tokio::time::Instant::now() + TICKET_REFRESH, TICKET_REFRESH);
+    // Paired: push fresh tokens after rotations and fresh relay tickets every day; cut the
+    // device off when revoked.
     loop {
         tokio::select! {
+            _ = refresh.tick() => {
+                if !send_relay_ticket(&mut send, &shared, &conn).await { return; }
+            }
             ev = events.recv() => match ev {
                 Ok(GatewayEvent::RootRotated { .. }) => {
                     let m = token_msg(&state, &device_id);
@@ -652,7 +702,7 @@ async fn control_stream(
                     if !send_msg(&mut send, &token_msg(&state, &device_id)).await { return; }
                 }
                 Ok(GatewayEvent::DeviceRevoked { device_id: d } | GatewayEvent::DeviceRemoved { device_id: d }) if d == device_id => {
-                    let _ = send_msg(&mut send, &ServerMsg::Error { code: "revoked".into(), message: "this device was revoked or removed by the gateway operator".into() }).await;
+                    let _ = send_msg(&mut send, &ServerMsg::Error { code: TunnelCode::Revoked, message: "this device was revoked or removed by the gateway operator".into() }).await;
                     let _ = send.finish();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     conn.close(VarInt::from_u32(close_code::REVOKED), b"device revoked");
@@ -665,6 +715,7 @@ async fn control_stream(
                 Ok(Some(l)) => {
                     if let Ok(ClientMsg::Hello { .. }) = control::decode::<ClientMsg>(&l) {
                         if !send_msg(&mut send, &token_msg(&state, &device_id)).await { return; }
+                        if !send_relay_ticket(&mut send, &shared, &conn).await { return; }
                     }
                 }
                 _ => return,

@@ -97,6 +97,7 @@ fn healthy() -> Facts {
             write_lock: WriteLockProbe::Free,
         },
         snapshots: vec![],
+        upstream: None,
     }
 }
 
@@ -832,4 +833,52 @@ fn small_udp_buffer_caps_are_reported_only_where_the_tunnel_is_used() {
         Severity::Info
     );
     assert_eq!(udp_buffers(true, None).severity, Severity::Ok);
+}
+
+#[test]
+fn upstream_names_the_runtime_token_and_the_fix() {
+    use crate::doctor::facts::UpstreamFacts;
+    use crate::upstream::CredentialError;
+    let runtime = CredentialError::RuntimeToken {
+        path: "/h/.openclaw/openclaw.json".into(),
+    };
+    let u = UpstreamFacts {
+        url: "ws://127.0.0.1:18789/".into(),
+        credential: "openclaw config /h/.openclaw/openclaw.json (gateway.auth.token)".into(),
+        reachable: false,
+        authenticated: false,
+        last_error: Some(runtime.to_string()),
+    };
+    let f = upstream(&u);
+    assert_eq!(f.severity, Severity::Error);
+    assert!(
+        f.message.contains("per-boot runtime token"),
+        "{}",
+        f.message
+    );
+    assert!(f
+        .hint
+        .unwrap()
+        .contains("openclaw config set gateway.auth.token"));
+    let down = UpstreamFacts {
+        last_error: Some("cannot connect to ws://127.0.0.1:18789/: Connection refused".into()),
+        ..u.clone()
+    };
+    assert!(upstream(&down).message.contains("not reachable"));
+    let refused = UpstreamFacts {
+        reachable: true,
+        last_error: Some(
+            "upstream refused claw: shared token refused (SharedToken)\u{1b}[2J".into(),
+        ),
+        ..u.clone()
+    };
+    let f = upstream(&refused);
+    assert!(f.message.contains("refuses claw") && !f.message.contains('\u{1b}'));
+    let ok = UpstreamFacts {
+        authenticated: true,
+        reachable: true,
+        last_error: None,
+        ..u
+    };
+    assert_eq!(upstream(&ok).severity, Severity::Ok);
 }

@@ -60,10 +60,35 @@
     const add = (k, v) => { const tr = el("tr"); tr.append(el("th", k), el("td", v)); rows.append(tr); };
     add("Version", s.runtimeVersion || (s.gateway && s.gateway.version) || "");
     add("Uptime", Math.floor((s.uptimeMs || (s.gateway && s.gateway.uptimeMs) || 0) / 1000) + " s");
-    add("WebSocket", location.host);
-    const listeners = s.listeners || {};
-    for (const k of Object.keys(listeners)) add(k, JSON.stringify(listeners[k]));
+    const l = s.listeners || {};
+    add("WebSocket", (l.ws && l.ws.length ? l.ws : [location.host]).map((a) => "ws://" + a).join(", "));
+    add("Tunnel", l.tunnel ? "udp://" + l.tunnel.addr + " (gateway " + String(l.tunnel.gatewayId || "").slice(0, 16) + ")" : "off");
+    add("SSH", l.ssh ? "tcp://" + l.ssh.addr + " " + (l.ssh.fingerprint || "") : "off");
+    add("Relay", l.relays && l.relays.length ? l.relays.map((r) => r.url).join(", ") : "none");
+    add("Upstream", l.upstream ? (l.upstream.url || JSON.stringify(l.upstream)) : "none");
     add("Clients", (s.clients || []).length);
+  }
+
+  const SAFE_FIXES = ["chmod", "removeTempFiles", "pruneExpiredPairing"];
+
+  async function refreshDoctor(fix) {
+    const r = await call("doctor.run", { fix: !!fix });
+    const tb = $("doctor");
+    tb.replaceChildren();
+    let fixable = 0;
+    for (const f of r.findings || []) {
+      if (f.severity === "ok") continue;
+      const tr = el("tr");
+      tr.dataset.check = f.id;
+      const todo = f.fixed ? "fixed: " + f.fixed : (f.fixError ? "fix failed: " + f.fixError : (f.hint || ""));
+      if (f.fix && !f.fixed && SAFE_FIXES.includes(f.fix.kind)) fixable++;
+      tr.append(el("td", f.id, "mono"), el("td", f.severity, "sev-" + f.severity), el("td", f.message), el("td", todo));
+      tb.append(tr);
+    }
+    if (!tb.children.length) { const tr = el("tr"); tr.append(el("td", "Nothing to report: every check is healthy.", "muted")); tb.append(tr); }
+    const sm = r.summary || {};
+    $("doctor-summary").textContent = (sm.errors || 0) + " error(s), " + (sm.warnings || 0) + " warning(s)" + (fix ? " after the safe fixes" : "");
+    $("doctor-fix").hidden = fixable === 0;
   }
 
   async function refreshDevices() {
@@ -141,7 +166,7 @@
   }
 
   function refreshAll() {
-    return Promise.all([refreshStatus(), refreshDevices(), refreshAudit()]).catch((e) => {
+    return Promise.all([refreshStatus(), refreshDevices(), refreshAudit(), refreshDoctor(false)]).catch((e) => {
       $("conn").textContent = "error: " + e.message;
     });
   }
@@ -236,6 +261,12 @@
   });
   $("pair").addEventListener("click", pair);
   $("rotate").addEventListener("click", rotate);
+  $("doctor-run").addEventListener("click", () => refreshDoctor(false).catch((e) => { $("doctor-summary").textContent = e.message; }));
+  $("doctor-fix").addEventListener("click", async () => {
+    if (!(await confirmAction("Apply the safe fixes (file modes, leftover temporary files, expired pairing rows)? Nothing else is touched."))) return;
+    await refreshDoctor(true).catch((e) => { $("doctor-summary").textContent = e.message; });
+    refreshAudit().catch(() => {});
+  });
   $("audit-filter").addEventListener("input", renderAudit);
   $("audit-refusals").addEventListener("change", renderAudit);
   setInterval(() => { if (ws && ws.readyState === 1) refreshDevices().catch(() => {}); }, 15000);
