@@ -607,11 +607,6 @@ async fn start(home: &Home, a: RunArgs, as_json: bool) -> anyhow::Result<u8> {
         a.token = Some(read_token_file(std::path::Path::new("-"))?);
         a.token_file = None;
     }
-    // 0600, never through a symlink, never a file another uid planted.
-    let log = claw_gateway::home::open_private_log(&home.log_path())
-        .with_context(|| format!("cannot open {}", home.log_path().display()))?;
-    // Lines before this offset are earlier runs': a failure shows only this run's.
-    let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home")
         .arg(home.root())
@@ -622,53 +617,26 @@ async fn start(home: &Home, a: RunArgs, as_json: bool) -> anyhow::Result<u8> {
         // Pass a pinned token through the environment, never argv (visible in ps).
         cmd.env("CLAW_GATEWAY_TOKEN", t);
     }
-    use std::os::unix::process::CommandExt;
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
-    let mut child = cmd.spawn().context("cannot start the gateway")?;
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let code = status.code().unwrap_or(1) as u8;
-            return Err(fail(
-                code.max(1),
-                format!(
-                    "the gateway exited ({status}); its log from this start:\n{}",
-                    super::tunnel_service::log_since(&home.log_path(), offset)
-                ),
-            ));
-        }
-        if let Some(rt) = RuntimeFile::of_running(home, pid) {
-            if as_json {
-                super::json_out::print(&super::json_out::GatewayStarted {
-                    pid,
-                    url: rt.url.clone(),
-                    log: home.log_path(),
-                    home: home.root().to_path_buf(),
-                })?;
-            } else {
-                println!(
-                    "claw gateway started: pid {pid}, {} (log {})",
-                    rt.url,
-                    home.log_path().display()
-                );
-            }
-            return Ok(0);
-        }
-        if Instant::now() > deadline {
-            return Err(fail(
-                exit::FAILURE,
-                format!(
-                    "the gateway (pid {pid}) did not become ready in 15 s; see {}",
-                    home.log_path().display()
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let child = super::detached::Detached::spawn(cmd, &home.log_path(), "gateway")?;
+    let pid = child.pid;
+    let rt = child
+        .wait_ready(|pid| RuntimeFile::of_running(home, pid))
+        .await?;
+    if as_json {
+        super::json_out::print(&super::json_out::GatewayStarted {
+            pid,
+            url: rt.url.clone(),
+            log: home.log_path(),
+            home: home.root().to_path_buf(),
+        })?;
+    } else {
+        println!(
+            "claw gateway started: pid {pid}, {} (log {})",
+            rt.url,
+            home.log_path().display()
+        );
     }
+    Ok(0)
 }
 
 async fn stop(home: &Home, as_json: bool) -> anyhow::Result<u8> {

@@ -6,6 +6,7 @@ mod call;
 mod channels;
 mod completions;
 mod dashboard;
+mod detached;
 mod devices;
 mod doctor;
 mod gateway;
@@ -83,6 +84,8 @@ pub struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process: the size of the `gateway run` flags costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run and manage the gateway.

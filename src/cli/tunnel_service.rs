@@ -70,87 +70,47 @@ pub async fn daemon(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {
         .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
     let exe = std::env::current_exe().context("cannot find the claw executable")?;
     let log_file = log_path(dh);
-    let log = claw_gateway::home::open_private_log(&log_file)
-        .with_context(|| format!("cannot open {}", log_file.display()))?;
-    let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
     let args: Vec<std::ffi::OsString> = std::env::args_os()
         .skip(1)
         .filter(|a| a != "--daemon")
         .collect();
     let mut cmd = std::process::Command::new(exe);
-    use std::os::unix::process::CommandExt;
-    cmd.args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
-    let mut child = cmd.spawn().context("cannot start the tunnel")?;
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let code = status.code().unwrap_or(1) as u8;
-            return Err(fail(
-                code.max(1),
-                format!(
-                    "the tunnel exited ({status}); its log:\n{}",
-                    log_since(&log_file, offset)
-                ),
-            ));
-        }
-        let status: Option<serde_json::Value> = claw_gateway::home::read_private(&dh.status_path())
-            .and_then(|s| serde_json::from_str(&s).ok());
-        if let Some(v) = status.filter(|v| v["pid"] == pid) {
-            let listen: Vec<String> = v["listen"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if as_json {
-                let s = TunnelStarted {
-                    event: "started".into(),
-                    pid,
-                    listen,
-                    log: log_file,
-                };
-                println!("{}", serde_json::to_string(&s)?);
-            } else {
-                println!(
-                    "claw tunnel started: pid {pid}, ws://{} (log {})",
-                    listen.first().map(String::as_str).unwrap_or(""),
-                    log_file.display()
-                );
-            }
-            return Ok(0);
-        }
-        if Instant::now() > deadline {
-            return Err(fail(
-                exit::FAILURE,
-                format!(
-                    "the tunnel (pid {pid}) did not come up in 15 s; see {}",
-                    log_file.display()
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The lines a log file gained after `offset` (this run's, not an earlier run's), the last 20.
-pub fn log_since(path: &Path, offset: u64) -> String {
-    let all = claw_gateway::home::read_private(path).unwrap_or_default();
-    let mine = all.get(offset as usize..).unwrap_or("");
-    let lines: Vec<&str> = mine.lines().collect();
-    let skip = lines.len().saturating_sub(20);
-    let tail = lines[skip..].join("\n");
-    if tail.is_empty() {
-        "(nothing was logged)".into()
+    cmd.args(args);
+    let child = super::detached::Detached::spawn(cmd, &log_file, "tunnel")?;
+    let pid = child.pid;
+    let listen = child
+        .wait_ready(|pid| {
+            let status: Option<serde_json::Value> =
+                claw_gateway::home::read_private(&dh.status_path())
+                    .and_then(|s| serde_json::from_str(&s).ok());
+            status.filter(|v| v["pid"] == pid).map(|v| {
+                v["listen"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect::<Vec<String>>()
+                    })
+                    .unwrap_or_default()
+            })
+        })
+        .await?;
+    if as_json {
+        let s = TunnelStarted {
+            event: "started".into(),
+            pid,
+            listen,
+            log: log_file,
+        };
+        println!("{}", serde_json::to_string(&s)?);
     } else {
-        tail
+        println!(
+            "claw tunnel started: pid {pid}, ws://{} (log {})",
+            listen.first().map(String::as_str).unwrap_or(""),
+            log_file.display()
+        );
     }
+    Ok(0)
 }
 
 /// `claw tunnel down`: SIGTERM to the running `tunnel up` and wait (10 s) until it let go of the

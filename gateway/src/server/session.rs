@@ -16,14 +16,14 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::http::{self, Head};
 use super::metered::{BudgetSpent, Metered};
-use crate::auth::decide::{decide, Accept, AuthInput, Decision, DeviceAction, Origin};
+use crate::auth::decide::{decide, Accept, AuthInput, Decision, Origin};
 use crate::methods::{self, Ctx};
 use crate::protocol::connect::{negotiate_protocol, parse_connect, ConnectParams};
 use crate::protocol::errors::{Rejection, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG};
 use crate::protocol::frames::{self, FrameError, MAX_PAYLOAD, MAX_PREAUTH_PAYLOAD};
 use crate::protocol::hello::{hello_ok, Hello};
+use crate::service::connect as service;
 use crate::state::{GatewayState, Outbound, SessionHandle};
-use crate::store::NewDevice;
 
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -556,27 +556,19 @@ async fn handshake(
             Err(r)
         }
         Decision::NeedsApproval { device_id } => {
-            let d = new_device(&params, &device_id);
-            let ttl = state.config.pairing_request_ttl.as_millis() as u64;
-            let req =
-                crate::store::off_worker(|| state.store().request_pairing(&d, origin_name, ttl))
-                    .map_err(|e| fault(state, e))?;
             let remote = source.to_string();
-            let _ = crate::store::off_worker(|| {
-                state.store().set_request_remote(&req.request_id, &remote)
-            });
-            let ev = frames::event(
-                "device.pair.requested",
-                &json!({"requestId": req.request_id, "deviceId": device_id}),
-                Some(state.next_seq()),
-            );
-            state.broadcast(&ev);
+            let req = crate::store::off_worker(|| {
+                service::request_pairing(state, &params, &device_id, origin_name, &remote)
+            })
+            .map_err(|e| fault(state, e))?;
             Err(Rejection::PairingRequired {
                 request_id: req.request_id,
             })
         }
         Decision::Accept(a) => {
-            let token = crate::store::off_worker(|| carry_out(state, &a, &params, origin_name))?;
+            let token =
+                crate::store::off_worker(|| service::carry_out(state, &a, &params, origin_name))
+                    .map_err(|e| fault(state, e))?;
             state
                 .failures
                 .lock()
@@ -655,103 +647,6 @@ fn fault(state: &GatewayState, e: crate::store::StoreError) -> Rejection {
     let kind = state.fault_of(&e);
     tracing::error!(error = %e, fault = kind.name(), "store failure during connect");
     Rejection::Unavailable(kind)
-}
-
-fn new_device(params: &ConnectParams, device_id: &str) -> NewDevice {
-    NewDevice {
-        device_id: device_id.to_string(),
-        public_key: params
-            .device
-            .as_ref()
-            .map(|d| d.public_key.clone())
-            .unwrap_or_default(),
-        display_name: params.client.display_name.clone(),
-        platform: params.client.platform.clone(),
-        device_family: params.client.device_family.clone(),
-        client_id: params.client.id.clone(),
-        client_mode: params.client.mode.clone(),
-        role: params.role.clone(),
-        scopes: params.scopes.clone(),
-    }
-}
-
-/// Applies the device side of an accepted connect; returns the device token to hand out.
-fn carry_out(
-    state: &GatewayState,
-    a: &Accept,
-    params: &ConnectParams,
-    origin: &str,
-) -> Result<Option<(String, u64)>, Rejection> {
-    let Some(device_id) = &a.device_id else {
-        return Ok(None);
-    };
-    let mut store = state.store();
-    let issued = match &a.action {
-        DeviceAction::None => return Ok(None),
-        DeviceAction::SubIdentity { key_id } => {
-            // Bookkeeping, like `last_seen`: a store that cannot write does not stop a client
-            // the transport authenticated.
-            let sub = crate::store::SubIdentity {
-                device_id: device_id.clone(),
-                key_id: key_id.clone(),
-                client: format!("{}/{}", params.client.id, params.client.mode),
-                display_name: params.client.display_name.clone(),
-                role: a.role.clone(),
-            };
-            match store.record_sub_identity(&sub) {
-                Ok(true) => {
-                    drop(store);
-                    state.audit(
-                        "device.subidentity.seen",
-                        Some(device_id),
-                        Some(origin),
-                        &format!(
-                            "key={} client={}",
-                            &key_id[..16.min(key_id.len())],
-                            sub.client
-                        ),
-                    );
-                }
-                Ok(false) => {}
-                Err(e) => tracing::debug!(error = %e, "could not record a sub-identity"),
-            }
-            return Ok(None);
-        }
-        DeviceAction::PairSilently | DeviceAction::Refresh => {
-            store
-                .pair_device(&new_device(params, device_id), "silent", origin)
-                .map_err(|e| fault(state, e))?;
-            store
-                .current_token(device_id, &a.role, origin)
-                .map_err(|e| fault(state, e))?
-        }
-        DeviceAction::RepairOverTunnel => {
-            let t = store
-                .current_token(device_id, &a.role, origin)
-                .map_err(|e| fault(state, e))?;
-            drop(store);
-            state.audit(
-                "device.repaired",
-                Some(device_id),
-                Some(origin),
-                "stale token replaced over the tunnel",
-            );
-            t
-        }
-        DeviceAction::Keep => {
-            // `last_seen` is bookkeeping: a store that cannot write does not stop a device whose
-            // token verified.
-            if let Err(e) = store.touch_device(device_id) {
-                tracing::debug!(error = %e, "could not record last_seen");
-            }
-            // Same token back (a device token is re-derivable from the root).
-            return Ok(Some((
-                params.secret().unwrap_or_default().to_string(),
-                crate::now_ms(),
-            )));
-        }
-    };
-    Ok(Some((issued.token, issued.issued_at_ms)))
 }
 
 /// Serves requests until the peer leaves (`None`) or the session must close (`Some(code, reason)`).

@@ -4,10 +4,16 @@
 //! - [`key_status`]: is this device key paired, revoked, unknown — or can the store not say?
 //!   The one answer the tunnel's TLS verifier, every tunnel stream, SSH login, every SSH
 //!   channel and an SSH session's revocation watch all use.
+//! - [`connect`]: the device side of an accepted connect (silent pairing, token issue, re-pair,
+//!   sub-identities) and pairing requests — what a WebSocket session changes.
 //! - [`devices`]: approve, reject, rotate a token, revoke, remove — each with its audit entry,
 //!   credential event and session closes.
+//! - [`pairing`]: redeeming a one-time code and handing a device its current token (the
+//!   tunnel's control stream).
 
+pub mod connect;
 pub mod devices;
+pub mod pairing;
 
 use crate::state::GatewayState;
 

@@ -448,7 +448,7 @@ async fn send_msg(send: &mut SendStream, m: &ServerMsg) -> bool {
 }
 
 fn token_msg(state: &GatewayState, device_id: &str) -> ServerMsg {
-    match state.store().current_token(device_id, "operator", "tunnel") {
+    match claw_gateway::service::pairing::current_token(state, device_id, "operator", "tunnel") {
         Ok(t) => ServerMsg::Token {
             device_token: t.token,
             generation: t.generation,
@@ -542,19 +542,12 @@ async fn control_stream(
                 role: "operator".into(),
                 scopes: vec!["operator.read".into(), "operator.write".into()],
             };
-            let outcome = state.store().redeem_pairing_code(&code, &d, "tunnel");
+            let remote = conn.remote_address().to_string();
+            let outcome =
+                claw_gateway::service::pairing::redeem_code(&state, &code, &d, "tunnel", &remote);
             match outcome {
                 Ok(Ok(Redeemed::Paired)) => {}
                 Ok(Ok(Redeemed::Pending { request_id })) => {
-                    let remote = conn.remote_address().to_string();
-                    let _ = state.store().set_request_remote(&request_id, &remote);
-                    // Every operator session (the control page among them) hears of it, as
-                    // of a request made by a signed connect.
-                    state.broadcast(&claw_gateway::protocol::frames::event(
-                        "device.pair.requested",
-                        &serde_json::json!({"requestId": request_id, "deviceId": device_id}),
-                        Some(state.next_seq()),
-                    ));
                     if !send_msg(&mut send, &ServerMsg::Pending { request_id }).await {
                         return;
                     }
