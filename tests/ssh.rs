@@ -140,6 +140,17 @@ async fn ssh_forward_reaches_the_gateway_and_repairs_after_rotation() {
         call(&mut ws, "health", json!({})).await["payload"]["ok"],
         true
     );
+    // The operator sees the session as an SSH one, with its device.
+    let (code, out, err) = s.g.claw(&["gateway", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    let clients = status["clients"].as_array().unwrap();
+    assert!(
+        clients
+            .iter()
+            .any(|c| c["channel"] == "ssh" && c["origin"] == "ssh" && c["deviceId"].is_string()),
+        "{clients:?}"
+    );
     let (hello, _) = handshake(
         &url,
         &Creds {

@@ -145,7 +145,7 @@ fn channels(rt: &RuntimeFacts, status: &Value, admin_socket: &str) -> Vec<Channe
             let mut c = Channel::new("ssh", "listening");
             c.address = Some(format!("tcp://{addr}"));
             c.fingerprint = rt.ssh_fingerprint.clone();
-            c.note = Some("sessions forwarded over SSH are listed under `tunnel`".into());
+            c.clients = Some(on("ssh"));
             c
         }
         None => Channel::new("ssh", "not configured"),

@@ -49,14 +49,23 @@ fn listeners(state: &GatewayState) -> Value {
         .flatten()
         .filter(|r| r.pid == std::process::id());
     let Some(rt) = rt else {
-        return json!({"ws": [], "tunnel": null, "ssh": null, "relays": [], "upstream": null});
+        return json!({"ws": [], "tunnel": null, "ssh": null, "relays": [], "upstream": upstream_listener(state)});
     };
     json!({
         "ws": rt.addrs,
         "tunnel": rt.tunnel.map(|t| json!({"addr": t.addr, "gatewayId": t.gateway_id})),
         "ssh": rt.ssh.map(|s| json!({"addr": s.addr, "fingerprint": s.fingerprint})),
         "relays": rt.relays.iter().map(|r| json!({"url": r.url})).collect::<Vec<_>>(),
-        "upstream": null,
+        "upstream": upstream_listener(state),
+    })
+}
+
+/// The upstream OpenClaw gateway claw forwards to (`--upstream`), if any: its URL and whether
+/// it answers (the full picture is `gateway.status`'s `upstream`).
+fn upstream_listener(state: &GatewayState) -> Value {
+    state.upstream.get().map_or(Value::Null, |u| {
+        let s = u.status_json();
+        json!({"url": s["url"], "reachable": s["reachable"]})
     })
 }
 
@@ -72,6 +81,10 @@ fn clients(state: &GatewayState) -> Value {
         .map(|s| {
             let (channel, origin) = match &s.origin {
                 Origin::Loopback => ("ws", "loopback"),
+                Origin::Tunnel {
+                    via: crate::auth::decide::Via::Ssh,
+                    ..
+                } => ("ssh", "ssh"),
                 Origin::Tunnel { .. } => ("tunnel", "tunnel"),
             };
             let last_seen = s.last_seen.load(std::sync::atomic::Ordering::Relaxed);

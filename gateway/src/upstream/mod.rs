@@ -6,7 +6,7 @@
 //! Pure protocol logic first, the IO shell last:
 //! - [`url`]: the loopback-only `--upstream` URL.
 //! - [`credential`]: where the upstream's shared token comes from, read afresh at every connect.
-//! - [`route`] + [`method_scopes`]: who answers a method, and claw's scope check before anything
+//! - [`route`] + `method_scopes`: who answers a method, and claw's scope check before anything
 //!   is forwarded (OpenClaw's own per-method scopes).
 //! - [`handshake`]: the upstream `connect` claw signs for a client, refusal classes, the order of
 //!   secrets to try, backoff.

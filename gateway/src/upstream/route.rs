@@ -2,7 +2,7 @@
 //!
 //! claw answers the methods it owns (its device pairing and tokens, its root rotation); every
 //! other method goes upstream — but only after claw checked the caller's scopes against the
-//! scope OpenClaw itself declares for the method ([`super::method_scopes`]), so a device token
+//! scope OpenClaw itself declares for the method (`method_scopes`), so a device token
 //! holding `operator.read` never reaches an upstream admin method, whatever the upstream would
 //! allow. Methods OpenClaw does not declare need `operator.admin` (OpenClaw's own default).
 
