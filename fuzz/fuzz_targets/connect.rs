@@ -83,23 +83,17 @@ fuzz_target!(|data: &[u8]| {
     let key_id = KEY.device_id();
     let origin = match (ctl >> 1) & 3 {
         0 => Origin::Loopback,
-        1 => Origin::Tunnel {
-            device_id: key_id.clone(),
-        },
-        2 => Origin::Tunnel {
-            device_id: DEVICE1.to_string(),
-        },
-        _ => Origin::Tunnel {
-            device_id: "ee".repeat(32),
-        },
+        1 => Origin::quic(key_id.clone()),
+        2 => Origin::quic(DEVICE1),
+        _ => Origin::quic("ee".repeat(32)),
     };
     // The store: the device record found by the presented device id.
-    // The device record the gateway looks up: the one a proof names, else (tunnelled socket) the
-    // transport-authenticated one.
-    let presented_id = p.device.as_ref().map(|d| d.id.clone()).or(match &origin {
-        Origin::Tunnel { device_id } => Some(device_id.clone()),
-        Origin::Loopback => None,
-    });
+    // The device record the gateway looks up: on a tunnelled socket the transport-authenticated
+    // one (a key of the client's own is a sub-identity of it), else the one a proof names.
+    let presented_id = match &origin {
+        Origin::Tunnel { device_id, .. } => Some(device_id.clone()),
+        Origin::Loopback => p.device.as_ref().map(|d| d.id.clone()),
+    };
     let device_state = (ctl >> 3) & 3;
     let device = match (&presented_id, device_state) {
         (_, 0) | (None, _) => None,
@@ -158,7 +152,7 @@ fuzz_target!(|data: &[u8]| {
         })
     };
     let tunnel_id = match &origin {
-        Origin::Tunnel { device_id } => Some(device_id.as_str()),
+        Origin::Tunnel { device_id, .. } => Some(device_id.as_str()),
         Origin::Loopback => None,
     };
     match &d {
@@ -171,22 +165,37 @@ fuzz_target!(|data: &[u8]| {
         }) => {
             assert_eq!(role, &p.role);
             if *method == AuthMethod::Transport {
-                // Transport identity: a tunnelled socket without a device proof or the shared
-                // token, of a known, unrevoked device, granted no more than that device holds.
+                // Transport identity: a tunnelled socket of a known, unrevoked device, granted no
+                // more than that device holds; never in strict mode. Without a device proof it
+                // presented no shared token; with a proof of another key, that key is a verified
+                // sub-identity of the device (whatever secret it sent).
                 let id = device_id
                     .as_deref()
                     .expect("transport auth without a device");
                 assert_eq!(tunnel_id, Some(id));
-                assert!(p.device.is_none(), "transport auth for a signing client");
                 assert!(ctl & 0x80 == 0, "transport auth in strict mode");
-                assert!(!secrets_equal(p.secret().unwrap_or(""), SHARED));
                 let r = device
                     .as_ref()
                     .filter(|r| r.device_id == id)
                     .expect("unknown device");
                 assert!(!r.revoked, "accepted a revoked device");
                 assert!(is_subset(granted, &r.scopes) && is_subset(granted, &p.scopes));
-                assert_eq!(*action, DeviceAction::None);
+                match (&p.device, action) {
+                    (None, DeviceAction::None) => {
+                        assert!(!secrets_equal(p.secret().unwrap_or(""), SHARED));
+                    }
+                    (Some(proof), DeviceAction::SubIdentity { key_id }) => {
+                        assert_eq!(&proof.id, key_id);
+                        assert_ne!(key_id, id, "a device as its own sub-identity");
+                        assert!(verified(key_id), "an unverified sub-identity");
+                    }
+                    (proof, other) => {
+                        panic!(
+                            "transport auth with action {other:?} (proof: {})",
+                            proof.is_some()
+                        )
+                    }
+                }
                 return;
             }
             assert_eq!(granted, &p.scopes);

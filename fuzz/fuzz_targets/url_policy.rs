@@ -14,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
     // The opt-in only widens the host rule: what passes strictly passes with it.
     if strict.is_ok() {
         assert!(lax.is_ok(), "{url:?}");
-        let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().expect("accepted URLs parse");
+        let uri: tokio_tungstenite::tungstenite::http::Uri =
+            url.parse().expect("accepted URLs parse");
         assert_eq!(uri.scheme_str(), Some("ws"));
         let host = uri.host().expect("a host");
         let bare = host.trim_start_matches('[').trim_end_matches(']');
