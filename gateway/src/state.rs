@@ -195,6 +195,22 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
+    /// A gateway state on a fresh home in `dir` with default config and a generated shared
+    /// token (unit tests of the methods and the service layer).
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path) -> Arc<Self> {
+        let home = Home::new(dir);
+        home.ensure().unwrap();
+        let store = Store::open(&home.store_path()).unwrap();
+        Self::new(
+            home,
+            GatewayConfig::default(),
+            store,
+            "t".repeat(32),
+            TokenSource::Generated,
+        )
+    }
+
     /// Builds the state around an opened store.
     pub fn new(
         home: Home,

@@ -7,21 +7,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::home::Home;
-use crate::state::{GatewayConfig, GatewayState, TokenSource};
-use crate::store::Store;
+use crate::state::GatewayState;
 
-fn state(dir: &std::path::Path) -> Arc<GatewayState> {
-    let home = Home::new(dir);
-    home.ensure().unwrap();
-    let store = Store::open(&home.store_path()).unwrap();
-    GatewayState::new(
-        home,
-        GatewayConfig::default(),
-        store,
-        "t".repeat(32),
-        TokenSource::Generated,
-    )
+fn state(dir: &std::path::Path) -> std::sync::Arc<GatewayState> {
+    GatewayState::for_tests(dir)
 }
 
 /// A method waiting on a locked store (another writer holding it, a slow fsync) leaves the

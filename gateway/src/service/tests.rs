@@ -1,19 +1,8 @@
 use super::*;
-use crate::home::Home;
-use crate::state::{GatewayConfig, TokenSource};
-use crate::store::{NewDevice, Store};
+use crate::store::NewDevice;
 
 fn state(dir: &std::path::Path) -> std::sync::Arc<GatewayState> {
-    let home = Home::new(dir);
-    home.ensure().unwrap();
-    let store = Store::open(&home.store_path()).unwrap();
-    GatewayState::new(
-        home,
-        GatewayConfig::default(),
-        store,
-        "t".repeat(32),
-        TokenSource::Generated,
-    )
+    GatewayState::for_tests(dir)
 }
 
 /// Unknown, paired, revoked: the three answers every transport relies on, from one function.
