@@ -25,7 +25,8 @@
 pub mod auth;
 pub mod bind_guard;
 pub mod doctor;
-pub mod home;
+/// The home directory and its private files (the `claw-home` crate).
+pub use claw_home as home;
 pub mod limits;
 pub mod lock;
 pub mod methods;
@@ -48,9 +49,4 @@ pub use claw_proto::{fault, text};
 pub use claw_proto::VERSION;
 
 /// Milliseconds since the Unix epoch, the clock unit of the OpenClaw protocol.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use claw_home::now_ms;

@@ -31,6 +31,7 @@ pub mod frames;
 pub mod gateway_proof;
 pub mod hello;
 pub mod loopback;
+pub mod pairing_code;
 pub mod ports;
 pub mod scopes;
 pub mod signature;

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// Longest control line accepted.
 pub const MAX_LINE: usize = 16 * 1024;
 
+/// The UDP socket buffer (send and receive, bytes) each tunnel endpoint asks for. Here, not in
+/// the tunnel crate, because `claw doctor` (`udp.buffers`) compares the kernel's cap against it.
+pub const SOCKET_BUFFER: u64 = 4 * 1024 * 1024;
+
 /// First line of every stream opened by a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "open", rename_all = "snake_case")]

@@ -60,7 +60,7 @@ impl Pairing {
             .decode(self.gateway_key.as_deref()?)
             .ok()?;
         let k: [u8; 32] = raw.try_into().ok()?;
-        (claw_gateway::auth::signature::device_id_for_key(&k) == self.gateway_id).then_some(k)
+        (claw_proto::signature::device_id_for_key(&k) == self.gateway_id).then_some(k)
     }
 }
 
@@ -137,7 +137,7 @@ pub struct DeviceHome {
 }
 
 fn read_json<T: for<'a> Deserialize<'a>>(p: &Path) -> Result<Option<T>, DeviceFileError> {
-    match claw_gateway::home::read_secret(p) {
+    match claw_home::read_secret(p) {
         Ok(s) => serde_json::from_str(&s)
             .map(Some)
             .map_err(|_| DeviceFileError::Corrupt(p.display().to_string())),
@@ -151,7 +151,7 @@ fn read_json<T: for<'a> Deserialize<'a>>(p: &Path) -> Result<Option<T>, DeviceFi
 
 fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<(), DeviceFileError> {
     let data = serde_json::to_vec_pretty(v).expect("serializable");
-    claw_gateway::home::write_secret_atomic(p, &data).map_err(|source| DeviceFileError::Io {
+    claw_home::write_secret_atomic(p, &data).map_err(|source| DeviceFileError::Io {
         path: p.display().to_string(),
         source,
     })
@@ -214,7 +214,7 @@ impl DeviceHome {
             &StoredToken {
                 token: token.to_string(),
                 generation,
-                updated_at_ms: claw_gateway::now_ms(),
+                updated_at_ms: claw_home::now_ms(),
             },
         )
     }

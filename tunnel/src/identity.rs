@@ -8,7 +8,7 @@ use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use claw_gateway::auth::device_key::DeviceKey;
+use claw_home::device_key::DeviceKey;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410): the 32-byte seed follows.
@@ -24,7 +24,7 @@ pub enum IdentityError {
     Crypto(String),
     /// Reading or writing the key failed.
     #[error(transparent)]
-    Key(#[from] claw_gateway::auth::device_key::DeviceKeyError),
+    Key(#[from] claw_home::device_key::DeviceKeyError),
 }
 
 /// A device's (or the gateway's) identity.
@@ -49,17 +49,14 @@ impl Identity {
         if !path.exists() {
             let id = Self::generate()?;
             if let Some(dir) = path.parent() {
-                claw_gateway::home::create_private_dir(dir)
+                claw_home::create_private_dir(dir)
                     .map_err(|e| IdentityError::Crypto(e.to_string()))?;
             }
-            claw_gateway::home::write_secret_atomic(
-                path,
-                URL_SAFE_NO_PAD.encode(id.key.seed()).as_bytes(),
-            )
-            .map_err(|e| IdentityError::Crypto(format!("{}: {e}", path.display())))?;
+            claw_home::write_secret_atomic(path, URL_SAFE_NO_PAD.encode(id.key.seed()).as_bytes())
+                .map_err(|e| IdentityError::Crypto(format!("{}: {e}", path.display())))?;
         }
         Ok(Self {
-            key: claw_gateway::auth::device_key::load_or_create(path)?,
+            key: claw_home::device_key::load_or_create(path)?,
         })
     }
 
@@ -144,7 +141,7 @@ impl Identity {
 pub fn device_id_of_ssh_key(key: &russh::keys::PublicKey) -> Option<String> {
     key.key_data()
         .ed25519()
-        .map(|k| claw_gateway::auth::signature::device_id_for_key(&k.0))
+        .map(|k| claw_proto::signature::device_id_for_key(&k.0))
 }
 
 /// Extracts the 32-byte seed from an Ed25519 PKCS#8 (v1 or v2) document.

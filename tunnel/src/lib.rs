@@ -16,6 +16,7 @@ pub mod identity;
 pub mod pairing;
 pub mod pairing_compact;
 pub mod quic;
+#[cfg(feature = "gateway")]
 pub mod ssh;
 pub mod verify;
 

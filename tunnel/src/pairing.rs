@@ -245,7 +245,7 @@ impl PairingUri {
             return Err(UriError::Field("rpin must be 64 hex characters"));
         }
         if let Some(gk) = &self.gateway_key {
-            if claw_gateway::auth::signature::device_id_for_key(gk) != self.gateway_id {
+            if claw_proto::signature::device_id_for_key(gk) != self.gateway_id {
                 return Err(UriError::Field("gk is not the key of gw"));
             }
         }
@@ -266,7 +266,7 @@ impl PairingUri {
         if !self.addrs.iter().all(|a| valid_addr(a)) {
             return Err(UriError::Field("addr must be host:port"));
         }
-        if claw_gateway::auth::pairing_code::split(&self.code).is_none() {
+        if claw_proto::pairing_code::split(&self.code).is_none() {
             return Err(UriError::Field("malformed code"));
         }
         if let Some(n) = &self.name {
@@ -357,7 +357,7 @@ mod tests {
         let seed = [7u8; 32];
         let gk = public_key(&seed);
         let mut u = sample();
-        u.gateway_id = claw_gateway::auth::signature::device_id_for_key(&gk);
+        u.gateway_id = claw_proto::signature::device_id_for_key(&gk);
         u.addrs.clear();
         u.relays = vec![
             RelayRef {
@@ -563,7 +563,7 @@ mod proptests {
                 let gk = public_key(&seed);
                 let signed = !relays.is_empty();
                 PairingUri {
-                    gateway_id: claw_gateway::auth::signature::device_id_for_key(&gk),
+                    gateway_id: claw_proto::signature::device_id_for_key(&gk),
                     relay_sig: signed.then(|| {
                         claw_mesh::ticket::pairing_ticket(&seed, &code, expires_at).signature()
                     }),

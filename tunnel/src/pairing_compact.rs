@@ -47,7 +47,7 @@ pub fn encode(u: &PairingUri) -> Option<String> {
     let mut b = Vec::with_capacity(96);
     b.push(FORMAT);
     b.extend(hex32(&u.gateway_id)?);
-    let (id, secret) = claw_gateway::auth::pairing_code::split(&u.code)?;
+    let (id, secret) = claw_proto::pairing_code::split(&u.code)?;
     b.extend(URL_SAFE_NO_PAD.decode(id).ok().filter(|v| v.len() == 6)?);
     b.extend(
         URL_SAFE_NO_PAD
@@ -235,7 +235,7 @@ mod tests {
         let seed = [7u8; 32];
         let gk = claw_mesh::ticket::public_key(&seed);
         let mut u = sample(&[], None);
-        u.gateway_id = claw_gateway::auth::signature::device_id_for_key(&gk);
+        u.gateway_id = claw_proto::signature::device_id_for_key(&gk);
         u.gateway_key = Some(gk);
         u.relays = vec![RelayRef {
             url: "https://relay.example:8443".into(),

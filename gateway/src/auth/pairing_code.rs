@@ -42,16 +42,7 @@ pub fn mint() -> NewCode {
     }
 }
 
-/// Splits `<id>.<secret>`; `None` when malformed.
-pub fn split(code: &str) -> Option<(&str, &str)> {
-    let (id, secret) = code.split_once('.')?;
-    let ok = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    (ok(id, 8) && ok(secret, 22)).then_some((id, secret))
-}
+pub use claw_proto::pairing_code::split;
 
 /// A stored code, as the verdict needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

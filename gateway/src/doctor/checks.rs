@@ -823,8 +823,8 @@ pub fn clock_skew(now_ms: u64, newest_ms: Option<u64>) -> Finding {
     }
 }
 
-/// What the QUIC tunnel asks for per UDP socket (claw_tunnel's `SOCKET_BUFFER`).
-pub const TUNNEL_SOCKET_BUFFER: u64 = 4 * 1024 * 1024;
+/// What the QUIC tunnel asks for per UDP socket.
+pub const TUNNEL_SOCKET_BUFFER: u64 = claw_proto::tunnel::SOCKET_BUFFER;
 
 /// `udp.buffers`: the kernel lets the tunnel's UDP sockets have the buffers it asks for. With
 /// the usual ~208 KiB cap, bulk transfers overflow the receive queue and lose packets. Reported

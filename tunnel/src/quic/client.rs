@@ -101,7 +101,7 @@ impl Dialer {
         relay_seed: [u8; 32],
         ticket: tokio::sync::watch::Receiver<Option<String>>,
     ) -> Result<Self, TunnelError> {
-        if claw_gateway::auth::signature::device_id_for_key(&gateway_key) != gateway_id {
+        if claw_proto::signature::device_id_for_key(&gateway_key) != gateway_id {
             return Err(TunnelError::Config(
                 "the gateway key does not match the pinned gateway id".into(),
             ));
@@ -359,7 +359,7 @@ pub async fn pair(
                     gateway_id: uri.gateway_id.clone(),
                     addrs: uri.addrs.clone(),
                     device_id,
-                    paired_at_ms: claw_gateway::now_ms(),
+                    paired_at_ms: claw_home::now_ms(),
                     ssh: ssh.clone(),
                     relays: uri.relays.clone(),
                     gateway_key: uri.gateway_key.map(|k| {
@@ -369,16 +369,13 @@ pub async fn pair(
                 };
                 if let Some(h) = &ssh {
                     let text = crate::device::known_hosts_text(&p.addrs, h.port, &h.host_key);
-                    claw_gateway::home::write_secret_atomic(
-                        &home.known_hosts_path(),
-                        text.as_bytes(),
-                    )
-                    .map_err(|source| {
-                        TunnelError::Device(crate::device::DeviceFileError::Io {
-                            path: home.known_hosts_path().display().to_string(),
-                            source,
-                        })
-                    })?;
+                    claw_home::write_secret_atomic(&home.known_hosts_path(), text.as_bytes())
+                        .map_err(|source| {
+                            TunnelError::Device(crate::device::DeviceFileError::Io {
+                                path: home.known_hosts_path().display().to_string(),
+                                source,
+                            })
+                        })?;
                 }
                 if let Some(t) = relay_ticket.as_deref().and_then(stored_ticket) {
                     home.save_relay_ticket(&t)?;
@@ -861,7 +858,7 @@ async fn manage(
             s.last_error = None;
             s.via = Some(dialer.via().to_string());
             s.relay = relay_url.clone();
-            s.via_since_ms = Some(claw_gateway::now_ms());
+            s.via_since_ms = Some(claw_home::now_ms());
         });
         tracing::info!("tunnel connected");
         let mut pending = Some(first);
@@ -1198,11 +1195,11 @@ async fn write_status(
             s.rtt_ms = live.as_ref().map(|c| c.rtt().as_secs_f64() * 1000.0);
             s.path = live.as_ref().map(PathInfo::of);
             drop(live);
-            s.updated_at_ms = claw_gateway::now_ms();
+            s.updated_at_ms = claw_home::now_ms();
             s.clone()
         };
         let data = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
-        let _ = claw_gateway::home::write_volatile_atomic(&home.status_path(), &data);
+        let _ = claw_home::write_volatile_atomic(&home.status_path(), &data);
     }
 }
 

@@ -7,12 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::QuicClientConfig;
+#[cfg(feature = "gateway")]
+use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 use super::TunnelError;
 use crate::identity::Identity;
-use crate::verify::{DeviceClientVerifier, KeyLookup, PinnedServerVerifier};
+use crate::verify::PinnedServerVerifier;
+#[cfg(feature = "gateway")]
+use crate::verify::{DeviceClientVerifier, KeyLookup};
 
 /// ALPN of the tunnel protocol.
 pub const ALPN: &[u8] = b"claw-tunnel/1";
@@ -43,7 +47,7 @@ pub const MAX_UDP_PAYLOAD: u16 = 6000;
 /// defaults (~208 KiB) overflow under bulk transfer: on loopback they lost ~4 packets per MB,
 /// each one a congestion-window cut; 4 MiB lost none (quic-go asks for 7 MiB for the same reason).
 /// `claw doctor` (`udp.buffers`) reports a kernel cap below it.
-pub const SOCKET_BUFFER: usize = claw_gateway::doctor::checks::TUNNEL_SOCKET_BUFFER as usize;
+pub const SOCKET_BUFFER: usize = claw_proto::tunnel::SOCKET_BUFFER as usize;
 /// UDP socket buffers taken when the process may exceed the kernel's cap (root, or
 /// `CAP_NET_ADMIN`: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`). On a 1,500-MTU path a receiver that is
 /// short of CPU for a moment still overflowed 4 MiB (72–352 `RcvbufErrors` per bench phase on a
@@ -137,6 +141,7 @@ pub const HANDSHAKE_WINDOW: u32 = 256 * 1024;
 /// ([`HANDSHAKE_WINDOW`], [`crate::quic::server::UNPAIRED_STREAMS`]) that a paired key is raised
 /// from once its connection is up. (A QUIC peer keeps any credit it was granted, so the limits
 /// must start small: lowering them after the handshake would not take anything back.)
+#[cfg(feature = "gateway")]
 pub fn server_transport() -> Arc<TransportConfig> {
     let mut t = Arc::try_unwrap(transport(false)).unwrap_or_else(|_| unreachable!("fresh Arc"));
     t.receive_window(VarInt::from_u32(HANDSHAKE_WINDOW));
@@ -145,6 +150,7 @@ pub fn server_transport() -> Arc<TransportConfig> {
 }
 
 /// The gateway's QUIC server config: its identity, client keys checked by `lookup`.
+#[cfg(feature = "gateway")]
 pub fn server_config(
     identity: &Identity,
     lookup: KeyLookup,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod copy;
 pub mod lines;
 pub mod liveness;
+#[cfg(feature = "gateway")]
 pub mod server;
 
 /// Tunnel errors.

@@ -178,7 +178,7 @@ fn peer_key(conn: &Connection) -> Option<[u8; 32]> {
 /// A fresh relay ticket for the device behind `conn`, when the gateway serves through relays.
 fn relay_ticket(shared: &Shared, conn: &Connection) -> Option<claw_mesh::ticket::DeviceTicket> {
     let signer = shared.cfg.relay_tickets.as_ref()?;
-    Some(signer.issue(peer_key(conn)?, claw_gateway::now_ms() / 1000))
+    Some(signer.issue(peer_key(conn)?, claw_home::now_ms() / 1000))
 }
 
 fn relay_ticket_msg(shared: &Shared, conn: &Connection) -> Option<ServerMsg> {

@@ -491,7 +491,7 @@ impl russh::server::Handler for Handler {
         }
         self.state
             .presence()
-            .touch(&device_id, Some(Transport::Ssh), claw_gateway::now_ms());
+            .touch(&device_id, Some(Transport::Ssh), claw_home::now_ms());
         let Some(target) = self.policy.resolve(host, port) else {
             self.refuse(&format!(
                 "a forward to {host}:{port} (only the gateway port and exposed services)"

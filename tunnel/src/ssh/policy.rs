@@ -31,7 +31,7 @@ fn loopback_host(host: &str) -> Option<Vec<IpAddr>> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     let ip: IpAddr = h.parse().ok()?;
-    claw_gateway::bind_guard::is_loopback(ip).then(|| vec![ip])
+    claw_proto::is_loopback(ip).then(|| vec![ip])
 }
 
 impl TargetPolicy {

@@ -7,6 +7,23 @@
 //! is owned by another uid (another user could have planted files in it — a `gateway.lock`
 //! symlink to a root-only file, a `gateway.token` of their choosing), and every file in it is
 //! opened without following a symlink (`O_NOFOLLOW`) and checked to be a regular file we own.
+//!
+//! Its own crate so that the device side (`claw-tunnel` without its `gateway` feature) keeps
+//! files the same way as the gateway without linking the gateway.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod device_key;
+
+/// Milliseconds since the Unix epoch, the clock unit of the OpenClaw protocol and of every
+/// timestamp claw writes into its files.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 use std::fs::{self, DirBuilder, File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
