@@ -10,6 +10,7 @@
 //! - [`server`] (feature `server`): `claw relay serve`, iroh-relay's server with claw admission.
 //!
 //! The relay protocol is iroh-relay's (HTTP(S) + WebSocket); nothing here invents one.
+#![warn(unreachable_pub)]
 
 pub mod admission;
 pub mod client;

@@ -18,7 +18,7 @@
 //!   [`ports`] (default ports).
 //! - [`tunnel`]: the QUIC tunnel's stream headers, control messages and [`tunnel::TunnelCode`].
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod close;
 pub mod codes;

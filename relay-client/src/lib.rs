@@ -66,7 +66,7 @@
 //! assert_eq!(m.poll_timeout(), None); // nothing scheduled: no reconnect loop
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod backoff;
 mod client;

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub use crate::error::ClientError;
+use crate::error::ClientError;
 use crate::state::Refusal;
 use crate::wire::{self, Identity, Incoming};
 
