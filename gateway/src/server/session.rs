@@ -29,7 +29,8 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(4 * MAX_PAYLOAD)
+        // Room for one upstream message (upstream mode forwards OpenClaw's largest) and more.
+        .max_write_buffer_size(crate::upstream::MAX_UPSTREAM_MESSAGE + 4 * MAX_PAYLOAD)
         .max_message_size(Some(MAX_PAYLOAD))
         .max_frame_size(Some(MAX_PAYLOAD))
 }
@@ -354,6 +355,10 @@ where
     let union_refs: Option<Vec<&str>> = union
         .as_ref()
         .map(|v| v.iter().map(String::as_str).collect());
+    let events = state.upstream.get().map(|u| u.advertised_events());
+    let event_refs: Option<Vec<&str>> = events
+        .as_ref()
+        .map(|v| v.iter().map(String::as_str).collect());
     let hello = hello_ok(&Hello {
         protocol: negotiate_protocol(
             params.min_protocol,
@@ -363,6 +368,7 @@ where
         .unwrap_or(4),
         conn_id: &format!("{conn_id}-{}", &nonce[..8]),
         methods: union_refs.as_deref().unwrap_or(&methods),
+        events: event_refs.as_deref(),
         method: accept.method,
         role: &accept.role,
         scopes: &accept.scopes,
@@ -671,6 +677,10 @@ where
                 }
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
+                    // Upstream mode reads a binary frame as its UTF-8 text, as OpenClaw does.
+                    Some(Ok(Message::Binary(b))) if upstream.is_some() && std::str::from_utf8(&b).is_ok() => {
+                        match crate::upstream::inbound::binary_text(b) { Some(t) => t, None => continue }
+                    }
                     Some(Ok(Message::Binary(_))) => {
                         let e = frames::ErrorShape::new(crate::protocol::codes::INVALID_REQUEST, "binary frames are not supported; send JSON text frames");
                         if ws.send(Message::Text(frames::response_err("", &e).into())).await.is_err() { return None; }
@@ -719,6 +729,17 @@ where
                     return None;
                 }
             }
+            // Upstream mode: the upstream session's frames, bounded by its backlog.
+            down = async { match upstream { Some(u) => u.next().await, None => std::future::pending().await } } => match down {
+                crate::upstream::link::Down::Frame(t, _held) => {
+                    let up = upstream.expect("frames come from an upstream");
+                    tokio::select! {
+                        r = ws.send(Message::Text(t.into())) => if r.is_err() { return None; },
+                        _ = up.slowed() => return Some(crate::upstream::link::slow_consumer_close()),
+                    }
+                }
+                crate::upstream::link::Down::Slow => return Some(crate::upstream::link::slow_consumer_close()),
+            },
             out = rx.recv() => match out {
                 Some(Outbound::Text(t)) => {
                     if ws.send(Message::Text(t.into())).await.is_err() { return None; }
