@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::backlog::{Backlog, Reserved};
 use super::handshake::{self, Refusal, Secret};
-use super::identity::{name_for, StoredToken};
+use super::identity::{name_for, pick, StoredToken};
 use super::inbound::{self, Inbound};
 use super::{Features, Upstream};
 use crate::protocol::frames::ErrorShape;
@@ -96,19 +96,29 @@ pub fn open(
     client: Client,
     tx: mpsc::UnboundedSender<Outbound>,
 ) -> Option<UpstreamHandle> {
-    let name = name_for(client.device_id.as_deref())?;
+    name_for(client.device_id.as_deref())?;
     let (to_up, rx) = mpsc::channel(super::MAX_IN_FLIGHT);
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let buffered = Arc::new(AtomicUsize::new(0));
     let (role, scopes) = (client.role.clone(), client.scopes.clone());
     let (down_tx, down_rx) = mpsc::unbounded_channel();
     let (slow_tx, slow_rx) = watch::channel(false);
-    let Some(slot) = upstream.per_device.try_take(name.clone()) else {
+    let picked = pick(client.device_id.as_deref(), |n| {
+        upstream.per_device.try_take(n.to_string())
+    });
+    let Some((name, slot)) = picked else {
         // Over the device's share: its forwarded calls fail retryable, claw's own still work.
-        let (_, state_rx) = watch::channel(LinkState::Down(format!(
-            "this device holds {} upstream sessions already",
-            super::MAX_SESSIONS_PER_DEVICE
-        )));
+        let why = match client.device_id {
+            Some(_) => format!(
+                "this device holds {} upstream sessions already",
+                super::MAX_SESSIONS_PER_DEVICE
+            ),
+            None => format!(
+                "clients without a device hold {} upstream sessions already",
+                super::MAX_SESSIONS_PER_DEVICE * super::identity::OPERATOR_POOL
+            ),
+        };
+        let (_, state_rx) = watch::channel(LinkState::Down(why));
         return Some(UpstreamHandle {
             to_up,
             down: tokio::sync::Mutex::new(down_rx),
