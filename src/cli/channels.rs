@@ -410,7 +410,6 @@ async fn probe_ssh_banner(address: Option<&str>) -> Probe {
 /// own verdict on its credential there: a reachable upstream that refuses claw fails the probe
 /// with claw's last error.
 async fn probe_upstream(up: &Value) -> Probe {
-    use futures_util::StreamExt;
     let Some(url) = up["url"].as_str() else {
         return Probe::failed("no upstream URL");
     };
@@ -418,26 +417,10 @@ async fn probe_upstream(up: &Value) -> Probe {
     let Ok(parsed) = claw_gateway::upstream::parse_upstream_url(url) else {
         return Probe::failed("the upstream URL is not a loopback ws:// URL");
     };
-    let t = Instant::now();
-    let challenge = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(parsed.to_ws())
-            .await
-            .map_err(|e| e.to_string())?;
-        while let Some(m) = ws.next().await {
-            let m = m.map_err(|e| e.to_string())?;
-            if m.to_text().is_ok_and(|t| t.contains("connect.challenge")) {
-                let _ = ws.close(None).await;
-                return Ok(());
-            }
-        }
-        Err("closed before its connect.challenge".to_string())
-    };
-    let ms = match tokio::time::timeout(std::time::Duration::from_secs(5), challenge).await {
-        Ok(Ok(())) => t.elapsed().as_secs_f64() * 1000.0,
-        Ok(Err(e)) => {
-            return Probe::failed(format!("{parsed}: {}", claw_gateway::text::escape(&e)))
-        }
-        Err(_) => return Probe::failed(format!("{parsed}: no connect.challenge within 5 s")),
+    let limit = std::time::Duration::from_secs(5);
+    let ms = match claw_gateway::upstream::link::challenge_rtt(&parsed, limit).await {
+        Ok(d) => d.as_secs_f64() * 1000.0,
+        Err(e) => return Probe::failed(claw_gateway::text::escape(&e).into_owned()),
     };
     if up["authenticated"] == true {
         Probe::ok(ms)

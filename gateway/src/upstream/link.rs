@@ -586,6 +586,40 @@ async fn attempt(
     }
 }
 
+/// One round trip to the upstream as a client sees it before it authenticates: TCP, the
+/// WebSocket upgrade and OpenClaw's `connect.challenge` (what `claw channels status --probe`
+/// times). Bounded by `limit`; the error says what failed.
+pub async fn challenge_rtt(url: &super::UpstreamUrl, limit: Duration) -> Result<Duration, String> {
+    let t = std::time::Instant::now();
+    let go = async {
+        let tcp = TcpStream::connect(url.addr)
+            .await
+            .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url.to_ws(), tcp, Some(ws_config()))
+                .await
+                .map_err(|e| format!("{url}: WebSocket upgrade failed: {e}"))?;
+        let seen = loop {
+            match next_json(&mut ws).await {
+                Some(v) if v["type"] == "event" && v["event"] == "connect.challenge" => break true,
+                Some(_) => continue,
+                None => break false,
+            }
+        };
+        let _ = ws.close(None).await;
+        if seen {
+            Ok(t.elapsed())
+        } else {
+            Err(format!("{url}: closed before its connect.challenge"))
+        }
+    };
+    match tokio::time::timeout(limit, go).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("{url}: no connect.challenge within {limit:?}")),
+    }
+}
+
 /// The next JSON text frame (bounded by the connect timeout around it); `None` when closed.
 async fn next_json(ws: &mut UpWs) -> Option<Value> {
     for _ in 0..64 {
