@@ -12,6 +12,9 @@
 //!    changed and OpenClaw restarted — the downstream socket stays open, calls made meanwhile
 //!    fail retryable (never a close), then work again, and claw's audit shows the re-pair.
 //!
+//! A second function checks what claw advertises (`features.events`), the device-less identity
+//! pool, a real slow reader and `channels status --probe` (see its doc).
+//!
 //! It also prints the `health` round trip direct to OpenClaw and through claw (medians of 200
 //! calls on one socket each; a figure for docs/upstream.md, not an assertion).
 
@@ -230,8 +233,12 @@ async fn device_session(url: &str, key: &DeviceKey, token: &str, scopes: &[&str]
     .1
 }
 
+/// One OpenClaw gateway (about 750 MiB) at a time on the 2-core machine: each test holds this.
+static ONE_OPENCLAW: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_openclaw_behind_claw() {
+    let _one = ONE_OPENCLAW.lock().await;
     let Some(d) = interop() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let t1 = "upstream-token-one-0123456789abcdef";
@@ -499,6 +506,7 @@ async fn real_openclaw_behind_claw() {
 async fn real_openclaw_features_pool_slow_reader_probe() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
+    let _one = ONE_OPENCLAW.lock().await;
     let Some(d) = interop() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let t1 = "upstream-token-pool-0123456789abcdef";
