@@ -4,8 +4,8 @@
 //! its upstream session writes would grow claw's memory without bound. Each upstream frame
 //! reserves its length here before it is queued and gives it back once the downstream socket
 //! took it ([`Reserved`] drops). A frame that does not fit makes the client a slow consumer:
-//! like OpenClaw (which closes a client whose send buffer passes its `MAX_BUFFERED_BYTES` with
-//! "slow consumer"), claw ends that downstream session — with close code 1013 (try again
+//! like OpenClaw (which closes a client whose send buffer passes its `MAX_BUFFERED_BYTES`,
+//! reason `slow consumer`), claw ends that downstream session — with close code 1013 (try again
 //! later) and [`claw_proto::CloseReason::SlowConsumer`], never 1008, which clients read as
 //! "drop your credentials". Back-pressuring the upstream read instead would only move the
 //! backlog into OpenClaw, which then closes claw's upstream socket the same way and loses the
