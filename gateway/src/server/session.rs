@@ -655,6 +655,29 @@ fn fault(state: &GatewayState, e: crate::store::StoreError) -> Rejection {
     Rejection::Unavailable(kind)
 }
 
+/// Sends `msg`, unless the client turns out a slow consumer of its upstream session while the
+/// send waits for it to read (then the send is abandoned and the session closes). `Err` is what
+/// the request loop returns: `None` when the peer is gone.
+async fn send_unless_slow<S>(
+    ws: &mut Ws<S>,
+    msg: Message,
+    upstream: Option<&crate::upstream::UpstreamHandle>,
+) -> Result<(), Option<(u16, String)>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let slowed = async {
+        match upstream {
+            Some(u) => u.slowed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = ws.send(msg) => r.map_err(|_| None),
+        _ = slowed => Err(Some(crate::upstream::link::slow_consumer_close())),
+    }
+}
+
 /// Serves requests until the peer leaves (`None`) or the session must close (`Some(code, reason)`).
 async fn request_loop<S>(
     state: &Arc<GatewayState>,
@@ -725,24 +748,24 @@ where
                         frames::response_err(&id, &frames::ErrorShape::new(crate::protocol::codes::INVALID_REQUEST, e.to_string()))
                     }
                 };
-                if ws.send(Message::Text(reply.into())).await.is_err() {
-                    return None;
+                if let Err(end) = send_unless_slow(ws, Message::Text(reply.into()), upstream).await {
+                    return end;
                 }
             }
             // Upstream mode: the upstream session's frames, bounded by its backlog.
             down = async { match upstream { Some(u) => u.next().await, None => std::future::pending().await } } => match down {
                 crate::upstream::link::Down::Frame(t, _held) => {
-                    let up = upstream.expect("frames come from an upstream");
-                    tokio::select! {
-                        r = ws.send(Message::Text(t.into())) => if r.is_err() { return None; },
-                        _ = up.slowed() => return Some(crate::upstream::link::slow_consumer_close()),
+                    if let Err(end) = send_unless_slow(ws, Message::Text(t.into()), upstream).await {
+                        return end;
                     }
                 }
                 crate::upstream::link::Down::Slow => return Some(crate::upstream::link::slow_consumer_close()),
             },
             out = rx.recv() => match out {
                 Some(Outbound::Text(t)) => {
-                    if ws.send(Message::Text(t.into())).await.is_err() { return None; }
+                    if let Err(end) = send_unless_slow(ws, Message::Text(t.into()), upstream).await {
+                        return end;
+                    }
                 }
                 Some(Outbound::Ping) => {
                     if ws.send(Message::Ping(Vec::new().into())).await.is_err() { return None; }
