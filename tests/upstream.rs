@@ -12,6 +12,9 @@
 //!    changed and OpenClaw restarted — the downstream socket stays open, calls made meanwhile
 //!    fail retryable (never a close), then work again, and claw's audit shows the re-pair.
 //!
+//! A second function checks what claw advertises (`features.events`), the device-less identity
+//! pool, a real slow reader and `channels status --probe` (see its doc).
+//!
 //! It also prints the `health` round trip direct to OpenClaw and through claw (medians of 200
 //! calls on one socket each; a figure for docs/upstream.md, not an assertion).
 
@@ -230,8 +233,12 @@ async fn device_session(url: &str, key: &DeviceKey, token: &str, scopes: &[&str]
     .1
 }
 
+/// One OpenClaw gateway (about 750 MiB) at a time on the 2-core machine: each test holds this.
+static ONE_OPENCLAW: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_openclaw_behind_claw() {
+    let _one = ONE_OPENCLAW.lock().await;
     let Some(d) = interop() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let t1 = "upstream-token-one-0123456789abcdef";
@@ -481,5 +488,178 @@ async fn real_openclaw_behind_claw() {
     let (_, st, _) = gw.claw(&["gateway", "status", "--json"]);
     let st: Value = serde_json::from_str(&st).unwrap();
     assert!(st["upstream"]["repairs"].as_u64().unwrap() >= 1, "{st}");
+    drop(oc);
+}
+
+/// What claw advertises, device-less clients beyond one identity's share, a real slow reader,
+/// and `channels status --probe`, against the real OpenClaw gateway (a second one, started for
+/// this function):
+/// 1. `hello-ok.features.events` through claw holds claw's events and every event OpenClaw
+///    itself advertises;
+/// 2. 40 device-less sessions at once (more than the 32 one upstream identity may hold) all
+///    reach the upstream;
+/// 3. a client that asks for large answers (`config.schema`) and does not read is closed by
+///    claw as a slow consumer (never 1008) once its backlog passes 50 MiB, and what it got is
+///    bounded; the gateway keeps serving;
+/// 4. `claw channels status --probe --json` shows the upstream serving with a latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_openclaw_features_pool_slow_reader_probe() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let _one = ONE_OPENCLAW.lock().await;
+    let Some(d) = interop() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t1 = "upstream-token-pool-0123456789abcdef";
+    let oc = OpenClaw::new(&d, &tmp.path().join("oc-home"), t1);
+    let cfg_arg = oc.config_path().display().to_string();
+    let up_arg = oc.url();
+    let gw = Gateway::start(&[
+        "--upstream",
+        &up_arg,
+        "--upstream-openclaw-config",
+        &cfg_arg,
+    ]);
+    let claw_token = gw.token();
+    let shared = Creds {
+        token: Some(&claw_token),
+        device: None,
+        scopes: &["operator.admin"],
+    };
+
+    // --- 1. events: claw's and the upstream's --------------------------------------------------
+    let (direct_hello, direct) = handshake(
+        &oc.url(),
+        &Creds {
+            token: Some(t1),
+            device: None,
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    drop(direct);
+    let theirs: Vec<String> = serde_json::from_value(direct_hello["features"]["events"].clone())
+        .expect("OpenClaw advertises its events");
+    assert!(!theirs.is_empty());
+    // claw learns the upstream's features at its first upstream connect: wait for it.
+    let end = Instant::now() + Duration::from_secs(120);
+    let ours = loop {
+        let (hello, ws) = handshake(&gw.url, &shared).await.hello();
+        drop(ws);
+        let ours: Vec<String> =
+            serde_json::from_value(hello["features"]["events"].clone()).unwrap();
+        if theirs.iter().all(|e| ours.contains(e)) {
+            break ours;
+        }
+        assert!(
+            Instant::now() < end,
+            "claw never advertised {theirs:?}: {ours:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for e in claw_proto::hello::EVENTS {
+        assert!(ours.iter().any(|o| o == e), "claw's own {e}: {ours:?}");
+    }
+
+    // --- 2. 40 device-less sessions at once all reach the upstream -----------------------------
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(handshake(&gw.url, &shared).await.hello().1);
+    }
+    for (i, ws) in held.iter_mut().enumerate() {
+        let r = call(ws, "status", json!({})).await;
+        assert_eq!(
+            r["payload"]["runtimeVersion"], "2026.9.6",
+            "device-less session {i} of 40: {r}"
+        );
+    }
+    drop(held);
+    let sessions = |gw: &Gateway| -> u64 {
+        let (_, st, _) = gw.claw(&["gateway", "status", "--json"]);
+        let st: Value = serde_json::from_str(&st).unwrap();
+        st["upstream"]["sessions"].as_u64().unwrap()
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    while sessions(&gw) != 0 {
+        assert!(Instant::now() < end, "the 40 upstream sessions never ended");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // --- 3. a slow reader is closed as a slow consumer, its intake bounded ---------------------
+    let (_, mut ws) = handshake(&gw.url, &shared).await.hello();
+    let one = call(&mut ws, "config.schema", json!({})).await;
+    assert_eq!(one["ok"], true, "{one}");
+    let size = one.to_string().len().max(1);
+    // Enough answers to pass claw's 50 MiB backlog twice over, whatever the kernel buffers hold.
+    let n = (100 * 1024 * 1024 / size + 1).min(20_000);
+    eprintln!("config.schema answers {size} bytes; asking {n} without reading");
+    for i in 0..n {
+        let req =
+            json!({"type":"req","id":format!("slow-{i}"),"method":"config.schema","params":{}});
+        if ws
+            .send(Message::Text(req.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(240);
+    while sessions(&gw) != 0 {
+        assert!(
+            Instant::now() < end,
+            "claw never closed the slow reader (its backlog is unbounded)"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Now read: what claw had handed to the kernel, then the end (a close frame if it made it
+    // out before claw gave up on the reader, else the connection's end).
+    let mut got = 0usize;
+    let ended = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => got += t.len(),
+                Some(Ok(Message::Close(f))) => {
+                    return f.map(|f| (u16::from(f.code), f.reason.to_string()))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the slow reader's socket ends");
+    if let Some((code, reason)) = &ended {
+        assert_eq!(*code, claw_proto::close::CLOSE_TRY_AGAIN_LATER, "{reason}");
+        assert_eq!(reason, &claw_proto::CloseReason::SlowConsumer.to_string());
+    }
+    eprintln!("slow reader: received {got} bytes before the end ({ended:?})");
+    assert!(
+        got < 100 * 1024 * 1024,
+        "the slow reader got {got} bytes: claw kept queueing past its backlog"
+    );
+    // The gateway still serves.
+    let (_, mut ws) = handshake(&gw.url, &shared).await.hello();
+    let r = call(&mut ws, "status", json!({})).await;
+    assert_eq!(r["payload"]["runtimeVersion"], "2026.9.6", "{r}");
+    drop(ws);
+
+    // --- 4. channels status --probe shows the upstream ----------------------------------------
+    let (code, out, err) = gw.claw(&["channels", "status", "--probe", "--json"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let up = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "upstream")
+        .unwrap_or_else(|| panic!("no upstream channel: {out}"))
+        .clone();
+    assert_eq!(up["state"], "serving", "{up}");
+    assert_eq!(up["address"], format!("{}/", oc.url()), "{up}");
+    assert_eq!(up["probe"]["ok"], true, "{up}");
+    assert!(up["probe"]["latencyMs"].as_f64().unwrap() > 0.0, "{up}");
+    let (_, human, _) = gw.claw(&["channels", "status", "--probe"]);
+    assert!(human.contains("upstream serving"), "{human}");
     drop(oc);
 }

@@ -77,6 +77,10 @@ pub enum CloseReason {
     SessionDropped,
     /// `service restart`: the gateway is stopping (close code 1012).
     ServiceRestart,
+    /// `slow consumer` (OpenClaw's text): the client read slower than its events and responses
+    /// arrived, past the gateway's outbound backlog. claw sends it with
+    /// [`CLOSE_TRY_AGAIN_LATER`] (OpenClaw uses 1008): the credentials are fine, reconnect.
+    SlowConsumer,
     /// Any other reason, kept as received.
     Other(String),
 }
@@ -118,6 +122,7 @@ const FIXED: &[(CloseReason, &str)] = &[
     (CloseReason::MessageTooBig, "message too big"),
     (CloseReason::SessionDropped, "session dropped"),
     (CloseReason::ServiceRestart, "service restart"),
+    (CloseReason::SlowConsumer, "slow consumer"),
 ];
 
 impl CloseReason {

@@ -50,6 +50,10 @@ pub struct Hello<'a> {
     pub conn_id: &'a str,
     /// Served methods (from the dispatch table).
     pub methods: &'a [&'a str],
+    /// Events the client may receive; `None` is claw's own [`EVENTS`]. A gateway in front of
+    /// another (upstream mode) passes the union of [`EVENTS`] and the upstream's, see
+    /// [`union`].
+    pub events: Option<&'a [&'a str]>,
     /// Auth method.
     pub method: AuthMethod,
     /// Role.
@@ -158,6 +162,22 @@ pub struct HelloPolicy {
     pub tick_interval_ms: u64,
 }
 
+/// `ours` followed by those of `theirs` not in it, in order, without duplicates: what a gateway
+/// in front of another advertises (its own methods or events and the other's).
+pub fn union(ours: &[&str], theirs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(ours.len() + theirs.len());
+    for x in ours
+        .iter()
+        .copied()
+        .chain(theirs.iter().map(String::as_str))
+    {
+        if !out.iter().any(|o| o == x) {
+            out.push(x.to_string());
+        }
+    }
+    out
+}
+
 /// Builds the `hello-ok` payload.
 pub fn hello_ok(h: &Hello<'_>) -> Value {
     let hello = HelloOk {
@@ -169,7 +189,12 @@ pub fn hello_ok(h: &Hello<'_>) -> Value {
         },
         features: HelloFeatures {
             methods: h.methods.iter().map(|m| m.to_string()).collect(),
-            events: EVENTS.iter().map(|e| e.to_string()).collect(),
+            events: h
+                .events
+                .unwrap_or(EVENTS)
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
         },
         snapshot: HelloSnapshot {
             presence: Vec::new(),
@@ -209,6 +234,7 @@ mod tests {
             protocol: 4,
             conn_id: "c1",
             methods: &["health", "status"],
+            events: None,
             method: AuthMethod::DeviceToken,
             role: "operator",
             scopes: &scopes,
@@ -242,5 +268,25 @@ mod tests {
         });
         assert!(without["auth"].get("deviceToken").is_none());
         assert!(without["auth"].get("issuedAtMs").is_none());
+        let events = ["tick", "chat"];
+        let upstream = hello_ok(&Hello {
+            events: Some(&events),
+            ..h
+        });
+        assert_eq!(upstream["features"]["events"], json!(["tick", "chat"]));
+    }
+
+    #[test]
+    fn union_keeps_ours_first_and_drops_duplicates() {
+        let theirs: Vec<String> = ["tick", "chat", "chat", "presence"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            union(&["connect.challenge", "tick"], &theirs),
+            vec!["connect.challenge", "tick", "chat", "presence"]
+        );
+        assert_eq!(union(&["a", "a"], &[]), vec!["a"]);
+        assert!(union(&[], &[]).is_empty());
     }
 }

@@ -1,6 +1,10 @@
 //! `claw channels status [--probe] [--json]`: the gateway's listeners (WebSocket on loopback, the
 //! admin socket, the QUIC tunnel, the SSH forward) and the clients connected on each; `--probe`
-//! makes a real round trip on each listener and reports its latency.
+//! makes a real round trip on each listener and reports its latency. In upstream mode
+//! (`--upstream`) the OpenClaw gateway behind claw is one more line, `upstream`: its URL, claw's
+//! view of it (serving, refused, unreachable; sessions, last error) and with `--probe` a
+//! WebSocket round trip to it (upgrade to `connect.challenge`) plus whether claw's credential
+//! is accepted there (claw's last connect).
 //!
 //! Exit 0 when the gateway runs (and every probe succeeded), 1 when a probe failed, 3 when no
 //! gateway runs on this home.
@@ -75,9 +79,10 @@ impl Probe {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Channel {
-    /// `ws`, `admin`, `tunnel`, `ssh`.
+    /// `ws`, `admin`, `tunnel`, `ssh`, `upstream`.
     name: &'static str,
-    /// `listening` or `not configured`.
+    /// `listening` or `not configured`; the upstream's `serving`, `refused`, `unreachable` or
+    /// `connecting` ([`upstream_state`]).
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
@@ -150,7 +155,40 @@ fn channels(rt: &RuntimeFacts, status: &Value, admin_socket: &str) -> Vec<Channe
         }
         None => Channel::new("ssh", "not configured"),
     };
-    vec![ws, admin, tunnel, ssh]
+    let mut list = vec![ws, admin, tunnel, ssh];
+    list.extend(upstream_channel(&status["upstream"]));
+    list
+}
+
+/// The upstream's state from `gateway.status`'s `upstream` object (pure).
+fn upstream_state(up: &Value) -> &'static str {
+    match (
+        up["authenticated"].as_bool(),
+        up["reachable"].as_bool(),
+        up["lastError"].is_string(),
+    ) {
+        (Some(true), _, _) => "serving",
+        (_, Some(true), _) => "refused",
+        (_, _, true) => "unreachable",
+        _ => "connecting",
+    }
+}
+
+/// The `upstream` line (pure); `None` when the gateway runs without `--upstream`.
+fn upstream_channel(up: &Value) -> Option<Channel> {
+    let url = up["url"].as_str()?;
+    let mut c = Channel::new("upstream", upstream_state(up));
+    c.address = Some(claw_gateway::text::escape(url).into_owned());
+    let sessions = up["sessions"].as_u64().unwrap_or(0);
+    let mut note = format!(
+        "{sessions} upstream session{}",
+        if sessions == 1 { "" } else { "s" }
+    );
+    if let Some(e) = up["lastError"].as_str() {
+        note.push_str(&format!("; last error: {}", claw_gateway::text::escape(e)));
+    }
+    c.note = Some(note);
+    Some(c)
 }
 
 fn ago(now_ms: u64, then_ms: u64) -> String {
@@ -186,6 +224,11 @@ fn render(pid: u32, home: &Home, list: &[Channel], now_ms: u64) -> String {
             }) => line.push_str(&format!("  probe ok {ms:.1} ms")),
             Some(Probe { error: Some(e), .. }) => line.push_str(&format!("  probe FAILED: {e}")),
             _ => {}
+        }
+        if c.name == "upstream" {
+            if let Some(n) = &c.note {
+                line.push_str(&format!("  {n}"));
+            }
         }
         out.push_str(line.trim_end());
         out.push('\n');
@@ -243,6 +286,7 @@ async fn status(home: &Home, a: StatusArgs) -> anyhow::Result<u8> {
                 "tunnel" if c.state == "listening" => {
                     Some(probe_quic(home, c.address.as_deref()).await)
                 }
+                "upstream" => Some(probe_upstream(&status["upstream"]).await),
                 _ => None,
             };
         }
@@ -362,6 +406,35 @@ async fn probe_ssh_banner(address: Option<&str>) -> Probe {
     }
 }
 
+/// A WebSocket round trip to the upstream (TCP, upgrade, its `connect.challenge`), then claw's
+/// own verdict on its credential there: a reachable upstream that refuses claw fails the probe
+/// with claw's last error.
+async fn probe_upstream(up: &Value) -> Probe {
+    let Some(url) = up["url"].as_str() else {
+        return Probe::failed("no upstream URL");
+    };
+    // `--upstream` is loopback only; a status naming anything else is not probed.
+    let Ok(parsed) = claw_gateway::upstream::parse_upstream_url(url) else {
+        return Probe::failed("the upstream URL is not a loopback ws:// URL");
+    };
+    let limit = std::time::Duration::from_secs(5);
+    let ms = match claw_gateway::upstream::link::challenge_rtt(&parsed, limit).await {
+        Ok(d) => d.as_secs_f64() * 1000.0,
+        Err(e) => return Probe::failed(claw_gateway::text::escape(&e).into_owned()),
+    };
+    if up["authenticated"] == true {
+        Probe::ok(ms)
+    } else {
+        let why = up["lastError"]
+            .as_str()
+            .unwrap_or("claw has not connected to it yet");
+        Probe::failed(format!(
+            "reachable ({ms:.1} ms) but claw is not authenticated: {}",
+            claw_gateway::text::escape(why)
+        ))
+    }
+}
+
 /// A `health` call on the admin socket.
 async fn probe_admin(home: &Home) -> Probe {
     let t = Instant::now();
@@ -424,5 +497,56 @@ mod tests {
         assert_eq!(list[2].state, "listening");
         assert_eq!(list[2].fingerprint.as_deref(), Some("0123456789abcdef"));
         assert_eq!(list[2].clients.as_ref().unwrap()[0]["connId"], 2);
+        assert_eq!(list.len(), 4, "no upstream line without --upstream");
+    }
+
+    #[test]
+    fn the_upstream_line_says_how_claw_sees_it() {
+        let rt = RuntimeFacts::default();
+        let status = |up: Value| json!({"clients": [], "upstream": up});
+        let list = channels(
+            &rt,
+            &status(json!({"url": "ws://127.0.0.1:18789/", "reachable": true,
+                "authenticated": true, "sessions": 3, "lastError": null})),
+            "/h/admin.sock",
+        );
+        let up = list.last().unwrap();
+        assert_eq!((up.name, up.state), ("upstream", "serving"));
+        assert_eq!(up.address.as_deref(), Some("ws://127.0.0.1:18789/"));
+        let out = render(7, &Home::new("/h"), &list, 0);
+        assert!(
+            out.contains("upstream serving         ws://127.0.0.1:18789/  3 upstream sessions"),
+            "{out}"
+        );
+        for (up, state) in [
+            (
+                json!({"url": "ws://127.0.0.1:1/", "reachable": true, "authenticated": false,
+                "lastError": "upstream refused claw: shared token refused"}),
+                "refused",
+            ),
+            (
+                json!({"url": "ws://127.0.0.1:1/", "reachable": false, "authenticated": false,
+                "lastError": "cannot connect"}),
+                "unreachable",
+            ),
+            (
+                json!({"url": "ws://127.0.0.1:1/", "reachable": false, "authenticated": false,
+                "lastError": null}),
+                "connecting",
+            ),
+        ] {
+            let list = channels(&rt, &status(up.clone()), "/h/admin.sock");
+            assert_eq!(list.last().unwrap().state, state, "{up}");
+        }
+        // The upstream's strings are escaped before they reach a terminal.
+        let list = channels(
+            &rt,
+            &status(json!({"url": "ws://127.0.0.1:1/", "reachable": true,
+                "authenticated": false, "lastError": "bad\u{1b}[2Jthing"})),
+            "/h/admin.sock",
+        );
+        let note = list.last().unwrap().note.clone().unwrap();
+        assert!(!note.contains('\u{1b}'), "{note}");
+        assert!(note.contains("last error: bad"), "{note}");
     }
 }

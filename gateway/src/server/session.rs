@@ -29,7 +29,8 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(4 * MAX_PAYLOAD)
+        // Room for one upstream message (upstream mode forwards OpenClaw's largest) and more.
+        .max_write_buffer_size(crate::upstream::MAX_UPSTREAM_MESSAGE + 4 * MAX_PAYLOAD)
         .max_message_size(Some(MAX_PAYLOAD))
         .max_frame_size(Some(MAX_PAYLOAD))
 }
@@ -354,6 +355,10 @@ where
     let union_refs: Option<Vec<&str>> = union
         .as_ref()
         .map(|v| v.iter().map(String::as_str).collect());
+    let events = state.upstream.get().map(|u| u.advertised_events());
+    let event_refs: Option<Vec<&str>> = events
+        .as_ref()
+        .map(|v| v.iter().map(String::as_str).collect());
     let hello = hello_ok(&Hello {
         protocol: negotiate_protocol(
             params.min_protocol,
@@ -363,6 +368,7 @@ where
         .unwrap_or(4),
         conn_id: &format!("{conn_id}-{}", &nonce[..8]),
         methods: union_refs.as_deref().unwrap_or(&methods),
+        events: event_refs.as_deref(),
         method: accept.method,
         role: &accept.role,
         scopes: &accept.scopes,
@@ -649,6 +655,29 @@ fn fault(state: &GatewayState, e: crate::store::StoreError) -> Rejection {
     Rejection::Unavailable(kind)
 }
 
+/// Sends `msg`, unless the client turns out a slow consumer of its upstream session while the
+/// send waits for it to read (then the send is abandoned and the session closes). `Err` is what
+/// the request loop returns: `None` when the peer is gone.
+async fn send_unless_slow<S>(
+    ws: &mut Ws<S>,
+    msg: Message,
+    upstream: Option<&crate::upstream::UpstreamHandle>,
+) -> Result<(), Option<(u16, String)>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let slowed = async {
+        match upstream {
+            Some(u) => u.slowed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = ws.send(msg) => r.map_err(|_| None),
+        _ = slowed => Err(Some(crate::upstream::link::slow_consumer_close())),
+    }
+}
+
 /// Serves requests until the peer leaves (`None`) or the session must close (`Some(code, reason)`).
 async fn request_loop<S>(
     state: &Arc<GatewayState>,
@@ -671,6 +700,10 @@ where
                 }
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
+                    // Upstream mode reads a binary frame as its UTF-8 text, as OpenClaw does.
+                    Some(Ok(Message::Binary(b))) if upstream.is_some() && std::str::from_utf8(&b).is_ok() => {
+                        match crate::upstream::inbound::binary_text(b) { Some(t) => t, None => continue }
+                    }
                     Some(Ok(Message::Binary(_))) => {
                         let e = frames::ErrorShape::new(crate::protocol::codes::INVALID_REQUEST, "binary frames are not supported; send JSON text frames");
                         if ws.send(Message::Text(frames::response_err("", &e).into())).await.is_err() { return None; }
@@ -715,13 +748,24 @@ where
                         frames::response_err(&id, &frames::ErrorShape::new(crate::protocol::codes::INVALID_REQUEST, e.to_string()))
                     }
                 };
-                if ws.send(Message::Text(reply.into())).await.is_err() {
-                    return None;
+                if let Err(end) = send_unless_slow(ws, Message::Text(reply.into()), upstream).await {
+                    return end;
                 }
             }
+            // Upstream mode: the upstream session's frames, bounded by its backlog.
+            down = async { match upstream { Some(u) => u.next().await, None => std::future::pending().await } } => match down {
+                crate::upstream::link::Down::Frame(t, _held) => {
+                    if let Err(end) = send_unless_slow(ws, Message::Text(t.into()), upstream).await {
+                        return end;
+                    }
+                }
+                crate::upstream::link::Down::Slow => return Some(crate::upstream::link::slow_consumer_close()),
+            },
             out = rx.recv() => match out {
                 Some(Outbound::Text(t)) => {
-                    if ws.send(Message::Text(t.into())).await.is_err() { return None; }
+                    if let Err(end) = send_unless_slow(ws, Message::Text(t.into()), upstream).await {
+                        return end;
+                    }
                 }
                 Some(Outbound::Ping) => {
                     if ws.send(Message::Ping(Vec::new().into())).await.is_err() { return None; }

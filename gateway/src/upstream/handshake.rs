@@ -39,6 +39,53 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The client ids OpenClaw 2026.9.6 accepts in `connect.client.id` (its `GATEWAY_CLIENT_IDS`;
+/// its schema refuses any other).
+pub const OPENCLAW_CLIENT_IDS: &[&str] = &[
+    "webchat-ui",
+    "openclaw-control-ui",
+    "openclaw-browser-copilot",
+    "openclaw-tui",
+    "webchat",
+    "cli",
+    "gateway-client",
+    "openclaw-macos",
+    "openclaw-linux",
+    "openclaw-ios",
+    "openclaw-watchos",
+    "openclaw-android",
+    "node-host",
+    "openclaw-worker",
+    "test",
+    "fingerprint",
+    "openclaw-probe",
+];
+
+/// The client modes OpenClaw 2026.9.6 accepts in `connect.client.mode` (`GATEWAY_CLIENT_MODES`).
+pub const OPENCLAW_CLIENT_MODES: &[&str] = &[
+    "webchat", "cli", "ui", "backend", "node", "worker", "probe", "test",
+];
+
+/// A downstream client block as OpenClaw will take it: a client id or mode OpenClaw does not
+/// know (claw's own clients say `claw-cli`, which claw accepts) becomes its generic
+/// `gateway-client` / `backend`; everything else is kept as the client sent it.
+fn openclaw_client(client: &mut Value) {
+    let Some(c) = client.as_object_mut() else {
+        return;
+    };
+    let known = |c: &serde_json::Map<String, Value>, k: &str, list: &[&str]| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .is_some_and(|v| list.contains(&v))
+    };
+    if !known(c, "id", OPENCLAW_CLIENT_IDS) {
+        c.insert("id".into(), json!("gateway-client"));
+    }
+    if !known(c, "mode", OPENCLAW_CLIENT_MODES) {
+        c.insert("mode".into(), json!("backend"));
+    }
+}
+
 /// The `connect` params claw sends upstream for a downstream client: the client's own `connect`
 /// (`downstream`, as received) with protocol 4, the role and scopes claw granted it, claw's
 /// secret for the upstream, and a device block signed with claw's upstream key for the device
@@ -69,6 +116,9 @@ pub fn upstream_connect(
                 out.insert(k.clone(), v.clone());
             }
         }
+    }
+    if let Some(c) = out.get_mut("client") {
+        openclaw_client(c);
     }
     out.insert("minProtocol".into(), json!(claw_proto::PROTOCOL_VERSION));
     out.insert("maxProtocol".into(), json!(claw_proto::PROTOCOL_VERSION));
@@ -215,6 +265,42 @@ mod tests {
         );
         assert_eq!(v["auth"], json!({"deviceToken": "DT"}));
         assert_eq!(v["scopes"], json!(["operator.read"]));
+    }
+
+    #[test]
+    fn client_ids_openclaw_does_not_know_become_its_generic_one() {
+        let key = DeviceKey::from_seed([2; 32]);
+        let build = |client: Value| {
+            upstream_connect(
+                &json!({"client": client}),
+                "operator",
+                &["operator.read".to_string()],
+                &Secret::Shared("S".into()),
+                &key,
+                "n",
+                1,
+            )
+        };
+        let v = build(
+            json!({"id": "claw-cli", "version": "1", "platform": "linux", "mode": "cli",
+                             "displayName": "mine"}),
+        );
+        assert_eq!(v["client"]["id"], "gateway-client");
+        assert_eq!(v["client"]["mode"], "cli");
+        assert_eq!(v["client"]["displayName"], "mine");
+        assert!(
+            v["device"]["signature"].is_string(),
+            "signed over the sent block: {v}"
+        );
+        let v =
+            build(json!({"id": "cli", "version": "1", "platform": "linux", "mode": "spaceship"}));
+        assert_eq!(v["client"]["id"], "cli");
+        assert_eq!(v["client"]["mode"], "backend");
+        let v = build(json!({"id": 7, "version": "1", "platform": "linux"}));
+        assert_eq!(v["client"]["id"], "gateway-client");
+        // Every id in the table is distinct.
+        let ids: std::collections::HashSet<_> = OPENCLAW_CLIENT_IDS.iter().collect();
+        assert_eq!(ids.len(), OPENCLAW_CLIENT_IDS.len());
     }
 
     #[test]

@@ -1,6 +1,16 @@
-//! claw's upstream identities: one Ed25519 key per downstream device (and one for clients that
-//! connect without a device, `operator`), kept 0600 in `<home>/upstream/` and never shown to the
-//! device; and the upstream device token OpenClaw issued to each.
+//! claw's upstream identities: one Ed25519 key per downstream device (and a small pool for
+//! clients that connect without a device, `operator`, `operator-1` … `operator-15`), kept 0600
+//! in `<home>/upstream/` and never shown to the device; and the upstream device token OpenClaw
+//! issued to each.
+//!
+//! Device-less clients (the shared token, no device key) have nothing stable to key an identity
+//! on: the real `openclaw` CLI sends a fresh random `client.instanceId` on every call, so an
+//! identity per instance id would pair a new device upstream on every CLI call and grow
+//! OpenClaw's device records without bound. They share the [`OPERATOR_POOL`] instead: a session
+//! takes the first pool identity with a free upstream-session slot ([`pick`]), so the pool
+//! serves `OPERATOR_POOL × MAX_SESSIONS_PER_DEVICE` device-less sessions at once, with at most
+//! [`OPERATOR_POOL`] device records on the OpenClaw side (created only as concurrency needs
+//! them, kept across restarts).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -8,8 +18,40 @@ use std::path::{Path, PathBuf};
 use claw_proto::DeviceKey;
 use serde::{Deserialize, Serialize};
 
-/// The identity name of clients that reach claw without a device (the shared token on loopback).
+/// The identity name of clients that reach claw without a device (the shared token on loopback):
+/// the first of the pool ([`operator_name`]).
 pub const OPERATOR: &str = "operator";
+
+/// Upstream identities device-less clients share (see the module doc).
+pub const OPERATOR_POOL: usize = 16;
+
+/// The name of pool identity `i` (`operator`, then `operator-1` …).
+pub fn operator_name(i: usize) -> String {
+    match i {
+        0 => OPERATOR.to_string(),
+        i => format!("{OPERATOR}-{i}"),
+    }
+}
+
+/// The identity a new upstream session uses, with what `take` gave for it (a session slot):
+/// the device's own name, or for a device-less client the first pool name `take` accepts.
+/// `None`: no slot (the device, or the whole pool, holds its share) or a device id claw's
+/// auth never produces.
+pub fn pick<T>(
+    device_id: Option<&str>,
+    mut take: impl FnMut(&str) -> Option<T>,
+) -> Option<(String, T)> {
+    match device_id {
+        Some(_) => {
+            let name = name_for(device_id)?;
+            take(&name).map(|t| (name, t))
+        }
+        None => (0..OPERATOR_POOL).find_map(|i| {
+            let name = operator_name(i);
+            take(&name).map(|t| (name, t))
+        }),
+    }
+}
 
 /// The upstream device token OpenClaw issued, as kept on disk.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +155,39 @@ impl Identities {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn device_less_clients_spread_over_the_pool() {
+        let limit = crate::limits::PerKeyLimit::new(2);
+        let take = |n: &str| limit.try_take(n.to_string());
+        let mut held = Vec::new();
+        for _ in 0..2 * OPERATOR_POOL {
+            held.push(pick(None, take).expect("the pool has room"));
+        }
+        assert!(pick(None, take).is_none(), "the whole pool is full");
+        assert_eq!(held[0].0, "operator");
+        assert_eq!(held[2].0, "operator-1");
+        assert_eq!(
+            held.last().unwrap().0,
+            format!("operator-{}", OPERATOR_POOL - 1)
+        );
+        // A freed slot in the middle of the pool is the next one taken.
+        let freed = held.remove(7);
+        let name = freed.0.clone();
+        drop(freed);
+        assert_eq!(pick(None, take).unwrap().0, name);
+        // A device keeps its own identity and share.
+        let id = "b".repeat(64);
+        let (n1, _s1) = pick(Some(&id), take).unwrap();
+        let (_, _s2) = pick(Some(&id), take).unwrap();
+        assert_eq!(n1, id);
+        assert!(pick(Some(&id), take).is_none());
+        assert!(pick(Some("../x"), take).is_none());
+        for i in 0..OPERATOR_POOL {
+            let n = operator_name(i);
+            assert!(!n.contains('/') && !n.contains('.'), "{n}");
+        }
+    }
 
     #[test]
     fn names_cannot_escape_the_directory() {

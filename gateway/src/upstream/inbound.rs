@@ -4,6 +4,14 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
+
+/// A binary WebSocket frame as the text OpenClaw would read from it (its `rawDataToString`:
+/// every frame is UTF-8 JSON, whatever its opcode), without a copy; `None` when the bytes are
+/// not UTF-8 (no OpenClaw frame can be).
+pub fn binary_text(b: Bytes) -> Option<Utf8Bytes> {
+    Utf8Bytes::try_from(b).ok()
+}
 
 /// What to do with one upstream text frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +98,18 @@ mod tests {
             ),
             Inbound::Shutdown
         );
+    }
+
+    #[test]
+    fn binary_frames_are_read_as_text_when_utf8() {
+        let t = r#"{"type":"res","id":"1","ok":true,"payload":{"x":"é"}}"#;
+        let got = binary_text(Bytes::from(t.as_bytes().to_vec())).unwrap();
+        assert_eq!(got.as_str(), t);
+        assert_eq!(classify(&got), Inbound::Response("1".into()));
+        for bad in [vec![0xff, 0xfe], vec![b'{', 0xc3], vec![0xed, 0xa0, 0x80]] {
+            assert!(binary_text(Bytes::from(bad.clone())).is_none(), "{bad:?}");
+        }
+        assert_eq!(binary_text(Bytes::new()).unwrap().as_str(), "");
     }
 
     #[test]

@@ -15,8 +15,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::backlog::{Backlog, Reserved};
 use super::handshake::{self, Refusal, Secret};
-use super::identity::{name_for, StoredToken};
+use super::identity::{name_for, pick, StoredToken};
 use super::inbound::{self, Inbound};
 use super::{Features, Upstream};
 use crate::protocol::frames::ErrorShape;
@@ -46,6 +47,8 @@ enum LinkState {
 #[derive(Debug)]
 pub struct UpstreamHandle {
     to_up: mpsc::Sender<String>,
+    down: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Reserved)>>,
+    slow: watch::Receiver<bool>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     buffered: Arc<AtomicUsize>,
     state: watch::Receiver<LinkState>,
@@ -93,19 +96,33 @@ pub fn open(
     client: Client,
     tx: mpsc::UnboundedSender<Outbound>,
 ) -> Option<UpstreamHandle> {
-    let name = name_for(client.device_id.as_deref())?;
+    name_for(client.device_id.as_deref())?;
     let (to_up, rx) = mpsc::channel(super::MAX_IN_FLIGHT);
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let buffered = Arc::new(AtomicUsize::new(0));
     let (role, scopes) = (client.role.clone(), client.scopes.clone());
-    let Some(slot) = upstream.per_device.try_take(name.clone()) else {
+    let (down_tx, down_rx) = mpsc::unbounded_channel();
+    let (slow_tx, slow_rx) = watch::channel(false);
+    let picked = pick(client.device_id.as_deref(), |n| {
+        upstream.per_device.try_take(n.to_string())
+    });
+    let Some((name, slot)) = picked else {
         // Over the device's share: its forwarded calls fail retryable, claw's own still work.
-        let (_, state_rx) = watch::channel(LinkState::Down(format!(
-            "this device holds {} upstream sessions already",
-            super::MAX_SESSIONS_PER_DEVICE
-        )));
+        let why = match client.device_id {
+            Some(_) => format!(
+                "this device holds {} upstream sessions already",
+                super::MAX_SESSIONS_PER_DEVICE
+            ),
+            None => format!(
+                "clients without a device hold {} upstream sessions already",
+                super::MAX_SESSIONS_PER_DEVICE * super::identity::OPERATOR_POOL
+            ),
+        };
+        let (_, state_rx) = watch::channel(LinkState::Down(why));
         return Some(UpstreamHandle {
             to_up,
+            down: tokio::sync::Mutex::new(down_rx),
+            slow: slow_rx,
             in_flight,
             buffered,
             state: state_rx,
@@ -124,6 +141,9 @@ pub fn open(
             client,
             rx,
             tx,
+            down: down_tx,
+            backlog: Backlog::new(super::MAX_DOWNSTREAM_BACKLOG),
+            slow: slow_tx,
             in_flight: in_flight.clone(),
             buffered: buffered.clone(),
             state: state_tx,
@@ -132,6 +152,8 @@ pub fn open(
     ));
     Some(UpstreamHandle {
         to_up,
+        down: tokio::sync::Mutex::new(down_rx),
+        slow: slow_rx,
         in_flight,
         buffered,
         state: state_rx,
@@ -142,7 +164,49 @@ pub fn open(
     })
 }
 
+/// What the downstream socket does next with its upstream session ([`UpstreamHandle::next`]).
+#[derive(Debug)]
+pub enum Down {
+    /// Send this upstream frame; drop the [`Reserved`] once it is sent (the backlog's bytes).
+    Frame(String, Reserved),
+    /// The client is a slow consumer: close it ([`slow_consumer_close`]).
+    Slow,
+}
+
+/// The close of a slow consumer: 1013 and `slow consumer` (see [`super::backlog`]).
+pub fn slow_consumer_close() -> (u16, String) {
+    (
+        claw_proto::close::CLOSE_TRY_AGAIN_LATER,
+        claw_proto::CloseReason::SlowConsumer.to_string(),
+    )
+}
+
 impl UpstreamHandle {
+    /// The next upstream frame for the downstream socket, or [`Down::Slow`] as soon as the
+    /// backlog overflowed. Pending forever while neither happens (also after the upstream
+    /// session ended). Cancel-safe: the session's loop selects on it.
+    pub async fn next(&self) -> Down {
+        let mut slow = self.slow.clone();
+        let slowed = async move { slow.wait_for(|s| *s).await.map(|_| ()) };
+        let mut down = self.down.lock().await;
+        tokio::select! {
+            biased;
+            Ok(()) = slowed => Down::Slow,
+            Some((t, r)) = down.recv() => Down::Frame(t, r),
+            else => std::future::pending().await,
+        }
+    }
+
+    /// Resolves once the client became a slow consumer (a send to it that blocks is abandoned
+    /// then: the session closes).
+    pub async fn slowed(&self) {
+        let mut slow = self.slow.clone();
+        let gone = slow.wait_for(|s| *s).await.map(|_| ()).is_err();
+        if gone {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Routes one downstream request ([`super::route::route`]): claw's own, refused by claw's
     /// scope check, or forwarded as received.
     pub async fn handle(&self, req: &crate::protocol::frames::Request, text: &str) -> Handled {
@@ -216,6 +280,10 @@ struct Session {
     client: Client,
     rx: mpsc::Receiver<String>,
     tx: mpsc::UnboundedSender<Outbound>,
+    /// Upstream frames for the downstream socket, each holding its bytes of `backlog`.
+    down: mpsc::UnboundedSender<(String, Reserved)>,
+    backlog: Backlog,
+    slow: watch::Sender<bool>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     buffered: Arc<AtomicUsize>,
     state: watch::Sender<LinkState>,
@@ -295,6 +363,12 @@ async fn pump(mut ws: UpWs, s: &mut Session) -> Option<String> {
             msg = ws.next() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
+                    // OpenClaw sends text only, and reads any frame as UTF-8 text; a binary frame
+                    // holding UTF-8 is carried as that text, anything else dropped.
+                    Some(Ok(Message::Binary(b))) => match inbound::binary_text(b) {
+                        Some(t) => t,
+                        None => continue,
+                    },
                     Some(Ok(Message::Close(f))) => {
                         let _ = ws.close(None).await;
                         return Some(match f {
@@ -306,16 +380,26 @@ async fn pump(mut ws: UpWs, s: &mut Session) -> Option<String> {
                     Some(Err(e)) => return Some(format!("read failed: {e}")),
                     None => return Some("connection lost".into()),
                 };
-                let forwarded = match inbound::classify(&text) {
+                let out = match inbound::classify(&text) {
                     Inbound::Response(id) => {
                         let known = s.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                         if !known { continue; }
-                        s.tx.send(Outbound::Text(text.to_string()))
+                        text.to_string()
                     }
-                    Inbound::Event(t) => s.tx.send(Outbound::Text(t)),
+                    Inbound::Event(t) => t,
                     Inbound::Shutdown | Inbound::Drop => continue,
                 };
-                if forwarded.is_err() {
+                let Some(held) = s.backlog.try_reserve(out.len()) else {
+                    tracing::warn!(
+                        queued = s.backlog.queued(),
+                        frame = out.len(),
+                        "downstream client is a slow consumer; closing it"
+                    );
+                    s.slow.send_replace(true);
+                    let _ = ws.close(None).await;
+                    return None;
+                };
+                if s.down.send((out, held)).is_err() {
                     return None;
                 }
             }
@@ -499,6 +583,40 @@ async fn attempt(
     match tokio::time::timeout(CONNECT_TIMEOUT, go).await {
         Ok(r) => r,
         Err(_) => Err(Attempt::Unreachable(format!("{url}: connect timed out"))),
+    }
+}
+
+/// One round trip to the upstream as a client sees it before it authenticates: TCP, the
+/// WebSocket upgrade and OpenClaw's `connect.challenge` (what `claw channels status --probe`
+/// times). Bounded by `limit`; the error says what failed.
+pub async fn challenge_rtt(url: &super::UpstreamUrl, limit: Duration) -> Result<Duration, String> {
+    let t = std::time::Instant::now();
+    let go = async {
+        let tcp = TcpStream::connect(url.addr)
+            .await
+            .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url.to_ws(), tcp, Some(ws_config()))
+                .await
+                .map_err(|e| format!("{url}: WebSocket upgrade failed: {e}"))?;
+        let seen = loop {
+            match next_json(&mut ws).await {
+                Some(v) if v["type"] == "event" && v["event"] == "connect.challenge" => break true,
+                Some(_) => continue,
+                None => break false,
+            }
+        };
+        let _ = ws.close(None).await;
+        if seen {
+            Ok(t.elapsed())
+        } else {
+            Err(format!("{url}: closed before its connect.challenge"))
+        }
+    };
+    match tokio::time::timeout(limit, go).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("{url}: no connect.challenge within {limit:?}")),
     }
 }
 

@@ -11,9 +11,11 @@
 //! - [`handshake`]: the upstream `connect` claw signs for a client, refusal classes, the order of
 //!   secrets to try, backoff.
 //! - [`inbound`]: what happens to each upstream frame.
+//! - [`backlog`]: the bound on upstream bytes queued for a slow downstream reader.
 //! - [`identity`]: claw's upstream key per downstream device and the device token it was given.
 //! - [`link`]: the IO shell — one upstream WebSocket per downstream session.
 
+pub mod backlog;
 pub mod credential;
 pub mod handshake;
 pub mod identity;
@@ -39,8 +41,12 @@ pub const MAX_SESSIONS_PER_DEVICE: usize = 32;
 pub const MAX_IN_FLIGHT: usize = 256;
 /// Bytes one session may have queued towards the upstream (OpenClaw's `maxBufferedBytes`).
 pub const MAX_BUFFERED_BYTES: usize = 50 * 1024 * 1024;
-/// Largest upstream message claw forwards (the downstream socket's write buffer holds it).
-pub const MAX_UPSTREAM_MESSAGE: usize = 3 * 1024 * 1024;
+/// Largest upstream message claw forwards: OpenClaw's own `MAX_PAYLOAD_BYTES` (25 MiB, its
+/// `server-constants`); the downstream socket's write buffer holds one.
+pub const MAX_UPSTREAM_MESSAGE: usize = 25 * 1024 * 1024;
+/// Bytes of upstream frames one downstream socket may have queued (OpenClaw's
+/// `MAX_BUFFERED_BYTES`, 50 MiB); past it the client is a slow consumer ([`backlog`]).
+pub const MAX_DOWNSTREAM_BACKLOG: usize = 50 * 1024 * 1024;
 
 /// `--upstream` and its credential.
 #[derive(Debug, Clone)]
@@ -151,6 +157,21 @@ impl Upstream {
         out
     }
 
+    /// `hello-ok.features.events` for a downstream client: claw's [`claw_proto::hello::EVENTS`]
+    /// then the upstream's (from its latest `hello-ok`; forwarded by [`inbound`]), without
+    /// duplicates. Before the upstream ever answered (its first connect is under way at start,
+    /// [`link::probe`]) this is claw's list alone: claw advertises only what it knows is sent.
+    pub fn advertised_events(&self) -> Vec<String> {
+        let theirs = self
+            .features
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|f| f.events.clone())
+            .unwrap_or_default();
+        claw_proto::hello::union(claw_proto::hello::EVENTS, &theirs)
+    }
+
     /// The `upstream` object of `gateway.status`.
     pub fn status_json(&self) -> Value {
         let h = self
@@ -217,6 +238,29 @@ mod tests {
     }
 
     #[test]
+    fn advertised_events_are_claws_then_the_upstreams() {
+        let cfg = UpstreamConfig {
+            url: parse_upstream_url("ws://127.0.0.1:4000").unwrap(),
+            credential: CredentialSource::Value("t".into()),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let up = Upstream::new(cfg, dir.path());
+        let claw: Vec<String> = claw_proto::hello::EVENTS
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(up.advertised_events(), claw, "before the upstream answered");
+        up.note_ok(Some(Features {
+            methods: vec![],
+            events: vec!["tick".into(), "chat".into(), "node.invoke.request".into()],
+        }));
+        let got = up.advertised_events();
+        assert_eq!(&got[..claw.len()], &claw[..]);
+        assert_eq!(&got[claw.len()..], &["chat", "node.invoke.request"]);
+        assert_eq!(up.status_json()["events"], 3);
+    }
+
+    #[test]
     fn advertised_methods_are_a_union() {
         let cfg = UpstreamConfig {
             url: parse_upstream_url("ws://127.0.0.1:4000").unwrap(),
@@ -235,6 +279,7 @@ mod tests {
         );
         let s = up.status_json();
         assert_eq!(s["authenticated"], true);
+        assert_eq!(s["events"], 0);
         assert!(!s.to_string().contains("\"t\""));
     }
 }
