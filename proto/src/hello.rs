@@ -54,6 +54,10 @@ pub struct Hello<'a> {
     /// another (upstream mode) passes the union of [`EVENTS`] and the upstream's, see
     /// [`union`].
     pub events: Option<&'a [&'a str]>,
+    /// Largest message the client may send; `None` is claw's own [`MAX_PAYLOAD`]. A gateway in
+    /// front of another passes the other's limit (the outbound backlog it advertises is twice
+    /// that, as OpenClaw's own policy says).
+    pub max_payload: Option<usize>,
     /// Auth method.
     pub method: AuthMethod,
     /// Role.
@@ -213,8 +217,8 @@ pub fn hello_ok(h: &Hello<'_>) -> Value {
             issued_at_ms: h.device_token.map(|(_, at)| at),
         },
         policy: HelloPolicy {
-            max_payload: MAX_PAYLOAD,
-            max_buffered_bytes: MAX_PAYLOAD * 2,
+            max_payload: h.max_payload.unwrap_or(MAX_PAYLOAD),
+            max_buffered_bytes: h.max_payload.unwrap_or(MAX_PAYLOAD) * 2,
             tick_interval_ms: h.tick_interval_ms,
         },
     };
@@ -235,6 +239,7 @@ mod tests {
             conn_id: "c1",
             methods: &["health", "status"],
             events: None,
+            max_payload: None,
             method: AuthMethod::DeviceToken,
             role: "operator",
             scopes: &scopes,
@@ -271,9 +276,12 @@ mod tests {
         let events = ["tick", "chat"];
         let upstream = hello_ok(&Hello {
             events: Some(&events),
+            max_payload: Some(25 * 1024 * 1024),
             ..h
         });
         assert_eq!(upstream["features"]["events"], json!(["tick", "chat"]));
+        assert_eq!(upstream["policy"]["maxPayload"], 25 * 1024 * 1024);
+        assert_eq!(upstream["policy"]["maxBufferedBytes"], 50 * 1024 * 1024);
     }
 
     #[test]

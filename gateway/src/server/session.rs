@@ -25,14 +25,26 @@ use crate::protocol::hello::{hello_ok, Hello};
 use crate::service::connect as service;
 use crate::state::{GatewayState, Outbound, SessionHandle};
 
-fn ws_config() -> WebSocketConfig {
+/// A downstream socket's WebSocket limits. In upstream mode a client may send what the upstream
+/// accepts (OpenClaw's 25 MiB `MAX_PAYLOAD_BYTES`), else claw's own [`MAX_PAYLOAD`]; before
+/// authentication the reads underneath are metered to 64 KiB either way (`Metered`).
+fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(0)
         // Room for one upstream message (upstream mode forwards OpenClaw's largest) and more.
         .max_write_buffer_size(crate::upstream::MAX_UPSTREAM_MESSAGE + 4 * MAX_PAYLOAD)
-        .max_message_size(Some(MAX_PAYLOAD))
-        .max_frame_size(Some(MAX_PAYLOAD))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+/// The largest message a client may send after `hello-ok` (see [`ws_config`]).
+fn max_inbound(state: &GatewayState) -> usize {
+    if state.upstream.get().is_some() {
+        crate::upstream::MAX_UPSTREAM_MESSAGE
+    } else {
+        MAX_PAYLOAD
+    }
 }
 
 /// An unauthenticated socket's place in its source's pre-auth budget.
@@ -147,8 +159,13 @@ async fn serve<S>(
         return;
     }
     let stream = Metered::new(stream, state.preauth_bytes.clone());
-    let ws =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        rest,
+        Role::Server,
+        Some(ws_config(max_inbound(&state))),
+    )
+    .await;
     let proof = proof_nonce.map(|n| (n, bound));
     session(state, ws, origin, slot, fail_key, proof, (source, page)).await;
 }
@@ -369,6 +386,7 @@ where
         conn_id: &format!("{conn_id}-{}", &nonce[..8]),
         methods: union_refs.as_deref().unwrap_or(&methods),
         events: event_refs.as_deref(),
+        max_payload: state.upstream.get().map(|_| max_inbound(state)),
         method: accept.method,
         role: &accept.role,
         scopes: &accept.scopes,
@@ -716,7 +734,7 @@ where
                     }
                     Some(Err(_)) => return None,
                 };
-                let reply = match frames::parse_request(&text, MAX_PAYLOAD) {
+                let reply = match frames::parse_request(&text, max_inbound(state)) {
                     Ok(req) if page.is_some() => {
                         match crate::web::page_request(state, ctx, page, &req).await {
                             Ok(payload) => frames::response_ok(&req.id, &payload),
