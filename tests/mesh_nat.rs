@@ -152,6 +152,95 @@ async fn answers_from(addr: std::net::Ipv4Addr) -> Vec<String> {
     answered
 }
 
+/// The relay's port in the public namespace.
+const RELAY_PORT: u16 = 8443;
+
+/// `claw relay serve` in the public namespace admitting `gateway`: (process, URL, pin).
+fn start_relay(lab: &NatLab, home: &Path, gateway: &Identity) -> (Proc, String, String) {
+    let listen = format!("{PUB_ADDR}:{RELAY_PORT}");
+    let (relay, ready) = spawn_claw(
+        lab,
+        Host::Pub,
+        home,
+        &[
+            "relay",
+            "serve",
+            "--listen",
+            &listen,
+            "--allow-gateway",
+            &gateway.id(),
+            "--json",
+        ],
+    );
+    let ready: Value = serde_json::from_str(&ready).unwrap_or_else(|e| panic!("{ready:?}: {e}"));
+    let url = ready["url"].as_str().unwrap().to_string();
+    let pin = ready["pin"].as_str().unwrap().to_string();
+    (relay, url, pin)
+}
+
+/// `claw gateway run --relay URL --relay-pin PIN extra…` behind NAT A (no `--tunnel`).
+fn start_gateway(lab: &NatLab, home: &Path, url: &str, pin: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "gateway",
+        "run",
+        "--port",
+        "0",
+        "--auth-fail-delay-ms",
+        "0",
+        "--relay",
+        url,
+        "--relay-pin",
+        pin,
+    ];
+    args.extend_from_slice(extra);
+    let (gateway, line) = spawn_claw(lab, Host::PrivA, home, &args);
+    assert!(line.contains("ws://"), "no ready line: {line:?}");
+    gateway
+}
+
+/// Behind NAT B: `claw tunnel pair` with the relay-only URI of a fresh `claw pair`, then `claw
+/// tunnel up --listen 127.0.0.1:0 extra…`; returns the tunnel and its `ws://` URL.
+fn pair_and_up(lab: &NatLab, gw_home: &Path, d: &Path, extra: &[&str]) -> (Proc, String) {
+    let (code, out, err) = claw_at(
+        lab,
+        Host::PrivA,
+        gw_home,
+        &["pair", "--json", "--no-qr", "--name", "phone"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["addrs"].as_array().unwrap().len(), 0, "{v}");
+    let uri = v["uri"].as_str().unwrap().to_string();
+    private_dir(d);
+    let (code, out, err) = claw_at(lab, Host::PrivB, d, &["tunnel", "pair", &uri]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut args = vec!["tunnel", "up", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let (up, line) = spawn_claw(lab, Host::PrivB, d, &args);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no ready line from tunnel up: {line:?}"))
+        .to_string();
+    (up, url)
+}
+
+/// `claw tunnel status --json` of the device home `d`, once it names a path (the running tunnel
+/// publishes its status shortly after it connects; waits up to 20 s).
+fn tunnel_status(lab: &NatLab, d: &Path) -> Value {
+    let mut last = String::new();
+    for _ in 0..200 {
+        let (code, out, err) = claw_at(lab, Host::PrivB, d, &["tunnel", "status", "--json"]);
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        if code == 0 && v["via"].is_string() {
+            return v;
+        }
+        last = format!("exit {code}: {out}{err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no tunnel status naming a path: {last}");
+}
+
 /// The ISSUE's first topology: nothing reaches the gateway from outside, yet a device behind
 /// another NAT pairs and works through the relay, and the relay and the gateway each refuse
 /// what they must.
@@ -169,24 +258,8 @@ fn a_gateway_behind_nat_is_reached_only_through_the_relay() {
     let gateway_seed = *gw_identity.key().seed();
 
     // The relay, the only thing with a public address.
-    let listen = format!("{PUB_ADDR}:8443");
-    let (relay, ready) = spawn_claw(
-        &lab,
-        Host::Pub,
-        &tmp.path().join("relay"),
-        &[
-            "relay",
-            "serve",
-            "--listen",
-            &listen,
-            "--allow-gateway",
-            &gw_identity.id(),
-            "--json",
-        ],
-    );
-    let ready: Value = serde_json::from_str(&ready).unwrap_or_else(|e| panic!("{ready:?}: {e}"));
-    let relay_url = ready["url"].as_str().unwrap().to_string();
-    let relay_pin = ready["pin"].as_str().unwrap().to_string();
+    let (relay, relay_url, relay_pin) = start_relay(&lab, &tmp.path().join("relay"), &gw_identity);
+    let listen = format!("{PUB_ADDR}:{RELAY_PORT}");
     assert_eq!(relay_url, format!("https://{listen}"));
 
     // The gateway behind NAT A, with a loopback echo service it exposes.
@@ -206,26 +279,13 @@ fn a_gateway_behind_nat_is_reached_only_through_the_relay() {
         }
     });
     let expose = format!("echo={echo_addr}");
-    let (gateway, line) = spawn_claw(
+    let gateway = start_gateway(
         &lab,
-        Host::PrivA,
         &gw_home,
-        &[
-            "gateway",
-            "run",
-            "--port",
-            "0",
-            "--auth-fail-delay-ms",
-            "0",
-            "--relay",
-            &relay_url,
-            "--relay-pin",
-            &relay_pin,
-            "--expose",
-            &expose,
-        ],
+        &relay_url,
+        &relay_pin,
+        &["--expose", &expose],
     );
-    assert!(line.contains("ws://"), "no ready line: {line:?}");
 
     // The gateway process holds no socket that accepts from the network…
     let open = non_loopback_listeners(gateway.0.id());
@@ -237,48 +297,24 @@ fn a_gateway_behind_nat_is_reached_only_through_the_relay() {
     assert!(!non_loopback_listeners(relay.0.id()).is_empty());
     let answered = block_on_in(&lab, Host::PrivB, answers_from(PUB_ADDR));
     assert!(
-        answered.iter().any(|a| a == "tcp 8443 accepted"),
+        answered
+            .iter()
+            .any(|a| *a == format!("tcp {RELAY_PORT} accepted")),
         "{answered:?}"
     );
 
-    // Pairing with a relay-only URI, from behind NAT B.
-    let (code, out, err) = claw_at(
-        &lab,
-        Host::PrivA,
-        &gw_home,
-        &["pair", "--json", "--no-qr", "--name", "phone"],
-    );
-    assert_eq!(code, 0, "{err}");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["addrs"].as_array().unwrap().len(), 0, "{v}");
-    let uri = v["uri"].as_str().unwrap().to_string();
+    // Pairing with a relay-only URI from behind NAT B, and `claw tunnel up` there with a
+    // forward to the exposed echo service.
     let d = tmp.path().join("device");
-    private_dir(&d);
-    let (code, out, err) = claw_at(&lab, Host::PrivB, &d, &["tunnel", "pair", &uri]);
-    assert_eq!(code, 0, "{out}{err}");
+    let forward = "127.0.0.1:47001";
+    let (mut up, url) = pair_and_up(
+        &lab,
+        &gw_home,
+        &d,
+        &["--forward", &format!("{forward}=echo")],
+    );
     let dh = claw_tunnel::device::DeviceHome::new(&d);
     let device = Identity::load_or_create(&d.join("identity.key")).unwrap();
-
-    // `claw tunnel up` behind NAT B, with a forward to the exposed echo service.
-    let forward = "127.0.0.1:47001";
-    let (mut up, line) = spawn_claw(
-        &lab,
-        Host::PrivB,
-        &d,
-        &[
-            "tunnel",
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--forward",
-            &format!("{forward}=echo"),
-        ],
-    );
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap_or_else(|| panic!("no ready line from tunnel up: {line:?}"))
-        .to_string();
     let token = dh.token().unwrap().unwrap().token;
     let key = claw_gateway::auth::device_key::load_or_create(&d.join("identity.key")).unwrap();
     block_on_in(&lab, Host::PrivB, async {
@@ -334,9 +370,7 @@ fn a_gateway_behind_nat_is_reached_only_through_the_relay() {
             started.elapsed()
         );
     });
-    let (code, out, _) = claw_at(&lab, Host::PrivB, &d, &["tunnel", "status", "--json"]);
-    assert_eq!(code, 0);
-    let status: Value = serde_json::from_str(&out).unwrap();
+    let status = tunnel_status(&lab, &d);
     assert_eq!(status["via"], "relay", "{status}");
 
     // The relay refuses a gateway key it does not list and forged or expired tickets, seen
@@ -398,6 +432,67 @@ fn a_gateway_behind_nat_is_reached_only_through_the_relay() {
         &["tunnel", "up", "--listen", "127.0.0.1:0"],
     );
     assert_eq!(code, 77, "a revoked device's tunnel: {out}{err}");
+    drop(up);
+    drop(gateway);
+    drop(relay);
+}
+
+/// A device behind a symmetric NAT (`masquerade fully-random`) whose network also drops every
+/// UDP packet still reaches the NATed gateway: the relay's TCP connection carries the session.
+#[test]
+fn a_device_behind_a_symmetric_nat_with_udp_blocked_works_over_the_relay() {
+    if let Some(why) = unavailable(true) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = NatLab::create("mesh", NatKind::Cone, NatKind::Symmetric).expect("the NAT lab");
+    lab.block_udp(Host::NatB, true).expect("block UDP at NAT B");
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    private_dir(&gw_home);
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let (relay, relay_url, relay_pin) = start_relay(&lab, &tmp.path().join("relay"), &gw_identity);
+    let gateway = start_gateway(&lab, &gw_home, &relay_url, &relay_pin, &[]);
+    // The block is real: a UDP echo in the public namespace hears nothing from behind NAT B.
+    let echo = lab
+        .run_in(Host::Pub, || {
+            std::net::UdpSocket::bind((PUB_ADDR, 9999)).unwrap()
+        })
+        .unwrap();
+    echo.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    lab.run_in(Host::PrivB, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..5 {
+            s.send_to(b"through?", (PUB_ADDR, 9999)).unwrap();
+        }
+    })
+    .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(echo.recv_from(&mut buf).is_err(), "UDP crossed NAT B");
+
+    let d = tmp.path().join("device");
+    let (up, url) = pair_and_up(&lab, &gw_home, &d, &[]);
+    let dh = claw_tunnel::device::DeviceHome::new(&d);
+    let token = dh.token().unwrap().unwrap().token;
+    let key = claw_gateway::auth::device_key::load_or_create(&d.join("identity.key")).unwrap();
+    block_on_in(&lab, Host::PrivB, async {
+        let (hello, mut ws) = common::handshake(
+            &url,
+            &common::Creds {
+                token: Some(&token),
+                device: Some(&key),
+                scopes: &["operator.read"],
+            },
+        )
+        .await
+        .hello();
+        assert_eq!(hello["auth"]["method"], "device-token");
+        let health = common::call(&mut ws, "health", serde_json::json!({})).await;
+        assert_eq!(health["payload"]["ok"], true, "{health}");
+    });
+    let status = tunnel_status(&lab, &d);
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["via"], "relay", "{status}");
     drop(up);
     drop(gateway);
     drop(relay);

@@ -546,9 +546,13 @@ impl NatLab {
         self.nft_script(
             nat,
             &format!(
-                "table inet {NFT_BLOCK} {{ chain forward {{ type filter hook forward priority -10; policy accept; }} }}\n\
+                "table inet {NFT_BLOCK} {{\n\
+                   chain forward {{ type filter hook forward priority -10; policy accept; }}\n\
+                 }}\n\
                  flush chain inet {NFT_BLOCK} forward\n\
-                 table inet {NFT_BLOCK} {{ chain forward {{ {rule} }} }}\n"
+                 table inet {NFT_BLOCK} {{\n\
+                   chain forward {{ {rule} }}\n\
+                 }}\n"
             ),
         )
     }
