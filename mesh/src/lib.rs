@@ -6,8 +6,9 @@
 //! - [`client`]: connecting to a relay as a gateway or device.
 //! - [`pin`]: the relay's self-signed certificate and its SHA-256 pin; the client-side verifier.
 //! - [`peers`]: fake socket addresses for relay peers (pure).
+//! - [`punch`]: hole punching — probes authenticated with QUIC session keys, path state (pure).
 //! - [`socket`]: the `quinn::AsyncUdpSocket` that carries QUIC over a relay.
-//! - [`server`] (feature `server`): `claw relay serve`, iroh-relay's server with claw admission.
+//! - `server` (feature `server`): `claw relay serve`, iroh-relay's server with claw admission.
 //!
 //! The relay protocol is iroh-relay's (HTTP(S) + WebSocket); nothing here invents one.
 #![warn(unreachable_pub)]
@@ -16,6 +17,7 @@ pub mod admission;
 pub mod client;
 pub mod peers;
 pub mod pin;
+pub mod punch;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod socket;

@@ -14,6 +14,10 @@ pub const MAX_LINE: usize = 16 * 1024;
 /// the tunnel crate, because `claw doctor` (`udp.buffers`) compares the kernel's cap against it.
 pub const SOCKET_BUFFER: u64 = 4 * 1024 * 1024;
 
+/// Most direct-path candidates one side offers ([`ClientMsg::Candidates`],
+/// [`ServerMsg::Candidates`]); a receiver ignores any beyond these.
+pub const MAX_CANDIDATES: usize = 8;
+
 /// First line of every stream opened by a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "open", rename_all = "snake_case")]
@@ -52,6 +56,13 @@ pub enum ClientMsg {
         /// The root generation of the token the device holds (0 = none).
         #[serde(default)]
         generation: u64,
+    },
+    /// Hole punching: the UDP addresses the device may be reached at directly (its local
+    /// addresses and what the other side saw), sent in answer to [`ServerMsg::Candidates`] on
+    /// a relayed connection. At most [`MAX_CANDIDATES`] are used. Older gateways ignore it.
+    Candidates {
+        /// `IP:PORT` strings.
+        addrs: Vec<std::net::SocketAddr>,
     },
 }
 
@@ -226,6 +237,13 @@ pub enum ServerMsg {
         /// Its expiry, unix seconds.
         expires_at: u64,
     },
+    /// Hole punching: the UDP addresses the gateway may be reached at directly, sent after
+    /// hello on a relayed connection by a gateway that punches; the device answers with its own
+    /// ([`ClientMsg::Candidates`]) and both then probe. Older devices ignore it.
+    Candidates {
+        /// `IP:PORT` strings.
+        addrs: Vec<std::net::SocketAddr>,
+    },
     /// The answer to [`ClientMsg::Probe`].
     Probe {
         /// The gateway's current device-token root generation.
@@ -357,6 +375,24 @@ mod tests {
             );
         }
         assert!(decode::<StreamHeader>(br#"{"open":"shell"}"#).is_err());
+        // Candidates are typed addresses: anything else is refused whole.
+        for bad in [
+            &br#"{"type":"candidates"}"#[..],
+            br#"{"type":"candidates","addrs":"1.2.3.4:5"}"#,
+            br#"{"type":"candidates","addrs":["1.2.3.4"]}"#,
+            br#"{"type":"candidates","addrs":["1.2.3.4:70000"]}"#,
+            br#"{"type":"candidates","addrs":["host.example:80"]}"#,
+            br#"{"type":"candidates","addrs":[12345]}"#,
+        ] {
+            assert!(decode::<ClientMsg>(bad).is_err(), "{bad:?}");
+            assert!(decode::<ServerMsg>(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            decode::<ServerMsg>(br#"{"type":"candidates","addrs":["[::1]:9","10.0.0.1:4433"]}"#),
+            Ok(ServerMsg::Candidates {
+                addrs: vec!["[::1]:9".parse().unwrap(), "10.0.0.1:4433".parse().unwrap()]
+            })
+        );
         let big = vec![b' '; MAX_LINE + 1];
         assert_eq!(decode::<ClientMsg>(&big), Err(ControlError::TooLong));
     }
@@ -371,6 +407,13 @@ mod proptests {
 
     fn text() -> impl Strategy<Value = String> {
         ".{0,48}"
+    }
+
+    fn addrs() -> impl Strategy<Value = Vec<std::net::SocketAddr>> {
+        // IP and port only: the text form carries no IPv6 flow label.
+        let addr = (any::<std::net::IpAddr>(), any::<u16>())
+            .prop_map(|(ip, port)| std::net::SocketAddr::new(ip, port));
+        prop::collection::vec(addr, 0..=MAX_CANDIDATES)
     }
 
     fn header() -> impl Strategy<Value = StreamHeader> {
@@ -392,6 +435,7 @@ mod proptests {
             }),
             any::<u64>().prop_map(|generation| ClientMsg::Hello { generation }),
             Just(ClientMsg::Probe),
+            addrs().prop_map(|addrs| ClientMsg::Candidates { addrs }),
         ]
     }
 
@@ -428,6 +472,7 @@ mod proptests {
             }),
             (text(), any::<u64>())
                 .prop_map(|(ticket, expires_at)| ServerMsg::RelayTicket { ticket, expires_at }),
+            addrs().prop_map(|addrs| ServerMsg::Candidates { addrs }),
         ]
     }
 

@@ -13,6 +13,11 @@
 //! test process itself are opened in a namespace by a short-lived thread that enters it
 //! ([`NetnsPair::run_in`]), and keep working from any thread afterwards.
 //!
+//! [`NatLab`] is the mesh's topology (docs/mesh.md): a public namespace with a bridge and two
+//! masquerading routers on it, each with a private host behind it ([`NatKind`]: cone-like or
+//! symmetric; [`NatLab::block_udp`]). [`non_loopback_listeners`] lists what a process accepts
+//! from the network.
+//!
 //! Shared by `tests/real_paths.rs` and `benches/real_paths.rs` (`#[path]`), so it depends on
 //! nothing but std and nix and reports errors as strings.
 #![allow(dead_code)]
@@ -344,4 +349,298 @@ fn remove_stale(prefix: &str) {
             let _ = ip(&["netns", "del", name]);
         }
     }
+}
+
+/// Address of the public namespace on the "internet" bridge (where the relay listens).
+pub const PUB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// NAT A's WAN address (the gateway's home router).
+pub const NAT_A_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// NAT B's WAN address (the device's network).
+pub const NAT_B_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+/// The gateway host behind NAT A.
+pub const PRIV_A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+/// The device behind NAT B.
+pub const PRIV_B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+
+/// One namespace of a [`NatLab`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// The "internet": a bridge with [`PUB_ADDR`], where the relay runs.
+    Pub,
+    /// NAT A's router (WAN [`NAT_A_WAN`], LAN 10.0.1.1).
+    NatA,
+    /// NAT B's router (WAN [`NAT_B_WAN`], LAN 10.0.2.1).
+    NatB,
+    /// The host behind NAT A ([`PRIV_A`]): the gateway.
+    PrivA,
+    /// The host behind NAT B ([`PRIV_B`]): the device.
+    PrivB,
+}
+
+/// How a [`NatLab`] router maps its LAN's flows onto its WAN address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    /// Plain masquerading: the source port is kept when free (endpoint-independent mapping,
+    /// "cone"-like), so simultaneous open can punch through.
+    Cone,
+    /// `masquerade fully-random` (iptables `--random-fully`): a new random port per flow, a
+    /// symmetric NAT.
+    Symmetric,
+}
+
+/// The mesh topology (docs/mesh.md): a public namespace with a bridge, two NAT routers on it
+/// and a private host behind each.
+///
+/// ```text
+///  priv-a 10.0.1.2 ── 10.0.1.1 [nat-a] 198.51.100.2 ─┐
+///                                                    br0 in pub (198.51.100.1)
+///  priv-b 10.0.2.2 ── 10.0.2.1 [nat-b] 198.51.100.3 ─┘
+/// ```
+///
+/// Each router masquerades its LAN onto its WAN address (nftables), forwards LAN→WAN and
+/// established/related WAN→LAN only, and drops unsolicited WAN input to itself, as home routers
+/// do. Namespaces are `<prefix>-<pid>-<n>-{pub,na,nb,pa,pb}`, all deleted on drop (also while
+/// a panicking test unwinds); stale ones of dead processes on the next create.
+#[derive(Debug)]
+pub struct NatLab {
+    names: [String; 5],
+}
+
+/// The nftables table of a router's optional UDP block ([`NatLab::block_udp`]).
+const NFT_BLOCK: &str = "lab_block";
+
+impl NatLab {
+    /// Builds the topology; NAT A and NAT B map as `a` and `b` say.
+    pub fn create(prefix: &str, a: NatKind, b: NatKind) -> Result<Self, String> {
+        remove_stale(prefix);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let base = format!("{prefix}-{}-{n}", std::process::id());
+        let lab = Self {
+            names: ["pub", "na", "nb", "pa", "pb"].map(|s| format!("{base}-{s}")),
+        };
+        // From here on, a failure still deletes whatever was made (Drop).
+        lab.build(a, b)?;
+        Ok(lab)
+    }
+
+    fn build(&self, a: NatKind, b: NatKind) -> Result<(), String> {
+        for ns in &self.names {
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let pub_ns = self.name(Host::Pub);
+        ip(&["-n", pub_ns, "link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            pub_ns,
+            "addr",
+            "add",
+            &format!("{PUB_ADDR}/24"),
+            "dev",
+            "br0",
+        ])?;
+        ip(&["-n", pub_ns, "link", "set", "br0", "up"])?;
+        let mtu = MTU.to_string();
+        for (nat, host, wan, lan_net, kind, port) in [
+            (Host::NatA, Host::PrivA, NAT_A_WAN, 1u8, a, "port-a"),
+            (Host::NatB, Host::PrivB, NAT_B_WAN, 2u8, b, "port-b"),
+        ] {
+            let (nat_ns, host_ns) = (self.name(nat), self.name(host));
+            // WAN: a veth from the router into the bridge.
+            ip(&[
+                "-n", nat_ns, "link", "add", "wan", "mtu", &mtu, "type", "veth", "peer", "name",
+                port, "netns", pub_ns, "mtu", &mtu,
+            ])?;
+            ip(&["-n", pub_ns, "link", "set", port, "master", "br0"])?;
+            ip(&["-n", pub_ns, "link", "set", port, "up"])?;
+            ip(&[
+                "-n",
+                nat_ns,
+                "addr",
+                "add",
+                &format!("{wan}/24"),
+                "dev",
+                "wan",
+            ])?;
+            ip(&["-n", nat_ns, "link", "set", "wan", "up"])?;
+            // LAN: a veth from the router to its host.
+            ip(&[
+                "-n", nat_ns, "link", "add", "lan", "mtu", &mtu, "type", "veth", "peer", "name",
+                "eth0", "netns", host_ns, "mtu", &mtu,
+            ])?;
+            let gw = format!("10.0.{lan_net}.1");
+            ip(&[
+                "-n",
+                nat_ns,
+                "addr",
+                "add",
+                &format!("{gw}/24"),
+                "dev",
+                "lan",
+            ])?;
+            ip(&["-n", nat_ns, "link", "set", "lan", "up"])?;
+            let host_addr = format!("10.0.{lan_net}.2/24");
+            ip(&["-n", host_ns, "addr", "add", &host_addr, "dev", "eth0"])?;
+            ip(&["-n", host_ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", host_ns, "route", "add", "default", "via", &gw])?;
+            run(self
+                .command(nat, "sysctl")
+                .args(["-q", "-w", "net.ipv4.ip_forward=1"]))?;
+            let flags = match kind {
+                NatKind::Cone => "",
+                NatKind::Symmetric => " fully-random",
+            };
+            let rules = format!(
+                "table ip lab_nat {{\n\
+                   chain post {{ type nat hook postrouting priority 100; oifname \"wan\" masquerade{flags}; }}\n\
+                 }}\n\
+                 table inet lab_filter {{\n\
+                   chain forward {{ type filter hook forward priority 0; policy drop;\n\
+                     ct state established,related accept; iifname \"lan\" oifname \"wan\" accept; }}\n\
+                   chain input {{ type filter hook input priority 0; policy accept;\n\
+                     iifname \"wan\" ct state established,related accept; iifname \"wan\" drop; }}\n\
+                 }}\n"
+            );
+            self.nft_script(nat, &rules)?;
+        }
+        Ok(())
+    }
+
+    /// Loads an nftables script in `host`'s namespace.
+    fn nft_script(&self, host: Host, script: &str) -> Result<(), String> {
+        use std::io::Write;
+        let mut child = self
+            .command(host, "nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("nft: {e}"))?;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .map_err(|e| format!("nft stdin: {e}"))?;
+        let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "nft -f exited {}: {}\n{script}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes router `nat` ([`Host::NatA`] or [`Host::NatB`]) drop every UDP packet it would
+    /// forward (both directions), or, with `blocked == false`, forward UDP again. TCP (the
+    /// relay's WebSocket) is untouched.
+    pub fn block_udp(&self, nat: Host, blocked: bool) -> Result<(), String> {
+        let rule = if blocked {
+            "meta l4proto udp drop;"
+        } else {
+            ""
+        };
+        self.nft_script(
+            nat,
+            &format!(
+                "table inet {NFT_BLOCK} {{\n\
+                   chain forward {{ type filter hook forward priority -10; policy accept; }}\n\
+                 }}\n\
+                 flush chain inet {NFT_BLOCK} forward\n\
+                 table inet {NFT_BLOCK} {{\n\
+                   chain forward {{ {rule} }}\n\
+                 }}\n"
+            ),
+        )
+    }
+
+    /// The namespace's name.
+    pub fn name(&self, host: Host) -> &str {
+        &self.names[host as usize]
+    }
+
+    /// `ip netns exec NS program`: add arguments, then spawn or run it. The program `exec`s in
+    /// place of `ip`, so the child's pid is the program's.
+    pub fn command(&self, host: Host, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.name(host)]).arg(program);
+        c
+    }
+
+    /// Runs `f` on a thread that has entered `host`'s network namespace (sockets it opens, and
+    /// threads it starts, belong to that namespace).
+    pub fn run_in<T: Send>(&self, host: Host, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+        let path = format!("/run/netns/{}", self.name(host));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns {path}: {e}"))?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| "a thread in the namespace panicked".to_string())?
+        })
+    }
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+/// Local addresses of the sockets process `pid` holds that accept from the network outside
+/// loopback: TCP listeners and bound UDP sockets, read from `/proc/<pid>/net/{tcp,tcp6,udp,
+/// udp6}` (the process's own network namespace) and matched against its socket inodes.
+pub fn non_loopback_listeners(pid: u32) -> Vec<String> {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in dir.flatten() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                let t = t.display().to_string();
+                if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    inodes.insert(i.to_string());
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (file, listen_state) in [
+        ("tcp", Some("0A")),
+        ("tcp6", Some("0A")),
+        ("udp", None),
+        ("udp6", None),
+    ] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 {
+                continue;
+            }
+            let (local, state, inode) = (f[1], f[3], f[9]);
+            if !inodes.contains(inode) || listen_state.is_some_and(|s| s != state) {
+                continue;
+            }
+            let ip = local.split(':').next().unwrap_or_default();
+            let loopback = match ip.len() {
+                8 => ip.ends_with("7F"),
+                _ => {
+                    ip == "00000000000000000000000001000000"
+                        || (ip.starts_with("0000000000000000FFFF0000") && ip.ends_with("7F"))
+                }
+            };
+            if !loopback {
+                found.push(format!("{file} {local}"));
+            }
+        }
+    }
+    found
 }

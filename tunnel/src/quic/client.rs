@@ -388,7 +388,10 @@ pub async fn pair(
             ServerMsg::Error { code, message } => {
                 return Err(TunnelError::Refused { code, message })
             }
-            ServerMsg::Token { .. } | ServerMsg::Probe { .. } | ServerMsg::RelayTicket { .. } => {}
+            ServerMsg::Token { .. }
+            | ServerMsg::Probe { .. }
+            | ServerMsg::RelayTicket { .. }
+            | ServerMsg::Candidates { .. } => {}
         }
     }
 }

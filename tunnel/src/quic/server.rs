@@ -681,6 +681,10 @@ async fn control_stream(
                 return;
             }
         }
+        Ok(ClientMsg::Candidates { .. }) => {
+            let why = "a control stream starts with pair, probe or hello";
+            return refuse(send, TunnelCode::BadRequest, why).await;
+        }
         Err(e) => return refuse(send, TunnelCode::BadRequest, &e.to_string()).await,
     }
     let mut refresh =
