@@ -664,3 +664,83 @@ async fn an_admin_device_gets_the_page_through_its_tunnel_as_itself_until_revoke
     let _ = laptop_up.0.wait();
     drop(phone_up);
 }
+
+/// Issue 16 with `--relay` (no `--tunnel`): the page's "pair a device" URI is the one `claw pair`
+/// prints in that configuration — the relay with its pin, the gateway's key and a relay
+/// ticket signature, no direct address — and a device pairs with it over the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_pairs_by_relay_with_the_uri_claw_pair_prints() {
+    use claw_tunnel::pairing::PairingUri;
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let id = claw_tunnel::identity::Identity::load_or_create(&gw_home.join("identity.key"))
+        .unwrap()
+        .id();
+    let relay_home = tmp.path().join("relay");
+    let mut relay = Up(Command::new(claw_bin())
+        .arg("--home")
+        .arg(&relay_home)
+        .args(["relay", "serve", "--listen", "127.0.0.1:0", "--json"])
+        .args(["--allow-gateway", &id])
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let mut line = String::new();
+    std::io::BufReader::new(relay.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let (url, pin) = (
+        ready["url"].as_str().unwrap().to_string(),
+        ready["pin"].as_str().unwrap().to_string(),
+    );
+    let g = Gateway::start_in(&gw_home, &["--relay", &url, "--relay-pin", &pin]);
+
+    let cookie = login(&g).await;
+    let own = format!("http://127.0.0.1:{}", g.port);
+    let mut ws = page_ws(&g, &cookie, &own).await.unwrap();
+    assert_eq!(page_connect(&mut ws).await["ok"], true);
+    let r = call(&mut ws, "dashboard.pair", json!({"name": "tablet"})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let page_uri = r["payload"]["uri"].as_str().unwrap().to_string();
+    assert!(page_uri.starts_with("CLAW://P/"), "{page_uri}");
+
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr", "--name", "tablet"]);
+    assert_eq!(code, 0, "{err}");
+    let cli: Value = serde_json::from_str(&out).unwrap();
+    let cli = PairingUri::parse(cli["uri"].as_str().unwrap()).unwrap();
+    let page = PairingUri::parse(&page_uri).unwrap();
+    assert_eq!(page.gateway_id, cli.gateway_id);
+    assert_eq!(page.addrs, cli.addrs);
+    assert!(
+        page.addrs.is_empty(),
+        "no --addr without --tunnel: {page_uri}"
+    );
+    assert_eq!(page.relays, cli.relays);
+    assert_eq!(page.relays[0].url, url);
+    assert_eq!(page.relays[0].pin.as_deref(), Some(pin.as_str()));
+    assert_eq!(page.gateway_key, cli.gateway_key);
+    assert!(
+        page.gateway_key.is_some() && page.relay_sig.is_some(),
+        "{page_uri}"
+    );
+    assert_eq!(page.name, cli.name);
+
+    // The page's URI pairs a device over the relay (its ticket signature is the gateway's).
+    let dev = tmp.path().join("tablet");
+    std::fs::create_dir_all(&dev).unwrap();
+    let (code, out, err) = claw_in(&dev, &["tunnel", "pair", &page_uri]);
+    assert_eq!(code, 0, "{out}{err}");
+    drop(relay);
+}
