@@ -744,3 +744,28 @@ async fn the_page_pairs_by_relay_with_the_uri_claw_pair_prints() {
     assert_eq!(code, 0, "{out}{err}");
     drop(relay);
 }
+
+/// With `--strict-device-auth` every tunnelled client must show the device's token or
+/// signature, which a browser page has not: the page stays on the gateway host, even for an
+/// admin device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_device_auth_keeps_the_page_on_the_gateway_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = InProcess::start_with(|c| {
+        c.tunnel = Some("127.0.0.1:0".parse().unwrap());
+        c.gateway.strict_device_auth = true;
+    })
+    .await;
+    let (laptop, laptop_id) = pair_device(&g, tmp.path(), "laptop");
+    grant_admin(&g, &laptop_id);
+    let (_up, lp) = tunnel_up(&laptop);
+    let (code, _, err) = claw_in(&laptop, &["tunnel", "dashboard", "--no-open", "--json"]);
+    assert_eq!(code, 77, "{err}");
+    assert!(err.contains("strict-device-auth"), "{err}");
+    let (status, _, _) = http(
+        lp,
+        &format!("GET /login HTTP/1.1\r\nHost: 127.0.0.1:{lp}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 403);
+}

@@ -70,22 +70,26 @@ pub async fn run_tunnel(
             format!("cannot reach the tunnel at {listen} ({e}): is `claw tunnel up` running?"),
         )
     })?;
+    // The gateway's words, escaped (network text before a terminal).
+    let shown: String = body
+        .trim()
+        .chars()
+        .take(200)
+        .flat_map(char::escape_debug)
+        .collect();
     match status {
         200 => {}
-        403 => return Err(fail(
-            exit::REVOKED,
-            "the gateway does not serve its control page to this device (it needs operator.admin)",
-        )),
+        403 => {
+            return Err(fail(
+                exit::REVOKED,
+                format!("the gateway does not serve its control page to this device: {shown}"),
+            ))
+        }
         s => {
-            let shown: String = body
-                .chars()
-                .take(200)
-                .flat_map(char::escape_debug)
-                .collect();
             return Err(fail(
                 exit::FAILURE,
                 format!("the gateway answered {s}: {shown}"),
-            ));
+            ))
         }
     }
     let v: serde_json::Value = serde_json::from_str(&body)

@@ -435,6 +435,14 @@ fn page_gate(
                     "Host not allowed: open the control page at the device's own loopback address (claw tunnel dashboard)",
                 ));
             };
+            // Strict mode wants a device's token or signature on every tunnelled client; the
+            // page has neither, so it stays on the gateway host.
+            if state.config.strict_device_auth {
+                return Some(text(
+                    StatusCode::FORBIDDEN,
+                    "with --strict-device-auth the control page is served on the gateway host only (claw dashboard there)",
+                ));
+            }
             if admin_device_scopes(state, d).is_none() {
                 return Some(text(
                     StatusCode::FORBIDDEN,
