@@ -18,7 +18,21 @@ use claw_gateway::store::Store;
 use claw_tunnel::identity::Identity;
 
 /// Builds the control page's pairing-URI function for a tunnel (the CLI's QR renderer).
-pub type PagePairUri = fn(String, SocketAddr) -> claw_gateway::web::PairUriFn;
+pub type PagePairUri = fn(PagePair) -> claw_gateway::web::PairUriFn;
+
+/// What the control page's pairing URI is made from: the same facts `claw pair` reads from the
+/// runtime file (the tunnel's address, the relays with their pins, the gateway's key).
+#[derive(Debug, Clone)]
+pub struct PagePair {
+    /// The gateway's fingerprint.
+    pub gateway_id: String,
+    /// The direct tunnel's bound address, when `--tunnel` runs.
+    pub tunnel: Option<SocketAddr>,
+    /// The relays (`--relay`), as the runtime file lists them.
+    pub relays: Vec<claw_mesh::client::RelayTarget>,
+    /// The gateway key's seed (relay pairing tickets are signed with it).
+    pub seed: [u8; 32],
+}
 
 /// What to run.
 pub struct DaemonConfig {
@@ -200,12 +214,6 @@ impl Daemon {
                     endpoint,
                     serving,
                 ));
-                if let Some(make) = cfg.page_pair_uri {
-                    let _ = state.web.pair_uri.set(claw_gateway::web::PairUri(make(
-                        identity.id().to_string(),
-                        local,
-                    )));
-                }
                 Some((local, identity.id().to_string()))
             }
             None => None,
@@ -235,6 +243,20 @@ impl Daemon {
                 serving,
             ));
             relay_links.push(link);
+        }
+        if let Some(make) = cfg
+            .page_pair_uri
+            .filter(|_| tunnel.is_some() || !cfg.relays.is_empty())
+        {
+            let _ = state
+                .web
+                .pair_uri
+                .set(claw_gateway::web::PairUri(make(PagePair {
+                    gateway_id: identity.id().to_string(),
+                    tunnel: tunnel.as_ref().map(|(a, _)| *a),
+                    relays: cfg.relays.clone(),
+                    seed: *identity.key().seed(),
+                })));
         }
         if let Some(every) = state.config.rotate_every {
             tokio::spawn(claw_gateway::rotation::run(state.clone(), every));

@@ -45,44 +45,89 @@ fn runtime(home: &Home) -> Option<claw_gateway::runtime_file::RuntimeFile> {
 /// The tunnel addresses from the running gateway's runtime file.
 fn tunnel_addrs(home: &Home) -> Option<Vec<String>> {
     let addr: SocketAddr = runtime(home)?.tunnel?.addr.parse().ok()?;
-    Some(
-        advertised_hosts(addr)
-            .into_iter()
-            .map(|h| match h.parse::<IpAddr>() {
-                Ok(ip) => SocketAddr::new(ip, addr.port()).to_string(),
-                Err(_) => format!("{h}:{}", addr.port()),
-            })
-            .collect(),
-    )
+    Some(advertised_addrs(addr))
 }
 
 /// What the control page's `dashboard.pair` uses to turn a fresh code into the URI `claw pair`
-/// prints (the same compact form) and its QR code as SVG.
-pub fn page_pair_uri(gateway_id: String, tunnel: SocketAddr) -> claw_gateway::web::PairUriFn {
-    let addrs: Vec<String> = advertised_hosts(tunnel)
+/// prints (the same compact form, with the same tunnel addresses and relay fields) and its QR
+/// code as SVG.
+pub fn page_pair_uri(p: claw::daemon::PagePair) -> claw_gateway::web::PairUriFn {
+    let addrs: Vec<String> = p
+        .tunnel
+        .map(advertised_addrs)
+        .unwrap_or_default()
         .into_iter()
-        .map(|h| match h.parse::<IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, tunnel.port()).to_string(),
-            Err(_) => format!("{h}:{}", tunnel.port()),
-        })
         .take(claw_tunnel::pairing::MAX_ADDRS)
         .collect();
+    let relays: Vec<RelayRef> = p
+        .relays
+        .iter()
+        .take(claw_tunnel::pairing::MAX_RELAYS)
+        .map(|r| RelayRef {
+            url: r.url.to_string(),
+            pin: r.pin.as_ref().map(|p| p.to_string()),
+        })
+        .collect();
     Box::new(move |code, expires_ms, name| {
-        let uri = PairingUri {
-            gateway_id: gateway_id.clone(),
-            addrs: addrs.clone(),
-            code: code.to_string(),
-            expires_at: expires_ms / 1000,
-            name: name.map(str::to_string),
-            relays: Vec::new(),
-            gateway_key: None,
-            relay_sig: None,
-        };
+        let uri = build_uri(
+            &p.gateway_id,
+            addrs.clone(),
+            relays.clone(),
+            &p.seed,
+            code,
+            expires_ms,
+            name,
+        );
         let text = uri.to_display_uri();
         PairingUri::parse(&text).ok()?;
         let svg = super::qr::svg(&text).ok()?;
         Some((text, svg))
     })
+}
+
+/// The addresses a device is told for a tunnel bound at `addr` (`advertised_hosts`, with the port).
+fn advertised_addrs(addr: SocketAddr) -> Vec<String> {
+    advertised_hosts(addr)
+        .into_iter()
+        .map(|h| match h.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, addr.port()).to_string(),
+            Err(_) => format!("{h}:{}", addr.port()),
+        })
+        .collect()
+}
+
+/// The pairing URI for `code`: with relays it carries the gateway's key (its relay address) and
+/// the signature of a relay ticket for the code's pairing key, valid until the code expires.
+fn build_uri(
+    gateway_id: &str,
+    addrs: Vec<String>,
+    relays: Vec<RelayRef>,
+    seed: &[u8; 32],
+    code: &str,
+    expires_ms: u64,
+    name: Option<&str>,
+) -> PairingUri {
+    let (gateway_key, relay_sig) = if relays.is_empty() {
+        (None, None)
+    } else {
+        (
+            Some(claw_mesh::ticket::public_key(seed)),
+            Some(claw_mesh::ticket::pairing_ticket(seed, code, expires_ms / 1000).signature()),
+        )
+    };
+    PairingUri {
+        gateway_id: gateway_id.to_string(),
+        addrs: addrs
+            .into_iter()
+            .take(claw_tunnel::pairing::MAX_ADDRS)
+            .collect(),
+        code: code.to_string(),
+        expires_at: expires_ms / 1000,
+        name: name.map(str::to_string),
+        relays,
+        gateway_key,
+        relay_sig,
+    }
 }
 
 /// Runs `claw pair`.
@@ -127,31 +172,15 @@ pub async fn run(home: &Home, a: PairArgs) -> anyhow::Result<u8> {
     .await?;
     let expires_ms = v["expiresAtMs"].as_u64().unwrap_or(0);
     let code = v["code"].as_str().unwrap_or_default().to_string();
-    let seed = identity.key().seed();
-    // With relays the URI carries the gateway's key (its relay address) and the signature of a
-    // relay ticket for the code's pairing key, valid until the code expires.
-    let (gateway_key, relay_sig) = if relays.is_empty() {
-        (None, None)
-    } else {
-        (
-            Some(claw_mesh::ticket::public_key(seed)),
-            Some(claw_mesh::ticket::pairing_ticket(seed, &code, expires_ms / 1000).signature()),
-        )
-    };
-    let uri = PairingUri {
-        gateway_id: identity.id(),
-        addrs: addrs
-            .iter()
-            .take(claw_tunnel::pairing::MAX_ADDRS)
-            .cloned()
-            .collect(),
-        code,
-        expires_at: expires_ms / 1000,
-        name: a.name.clone(),
+    let uri = build_uri(
+        &identity.id(),
+        addrs,
         relays,
-        gateway_key,
-        relay_sig,
-    };
+        identity.key().seed(),
+        &code,
+        expires_ms,
+        a.name.as_deref(),
+    );
     // Our own output must parse: fail loudly rather than print a URI a device would reject.
     let long = uri.to_uri();
     let text = uri.to_display_uri();

@@ -59,6 +59,9 @@ pub enum TunnelCmd {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// A one-time login link for the gateway's control page on this device's own tunnel port
+    /// (the device must hold operator.admin); opened in the browser unless --no-open.
+    Dashboard(super::dashboard::TunnelDashboardArgs),
     /// Show the running tunnel (exit 0 connected, 1 disconnected, 3 not running).
     Status {
         /// One JSON document.
@@ -91,6 +94,10 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
         }
         TunnelCmd::Uninstall(a) => super::service::uninstall_kind(super::service::Kind::Tunnel, a),
         TunnelCmd::Status { json } => status(&dh, json),
+        TunnelCmd::Dashboard(a) => {
+            let listen = a.listen.or_else(|| running_listen(&dh));
+            super::dashboard::run_tunnel(listen, a).await
+        }
         TunnelCmd::ExportSshKey { path, port } => export_ssh_key(home, &dh, path, port),
     }
 }
@@ -277,6 +284,15 @@ impl Events {
         }
         Ok(())
     }
+}
+
+/// The local address of the `claw tunnel up` running on this home (from its status file).
+fn running_listen(dh: &DeviceHome) -> Option<SocketAddr> {
+    let v: Value = claw_gateway::home::read_private(&dh.status_path())
+        .and_then(|s| serde_json::from_str(&s).ok())?;
+    let listen = &v["listen"];
+    let first = listen.as_str().or_else(|| listen[0].as_str())?;
+    first.trim_start_matches("ws://").parse().ok()
 }
 
 fn status(dh: &DeviceHome, as_json: bool) -> anyhow::Result<u8> {

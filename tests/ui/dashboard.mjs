@@ -4,7 +4,8 @@
 // and time to first render, and ends with `ui: N passed, M failed`.
 //
 // Environment (the script sets them): CLAW_BIN, PLAYWRIGHT_CORE, CHROMIUM; optional UI_KEEP=1
-// keeps the temporary directory (screenshots are saved there: main.png, pair.png, qr.png).
+// keeps the temporary directory (screenshots are saved there: main.png, pair.png, qr.png,
+// device.png).
 
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -286,9 +287,49 @@ check("revoking in the browser stops the device's tunnel up", upCode !== "timeou
 // 6b. `kill -9` of a device's `claw tunnel up`: the page shows it offline within a few
 //     keep-alives (the gateway notices the silence; bounded at 20 s, the idle timeout is 45 s).
 const phoneUp = await spawnClaw(phone, ["tunnel", "up", "--listen", "127.0.0.1:0"]);
-await firstLine(phoneUp).catch(() => {});
+const phoneReady = (await firstLine(phoneUp).catch(() => "")) || "";
 const phoneRow = () => page.locator("#devices tr").filter({ hasNotText: "laptop" }).filter({ hasText: "tunnel" });
 const phoneOnline = await until(async () => /online \/ tunnel/.test((await phoneRow().first().textContent({ timeout: 1000 }).catch(() => "")) || ""));
+// 6a. The page through the device's own `claw tunnel up` port: the phone, once it holds
+//     operator.admin (granted in the gateway's store, as a scope approval would), gets a login
+//     link on its tunnel's local address from `claw tunnel dashboard`; the page loads there,
+//     shows the device list, and acts as the phone.
+if (phoneOnline) {
+  const upPort = Number((phoneReady.match(/ws:\/\/127\.0\.0\.1:(\d+)/) || [])[1]);
+  const refused = claw(phone, "tunnel", "dashboard", "--json", "--no-open");
+  check("without operator.admin the device gets no login link", refused.code === 77, `exit ${refused.code} ${refused.err.slice(-160)}`);
+  const grant = spawnSync("sqlite3", [
+    path.join(gwHome, "state.db"),
+    ".timeout 10000",
+    `UPDATE devices SET scopes = '["operator.admin","operator.read","operator.write"]' WHERE display_name IS NOT 'laptop' AND revoked_at_ms IS NULL`,
+  ], { encoding: "utf8" });
+  const link = claw(phone, "tunnel", "dashboard", "--json", "--no-open");
+  const devUrl = link.code === 0 ? JSON.parse(link.out).url : "";
+  check(
+    "claw tunnel dashboard prints a link on the tunnel's local port",
+    grant.status === 0 && devUrl.startsWith(`http://127.0.0.1:${upPort}/login#`) && upPort !== port,
+    `${devUrl.split("#")[0]} ${link.err.slice(-160)} ${grant.stderr || ""}`,
+  );
+  const dctx = await browser.newContext();
+  const dreq = [];
+  dctx.on("request", (r) => dreq.push(r.url()));
+  const dp = await dctx.newPage();
+  dp.on("websocket", (ws) => dreq.push(ws.url()));
+  if (devUrl) await dp.goto(devUrl);
+  await dp.waitForSelector("body[data-ready='1']", { timeout: STEP_MS }).catch(() => {});
+  const dlist = await until(async () => {
+    const t = (await dp.textContent("#devices").catch(() => "")) || "";
+    return /online \/ tunnel/.test(t) && t;
+  });
+  check("through the device's tunnel port the page shows the device list", !!dlist && dp.url() === `http://127.0.0.1:${upPort}/`, dp.url());
+  await dp.screenshot({ path: path.join(work, "device.png"), fullPage: true });
+  check(
+    "the device's page talked only to its own tunnel port",
+    dreq.length > 0 && dreq.every((u) => u.startsWith(`http://127.0.0.1:${upPort}/`) || u.startsWith(`ws://127.0.0.1:${upPort}/`)),
+    dreq.filter((u) => !u.includes(`:${upPort}/`)).slice(0, 3).join(" "),
+  );
+  await dctx.close();
+}
 if (check("a second device shows online", !!phoneOnline)) {
   const killedAt = Date.now();
   phoneUp.kill("SIGKILL");
@@ -332,7 +373,7 @@ evil.close();
 const off = requests.filter((u) => !/^(https?|wss?):\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//.test(u) && !u.startsWith("data:"));
 check("the page made no request off loopback", off.length === 0, off.slice(0, 5).join(" "));
 console.log(`page weight: ${bytes} bytes over ${requests.length} requests; time to first render (login link to live data): ${ttfr} ms`);
-console.log(`screenshots: ${work}/{main,pair,qr}.png`);
+console.log(`screenshots: ${work}/{main,pair,qr,device}.png`);
 
 await browser.close();
 console.log(`ui: ${passed} passed, ${failed} failed`);

@@ -31,7 +31,7 @@ pub fn pair(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorSh
     let Some(make) = state.web.pair_uri.get() else {
         return Err(ErrorShape::new(
             claw_proto::codes::UNAVAILABLE,
-            "no tunnel is running: start the gateway with `claw gateway run --tunnel`",
+            "no tunnel or relay is running: start the gateway with `claw gateway run --tunnel` or `--relay URL`",
         ));
     };
     let mut v = super::pairing::create(state, ctx, p)?;

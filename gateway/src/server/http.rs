@@ -23,6 +23,8 @@ pub enum Head {
         proof_nonce: Option<String>,
         /// The control page's session cookie (`web::cookie`), when the upgrade carries one.
         cookie: Option<String>,
+        /// The `Host` header (a page's socket through a device's tunnel must match its `Origin`).
+        host: Option<String>,
     },
     /// A plain GET.
     Get {
@@ -90,6 +92,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
                 cookie: header("cookie")
                     .and_then(crate::web::cookie::session_value)
                     .map(str::to_string),
+                host: header("host").map(str::to_string),
             },
             n,
         ))),
@@ -155,6 +158,7 @@ mod tests {
                 origin: None,
                 proof_nonce: None,
                 cookie: None,
+                host: Some("x".into()),
             }
         );
         let browser = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: https://evil.example\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -165,6 +169,7 @@ mod tests {
                 origin: Some("https://evil.example".into()),
                 proof_nonce: None,
                 cookie: None,
+                host: None,
             }
         );
         let not_utf8 = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: \xff\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 13\r\n\r\n";

@@ -108,15 +108,29 @@ async fn serve<S>(
     else {
         return;
     };
-    let port = bound.map(|b| b.port());
+    let place = match (&origin, bound) {
+        (Origin::Tunnel { device_id, .. }, _) => crate::web::Place::Device(device_id.clone()),
+        (Origin::Loopback, Some(b)) => crate::web::Place::Loopback(b.port()),
+        (Origin::Loopback, None) => crate::web::Place::Other,
+    };
     let (key, proof_nonce, page) = match head {
         Head::Upgrade {
             key,
             origin: o,
             proof_nonce,
             cookie,
+            host,
         } => {
-            if !origin_allowed(&state, o.as_deref(), &origin) {
+            // A control page's socket (its own origin checked with its cookie) needs no entry in
+            // the origin allow-list: through a device's tunnel its origin is the device's port.
+            let page = crate::web::upgrade_session(
+                &state,
+                cookie.as_deref(),
+                o.as_deref(),
+                host.as_deref(),
+                &place,
+            );
+            if page.is_none() && !origin_allowed(&state, o.as_deref(), &origin) {
                 return http::respond(
                     &mut stream,
                     "403 Forbidden",
@@ -125,11 +139,10 @@ async fn serve<S>(
                 )
                 .await;
             }
-            let page = crate::web::upgrade_session(&state, cookie.as_deref(), o.as_deref(), port);
             (key, proof_nonce, page)
         }
         // Everything else is plain HTTP: the probes and the control page (hyper).
-        _ => return crate::web::serve_http(state, stream, buf, port).await,
+        _ => return crate::web::serve_http(state, stream, buf, place).await,
     };
     let rest = buf.split_off(used);
     let total = state.open_sockets.load(Ordering::Relaxed) as usize;
@@ -437,6 +450,17 @@ where
     state.sessions_alive.fetch_add(1, Ordering::Relaxed);
     let ctx = match page {
         // The page acts for the local operator (admin-socket methods, minus PAGE_DENIED).
+        // A device's page (through its tunnel) acts as that device, with its scopes.
+        Some(sid) if accept.device_id.is_some() => {
+            state.web.page_opened(conn_id, sid);
+            Ctx {
+                scopes: accept.scopes.clone(),
+                device_id: accept.device_id.clone(),
+                method: Some(accept.method),
+                conn_id,
+                actor: "dashboard",
+            }
+        }
         Some(sid) => {
             state.web.page_opened(conn_id, sid);
             Ctx {
@@ -502,7 +526,7 @@ async fn handshake(
     }
     // A control page's socket: its session cookie, not a secret in the connect, is the
     // credential (see `web::page_accept`).
-    if let Some(a) = page.and_then(|_| crate::web::page_accept(&params)) {
+    if let Some(a) = page.and_then(|sid| crate::web::page_accept(state, sid, &params)) {
         return Ok((a, params, None));
     }
     // A key with recent failures has at most `FAILING_IN_FLIGHT_PER_KEY` secrets in flight

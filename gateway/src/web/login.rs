@@ -8,6 +8,12 @@
 //!   root generation it was made under; the page that asked for a rotation follows it, see
 //!   [`Sessions::follow_rotation`]).
 //!
+//! Codes and sessions have an **owner**: `None` for the local operator (minted over the admin
+//! socket, used on the loopback listener), `Some(device_id)` for a paired admin device (minted
+//! through that device's tunnel, used only through it). A code or session is never accepted
+//! for another owner, and a device's sessions end when it is revoked or removed
+//! ([`Sessions::end_owner`]).
+//!
 //! Everything lives in memory: a gateway restart ends every page session.
 
 use std::collections::HashMap;
@@ -34,36 +40,46 @@ fn random_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::auth::secrets::random_bytes())
 }
 
-/// One-time login codes by hash, with their expiry.
+/// Who a code or a session belongs to: `None` = the local operator, `Some(id)` = the paired
+/// device `id` (through its tunnel).
+pub type Owner = Option<String>;
+
+/// One-time login codes by hash, with their expiry and owner.
 #[derive(Debug, Default)]
 pub struct Codes {
-    codes: HashMap<Hash, u64>,
+    codes: HashMap<Hash, (u64, Owner)>,
 }
 
 impl Codes {
-    /// Mints a code valid until `now + CODE_TTL_MS`; returns it and its expiry.
-    pub fn mint(&mut self, now: u64) -> (String, u64) {
-        self.codes.retain(|_, exp| *exp > now);
+    /// Mints a code for `owner` valid until `now + CODE_TTL_MS`; returns it and its expiry.
+    pub fn mint(&mut self, now: u64, owner: Owner) -> (String, u64) {
+        self.codes.retain(|_, (exp, _)| *exp > now);
         if self.codes.len() >= MAX_CODES {
             // Drop the one closest to expiring.
-            if let Some(k) = self.codes.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
+            if let Some(k) = self
+                .codes
+                .iter()
+                .min_by_key(|(_, (e, _))| *e)
+                .map(|(k, _)| *k)
+            {
                 self.codes.remove(&k);
             }
         }
         let code = random_secret();
         let exp = now + CODE_TTL_MS;
-        self.codes.insert(hash(&code), exp);
+        self.codes.insert(hash(&code), (exp, owner));
         (code, exp)
     }
 
-    /// Spends `code`: true once for a code minted within its lifetime, false for anything else
-    /// (never minted, already used, expired). A used or expired code is forgotten.
-    pub fn redeem(&mut self, code: &str, now: u64) -> bool {
+    /// Spends `code` for `owner`: true once for a code minted for that owner within its
+    /// lifetime, false for anything else (never minted, already used, expired, another owner's).
+    /// A code presented is forgotten, whoever presented it.
+    pub fn redeem(&mut self, code: &str, now: u64, owner: Option<&str>) -> bool {
         if code.is_empty() || code.len() > 128 {
             return false;
         }
         match self.codes.remove(&hash(code)) {
-            Some(exp) => exp > now,
+            Some((exp, o)) => exp > now && o.as_deref() == owner,
             None => false,
         }
     }
@@ -75,6 +91,7 @@ struct Session {
     generation: u64,
     /// Set while this session's own page asks for a root rotation.
     following: bool,
+    owner: Owner,
 }
 
 /// Page sessions by the hash of their cookie value.
@@ -89,8 +106,8 @@ pub struct Sessions {
 pub struct SessionId(Hash);
 
 impl Sessions {
-    /// Starts a session under root `generation`; returns the cookie value.
-    pub fn start(&mut self, now: u64, generation: u64) -> String {
+    /// Starts a session of `owner` under root `generation`; returns the cookie value.
+    pub fn start(&mut self, now: u64, generation: u64, owner: Owner) -> String {
         self.sessions.retain(|_, s| s.expires_ms > now);
         if self.sessions.len() >= MAX_SESSIONS {
             if let Some(k) = self
@@ -109,15 +126,35 @@ impl Sessions {
                 expires_ms: now + SESSION_TTL_MS,
                 generation,
                 following: false,
+                owner,
             },
         );
         value
     }
 
-    /// The session a cookie value names, if it is live at `now` under root `generation`.
-    pub fn check(&mut self, value: &str, now: u64, generation: u64) -> Option<SessionId> {
+    /// The session a cookie value names, if it is live at `now` under root `generation` and
+    /// belongs to `owner`.
+    pub fn check(
+        &mut self,
+        value: &str,
+        now: u64,
+        generation: u64,
+        owner: Option<&str>,
+    ) -> Option<SessionId> {
         let id = SessionId(hash(value));
-        self.valid(id, now, generation).then_some(id)
+        (self.owner(id)? == owner && self.valid(id, now, generation)).then_some(id)
+    }
+
+    /// Who session `id` belongs to (`None` when there is no such session; `Some(None)` for the
+    /// local operator).
+    pub fn owner(&self, id: SessionId) -> Option<Option<&str>> {
+        self.sessions.get(&id.0).map(|s| s.owner.as_deref())
+    }
+
+    /// Ends every session of device `device_id` (revoked or removed).
+    pub fn end_owner(&mut self, device_id: &str) {
+        self.sessions
+            .retain(|_, s| s.owner.as_deref() != Some(device_id));
     }
 
     /// True while `id` is live at `now` under root `generation`. A session whose page asked
@@ -172,24 +209,24 @@ mod tests {
     #[test]
     fn a_code_works_once() {
         let mut c = Codes::default();
-        let (code, exp) = c.mint(1_000);
+        let (code, exp) = c.mint(1_000, None);
         assert_eq!(exp, 1_000 + CODE_TTL_MS);
-        assert!(c.redeem(&code, 2_000));
-        assert!(!c.redeem(&code, 2_000), "second use");
+        assert!(c.redeem(&code, 2_000, None));
+        assert!(!c.redeem(&code, 2_000, None), "second use");
     }
 
     #[test]
     fn wrong_and_expired_codes_are_refused() {
         let mut c = Codes::default();
-        let (code, exp) = c.mint(0);
-        assert!(!c.redeem("not-a-code", 1));
-        assert!(!c.redeem("", 1));
-        assert!(!c.redeem(&"x".repeat(10_000), 1));
-        assert!(!c.redeem(&code, exp), "expired at its expiry instant");
-        assert!(!c.redeem(&code, 1), "an expired code is gone");
+        let (code, exp) = c.mint(0, None);
+        assert!(!c.redeem("not-a-code", 1, None));
+        assert!(!c.redeem("", 1, None));
+        assert!(!c.redeem(&"x".repeat(10_000), 1, None));
+        assert!(!c.redeem(&code, exp, None), "expired at its expiry instant");
+        assert!(!c.redeem(&code, 1, None), "an expired code is gone");
         // Codes are distinct and random.
-        let (a, _) = c.mint(0);
-        let (b, _) = c.mint(0);
+        let (a, _) = c.mint(0, None);
+        let (b, _) = c.mint(0, None);
         assert_ne!(a, b);
         assert!(a.len() >= 43);
     }
@@ -197,9 +234,9 @@ mod tests {
     #[test]
     fn codes_are_bounded() {
         let mut c = Codes::default();
-        let first = c.mint(0).0;
+        let first = c.mint(0, None).0;
         for _ in 0..MAX_CODES * 2 {
-            c.mint(0);
+            c.mint(0, None);
         }
         assert!(c.codes.len() <= MAX_CODES);
         let _ = first;
@@ -208,31 +245,31 @@ mod tests {
     #[test]
     fn a_session_lives_until_logout_expiry_or_rotation() {
         let mut s = Sessions::default();
-        let v = s.start(0, 1);
-        let id = s.check(&v, 1, 1).expect("live");
-        assert!(s.check("forged", 1, 1).is_none());
+        let v = s.start(0, 1, None);
+        let id = s.check(&v, 1, 1, None).expect("live");
+        assert!(s.check("forged", 1, 1, None).is_none());
         s.end(id);
-        assert!(s.check(&v, 1, 1).is_none(), "logged out");
+        assert!(s.check(&v, 1, 1, None).is_none(), "logged out");
 
-        let v = s.start(0, 1);
-        assert!(s.check(&v, SESSION_TTL_MS, 1).is_none(), "expired");
+        let v = s.start(0, 1, None);
+        assert!(s.check(&v, SESSION_TTL_MS, 1, None).is_none(), "expired");
 
-        let v = s.start(0, 1);
-        assert!(s.check(&v, 1, 2).is_none(), "rotation ends it");
-        assert!(s.check(&v, 1, 1).is_none(), "and it stays ended");
+        let v = s.start(0, 1, None);
+        assert!(s.check(&v, 1, 2, None).is_none(), "rotation ends it");
+        assert!(s.check(&v, 1, 1, None).is_none(), "and it stays ended");
     }
 
     #[test]
     fn the_page_that_rotates_follows_its_rotation_others_do_not() {
         let mut s = Sessions::default();
-        let mine = s.start(0, 1);
-        let other = s.start(0, 1);
-        let id = s.check(&mine, 1, 1).unwrap();
+        let mine = s.start(0, 1, None);
+        let other = s.start(0, 1, None);
+        let id = s.check(&mine, 1, 1, None).unwrap();
         s.follow_rotation(id, true);
         assert!(s.valid(id, 2, 2), "follows generation 2");
         s.follow_rotation(id, false);
         assert!(
-            s.check(&other, 2, 2).is_none(),
+            s.check(&other, 2, 2, None).is_none(),
             "the other page is logged out"
         );
         assert!(
@@ -242,10 +279,46 @@ mod tests {
     }
 
     #[test]
+    fn codes_and_sessions_serve_their_owner_only() {
+        let mut c = Codes::default();
+        let dev = Some("dev-a".to_string());
+        let (code, _) = c.mint(0, dev.clone());
+        assert!(
+            !c.redeem(&code, 1, None),
+            "a device's code is no loopback login"
+        );
+        assert!(
+            !c.redeem(&code, 1, Some("dev-a")),
+            "and it was spent by that try"
+        );
+        let (code, _) = c.mint(0, dev.clone());
+        assert!(!c.redeem(&code, 1, Some("dev-b")));
+        let (code, _) = c.mint(0, dev.clone());
+        assert!(c.redeem(&code, 1, Some("dev-a")));
+        let (local, _) = c.mint(0, None);
+        assert!(
+            !c.redeem(&local, 1, Some("dev-a")),
+            "a local code is no device login"
+        );
+
+        let mut s = Sessions::default();
+        let v = s.start(0, 1, dev.clone());
+        let local = s.start(0, 1, None);
+        assert!(s.check(&v, 1, 1, None).is_none());
+        assert!(s.check(&v, 1, 1, Some("dev-b")).is_none());
+        let id = s.check(&v, 1, 1, Some("dev-a")).expect("the device's own");
+        assert_eq!(s.owner(id), Some(Some("dev-a")));
+        assert!(s.check(&local, 1, 1, Some("dev-a")).is_none());
+        s.end_owner("dev-a");
+        assert!(s.check(&v, 1, 1, Some("dev-a")).is_none(), "revoked");
+        assert!(s.check(&local, 1, 1, None).is_some(), "others stay");
+    }
+
+    #[test]
     fn sessions_are_bounded() {
         let mut s = Sessions::default();
         for i in 0..MAX_SESSIONS as u64 * 2 {
-            s.start(i, 1);
+            s.start(i, 1, None);
         }
         assert!(s.len() <= MAX_SESSIONS);
     }

@@ -40,6 +40,9 @@ pub const SESSION_ENDED: &str = "dashboard session ended (log in again: claw das
 /// Methods a page session may not call even though it acts for the local operator: the shared
 /// token never reaches a browser.
 pub const PAGE_DENIED: &[&str] = &["gateway.token.show"];
+/// Methods a paired device's page (through its tunnel) may not call either: stopping the
+/// gateway and minting loopback login links stay with the gateway host's own operator.
+pub const DEVICE_PAGE_DENIED: &[&str] = &["gateway.stop", "dashboard.login"];
 /// Largest request body read (a login code).
 const MAX_BODY: usize = 1024;
 
@@ -53,6 +56,35 @@ pub type PairUriFn = Box<dyn Fn(&str, u64, Option<&str>) -> Option<(String, Stri
 impl std::fmt::Debug for PairUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PairUri(..)")
+    }
+}
+
+/// Where a page request arrived: the gateway's loopback listener (its port), or a paired
+/// device's tunnel or SSH forward (the device id the transport authenticated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The loopback listener on this port.
+    Loopback(u16),
+    /// Through this device's tunnel.
+    Device(String),
+    /// Neither (a stream handed in without a listener): only the probes.
+    Other,
+}
+
+impl Place {
+    /// The owner of codes and sessions made here (see [`login::Owner`]).
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Place::Device(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn audit_name(&self) -> &'static str {
+        match self {
+            Place::Device(_) => "tunnel",
+            _ => "loopback",
+        }
     }
 }
 
@@ -71,14 +103,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WebState {
-    /// Mints a one-time login code (`dashboard.login` on the admin socket).
+    /// Mints a one-time login code for the local operator (`dashboard.login` on the admin
+    /// socket).
     pub fn mint_code(&self) -> (String, u64) {
-        lock(&self.codes).mint(crate::now_ms())
+        lock(&self.codes).mint(crate::now_ms(), None)
     }
 
-    /// The live page session a cookie value names under root `generation`.
-    pub fn session(&self, value: &str, generation: u64) -> Option<SessionId> {
-        lock(&self.sessions).check(value, crate::now_ms(), generation)
+    /// The live page session of `owner` a cookie value names under root `generation`.
+    pub fn session(&self, value: &str, generation: u64, owner: Option<&str>) -> Option<SessionId> {
+        lock(&self.sessions).check(value, crate::now_ms(), generation, owner)
+    }
+
+    /// The device a page session belongs to (`None`: the local operator's, or gone).
+    pub fn session_device(&self, id: SessionId) -> Option<String> {
+        lock(&self.sessions).owner(id).flatten().map(str::to_string)
     }
 
     /// True while `id` is live under `generation`.
@@ -168,9 +206,13 @@ pub async fn watch_events(state: Arc<GatewayState>) {
                 json!({"kind": "token-rotated", "deviceId": device_id})
             }
             GatewayEvent::DeviceRevoked { device_id } => {
+                lock(&state.web.sessions).end_owner(device_id);
+                sweep(&state);
                 json!({"kind": "revoked", "deviceId": device_id})
             }
             GatewayEvent::DeviceRemoved { device_id } => {
+                lock(&state.web.sessions).end_owner(device_id);
+                sweep(&state);
                 json!({"kind": "removed", "deviceId": device_id})
             }
             GatewayEvent::PairingResolved {
@@ -182,13 +224,34 @@ pub async fn watch_events(state: Arc<GatewayState>) {
     }
 }
 
+/// The scopes of paired device `device_id` when it holds `operator.admin` and is not revoked
+/// (what a device needs to be served the control page through its tunnel).
+pub fn admin_device_scopes(state: &GatewayState, device_id: &str) -> Option<Vec<String>> {
+    let d = crate::store::off_worker(|| state.store().device(device_id).ok().flatten())?;
+    (d.revoked_at_ms.is_none()
+        && crate::auth::scopes::has_scope(&d.scopes, crate::auth::scopes::ADMIN))
+    .then_some(d.scopes)
+}
+
 /// The accept of a page session's `connect`: only for a socket whose upgrade carried a live
-/// session cookie from the gateway's own origin (the caller checked), and only when the
-/// connect itself presents no secret and no device (a page never holds one). The page then acts
-/// for the local operator, like the admin socket, minus [`PAGE_DENIED`].
-pub fn page_accept(params: &ConnectParams) -> Option<Accept> {
+/// session cookie from the page's own origin (the caller checked), and only when the
+/// connect itself presents no secret and no device (a page never holds one). A local page then
+/// acts for the local operator, like the admin socket, minus [`PAGE_DENIED`]; a device's page
+/// (through its tunnel) acts as that device, with its approved scopes, while it holds
+/// `operator.admin`.
+pub fn page_accept(state: &GatewayState, sid: SessionId, params: &ConnectParams) -> Option<Accept> {
     if params.secret().is_some() || params.device.is_some() || params.role != "operator" {
         return None;
+    }
+    if let Some(device) = state.web.session_device(sid) {
+        let scopes = admin_device_scopes(state, &device)?;
+        return Some(Accept {
+            method: AuthMethod::Transport,
+            role: "operator".into(),
+            scopes,
+            device_id: Some(device),
+            action: DeviceAction::None,
+        });
     }
     Some(Accept {
         method: AuthMethod::Token,
@@ -223,7 +286,17 @@ pub async fn page_request(
     if !state.web.valid(sid, g) {
         return Err(None);
     }
-    if PAGE_DENIED.contains(&req.method.as_str()) {
+    let device = state.web.session_device(sid);
+    if let Some(d) = &device {
+        // Re-checked on every request: a device that lost admin (or was revoked) loses its page.
+        if admin_device_scopes(state, d).is_none() {
+            lock(&state.web.sessions).end(sid);
+            return Err(None);
+        }
+    }
+    if PAGE_DENIED.contains(&req.method.as_str())
+        || (device.is_some() && DEVICE_PAGE_DENIED.contains(&req.method.as_str()))
+    {
         return Err(Some(ErrorShape::new(
             claw_proto::codes::FORBIDDEN,
             "not available to the control page",
@@ -245,34 +318,44 @@ pub async fn page_request(
     out.map_err(Some)
 }
 
-/// The page session an upgrade carries, if any: its cookie names a live session and its
-/// `Origin` is the loopback listener's own (`port`; `None` off the loopback listener: no page).
+/// The page session an upgrade carries, if any: its cookie names a live session of this
+/// place's owner and its `Origin` is the page's own — the loopback listener's (`Place::Loopback`)
+/// or, through a device's tunnel, the loopback origin its `Host` names, while the device holds
+/// `operator.admin`.
 pub fn upgrade_session(
     state: &GatewayState,
     cookie: Option<&str>,
     origin: Option<&str>,
-    port: Option<u16>,
+    host: Option<&str>,
+    place: &Place,
 ) -> Option<SessionId> {
-    let port = port?;
     let value = cookie?;
-    if !policy::own_origin(origin, port) {
-        return None;
+    match place {
+        Place::Loopback(port) if policy::own_origin(origin, *port) => {}
+        Place::Device(d) => {
+            let own = policy::tunnel_host(host)?;
+            if !policy::same_origin(origin, &own) {
+                return None;
+            }
+            admin_device_scopes(state, d)?;
+        }
+        _ => return None,
     }
-    state.web.session(value, generation(state)?)
+    state.web.session(value, generation(state)?, place.owner())
 }
 
-/// Serves one HTTP connection whose first `prefix` bytes were already read. `port` is the
-/// loopback listener's port (`None` for a stream carried by the tunnel or SSH forward: only the
-/// probes are served there).
-pub async fn serve_http<S>(state: Arc<GatewayState>, stream: S, prefix: Vec<u8>, port: Option<u16>)
+/// Serves one HTTP connection whose first `prefix` bytes were already read, arrived at `place`
+/// (elsewhere than the loopback listener or an admin device's tunnel, only the probes are
+/// served).
+pub async fn serve_http<S>(state: Arc<GatewayState>, stream: S, prefix: Vec<u8>, place: Place)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = hyper_util::rt::TokioIo::new(Prefixed::new(prefix, stream));
     let timeout = state.config.handshake_timeout;
     let svc = hyper::service::service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(&state, req, port).await) }
+        let (state, place) = (state.clone(), place.clone());
+        async move { Ok::<_, Infallible>(handle(&state, req, &place).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(false)
@@ -311,29 +394,80 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn cookie_session(state: &GatewayState, req: &Request<Incoming>) -> Option<SessionId> {
+fn cookie_session(
+    state: &GatewayState,
+    req: &Request<Incoming>,
+    place: &Place,
+) -> Option<SessionId> {
     let value = header(req, "cookie").and_then(cookie::session_value)?;
-    state.web.session(value, generation(state)?)
+    state.web.session(value, generation(state)?, place.owner())
 }
 
-async fn handle(state: &Arc<GatewayState>, req: Request<Incoming>, port: Option<u16>) -> Resp {
+/// The Host, Origin and scope rules of a page route at `place`; `Some(answer)` refuses.
+fn page_gate(
+    state: &GatewayState,
+    req: &Request<Incoming>,
+    route: policy::Route,
+    place: &Place,
+) -> Option<Resp> {
+    use policy::Route;
+    let origin = header(req, "origin");
+    match place {
+        Place::Other => Some(text(StatusCode::NOT_FOUND, "Not Found")),
+        Place::Loopback(_) if route == Route::TunnelLogin => {
+            Some(text(StatusCode::NOT_FOUND, "Not Found"))
+        }
+        Place::Loopback(port) => {
+            if !policy::host_allowed(header(req, "host"), *port) {
+                return Some(text(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "Host not allowed: open the control page as http://127.0.0.1:PORT (claw dashboard)",
+                ));
+            }
+            // A state change must come from the page itself.
+            (matches!(route, Route::Login | Route::Logout) && !policy::own_origin(origin, *port))
+                .then(|| text(StatusCode::FORBIDDEN, "Origin not allowed"))
+        }
+        Place::Device(d) => {
+            let Some(own) = policy::tunnel_host(header(req, "host")) else {
+                return Some(text(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "Host not allowed: open the control page at the device's own loopback address (claw tunnel dashboard)",
+                ));
+            };
+            // Strict mode wants a device's token or signature on every tunnelled client; the
+            // page has neither, so it stays on the gateway host.
+            if state.config.strict_device_auth {
+                return Some(text(
+                    StatusCode::FORBIDDEN,
+                    "with --strict-device-auth the control page is served on the gateway host only (claw dashboard there)",
+                ));
+            }
+            if admin_device_scopes(state, d).is_none() {
+                return Some(text(
+                    StatusCode::FORBIDDEN,
+                    "this device does not hold operator.admin: the control page is not served to it",
+                ));
+            }
+            let refused = match route {
+                Route::Login | Route::Logout => !policy::same_origin(origin, &own),
+                // A program on the device, never a page in its browser (see TUNNEL_LOGIN_HEADER).
+                Route::TunnelLogin => {
+                    origin.is_some() || header(req, policy::TUNNEL_LOGIN_HEADER) != Some("1")
+                }
+                _ => false,
+            };
+            refused.then(|| text(StatusCode::FORBIDDEN, "Origin not allowed"))
+        }
+    }
+}
+
+async fn handle(state: &Arc<GatewayState>, req: Request<Incoming>, place: &Place) -> Resp {
     use policy::Route;
     let route = policy::route(req.method().as_str(), req.uri().path());
     if policy::is_page(route) {
-        let Some(port) = port else {
-            return text(StatusCode::NOT_FOUND, "Not Found");
-        };
-        if !policy::host_allowed(header(&req, "host"), port) {
-            return text(
-                StatusCode::MISDIRECTED_REQUEST,
-                "Host not allowed: open the control page as http://127.0.0.1:PORT (claw dashboard)",
-            );
-        }
-        // A state change must come from the page itself.
-        if matches!(route, Route::Login | Route::Logout)
-            && !policy::own_origin(header(&req, "origin"), port)
-        {
-            return text(StatusCode::FORBIDDEN, "Origin not allowed");
+        if let Some(refusal) = page_gate(state, &req, route, place) {
+            return refusal;
         }
     }
     match route {
@@ -352,7 +486,7 @@ async fn handle(state: &Arc<GatewayState>, req: Request<Incoming>, port: Option<
             "application/json",
             r#"{"ok":true,"status":"started"}"#,
         ),
-        Route::Page => match cookie_session(state, &req) {
+        Route::Page => match cookie_session(state, &req, place) {
             Some(_) => respond(StatusCode::OK, "text/html; charset=utf-8", assets::INDEX),
             None => {
                 let mut r = text(StatusCode::SEE_OTHER, "log in: run claw dashboard");
@@ -367,13 +501,19 @@ async fn handle(state: &Arc<GatewayState>, req: Request<Incoming>, port: Option<
             let a = &assets::ASSETS[i];
             respond(StatusCode::OK, a.content_type, a.body)
         }
-        Route::Login => login(state, req).await,
+        Route::Login => login(state, req, place).await,
+        Route::TunnelLogin => tunnel_login(state, place),
         Route::Logout => {
-            if let Some(id) = cookie_session(state, &req) {
+            if let Some(id) = cookie_session(state, &req, place) {
                 lock(&state.web.sessions).end(id);
                 sweep(state);
                 crate::store::off_worker(|| {
-                    state.audit("dashboard.logout", None, Some("loopback"), "")
+                    state.audit(
+                        "dashboard.logout",
+                        place.owner(),
+                        Some(place.audit_name()),
+                        "",
+                    )
                 });
             }
             let mut r = respond(StatusCode::NO_CONTENT, "text/plain", "");
@@ -386,13 +526,26 @@ async fn handle(state: &Arc<GatewayState>, req: Request<Incoming>, port: Option<
     }
 }
 
-async fn login(state: &Arc<GatewayState>, req: Request<Incoming>) -> Resp {
+/// `POST /api/tunnel-login` through an admin device's tunnel (the gate checked the device and
+/// the request): a one-time code owned by that device, `{code, expiresAtMs}`; the device builds
+/// the link on its own loopback address.
+fn tunnel_login(state: &GatewayState, place: &Place) -> Resp {
+    let Place::Device(d) = place else {
+        return text(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let (code, expires) = lock(&state.web.codes).mint(crate::now_ms(), Some(d.clone()));
+    crate::store::off_worker(|| state.audit("dashboard.code.created", Some(d), Some("tunnel"), ""));
+    let body = json!({"code": code, "expiresAtMs": expires}).to_string();
+    respond(StatusCode::OK, "application/json", body)
+}
+
+async fn login(state: &Arc<GatewayState>, req: Request<Incoming>, place: &Place) -> Resp {
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
     };
     let code = String::from_utf8_lossy(&body).trim().to_string();
-    let ok = lock(&state.web.codes).redeem(&code, crate::now_ms());
+    let ok = lock(&state.web.codes).redeem(&code, crate::now_ms(), place.owner());
     if !ok {
         tracing::info!("dashboard login refused (code used, wrong or expired)");
         return text(
@@ -406,8 +559,16 @@ async fn login(state: &Arc<GatewayState>, req: Request<Incoming>) -> Resp {
             "the gateway's state store is unavailable (run claw doctor)",
         );
     };
-    let value = lock(&state.web.sessions).start(crate::now_ms(), g);
-    crate::store::off_worker(|| state.audit("dashboard.login", None, Some("loopback"), ""));
+    let owner = place.owner().map(str::to_string);
+    let value = lock(&state.web.sessions).start(crate::now_ms(), g, owner);
+    crate::store::off_worker(|| {
+        state.audit(
+            "dashboard.login",
+            place.owner(),
+            Some(place.audit_name()),
+            "",
+        )
+    });
     let mut r = respond(StatusCode::NO_CONTENT, "text/plain", "");
     let max_age = login::SESSION_TTL_MS / 1000;
     if let Ok(v) = cookie::set_session(&value, max_age).parse() {

@@ -47,6 +47,33 @@ pub fn own_origin(origin: Option<&str>, port: u16) -> bool {
     })
 }
 
+/// Through a paired device's tunnel (or SSH forward), the `Host` the device's browser sends
+/// names the device's own loopback port of `claw tunnel up`, which the gateway cannot know: a
+/// loopback name (`127.0.0.1`, `localhost`, `[::1]`) with any port is accepted there, and the
+/// origin it implies (`http://HOST:PORT`, lower-cased) is returned — the only `Origin` the page's
+/// login, logout and WebSocket may then carry. Another name (DNS rebinding) is `None`.
+pub fn tunnel_host(host: Option<&str>) -> Option<String> {
+    let h = host?.trim();
+    let (name, p) = h.rsplit_once(':')?;
+    let port: u16 = p.parse().ok().filter(|p| *p != 0)?;
+    if p != port.to_string() {
+        return None; // `+80`, `080`: not how a browser writes a port
+    }
+    let name = name.to_ascii_lowercase();
+    matches!(name.as_str(), "127.0.0.1" | "localhost" | "[::1]")
+        .then(|| format!("http://{name}:{port}"))
+}
+
+/// True when an `Origin` header is exactly `own` (the origin [`tunnel_host`] returned).
+pub fn same_origin(origin: Option<&str>, own: &str) -> bool {
+    origin.is_some_and(|o| o.trim().eq_ignore_ascii_case(own))
+}
+
+/// The header `claw tunnel dashboard` sends with `POST /api/tunnel-login`: a browser page can
+/// send it only after a CORS preflight, which the gateway never grants, so with no `Origin` it
+/// tells a program on the device from a page in the device's browser.
+pub const TUNNEL_LOGIN_HEADER: &str = "x-claw-dashboard";
+
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -64,6 +91,9 @@ pub enum Route {
     Login,
     /// `POST /api/logout`.
     Logout,
+    /// `POST /api/tunnel-login`: `claw tunnel dashboard` on a paired admin device mints a code
+    /// through its tunnel (never on the loopback listener).
+    TunnelLogin,
     /// `GET` of an embedded asset (its index in [`super::assets::ASSETS`]).
     Asset(usize),
     /// Anything else: 404.
@@ -81,6 +111,7 @@ pub fn route(method: &str, path: &str) -> Route {
         ("GET", "/login") => Route::LoginPage,
         ("POST", "/api/login") => Route::Login,
         ("POST", "/api/logout") => Route::Logout,
+        ("POST", "/api/tunnel-login") => Route::TunnelLogin,
         ("GET", p) => match super::assets::ASSETS.iter().position(|a| a.path == p) {
             Some(i) => Route::Asset(i),
             None => Route::NotFound,
@@ -142,12 +173,52 @@ mod tests {
     }
 
     #[test]
+    fn through_a_tunnel_any_loopback_port_is_a_host_and_its_origin_the_only_one() {
+        assert_eq!(
+            tunnel_host(Some("127.0.0.1:40123")).as_deref(),
+            Some("http://127.0.0.1:40123")
+        );
+        assert_eq!(
+            tunnel_host(Some("LocalHost:9")).as_deref(),
+            Some("http://localhost:9")
+        );
+        assert_eq!(
+            tunnel_host(Some("[::1]:18789")).as_deref(),
+            Some("http://[::1]:18789")
+        );
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:65536",
+            "127.0.0.1:080",
+            "127.0.0.1:+80",
+            "evil.example:8080",
+            "127.0.0.1.nip.io:8080",
+            "127.0.0.2:8080",
+            "[::2]:1",
+            ":1",
+            "",
+        ] {
+            assert_eq!(tunnel_host(Some(bad)), None, "{bad}");
+        }
+        assert_eq!(tunnel_host(None), None);
+        let own = tunnel_host(Some("127.0.0.1:40123")).unwrap();
+        assert!(same_origin(Some("http://127.0.0.1:40123"), &own));
+        assert!(!same_origin(Some("http://127.0.0.1:40124"), &own));
+        assert!(!same_origin(Some("http://localhost:40123"), &own));
+        assert!(!same_origin(Some("null"), &own));
+        assert!(!same_origin(None, &own));
+    }
+
+    #[test]
     fn routes() {
         assert_eq!(route("GET", "/health?x=1"), Route::Health);
         assert_eq!(route("GET", "/"), Route::Page);
         assert_eq!(route("POST", "/"), Route::NotFound);
         assert_eq!(route("GET", "/api/login"), Route::NotFound);
         assert_eq!(route("POST", "/api/login"), Route::Login);
+        assert_eq!(route("POST", "/api/tunnel-login"), Route::TunnelLogin);
+        assert_eq!(route("GET", "/api/tunnel-login"), Route::NotFound);
         assert_eq!(route("GET", "/app.js"), Route::Asset(0));
         assert_eq!(route("GET", "/../etc/passwd"), Route::NotFound);
         assert_eq!(route("DELETE", "/"), Route::NotFound);
@@ -174,6 +245,7 @@ mod tests {
         #[test]
         fn host_check_never_panics(h in ".{0,80}", port in any::<u16>()) {
             let _ = host_allowed(Some(&h), port);
+            let _ = tunnel_host(Some(&h));
             let _ = route("GET", &h);
         }
     }
