@@ -410,23 +410,35 @@ fn pair_device(g: &InProcess, root: &std::path::Path, name: &str) -> (std::path:
     (dev, id)
 }
 
-/// Widens a paired device's scopes with `operator.admin` (the store's own pairing refresh).
+/// Gives a paired device `operator.admin` the way an operator does:
+/// `claw devices set-scopes ID operator.read,operator.write operator.admin --json`.
 fn grant_admin(g: &InProcess, id: &str) {
-    let d = claw_gateway::store::NewDevice {
-        device_id: id.to_string(),
-        public_key: String::new(),
-        display_name: None,
-        platform: String::new(),
-        device_family: String::new(),
-        client_id: "claw-tunnel".into(),
-        client_mode: "tunnel".into(),
-        role: "operator".into(),
-        scopes: vec!["operator.admin".into()],
-    };
-    g.state()
-        .store()
-        .pair_device(&d, "operator", "test")
-        .unwrap();
+    let (code, out, err) = g.claw(&[
+        "devices",
+        "set-scopes",
+        id,
+        "operator.read,operator.write",
+        "operator.admin",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["scopes"],
+        serde_json::json!(["operator.admin", "operator.read", "operator.write"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["previousScopes"],
+        serde_json::json!(["operator.read", "operator.write"]),
+        "{v}"
+    );
+    let (code, out, _) = g.claw(&["devices", "list", "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("operator.admin"),
+        "the device list shows the new scope: {out}"
+    );
 }
 
 /// `POST /api/login` through `port` with `host` and `origin`.

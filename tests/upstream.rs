@@ -665,8 +665,7 @@ async fn real_openclaw_features_pool_slow_reader_probe() {
     // --- 5. a client may send what OpenClaw accepts (25 MiB), not only claw's own 1 MiB ---------
     let (hello, mut ws) = handshake(&gw.url, &shared).await.hello();
     assert_eq!(
-        hello["policy"]["maxPayload"],
-        direct_hello["policy"]["maxPayload"],
+        hello["policy"]["maxPayload"], direct_hello["policy"]["maxPayload"],
         "claw advertises the upstream's limit"
     );
     let pad = "x".repeat(3 * 1024 * 1024);
@@ -682,9 +681,18 @@ async fn real_openclaw_features_pool_slow_reader_probe() {
     .await
     .hello();
     let theirs = call(&mut direct, "health", json!({ "pad": pad })).await;
-    assert_eq!(through["ok"], theirs["ok"], "claw {through} / OpenClaw {theirs}");
-    assert_eq!(through["error"]["code"], theirs["error"]["code"], "{through}");
+    assert_eq!(
+        through["ok"], theirs["ok"],
+        "claw {through} / OpenClaw {theirs}"
+    );
+    assert_eq!(
+        through["error"]["code"], theirs["error"]["code"],
+        "{through}"
+    );
     let r = call(&mut ws, "status", json!({})).await;
-    assert_eq!(r["payload"]["runtimeVersion"], "2026.9.6", "the socket lives on: {r}");
+    assert_eq!(
+        r["payload"]["runtimeVersion"], "2026.9.6",
+        "the socket lives on: {r}"
+    );
     drop(oc);
 }

@@ -81,6 +81,10 @@ pub enum CloseReason {
     /// arrived, past the gateway's outbound backlog. claw sends it with
     /// [`CLOSE_TRY_AGAIN_LATER`] (OpenClaw uses 1008): the credentials are fine, reconnect.
     SlowConsumer,
+    /// `device scopes changed` (claw): an operator changed the device's approved scopes; sent
+    /// with [`CLOSE_TRY_AGAIN_LATER`] — the credentials still hold, the next connect gets the
+    /// new scopes.
+    ScopesChanged,
     /// Any other reason, kept as received.
     Other(String),
 }
@@ -123,6 +127,7 @@ const FIXED: &[(CloseReason, &str)] = &[
     (CloseReason::SessionDropped, "session dropped"),
     (CloseReason::ServiceRestart, "service restart"),
     (CloseReason::SlowConsumer, "slow consumer"),
+    (CloseReason::ScopesChanged, "device scopes changed"),
 ];
 
 impl CloseReason {

@@ -56,6 +56,18 @@ pub enum DevicesCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Set a device's approved scopes (exactly these): operator.read, operator.write,
+    /// operator.pairing, operator.admin. Its sessions reconnect with them; its token stays.
+    SetScopes {
+        /// Device id, a unique prefix of at least 8 characters, or the device's name.
+        id: String,
+        /// The scopes, space- or comma-separated.
+        #[arg(required = true, value_delimiter = ',', num_args = 1..)]
+        scopes: Vec<String>,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget a device (it may pair again).
     Remove {
         /// Device id, a unique prefix of at least 8 characters, or the device's name.
@@ -168,6 +180,36 @@ pub async fn run(home: &Home, cmd: DevicesCmd) -> anyhow::Result<u8> {
             report(json, "rotated", &d, None, v["closedSessions"].as_u64())?;
             if !json {
                 println!("rotated the token of device {d} ({} session(s) closed); the device gets its new token at its next signed connect", v["closedSessions"]);
+            }
+            Ok(0)
+        }
+        DevicesCmd::SetScopes { id, scopes, json } => {
+            let d = paired(home, &id).await?;
+            let v = admin_call(
+                home,
+                "device.scopes.set",
+                json!({"deviceId": d, "scopes": scopes}),
+            )
+            .await?;
+            if json {
+                super::json_out::print(&v)?;
+            } else {
+                let list = |k: &str| {
+                    v[k].as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default()
+                };
+                println!(
+                    "device {d}: scopes {} (were {}; {} session(s) reconnect with them)",
+                    list("scopes"),
+                    list("previousScopes"),
+                    v["closedSessions"]
+                );
             }
             Ok(0)
         }

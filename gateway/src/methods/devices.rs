@@ -166,6 +166,48 @@ pub fn rotate_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value,
 
 /// `device.token.revoke {deviceId, role}`: revokes the device; every session of it closes with
 /// `unauthorized: device revoked` and every channel refuses it from now on.
+/// The operator scopes a device may be given (`device.scopes.set`).
+const GRANTABLE: [&str; 4] = [scopes::READ, scopes::WRITE, scopes::PAIRING, scopes::ADMIN];
+
+/// Reads `scopes` for `device.scopes.set`: a non-empty array of operator scopes, deduplicated
+/// and sorted. Pure: tested in `methods::tests`.
+pub(crate) fn scopes_param(p: &Value) -> Result<Vec<String>, ErrorShape> {
+    let list = p
+        .get("scopes")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty() && a.len() <= 16)
+        .ok_or_else(|| {
+            invalid_params("scopes (a non-empty array of operator scopes) is required")
+        })?;
+    let mut out = Vec::with_capacity(list.len());
+    for v in list {
+        match v.as_str().filter(|s| GRANTABLE.contains(s)) {
+            Some(s) => out.push(s.to_string()),
+            None => {
+                let raw: String = v.to_string().chars().take(64).collect();
+                let shown = crate::text::escape(&raw);
+                return Err(invalid_params(format!(
+                    "unknown scope {shown}; one of {}",
+                    GRANTABLE.join(", ")
+                )));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// `device.scopes.set` (claw; `operator.admin`): replaces a paired device's approved scopes;
+/// its sessions close (retryable) so the new scopes apply at once.
+pub fn set_scopes(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let id = str_param(p, "deviceId")?;
+    let new = scopes_param(p)?;
+    let (old, closed) =
+        service::set_scopes(state, id, &new, ctx.actor).map_err(|e| store_error(state, e))?;
+    Ok(json!({"deviceId": id, "scopes": new, "previousScopes": old, "closedSessions": closed}))
+}
+
 pub fn revoke_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "deviceId")?;
     let role = role_param(p)?;

@@ -104,6 +104,7 @@ pub static TABLE: &[MethodSpec] = &[
     MethodSpec { name: "device.token.rotate", scope: scopes::PAIRING, ws: true, handler: Handler::Sync(devices::rotate_token) },
     MethodSpec { name: "device.token.revoke", scope: scopes::PAIRING, ws: true, handler: Handler::Sync(devices::revoke_token) },
     MethodSpec { name: "gateway.token.rotate", scope: scopes::ADMIN, ws: true, handler: Handler::Sync(root::rotate) },
+    MethodSpec { name: "device.scopes.set", scope: scopes::ADMIN, ws: true, handler: Handler::Sync(devices::set_scopes) },
     // Admin socket only (not advertised, not served over WebSocket).
     MethodSpec { name: "pair.create", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(pairing::create) },
     MethodSpec { name: "device.key.add", scope: scopes::ADMIN, ws: false, handler: Handler::Sync(pairing::add_key) },

@@ -134,3 +134,38 @@ async fn a_panicking_sync_handler_is_an_unavailable_reply() {
     let fault = crate::fault::FaultKind::Internal.name();
     assert_eq!(e.details.as_ref().unwrap()["fault"], fault);
 }
+
+/// `device.scopes.set`'s `scopes`: only operator scopes, at least one, deduplicated and sorted;
+/// anything else is a clear `INVALID_REQUEST` naming the offender (escaped) and the choices.
+#[test]
+fn scopes_param_takes_operator_scopes_only() {
+    use super::devices::scopes_param;
+    let ok = scopes_param(
+        &serde_json::json!({"scopes": ["operator.write", "operator.admin", "operator.write"]}),
+    )
+    .unwrap();
+    assert_eq!(
+        ok,
+        vec!["operator.admin".to_string(), "operator.write".to_string()]
+    );
+    for bad in [
+        serde_json::json!({}),
+        serde_json::json!({"scopes": []}),
+        serde_json::json!({"scopes": "operator.admin"}),
+        serde_json::json!({"scopes": [1]}),
+        serde_json::json!({"scopes": ["operator.root"]}),
+        serde_json::json!({"scopes": ["node"]}),
+        serde_json::json!({"scopes": ["operator.read\u{1b}[2J"]}),
+        serde_json::json!({"scopes": vec!["operator.read"; 17]}),
+    ] {
+        let e = scopes_param(&bad).unwrap_err();
+        assert_eq!(e.code, crate::protocol::codes::INVALID_REQUEST, "{bad}");
+        assert!(!e.message.contains('\u{1b}'), "escaped: {}", e.message);
+    }
+    let e = scopes_param(&serde_json::json!({"scopes": ["operator.root"]})).unwrap_err();
+    assert!(
+        e.message.contains("operator.root") && e.message.contains("operator.admin"),
+        "{}",
+        e.message
+    );
+}

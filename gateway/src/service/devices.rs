@@ -78,6 +78,25 @@ pub fn revoke(state: &GatewayState, device_id: &str, actor: &str) -> Result<usiz
     Ok(state.close_device_sessions(device_id, CLOSE_POLICY, &reason))
 }
 
+/// Replaces a device's approved scopes. Every session of the device (or carried by its tunnel
+/// or SSH forward) closes with [`CloseReason::ScopesChanged`] and the retryable 1013, so a
+/// narrowed device loses the scopes at once and a widened one gets them at its next connect; its
+/// token stays valid. Returns the old scopes and how many sessions closed.
+pub fn set_scopes(
+    state: &GatewayState,
+    device_id: &str,
+    scopes: &[String],
+    actor: &str,
+) -> Result<(Vec<String>, usize), StoreError> {
+    let old = state.store().set_device_scopes(device_id, scopes, actor)?;
+    let closed = state.close_device_sessions(
+        device_id,
+        crate::protocol::close::CLOSE_TRY_AGAIN_LATER,
+        &CloseReason::ScopesChanged.to_string(),
+    );
+    Ok((old, closed))
+}
+
 /// A new token for one device; its other device-token sessions (all but `keep_conn`) close
 /// with the rotated reason. Returns the token and how many closed.
 pub fn rotate_token(

@@ -210,6 +210,51 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a paired, unrevoked device's approved scopes, audited (`device.scopes.set`,
+    /// `old -> new`). Returns the scopes it had.
+    pub fn set_device_scopes(
+        &mut self,
+        device_id: &str,
+        scopes: &[String],
+        actor: &str,
+    ) -> Result<Vec<String>> {
+        let tx = self.write_tx()?;
+        let old: Option<(String, Option<i64>)> = tx
+            .query_row(
+                "SELECT scopes, revoked_at_ms FROM devices WHERE device_id = ?1",
+                [device_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let old = match old {
+            None => {
+                return Err(StoreError::NotFound(format!(
+                    "no paired device {device_id}"
+                )))
+            }
+            Some((_, Some(_))) => {
+                return Err(StoreError::Conflict(format!(
+                    "device {device_id} is revoked"
+                )))
+            }
+            Some((old, None)) => scopes_from_json(&old),
+        };
+        tx.execute(
+            "UPDATE devices SET scopes = ?2 WHERE device_id = ?1",
+            params![device_id, scopes_to_json(scopes)],
+        )?;
+        let detail = format!("{} -> {}", old.join(","), scopes.join(","));
+        audit::insert(
+            &tx,
+            "device.scopes.set",
+            Some(device_id),
+            Some(actor),
+            &detail,
+        )?;
+        tx.commit()?;
+        Ok(old)
+    }
+
     /// Forgets a device and its tokens (it may pair again), audited.
     pub fn remove_device(&mut self, device_id: &str, actor: &str) -> Result<()> {
         let tx = self.write_tx()?;

@@ -370,3 +370,43 @@ fn sub_identities_are_bounded_and_go_with_their_device() {
     s.rotate_root(true, "test").unwrap();
     assert!(s.sub_identities("d1").unwrap().is_empty());
 }
+
+/// `devices set-scopes`: the device's approved scopes become exactly the new ones (audited with
+/// old and new); an unknown device is `NotFound`, a revoked one a `Conflict` and stays as it was.
+#[test]
+fn set_device_scopes_replaces_them_and_is_audited() {
+    let t = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&t.path().join("state.db")).unwrap();
+    s.pair_device(&dev("d1"), "pairing-code", "tunnel").unwrap();
+    let new = vec!["operator.admin".to_string(), "operator.read".to_string()];
+    let old = s.set_device_scopes("d1", &new, "operator").unwrap();
+    assert_eq!(old, vec!["operator.read".to_string()]);
+    assert_eq!(s.device("d1").unwrap().unwrap().scopes, new);
+    let row = &s.audit_tail(1).unwrap()[0];
+    assert_eq!(row.event, "device.scopes.set");
+    assert_eq!(row.device_id.as_deref(), Some("d1"));
+    assert_eq!(
+        row.detail.as_deref(),
+        Some("operator.read -> operator.admin,operator.read")
+    );
+    // Narrowing works the same way.
+    s.set_device_scopes("d1", &["operator.read".to_string()], "operator")
+        .unwrap();
+    assert_eq!(
+        s.device("d1").unwrap().unwrap().scopes,
+        vec!["operator.read".to_string()]
+    );
+    assert!(matches!(
+        s.set_device_scopes("nope", &new, "operator"),
+        Err(StoreError::NotFound(_))
+    ));
+    s.revoke_device("d1", "operator").unwrap();
+    assert!(matches!(
+        s.set_device_scopes("d1", &new, "operator"),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.device("d1").unwrap().unwrap().scopes,
+        vec!["operator.read".to_string()]
+    );
+}

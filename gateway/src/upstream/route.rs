@@ -16,6 +16,7 @@ pub fn claw_owns(method: &str) -> bool {
     method.starts_with("device.pair.")
         || method.starts_with("device.token.")
         || method == "gateway.token.rotate"
+        || method == "device.scopes.set"
 }
 
 /// What a method needs from its caller.
@@ -151,6 +152,7 @@ mod tests {
             "device.pair.approve",
             "device.token.rotate",
             "gateway.token.rotate",
+            "device.scopes.set",
         ] {
             assert_eq!(
                 route(m, &json!({}), "operator", &s(&["operator.read"])),
