@@ -646,3 +646,106 @@ async fn tunnel_pair_and_up_over_a_relay_only_uri() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Polls `claw tunnel status --json` until the tunnel is connected (bounded: 2 minutes).
+async fn connected_status(d: &Path) -> Value {
+    let mut status = Value::Null;
+    for _ in 0..1200 {
+        let (code, out, _) = common::claw_in(d, &["tunnel", "status", "--json"]);
+        status = serde_json::from_str(&out).unwrap_or(Value::Null);
+        if code == 0 && status["connected"] == true && status["via"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
+}
+
+/// A pairing URI with a tunnel address and two relays, where the address is a closed loopback
+/// port and the first relay is gone: `claw tunnel pair` and `claw tunnel up` try the address
+/// first, then the first relay, and reach the gateway through the second relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_address_and_a_dead_relay_fall_back_to_the_next_relay() {
+    use claw_tunnel::device::DeviceHome;
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let gone = Relay::start(
+        &tmp.path().join("relay-a"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let relay = Relay::start(
+        &tmp.path().join("relay-b"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let g = Gateway::start_in(
+        &gw_home,
+        &[
+            "--relay",
+            &gone.url,
+            "--relay-pin",
+            &gone.pin,
+            "--relay",
+            &relay.url,
+            "--relay-pin",
+            &relay.pin,
+        ],
+    );
+    // A loopback UDP port nobody listens on.
+    let dead = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().to_string()
+    };
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr", "--addr", &dead]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["addrs"][0], dead.as_str(), "{v}");
+    assert_eq!(v["relays"][0]["url"], gone.url.as_str(), "{v}");
+    assert_eq!(v["relays"][1]["url"], relay.url.as_str(), "{v}");
+    let uri = v["uri"].as_str().unwrap().to_string();
+    let gone_url = gone.url.clone();
+    drop(gone);
+
+    let d = tmp.path().join("device");
+    std::fs::create_dir_all(&d).unwrap();
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "pair", &uri]);
+    assert_eq!(code, 0, "pairing falls back to the second relay: {out}{err}");
+    let dh = DeviceHome::new(&d);
+    let p = dh.pairing().unwrap();
+    assert_eq!(p.addrs, [dead.clone()]);
+    assert_eq!(p.relays.len(), 2);
+    assert!(dh.relay_ticket().unwrap().is_some(), "a relay ticket");
+
+    let (mut child, url) = spawn_tunnel_up(&d);
+    let status = connected_status(&d).await;
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["via"], "relay", "{status}");
+    assert_eq!(status["relay"], relay.url.as_str(), "{status}");
+    assert_ne!(status["relay"], gone_url.as_str(), "{status}");
+    let token = dh.token().unwrap().unwrap().token;
+    let key = claw_gateway::auth::device_key::load_or_create(&d.join("identity.key")).unwrap();
+    let (hello, mut ws) = common::handshake(
+        &url,
+        &common::Creds {
+            token: Some(&token),
+            device: Some(&key),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    assert_eq!(hello["auth"]["method"], "device-token");
+    assert_eq!(
+        common::call(&mut ws, "health", serde_json::json!({})).await["payload"]["ok"],
+        true
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

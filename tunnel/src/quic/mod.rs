@@ -5,12 +5,14 @@
 //! - [`client`]: the device side (`claw tunnel pair`, `claw tunnel up`).
 //! - [`lines`]: bounded line reading on QUIC streams.
 //! - [`copy`]: a forwarded TCP connection ↔ its QUIC stream (the data path).
+//! - [`paths`]: which addresses and relays a device tries, in which order.
 
 pub mod client;
 pub mod config;
 pub mod copy;
 pub mod lines;
 pub mod liveness;
+pub mod paths;
 pub mod server;
 
 /// Tunnel errors.
