@@ -749,3 +749,161 @@ async fn a_dead_address_and_a_dead_relay_fall_back_to_the_next_relay() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `ssh -N -L` through `claw tunnel proxy ssh` as the ProxyCommand: waits (bounded) until the
+/// local port accepts; returns the child and the local port.
+fn ssh_via_proxy(device: &Path, ssh_port: u16, key: &Path, known_hosts: &Path, target: u16) -> (Child, u16) {
+    let proxy = format!(
+        "{} --home {} tunnel proxy ssh",
+        claw_bin(),
+        device.display()
+    );
+    let local = common::free_port();
+    let spec = format!("127.0.0.1:{local}:127.0.0.1:{target}");
+    let mut child = common::ssh_client(
+        ssh_port,
+        key,
+        known_hosts,
+        &[
+            "-o",
+            &format!("ProxyCommand={proxy}"),
+            "-N",
+            "-L",
+            &spec,
+            "claw@claw-gateway",
+        ],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", local)).is_ok() {
+            return (child, local);
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let out = child.wait_with_output().unwrap();
+            panic!("ssh exited {st}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("ssh -L never listened: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stock OpenSSH into a gateway that has no reachable port: `gateway run --relay … --ssh
+/// 127.0.0.1:0` (SSH on loopback only, no tunnel), `ssh -o ProxyCommand='claw tunnel proxy ssh'
+/// -N -L` with strict host-key checking carries the OpenClaw handshake through the relay; a home
+/// that is not paired gets exit 78 and nothing on stdout; a gateway without an SSH forward is
+/// refused (exit 1) with a message, not bytes that would confuse ssh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_ssh_through_the_proxy_command_reaches_a_relay_only_gateway() {
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let relay = Relay::start(
+        &tmp.path().join("relay"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let g = Gateway::start_in(
+        &gw_home,
+        &[
+            "--relay",
+            &relay.url,
+            "--relay-pin",
+            &relay.pin,
+            "--ssh",
+            "127.0.0.1:0",
+        ],
+    );
+    let rt: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
+            .unwrap();
+    let ssh_addr: std::net::SocketAddr = rt["ssh"]["addr"].as_str().unwrap().parse().unwrap();
+    assert!(ssh_addr.ip().is_loopback());
+    let host_key = rt["ssh"]["hostKey"].as_str().unwrap().to_string();
+
+    // Not paired yet: a clear error, exit 78, and stdout (the SSH client's input) stays empty.
+    let d = tmp.path().join("device");
+    std::fs::create_dir_all(&d).unwrap();
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "proxy", "ssh"]);
+    assert_eq!(code, 78, "{err}");
+    assert!(out.is_empty(), "{out:?}");
+    assert!(err.contains("not paired"), "{err}");
+
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr", "--name", "laptop"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["addrs"].as_array().unwrap().len(), 0, "{v}");
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "pair", v["uri"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let key = d.join("id_ed25519");
+    let (code, _, err) = common::claw_in(&d, &["tunnel", "export-ssh-key", key.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // The host key is pinned under the name ssh is given (ssh never resolves it: the
+    // ProxyCommand carries the connection).
+    let known_hosts = tmp.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("[claw-gateway]:{} {host_key}\n", ssh_addr.port()),
+    )
+    .unwrap();
+
+    let (mut child, local) = {
+        let (d, key, kh) = (d.clone(), key.clone(), known_hosts.clone());
+        let (port, target) = (ssh_addr.port(), g.port);
+        tokio::task::spawn_blocking(move || ssh_via_proxy(&d, port, &key, &kh, target))
+            .await
+            .unwrap()
+    };
+    let dk = claw_gateway::auth::device_key::load_or_create(&d.join("identity.key")).unwrap();
+    let (hello, mut ws) = common::handshake(
+        &format!("ws://127.0.0.1:{local}"),
+        &common::Creds {
+            token: None,
+            device: Some(&dk),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    assert_eq!(hello["auth"]["method"], "device-token");
+    assert_eq!(
+        common::call(&mut ws, "health", serde_json::json!({})).await["payload"]["ok"],
+        true
+    );
+    // The operator sees an SSH session of this device.
+    let (code, out, err) = g.claw(&["gateway", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        status["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["channel"] == "ssh" && c["deviceId"].is_string()),
+        "{status}"
+    );
+    drop(ws);
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(g);
+
+    // A relay-only gateway without `--ssh`: the proxy is refused with a message, exit 1.
+    let g = Gateway::start_in(&gw_home, &["--relay", &relay.url, "--relay-pin", &relay.pin]);
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "proxy", "ssh"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out:?}");
+    assert!(err.contains("no SSH forward"), "{err}");
+    drop(g);
+}

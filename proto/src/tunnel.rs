@@ -23,6 +23,9 @@ pub enum StreamHeader {
         /// The exposed name.
         name: String,
     },
+    /// A byte stream to the gateway's SSH forward (`--ssh`), for `claw tunnel proxy ssh`: an
+    /// OpenSSH `ProxyCommand` reaching a gateway that has no reachable port.
+    Ssh,
 }
 
 /// Device → gateway on the control stream.
@@ -273,6 +276,7 @@ mod tests {
             StreamHeader::Control,
             StreamHeader::Gateway,
             StreamHeader::Expose { name: "oc".into() },
+            StreamHeader::Ssh,
         ] {
             let line = encode(&h);
             assert_eq!(*line.last().unwrap(), b'\n');
@@ -373,6 +377,7 @@ mod proptests {
         prop_oneof![
             Just(StreamHeader::Control),
             Just(StreamHeader::Gateway),
+            Just(StreamHeader::Ssh),
             text().prop_map(|name| StreamHeader::Expose { name }),
         ]
     }

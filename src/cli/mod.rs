@@ -17,6 +17,7 @@ mod qr;
 mod relay;
 mod service;
 mod tunnel;
+mod tunnel_proxy;
 mod tunnel_service;
 
 use std::path::PathBuf;

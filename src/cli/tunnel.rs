@@ -59,6 +59,13 @@ pub enum TunnelCmd {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Carry a connection over the tunnel on stdin/stdout (`proxy ssh`: an OpenSSH
+    /// `ProxyCommand` to the gateway's SSH forward; exit 69 unreachable, 77 refused).
+    Proxy {
+        /// What to carry.
+        #[command(subcommand)]
+        what: super::tunnel_proxy::ProxyCmd,
+    },
     /// Show the running tunnel (exit 0 connected, 1 disconnected, 3 not running).
     Status {
         /// One JSON document.
@@ -91,6 +98,7 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
         }
         TunnelCmd::Uninstall(a) => super::service::uninstall_kind(super::service::Kind::Tunnel, a),
         TunnelCmd::Status { json } => status(&dh, json),
+        TunnelCmd::Proxy { what } => super::tunnel_proxy::run(&dh, what).await,
         TunnelCmd::ExportSshKey { path, port } => export_ssh_key(home, &dh, path, port),
     }
 }

@@ -1168,7 +1168,7 @@ async fn expose(
 /// The gateway's first bytes on an exposed service's stream, and whether the stream ended: a
 /// refusal is one short line and then the end of the stream; anything not shaped like one is
 /// the service's own data, and inspection stops at once.
-async fn first_bytes(recv: &mut quinn::RecvStream) -> (Vec<u8>, bool) {
+pub(super) async fn first_bytes(recv: &mut quinn::RecvStream) -> (Vec<u8>, bool) {
     let mut first = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

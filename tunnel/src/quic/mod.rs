@@ -6,6 +6,7 @@
 //! - [`lines`]: bounded line reading on QUIC streams.
 //! - [`copy`]: a forwarded TCP connection ↔ its QUIC stream (the data path).
 //! - [`paths`]: which addresses and relays a device tries, in which order.
+//! - [`proxy`]: `claw tunnel proxy ssh`, an SSH `ProxyCommand` over the tunnel.
 
 pub mod client;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod copy;
 pub mod lines;
 pub mod liveness;
 pub mod paths;
+pub mod proxy;
 pub mod server;
 
 /// Tunnel errors.
