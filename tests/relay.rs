@@ -716,10 +716,13 @@ async fn a_dead_address_and_a_dead_relay_fall_back_to_the_next_relay() {
     let d = tmp.path().join("device");
     std::fs::create_dir_all(&d).unwrap();
     let (code, out, err) = common::claw_in(&d, &["tunnel", "pair", &uri]);
-    assert_eq!(code, 0, "pairing falls back to the second relay: {out}{err}");
+    assert_eq!(
+        code, 0,
+        "pairing falls back to the second relay: {out}{err}"
+    );
     let dh = DeviceHome::new(&d);
     let p = dh.pairing().unwrap();
-    assert_eq!(p.addrs, [dead.clone()]);
+    assert_eq!(p.addrs, std::slice::from_ref(&dead));
     assert_eq!(p.relays.len(), 2);
     assert!(dh.relay_ticket().unwrap().is_some(), "a relay ticket");
 
@@ -752,7 +755,13 @@ async fn a_dead_address_and_a_dead_relay_fall_back_to_the_next_relay() {
 
 /// `ssh -N -L` through `claw tunnel proxy ssh` as the ProxyCommand: waits (bounded) until the
 /// local port accepts; returns the child and the local port.
-fn ssh_via_proxy(device: &Path, ssh_port: u16, key: &Path, known_hosts: &Path, target: u16) -> (Child, u16) {
+fn ssh_via_proxy(
+    device: &Path,
+    ssh_port: u16,
+    key: &Path,
+    known_hosts: &Path,
+    target: u16,
+) -> (Child, u16) {
     let proxy = format!(
         "{} --home {} tunnel proxy ssh",
         claw_bin(),
@@ -788,7 +797,10 @@ fn ssh_via_proxy(device: &Path, ssh_port: u16, key: &Path, known_hosts: &Path, t
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            panic!("ssh -L never listened: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "ssh -L never listened: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -900,10 +912,119 @@ async fn stock_ssh_through_the_proxy_command_reaches_a_relay_only_gateway() {
     drop(g);
 
     // A relay-only gateway without `--ssh`: the proxy is refused with a message, exit 1.
-    let g = Gateway::start_in(&gw_home, &["--relay", &relay.url, "--relay-pin", &relay.pin]);
+    let g = Gateway::start_in(
+        &gw_home,
+        &["--relay", &relay.url, "--relay-pin", &relay.pin],
+    );
     let (code, out, err) = common::claw_in(&d, &["tunnel", "proxy", "ssh"]);
     assert_eq!(code, 1, "{err}");
     assert!(out.is_empty(), "{out:?}");
     assert!(err.contains("no SSH forward"), "{err}");
     drop(g);
+}
+
+/// The findings of `claw doctor --json` on `home`, by id: every (severity, message) per id.
+fn doctor_findings(home: &Path) -> Vec<(String, String, String)> {
+    let (_, out, err) = common::claw_in(home, &["doctor", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}{err}: {e}"));
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+                f["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn severity_of(findings: &[(String, String, String)], id: &str, url: &str) -> String {
+    findings
+        .iter()
+        .find(|(i, _, m)| i == id && m.contains(url))
+        .map(|(_, s, _)| s.clone())
+        .unwrap_or_else(|| panic!("no {id} finding for {url}: {findings:?}"))
+}
+
+/// `claw doctor` on a gateway behind two relays probes each end to end: the one that lists the
+/// gateway is reachable, pinned and admitting; the one that does not list it is reachable but
+/// refuses it (`relay.admitted` error). On the device paired through the relay, `relay.ticket`
+/// is ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_each_relay_end_to_end_and_the_device_ticket() {
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let good = Relay::start(
+        &tmp.path().join("relay-good"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let stranger = Identity::generate().unwrap();
+    let other = Relay::start(
+        &tmp.path().join("relay-other"),
+        &["--allow-gateway", &stranger.id()],
+    );
+    let g = Gateway::start_in(
+        &gw_home,
+        &[
+            "--relay",
+            &good.url,
+            "--relay-pin",
+            &good.pin,
+            "--relay",
+            &other.url,
+            "--relay-pin",
+            &other.pin,
+        ],
+    );
+    // The gateway's own link to the good relay may still be coming up: bounded retries.
+    let mut f = Vec::new();
+    for _ in 0..30 {
+        f = doctor_findings(&g.home);
+        if severity_of(&f, "relay.reachable", &good.url) == "ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(severity_of(&f, "relay.reachable", &good.url), "ok", "{f:?}");
+    assert_eq!(severity_of(&f, "relay.pin", &good.url), "ok", "{f:?}");
+    assert_eq!(severity_of(&f, "relay.admitted", &good.url), "ok", "{f:?}");
+    assert_eq!(
+        severity_of(&f, "relay.reachable", &other.url),
+        "ok",
+        "{f:?}"
+    );
+    assert_eq!(
+        severity_of(&f, "relay.admitted", &other.url),
+        "error",
+        "{f:?}"
+    );
+
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let d = tmp.path().join("device");
+    std::fs::create_dir_all(&d).unwrap();
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "pair", v["uri"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let f = doctor_findings(&d);
+    let t: Vec<_> = f.iter().filter(|(i, _, _)| i == "relay.ticket").collect();
+    assert_eq!(t.len(), 1, "{f:?}");
+    assert_eq!(t[0].1, "ok", "{t:?}");
+    // The device's own credential probe goes through the relay (no address in the pairing).
+    let drift = f
+        .iter()
+        .find(|(i, _, _)| i == "token.drift.device")
+        .unwrap_or_else(|| panic!("{f:?}"));
+    assert_eq!(drift.1, "ok", "{drift:?}");
 }

@@ -4,6 +4,7 @@ mod admin_client;
 mod ago;
 mod call;
 mod channels;
+mod channels_relay;
 mod completions;
 mod dashboard;
 mod detached;

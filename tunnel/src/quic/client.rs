@@ -163,7 +163,9 @@ impl Dialer {
     }
 
     /// The relay link's state as it changes, when dialing over a relay.
-    pub fn relay_status_watch(&self) -> Option<watch::Receiver<claw_mesh::socket::RelayLinkStatus>> {
+    pub fn relay_status_watch(
+        &self,
+    ) -> Option<watch::Receiver<claw_mesh::socket::RelayLinkStatus>> {
         self.relay.as_ref().map(|(_, l)| l.status.clone())
     }
 

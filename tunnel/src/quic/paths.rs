@@ -76,6 +76,15 @@ pub fn plan(addrs: usize, relays: usize) -> Vec<Attempt> {
     out
 }
 
+/// The longest a dial along [`plan`] can take: the last attempt's latest start plus its
+/// timeout. Pure.
+pub fn worst_case(addrs: usize, relays: usize) -> Duration {
+    plan(addrs, relays)
+        .last()
+        .map(|a| a.start + a.timeout)
+        .unwrap_or_default()
+}
+
 /// Whether `next` is due `elapsed` after the dial began, with `in_flight` attempts running:
 /// at its planned start, or at once when nothing is in flight. Pure.
 pub fn due(next: &Attempt, elapsed: Duration, in_flight: usize) -> bool {
@@ -409,6 +418,8 @@ mod tests {
         assert_eq!(p[3].start, ADDR_STAGGER * 2 + ADDR_TIMEOUT);
         assert_eq!(p[4].start, p[3].start + RELAY_TIMEOUT);
         assert!(p[3..].iter().all(|a| a.timeout == RELAY_TIMEOUT));
+        assert_eq!(worst_case(3, 2), p[4].start + RELAY_TIMEOUT);
+        assert_eq!(worst_case(0, 0), Duration::ZERO);
     }
 
     #[test]
