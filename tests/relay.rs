@@ -923,6 +923,67 @@ async fn stock_ssh_through_the_proxy_command_reaches_a_relay_only_gateway() {
     drop(g);
 }
 
+/// `claw channels status --probe` on a gateway behind a relay lists the relay and makes a real
+/// QUIC handshake with the gateway through it; with the relay gone the probe fails (exit 1)
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_status_probes_the_gateway_through_its_relay() {
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let relay = Relay::start(
+        &tmp.path().join("relay"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let g = Gateway::start_in(
+        &gw_home,
+        &["--relay", &relay.url, "--relay-pin", &relay.pin],
+    );
+    let relay_channel = |out: &str| -> Value {
+        let v: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{out}: {e}"));
+        v["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "relay")
+            .cloned()
+            .unwrap_or_else(|| panic!("no relay channel: {v}"))
+    };
+    // The gateway's link to the relay may still be coming up: bounded retries.
+    let mut last = Value::Null;
+    for _ in 0..30 {
+        let (code, out, _) = g.claw(&["channels", "status", "--probe", "--json"]);
+        last = relay_channel(&out);
+        if code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(last["address"], relay.url.as_str(), "{last}");
+    assert_eq!(last["probe"]["ok"], true, "{last}");
+    assert!(last["probe"]["latencyMs"].as_f64().is_some(), "{last}");
+    let (code, out, _) = g.claw(&["channels", "status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("relay") && out.contains(&relay.url), "{out}");
+
+    drop(relay);
+    let (code, out, _) = g.claw(&["channels", "status", "--probe", "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let c = relay_channel(&out);
+    assert_eq!(c["probe"]["ok"], false, "{c}");
+    assert!(
+        c["probe"]["error"].as_str().unwrap().contains("relay"),
+        "{c}"
+    );
+}
+
 /// The findings of `claw doctor --json` on `home`, by id: every (severity, message) per id.
 fn doctor_findings(home: &Path) -> Vec<(String, String, String)> {
     let (_, out, err) = common::claw_in(home, &["doctor", "--json"]);
