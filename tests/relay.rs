@@ -646,3 +646,446 @@ async fn tunnel_pair_and_up_over_a_relay_only_uri() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Polls `claw tunnel status --json` until the tunnel is connected (bounded: 2 minutes).
+async fn connected_status(d: &Path) -> Value {
+    let mut status = Value::Null;
+    for _ in 0..1200 {
+        let (code, out, _) = common::claw_in(d, &["tunnel", "status", "--json"]);
+        status = serde_json::from_str(&out).unwrap_or(Value::Null);
+        if code == 0 && status["connected"] == true && status["via"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
+}
+
+/// A pairing URI with a tunnel address and two relays, where the address is a closed loopback
+/// port and the first relay is gone: `claw tunnel pair` and `claw tunnel up` try the address
+/// first, then the first relay, and reach the gateway through the second relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_address_and_a_dead_relay_fall_back_to_the_next_relay() {
+    use claw_tunnel::device::DeviceHome;
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let gone = Relay::start(
+        &tmp.path().join("relay-a"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let relay = Relay::start(
+        &tmp.path().join("relay-b"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let g = Gateway::start_in(
+        &gw_home,
+        &[
+            "--relay",
+            &gone.url,
+            "--relay-pin",
+            &gone.pin,
+            "--relay",
+            &relay.url,
+            "--relay-pin",
+            &relay.pin,
+        ],
+    );
+    // A loopback UDP port nobody listens on.
+    let dead = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().to_string()
+    };
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr", "--addr", &dead]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["addrs"][0], dead.as_str(), "{v}");
+    assert_eq!(v["relays"][0]["url"], gone.url.as_str(), "{v}");
+    assert_eq!(v["relays"][1]["url"], relay.url.as_str(), "{v}");
+    let uri = v["uri"].as_str().unwrap().to_string();
+    let gone_url = gone.url.clone();
+    drop(gone);
+
+    let d = tmp.path().join("device");
+    std::fs::create_dir_all(&d).unwrap();
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "pair", &uri]);
+    assert_eq!(
+        code, 0,
+        "pairing falls back to the second relay: {out}{err}"
+    );
+    let dh = DeviceHome::new(&d);
+    let p = dh.pairing().unwrap();
+    assert_eq!(p.addrs, std::slice::from_ref(&dead));
+    assert_eq!(p.relays.len(), 2);
+    assert!(dh.relay_ticket().unwrap().is_some(), "a relay ticket");
+
+    let (mut child, url) = spawn_tunnel_up(&d);
+    let status = connected_status(&d).await;
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["via"], "relay", "{status}");
+    assert_eq!(status["relay"], relay.url.as_str(), "{status}");
+    assert_ne!(status["relay"], gone_url.as_str(), "{status}");
+    let token = dh.token().unwrap().unwrap().token;
+    let key = claw_gateway::auth::device_key::load_or_create(&d.join("identity.key")).unwrap();
+    let (hello, mut ws) = common::handshake(
+        &url,
+        &common::Creds {
+            token: Some(&token),
+            device: Some(&key),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    assert_eq!(hello["auth"]["method"], "device-token");
+    assert_eq!(
+        common::call(&mut ws, "health", serde_json::json!({})).await["payload"]["ok"],
+        true
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `ssh -N -L` through `claw tunnel proxy ssh` as the ProxyCommand: waits (bounded) until the
+/// local port accepts; returns the child and the local port.
+fn ssh_via_proxy(
+    device: &Path,
+    ssh_port: u16,
+    key: &Path,
+    known_hosts: &Path,
+    target: u16,
+) -> (Child, u16) {
+    let proxy = format!(
+        "{} --home {} tunnel proxy ssh",
+        claw_bin(),
+        device.display()
+    );
+    let local = common::free_port();
+    let spec = format!("127.0.0.1:{local}:127.0.0.1:{target}");
+    let mut child = common::ssh_client(
+        ssh_port,
+        key,
+        known_hosts,
+        &[
+            "-o",
+            &format!("ProxyCommand={proxy}"),
+            "-N",
+            "-L",
+            &spec,
+            "claw@claw-gateway",
+        ],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", local)).is_ok() {
+            return (child, local);
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let out = child.wait_with_output().unwrap();
+            panic!("ssh exited {st}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ssh -L never listened: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stock OpenSSH into a gateway that has no reachable port: `gateway run --relay … --ssh
+/// 127.0.0.1:0` (SSH on loopback only, no tunnel), `ssh -o ProxyCommand='claw tunnel proxy ssh'
+/// -N -L` with strict host-key checking carries the OpenClaw handshake through the relay; a home
+/// that is not paired gets exit 78 and nothing on stdout; a gateway without an SSH forward is
+/// refused (exit 1) with a message, not bytes that would confuse ssh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_ssh_through_the_proxy_command_reaches_a_relay_only_gateway() {
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let relay = Relay::start(
+        &tmp.path().join("relay"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let g = Gateway::start_in(
+        &gw_home,
+        &[
+            "--relay",
+            &relay.url,
+            "--relay-pin",
+            &relay.pin,
+            "--ssh",
+            "127.0.0.1:0",
+        ],
+    );
+    let rt: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.home.join("gateway.json")).unwrap())
+            .unwrap();
+    let ssh_addr: std::net::SocketAddr = rt["ssh"]["addr"].as_str().unwrap().parse().unwrap();
+    assert!(ssh_addr.ip().is_loopback());
+    let host_key = rt["ssh"]["hostKey"].as_str().unwrap().to_string();
+
+    // Not paired yet: a clear error, exit 78, and stdout (the SSH client's input) stays empty.
+    let d = tmp.path().join("device");
+    std::fs::create_dir_all(&d).unwrap();
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "proxy", "ssh"]);
+    assert_eq!(code, 78, "{err}");
+    assert!(out.is_empty(), "{out:?}");
+    assert!(err.contains("not paired"), "{err}");
+
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr", "--name", "laptop"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["addrs"].as_array().unwrap().len(), 0, "{v}");
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "pair", v["uri"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let key = d.join("id_ed25519");
+    let (code, _, err) = common::claw_in(&d, &["tunnel", "export-ssh-key", key.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // The host key is pinned under the name ssh is given (ssh never resolves it: the
+    // ProxyCommand carries the connection).
+    let known_hosts = tmp.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("[claw-gateway]:{} {host_key}\n", ssh_addr.port()),
+    )
+    .unwrap();
+
+    let (mut child, local) = {
+        let (d, key, kh) = (d.clone(), key.clone(), known_hosts.clone());
+        let (port, target) = (ssh_addr.port(), g.port);
+        tokio::task::spawn_blocking(move || ssh_via_proxy(&d, port, &key, &kh, target))
+            .await
+            .unwrap()
+    };
+    let dk = claw_gateway::auth::device_key::load_or_create(&d.join("identity.key")).unwrap();
+    let (hello, mut ws) = common::handshake(
+        &format!("ws://127.0.0.1:{local}"),
+        &common::Creds {
+            token: None,
+            device: Some(&dk),
+            scopes: &["operator.read"],
+        },
+    )
+    .await
+    .hello();
+    assert_eq!(hello["auth"]["method"], "device-token");
+    assert_eq!(
+        common::call(&mut ws, "health", serde_json::json!({})).await["payload"]["ok"],
+        true
+    );
+    // The operator sees an SSH session of this device.
+    let (code, out, err) = g.claw(&["gateway", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        status["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["channel"] == "ssh" && c["deviceId"].is_string()),
+        "{status}"
+    );
+    drop(ws);
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(g);
+
+    // A relay-only gateway without `--ssh`: the proxy is refused with a message, exit 1.
+    let g = Gateway::start_in(
+        &gw_home,
+        &["--relay", &relay.url, "--relay-pin", &relay.pin],
+    );
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "proxy", "ssh"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out:?}");
+    assert!(err.contains("no SSH forward"), "{err}");
+    drop(g);
+}
+
+/// `claw channels status --probe` on a gateway behind a relay lists the relay and makes a real
+/// QUIC handshake with the gateway through it; with the relay gone the probe fails (exit 1)
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_status_probes_the_gateway_through_its_relay() {
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let relay = Relay::start(
+        &tmp.path().join("relay"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let g = Gateway::start_in(
+        &gw_home,
+        &["--relay", &relay.url, "--relay-pin", &relay.pin],
+    );
+    let relay_channel = |out: &str| -> Value {
+        let v: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{out}: {e}"));
+        v["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "relay")
+            .cloned()
+            .unwrap_or_else(|| panic!("no relay channel: {v}"))
+    };
+    // The gateway's link to the relay may still be coming up: bounded retries.
+    let mut last = Value::Null;
+    for _ in 0..30 {
+        let (code, out, _) = g.claw(&["channels", "status", "--probe", "--json"]);
+        last = relay_channel(&out);
+        if code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(last["address"], relay.url.as_str(), "{last}");
+    assert_eq!(last["probe"]["ok"], true, "{last}");
+    assert!(last["probe"]["latencyMs"].as_f64().is_some(), "{last}");
+    let (code, out, _) = g.claw(&["channels", "status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("relay") && out.contains(&relay.url), "{out}");
+
+    drop(relay);
+    let (code, out, _) = g.claw(&["channels", "status", "--probe", "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let c = relay_channel(&out);
+    assert_eq!(c["probe"]["ok"], false, "{c}");
+    assert!(
+        c["probe"]["error"].as_str().unwrap().contains("relay"),
+        "{c}"
+    );
+}
+
+/// The findings of `claw doctor --json` on `home`, by id: every (severity, message) per id.
+fn doctor_findings(home: &Path) -> Vec<(String, String, String)> {
+    let (_, out, err) = common::claw_in(home, &["doctor", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}{err}: {e}"));
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+                f["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn severity_of(findings: &[(String, String, String)], id: &str, url: &str) -> String {
+    findings
+        .iter()
+        .find(|(i, _, m)| i == id && m.contains(url))
+        .map(|(_, s, _)| s.clone())
+        .unwrap_or_else(|| panic!("no {id} finding for {url}: {findings:?}"))
+}
+
+/// `claw doctor` on a gateway behind two relays probes each end to end: the one that lists the
+/// gateway is reachable, pinned and admitting; the one that does not list it is reachable but
+/// refuses it (`relay.admitted` error). On the device paired through the relay, `relay.ticket`
+/// is ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_each_relay_end_to_end_and_the_device_ticket() {
+    use claw_tunnel::identity::Identity;
+    let tmp = tempfile::tempdir().unwrap();
+    let gw_home = tmp.path().join("gateway");
+    std::fs::create_dir_all(&gw_home).unwrap();
+    std::fs::set_permissions(
+        &gw_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gw_identity = Identity::load_or_create(&gw_home.join("identity.key")).unwrap();
+    let good = Relay::start(
+        &tmp.path().join("relay-good"),
+        &["--allow-gateway", &gw_identity.id()],
+    );
+    let stranger = Identity::generate().unwrap();
+    let other = Relay::start(
+        &tmp.path().join("relay-other"),
+        &["--allow-gateway", &stranger.id()],
+    );
+    let g = Gateway::start_in(
+        &gw_home,
+        &[
+            "--relay",
+            &good.url,
+            "--relay-pin",
+            &good.pin,
+            "--relay",
+            &other.url,
+            "--relay-pin",
+            &other.pin,
+        ],
+    );
+    // The gateway's own link to the good relay may still be coming up: bounded retries.
+    let mut f = Vec::new();
+    for _ in 0..30 {
+        f = doctor_findings(&g.home);
+        if severity_of(&f, "relay.reachable", &good.url) == "ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(severity_of(&f, "relay.reachable", &good.url), "ok", "{f:?}");
+    assert_eq!(severity_of(&f, "relay.pin", &good.url), "ok", "{f:?}");
+    assert_eq!(severity_of(&f, "relay.admitted", &good.url), "ok", "{f:?}");
+    assert_eq!(
+        severity_of(&f, "relay.reachable", &other.url),
+        "ok",
+        "{f:?}"
+    );
+    assert_eq!(
+        severity_of(&f, "relay.admitted", &other.url),
+        "error",
+        "{f:?}"
+    );
+
+    let (code, out, err) = g.claw(&["pair", "--json", "--no-qr"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let d = tmp.path().join("device");
+    std::fs::create_dir_all(&d).unwrap();
+    let (code, out, err) = common::claw_in(&d, &["tunnel", "pair", v["uri"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let f = doctor_findings(&d);
+    let t: Vec<_> = f.iter().filter(|(i, _, _)| i == "relay.ticket").collect();
+    assert_eq!(t.len(), 1, "{f:?}");
+    assert_eq!(t[0].1, "ok", "{t:?}");
+    // The device's own credential probe goes through the relay (no address in the pairing).
+    let drift = f
+        .iter()
+        .find(|(i, _, _)| i == "token.drift.device")
+        .unwrap_or_else(|| panic!("{f:?}"));
+    assert_eq!(drift.1, "ok", "{drift:?}");
+}

@@ -31,6 +31,9 @@ pub enum StreamHeader {
         /// The exposed name.
         name: String,
     },
+    /// A byte stream to the gateway's SSH forward (`--ssh`), for `claw tunnel proxy ssh`: an
+    /// OpenSSH `ProxyCommand` reaching a gateway that has no reachable port.
+    Ssh,
 }
 
 /// Device → gateway on the control stream.
@@ -295,6 +298,7 @@ mod tests {
             StreamHeader::Control,
             StreamHeader::Gateway,
             StreamHeader::Expose { name: "oc".into() },
+            StreamHeader::Ssh,
         ] {
             let line = encode(&h);
             assert_eq!(*line.last().unwrap(), b'\n');
@@ -420,6 +424,7 @@ mod proptests {
         prop_oneof![
             Just(StreamHeader::Control),
             Just(StreamHeader::Gateway),
+            Just(StreamHeader::Ssh),
             text().prop_map(|name| StreamHeader::Expose { name }),
         ]
     }

@@ -275,6 +275,12 @@ async fn status(home: &Home, a: StatusArgs) -> anyhow::Result<u8> {
     let rt = runtime_facts(&home.runtime_path()).unwrap_or_default();
     let admin_path = home.admin_socket_path().display().to_string();
     let mut list = channels(&rt, &status, &admin_path);
+    let relays = claw_gateway::runtime_file::RuntimeFile::read(home)
+        .ok()
+        .flatten()
+        .map(|f| f.relays)
+        .unwrap_or_default();
+    list.extend(relay_channels(&relays));
     if a.probe {
         for c in &mut list {
             c.probe = match c.name {
@@ -287,6 +293,7 @@ async fn status(home: &Home, a: StatusArgs) -> anyhow::Result<u8> {
                     Some(probe_quic(home, c.address.as_deref()).await)
                 }
                 "upstream" => Some(probe_upstream(&status["upstream"]).await),
+                "relay" => Some(probe_relay(home, &relays, c.address.as_deref()).await),
                 _ => None,
             };
         }
@@ -381,6 +388,40 @@ async fn probe_quic(home: &Home, address: Option<&str>) -> Probe {
         }
         Ok(Err(e)) => Probe::failed(e.to_string()),
         Err(_) => Probe::failed(format!("{target}: no QUIC handshake within 5 s")),
+    }
+}
+
+/// One `relay` channel per relay the gateway dials out to, in `--relay` order (pure): its URL
+/// and the start of its certificate pin.
+fn relay_channels(relays: &[claw_gateway::runtime_file::RuntimeRelay]) -> Vec<Channel> {
+    relays
+        .iter()
+        .map(|r| {
+            let mut c = Channel::new("relay", "dialing out");
+            c.address = Some(r.url.clone());
+            c.fingerprint = r
+                .pin
+                .as_deref()
+                .map(|p| p.get(..16).unwrap_or(p).to_string());
+            c.note = Some("the gateway's outbound link; devices reach it through the relay".into());
+            c
+        })
+        .collect()
+}
+
+/// A QUIC handshake with this gateway through the relay at `url`, as a device makes it
+/// ([`super::channels_relay`]).
+async fn probe_relay(
+    home: &Home,
+    relays: &[claw_gateway::runtime_file::RuntimeRelay],
+    url: Option<&str>,
+) -> Probe {
+    let Some(r) = relays.iter().find(|r| Some(r.url.as_str()) == url) else {
+        return Probe::failed("no such relay");
+    };
+    match super::channels_relay::probe(home, &r.url, r.pin.as_deref()).await {
+        Ok(ms) => Probe::ok(ms),
+        Err(e) => Probe::failed(e),
     }
 }
 

@@ -39,6 +39,7 @@ pub async fn run(home: &Home, a: DoctorArgs) -> anyhow::Result<u8> {
         probe_token(home, &mut facts).await;
     }
     facts.device = probe_device(home).await;
+    relay_facts(home, &mut facts).await;
     let findings = checks::evaluate(&facts);
     let outcomes = if a.fix {
         let fix_home = home.clone();
@@ -56,6 +57,35 @@ pub async fn run(home: &Home, a: DoctorArgs) -> anyhow::Result<u8> {
     Ok(report.exit_code())
 }
 
+/// The relays: on a running gateway, each one it dials out to, probed end to end through it
+/// (reachable, pin, admitted); on a device paired through relays, its ticket's expiry.
+async fn relay_facts(home: &Home, facts: &mut Facts) {
+    if facts.lock.holder().is_some() {
+        let relays = claw_gateway::runtime_file::RuntimeFile::read(home)
+            .ok()
+            .flatten()
+            .map(|f| f.relays)
+            .unwrap_or_default();
+        for r in relays {
+            let probe = super::channels_relay::probe(home, &r.url, r.pin.as_deref()).await;
+            facts.relays.push(claw_gateway::doctor::facts::RelayFacts {
+                pinned: r.pin.is_some(),
+                url: r.url,
+                probe,
+            });
+        }
+    }
+    let dh = claw_tunnel::device::DeviceHome::new(home.root());
+    if let Ok(p) = dh.pairing() {
+        if !p.relays.is_empty() {
+            facts.device_relay = Some(claw_gateway::doctor::facts::DeviceRelayFacts {
+                relays: p.relays.len(),
+                ticket_expires_at: dh.relay_ticket().ok().flatten().map(|t| t.expires_at),
+            });
+        }
+    }
+}
+
 /// A read-only probe of this home's device credentials over the tunnel (nothing is issued or
 /// stored): which generation the gateway is at, against the stored token's.
 async fn probe_device(home: &Home) -> DeviceCredentialFacts {
@@ -64,7 +94,9 @@ async fn probe_device(home: &Home) -> DeviceCredentialFacts {
         return DeviceCredentialFacts::NotPaired;
     }
     let stored_generation = dh.token().ok().flatten().map(|t| t.generation).unwrap_or(0);
-    match tokio::time::timeout(PROBE_TIMEOUT, claw_tunnel::quic::client::probe(&dh)).await {
+    // The probe dials addresses, then relays (claw_tunnel::quic::paths): allow all of them.
+    let limit = pairing_dial_limit(&dh);
+    match tokio::time::timeout(limit, claw_tunnel::quic::client::probe(&dh)).await {
         Ok(Ok(gateway_generation)) => DeviceCredentialFacts::Checked {
             stored_generation,
             gateway_generation,
@@ -82,6 +114,16 @@ async fn probe_device(home: &Home) -> DeviceCredentialFacts {
             error: "timed out".into(),
         },
     }
+}
+
+/// The longest a dial of this home's pairing can take (its addresses, then its relays), plus
+/// the probe's own round trip.
+fn pairing_dial_limit(dh: &claw_tunnel::device::DeviceHome) -> Duration {
+    let (addrs, relays) = dh
+        .pairing()
+        .map(|p| (p.addrs.len(), p.relays.len()))
+        .unwrap_or((1, 0));
+    claw_tunnel::quic::paths::worst_case(addrs, relays) + PROBE_TIMEOUT
 }
 
 /// Time allowed for the shared-token probe (a refused secret is answered after the gateway's

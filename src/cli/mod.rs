@@ -4,6 +4,7 @@ mod admin_client;
 mod ago;
 mod call;
 mod channels;
+mod channels_relay;
 mod completions;
 mod dashboard;
 mod detached;
@@ -17,6 +18,7 @@ mod qr;
 mod relay;
 mod service;
 mod tunnel;
+mod tunnel_proxy;
 mod tunnel_service;
 
 use std::path::PathBuf;

@@ -62,6 +62,13 @@ pub enum TunnelCmd {
     /// A one-time login link for the gateway's control page on this device's own tunnel port
     /// (the device must hold operator.admin); opened in the browser unless --no-open.
     Dashboard(super::dashboard::TunnelDashboardArgs),
+    /// Carry a connection over the tunnel on stdin/stdout (`proxy ssh`: an OpenSSH
+    /// `ProxyCommand` to the gateway's SSH forward; exit 69 unreachable, 77 refused).
+    Proxy {
+        /// What to carry.
+        #[command(subcommand)]
+        what: super::tunnel_proxy::ProxyCmd,
+    },
     /// Show the running tunnel (exit 0 connected, 1 disconnected, 3 not running).
     Status {
         /// One JSON document.
@@ -98,6 +105,7 @@ pub async fn run(home: &Home, cmd: TunnelCmd) -> anyhow::Result<u8> {
             let listen = a.listen.or_else(|| running_listen(&dh));
             super::dashboard::run_tunnel(listen, a).await
         }
+        TunnelCmd::Proxy { what } => super::tunnel_proxy::run(&dh, what).await,
         TunnelCmd::ExportSshKey { path, port } => export_ssh_key(home, &dh, path, port),
     }
 }

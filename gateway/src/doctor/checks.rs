@@ -58,6 +58,12 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     if let Some(u) = &f.upstream {
         out.push(upstream(u));
     }
+    for r in &f.relays {
+        out.extend(relay::relay(r));
+    }
+    if let Some(d) = &f.device_relay {
+        out.push(relay::ticket(d, f.now_ms / 1000));
+    }
     let uses_tunnel = !matches!(f.tunnel, ListenerFacts::NotConfigured)
         || !matches!(f.device, DeviceCredentialFacts::NotPaired);
     out.push(udp_buffers(uses_tunnel, f.socket_buffer_max));
@@ -881,6 +887,8 @@ pub fn listener(id: &'static str, name: &str, l: &ListenerFacts, how: &str) -> F
 }
 
 mod storage;
+
+pub mod relay;
 
 #[cfg(test)]
 mod tests;

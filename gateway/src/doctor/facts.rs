@@ -356,6 +356,35 @@ pub struct Facts {
     /// Upstream mode: the running gateway's `upstream` status (`None`: no upstream, or no
     /// gateway running). Filled by the CLI from the admin socket.
     pub upstream: Option<UpstreamFacts>,
+    /// The relays the running gateway dials out to, each probed end to end (filled by the CLI).
+    #[serde(default)]
+    pub relays: Vec<RelayFacts>,
+    /// The device side of this home's relay pairing (`None`: not paired through relays).
+    #[serde(default)]
+    pub device_relay: Option<DeviceRelayFacts>,
+}
+
+/// A relay the running gateway dials out to (`--relay`), with the CLI's probe through it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayFacts {
+    /// The relay's URL.
+    pub url: String,
+    /// Whether the gateway pins its certificate (`--relay-pin`).
+    pub pinned: bool,
+    /// A QUIC handshake with this gateway through the relay, as a device makes it (a ticket
+    /// the gateway signs for a throwaway key): the latency, or the error.
+    pub probe: Result<f64, String>,
+}
+
+/// This home's relay pairing as a device: how many relays it names, and its relay ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRelayFacts {
+    /// Relays the pairing names.
+    pub relays: usize,
+    /// When the stored relay ticket expires (unix seconds); `None`: no ticket stored.
+    pub ticket_expires_at: Option<u64>,
 }
 
 /// What the running gateway says about its upstream (`gateway.status`'s `upstream`).

@@ -75,6 +75,8 @@ pub fn gather(home: &Home, opts: &GatherOptions) -> Facts {
         storage: storage_facts(home),
         snapshots: snapshot_facts(&home.store_path()),
         upstream: None,
+        relays: Vec::new(),
+        device_relay: None,
     }
 }
 

@@ -70,6 +70,14 @@ pub mod ids {
     pub const STORE_SNAPSHOTS: &str = "store.snapshots";
     /// Upstream mode: the OpenClaw gateway behind claw accepts claw (`--upstream`).
     pub const UPSTREAM: &str = "upstream";
+    /// A relay the gateway dials out to answers (`--relay`).
+    pub const RELAY_REACHABLE: &str = "relay.reachable";
+    /// The relay's certificate is the one `--relay-pin` names.
+    pub const RELAY_PIN: &str = "relay.pin";
+    /// The relay admits this gateway (its id is on `--allow-gateway`).
+    pub const RELAY_ADMITTED: &str = "relay.admitted";
+    /// The device's relay ticket is present and fresh.
+    pub const RELAY_TICKET: &str = "relay.ticket";
 }
 
 /// How bad a finding is. Warnings and errors that are not fixed make `claw doctor` exit 1.

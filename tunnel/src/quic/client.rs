@@ -162,69 +162,91 @@ impl Dialer {
         }
     }
 
+    /// The relay link's state as it changes, when dialing over a relay.
+    pub fn relay_status_watch(
+        &self,
+    ) -> Option<watch::Receiver<claw_mesh::socket::RelayLinkStatus>> {
+        self.relay.as_ref().map(|(_, l)| l.status.clone())
+    }
+
     /// The relay link's state, when dialing over a relay.
     pub fn relay_status(&self) -> Option<claw_mesh::socket::RelayLinkStatus> {
         self.relay.as_ref().map(|(_, l)| l.status.borrow().clone())
     }
 
     /// Tries each address in order (over a relay: the gateway's relay address); a pinned-key
-    /// mismatch stops at once.
+    /// mismatch stops at once. A device with both addresses and relays dials through
+    /// [`super::paths::Paths`] instead, which tries them in the documented order.
     pub async fn connect(&self, addrs: &[String]) -> Result<Connection, TunnelError> {
-        let relay_addr = self.relay.as_ref().map(|(a, _)| vec![a.to_string()]);
+        let relay_addr = self.relay_target().map(|a| vec![a]);
         let addrs = relay_addr.as_deref().unwrap_or(addrs);
+        // Over a relay the first packets wait for the relay connection itself.
+        let limit = Duration::from_secs(if self.relay.is_some() { 20 } else { 10 });
         let mut last = String::from("no address");
         for a in addrs {
-            let target = match resolve(a) {
-                Ok(t) => t,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            let connecting = match self.endpoint.connect(target, SERVER_NAME) {
-                Ok(c) => c,
-                Err(e) => {
-                    last = format!("{a}: {e}");
-                    continue;
-                }
-            };
-            // Over a relay the first packets wait for the relay connection itself.
-            let limit = if self.relay.is_some() { 20 } else { 10 };
-            match tokio::time::timeout(Duration::from_secs(limit), connecting).await {
-                Ok(Ok(conn)) => return Ok(conn),
-                Ok(Err(e)) => {
-                    // The gateway may refuse a revoked key before the client finishes (TLS alert
-                    // 44, certificate_revoked): that is final, not a network problem.
-                    if matches!(&e, quinn::ConnectionError::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::crypto(44))
-                    {
-                        return Err(TunnelError::Refused {
-                            code: TunnelCode::Revoked,
-                            message: "this device's key was revoked by the gateway operator".into(),
-                        });
-                    }
-                    if let Some(seen) = self
-                        .verifier
-                        .seen
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone()
-                    {
-                        if seen != self.gateway_id {
-                            return Err(TunnelError::FingerprintMismatch {
-                                expected: self.gateway_id.clone(),
-                                seen,
-                            });
-                        }
-                    }
-                    last = format!("{a}: {e}");
-                }
-                Err(_) => last = format!("{a}: timed out"),
+            match self.connect_one(a, limit).await {
+                Ok(conn) => return Ok(conn),
+                Err(TunnelError::Unreachable { reason, .. }) => last = reason,
+                Err(fatal) => return Err(fatal),
             }
         }
         Err(TunnelError::Unreachable {
             addrs: addrs.join(", "),
             reason: last,
         })
+    }
+
+    /// The gateway's address on this dialer's relay socket, when it dials over a relay.
+    pub fn relay_target(&self) -> Option<String> {
+        self.relay.as_ref().map(|(a, _)| a.to_string())
+    }
+
+    /// One connection attempt to `a`, given up after `limit`. `Unreachable` is a network
+    /// failure (try another path); `FingerprintMismatch` and `Refused` are final.
+    pub async fn connect_one(&self, a: &str, limit: Duration) -> Result<Connection, TunnelError> {
+        let unreachable = |reason: String| TunnelError::Unreachable {
+            addrs: a.to_string(),
+            reason,
+        };
+        let target = resolve(a).map_err(unreachable)?;
+        let connecting = self
+            .endpoint
+            .connect(target, SERVER_NAME)
+            .map_err(|e| unreachable(format!("{a}: {e}")))?;
+        match tokio::time::timeout(limit, connecting).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => {
+                // The gateway may refuse a revoked key before the client finishes (TLS alert
+                // 44, certificate_revoked): that is final, not a network problem.
+                if matches!(&e, quinn::ConnectionError::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::crypto(44))
+                {
+                    return Err(revoked());
+                }
+                if let Some(seen) = self
+                    .verifier
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                {
+                    if seen != self.gateway_id {
+                        return Err(TunnelError::FingerprintMismatch {
+                            expected: self.gateway_id.clone(),
+                            seen,
+                        });
+                    }
+                }
+                Err(unreachable(format!("{a}: {e}")))
+            }
+            Err(_) => Err(unreachable(format!("{a}: timed out"))),
+        }
+    }
+
+    /// Closes this dialer's endpoint (every connection on it) and waits up to `grace` for the
+    /// close to be delivered.
+    pub async fn close_endpoint(&self, grace: Duration) {
+        self.endpoint.close(0u32.into(), b"device going down");
+        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
     }
 
     /// Moves the tunnel to a fresh local UDP socket (QUIC connection migration: open streams
@@ -287,23 +309,9 @@ pub async fn pair(
 ) -> Result<Pairing, TunnelError> {
     // Expiry is judged by the gateway (the device clock may be wrong), which also audits it.
     let identity = Identity::load_or_create(&home.identity_path())?;
-    let dialer = match (uri.addrs.first(), uri.pairing_relay_credentials()) {
-        (Some(first), _) => Dialer::new(&identity, &uri.gateway_id, first)?,
-        (None, Some((ticket, seed))) => Dialer::over_relay(
-            &identity,
-            &uri.gateway_id,
-            uri.gateway_key.unwrap_or_default(),
-            uri.relays[0].target(),
-            seed,
-            watch::channel(Some(ticket)).1,
-        )?,
-        (None, None) => {
-            return Err(TunnelError::Config(
-                "the pairing URI names no tunnel address and no relay".into(),
-            ))
-        }
-    };
-    let conn = dialer.connect(&uri.addrs).await?;
+    // Addresses first, then the relays (super::paths).
+    let paths = super::paths::Paths::for_uri(&identity, uri)?;
+    let conn = paths.connect().await?;
     let msg = ClientMsg::Pair {
         code: uri.code.clone(),
         name: name.or_else(|| uri.name.clone()),
@@ -419,8 +427,8 @@ pub async fn probe(home: &DeviceHome) -> Result<u64, TunnelError> {
     let pairing = home.pairing()?;
     let identity = Identity::load_or_create(&home.identity_path())?;
     let ticket = home.relay_ticket().ok().flatten().map(|t| t.ticket);
-    let dialer = Dialer::for_pairing(&identity, &pairing, watch::channel(ticket).1)?;
-    let conn = dialer.connect(&pairing.addrs).await?;
+    let paths = super::paths::Paths::for_pairing(&identity, &pairing, watch::channel(ticket).1)?;
+    let conn = paths.connect().await?;
     let (_send, recv) = open_control(&conn, &ClientMsg::Probe).await?;
     let mut lines = BufReader::new(recv).split(b'\n');
     let line = match lines.next_segment().await {
@@ -542,9 +550,9 @@ struct Counters {
     down: AtomicU64,
 }
 
-/// The dialer in use: replaced when the device home is re-paired (another gateway, or the same
+/// The paths in use: replaced when the device home is re-paired (another gateway, or the same
 /// gateway at new addresses), so `claw tunnel up` follows a re-pair without a restart.
-type DialerSlot = Arc<Mutex<Arc<Dialer>>>;
+type DialerSlot = Arc<Mutex<Arc<super::paths::Paths>>>;
 
 /// How often `claw tunnel up` looks at the device home's `tunnel.json` for a re-pair.
 pub const PAIRING_POLL: Duration = Duration::from_secs(1);
@@ -574,14 +582,19 @@ impl Tunnel {
         }
         s
     }
-    /// Migrates to a new local UDP socket.
+    /// Migrates to a new local UDP socket (when the current path is direct).
     pub fn rebind(&self) -> std::io::Result<SocketAddr> {
-        let d = self
+        let paths = self
             .dialer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        d.rebind()
+        match paths.current() {
+            Some(d) if d.via() == "direct" => d.rebind(),
+            _ => Err(std::io::Error::other(
+                "the tunnel has no direct UDP path to rebind",
+            )),
+        }
     }
     /// Closes the connection to the gateway politely (QUIC `CONNECTION_CLOSE`, up to 1 s to
     /// deliver it), so the gateway shows the device offline at once rather than after its idle
@@ -590,13 +603,12 @@ impl Tunnel {
         // The endpoint, not just the connection: a closed endpoint also stops the reconnect
         // loop from dialling again (its new connection would outlive this process on the
         // gateway until the idle timeout).
-        let d = self
+        let paths = self
             .dialer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        d.endpoint.close(0u32.into(), b"device going down");
-        let _ = tokio::time::timeout(Duration::from_secs(1), d.endpoint.wait_idle()).await;
+        paths.close().await;
     }
 
     /// Waits until the tunnel stops for good (revoked device); returns the reason.
@@ -630,7 +642,7 @@ pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> 
     let identity = Identity::load_or_create(&home.identity_path())?;
     let (ticket_tx, ticket_rx) =
         watch::channel(home.relay_ticket().ok().flatten().map(|t| t.ticket));
-    let dialer: DialerSlot = Arc::new(Mutex::new(Arc::new(Dialer::for_pairing(
+    let dialer: DialerSlot = Arc::new(Mutex::new(Arc::new(super::paths::Paths::for_pairing(
         &identity, &pairing, ticket_rx,
     )?)));
     let mut listeners = Vec::new();
@@ -763,7 +775,7 @@ async fn manage(
         let latest = pairing_rx.borrow_and_update().clone();
         if latest != pairing {
             // Re-paired: pin the (possibly new) gateway and dial its addresses from now on.
-            match Dialer::for_pairing(&identity, &latest, ticket_tx.subscribe()) {
+            match super::paths::Paths::for_pairing(&identity, &latest, ticket_tx.subscribe()) {
                 Ok(d) => {
                     *dialer_slot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(d);
                     pairing = latest;
@@ -781,11 +793,12 @@ async fn manage(
                 }
             }
         }
-        let dialer = dialer_slot
+        let paths = dialer_slot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let conn = match dialer.connect(&pairing.addrs).await {
+        // Addresses first, then the relays, on every reconnect (super::paths).
+        let conn = match paths.connect().await {
             Ok(c) => c,
             Err(e) => {
                 let fatal = matches!(
@@ -855,6 +868,9 @@ async fn manage(
         };
         let started = Instant::now();
         let _ = conn_tx.send(Some(conn.clone()));
+        let Some(dialer) = paths.current() else {
+            continue;
+        };
         let relay_url = dialer.relay_status().map(|r| r.url);
         set(&|s| {
             s.connected = true;
@@ -1154,7 +1170,7 @@ async fn expose(
 /// The gateway's first bytes on an exposed service's stream, and whether the stream ended: a
 /// refusal is one short line and then the end of the stream; anything not shaped like one is
 /// the service's own data, and inspection stops at once.
-async fn first_bytes(recv: &mut quinn::RecvStream) -> (Vec<u8>, bool) {
+pub(super) async fn first_bytes(recv: &mut quinn::RecvStream) -> (Vec<u8>, bool) {
     let mut first = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

@@ -5,12 +5,16 @@
 //! - [`client`]: the device side (`claw tunnel pair`, `claw tunnel up`).
 //! - [`lines`]: bounded line reading on QUIC streams.
 //! - [`copy`]: a forwarded TCP connection ↔ its QUIC stream (the data path).
+//! - [`paths`]: which addresses and relays a device tries, in which order.
+//! - [`proxy`]: `claw tunnel proxy ssh`, an SSH `ProxyCommand` over the tunnel.
 
 pub mod client;
 pub mod config;
 pub mod copy;
 pub mod lines;
 pub mod liveness;
+pub mod paths;
+pub mod proxy;
 #[cfg(feature = "gateway")]
 pub mod server;
 

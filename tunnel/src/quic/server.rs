@@ -439,7 +439,36 @@ async fn data_stream(
                 Err(e) => refuse(send, TunnelCode::Unreachable, &format!("{name}: {e}")).await,
             }
         }
+        StreamHeader::Ssh => ssh_stream(&shared, send, recv).await,
         StreamHeader::Control => {}
+    }
+}
+
+/// A [`StreamHeader::Ssh`] stream: spliced to the gateway's own SSH forward on loopback, which
+/// then authenticates the device's SSH key as for any SSH client. Refused when the gateway runs
+/// no SSH forward.
+async fn ssh_stream(shared: &Shared, send: SendStream, recv: quinn::RecvStream) {
+    let Some(port) = shared.cfg.ssh.get().map(|h| h.port) else {
+        return refuse(
+            send,
+            TunnelCode::NotExposed,
+            "the gateway runs no SSH forward (start it with `claw gateway run --ssh 127.0.0.1:PORT`)",
+        )
+        .await;
+    };
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let tcp = match tokio::net::TcpStream::connect(v4).await {
+        Ok(t) => Ok(t),
+        Err(_) => tokio::net::TcpStream::connect(v6).await,
+    };
+    match tcp {
+        Ok(mut tcp) => {
+            let _ = tcp.set_nodelay(true);
+            let (mut send, mut recv) = (send, recv);
+            let _ = super::copy::splice(&mut tcp, &mut send, &mut recv).await;
+        }
+        Err(e) => refuse(send, TunnelCode::Unreachable, &format!("ssh: {e}")).await,
     }
 }
 

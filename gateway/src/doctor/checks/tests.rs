@@ -98,6 +98,8 @@ fn healthy() -> Facts {
         },
         snapshots: vec![],
         upstream: None,
+        relays: vec![],
+        device_relay: None,
     }
 }
 
