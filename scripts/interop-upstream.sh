@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Upstream mode against the real OpenClaw gateway: installs Node 24 and openclaw (pinned below)
 # into .interop/ exactly as scripts/interop-openclaw.sh does (a working install is reused), then
-# runs tests/upstream.rs with CLAW_REQUIRE_INTEROP=1, so the test can never skip here.
+# runs tests/upstream.rs with CLAW_REQUIRE_INTEROP=1, so the test can never skip here, then
+# scripts/interop-upstream-remote.sh (the real CLI and node host from a device home through
+# `claw tunnel up` and claw's SSH forward; drift by wiping OpenClaw's device records).
 #
 #   bash scripts/interop-upstream.sh          # from the repo root (.ci/run does this)
 #
 # One OpenClaw gateway (~750 MiB, 6-40 s to start) is started and restarted once; the whole run
-# takes about two minutes on two cores once the test is built.
+# takes about two minutes on two cores once the test is built; the remote checks start a second
+# OpenClaw (restarted once) and take a few minutes more.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -70,4 +73,8 @@ fi
 
 echo "interop-upstream: cargo test --test upstream (the real OpenClaw gateway behind claw)"
 CLAW_REQUIRE_INTEROP=1 cargo test --locked --test upstream -- --nocapture
+echo "interop-upstream: cargo build --bin claw; the real CLI and node host from a device home (tunnel, SSH)"
+cargo build --locked --bin claw || fail "cargo build --bin claw failed"
+bash "$REPO/scripts/interop-upstream-remote.sh" "${CARGO_TARGET_DIR:-$REPO/target}/debug/claw" ||
+  fail "scripts/interop-upstream-remote.sh: a check failed (see its FAIL lines)"
 echo "interop-upstream: passed"

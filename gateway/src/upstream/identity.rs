@@ -97,6 +97,18 @@ pub fn name_for(device_id: Option<&str>) -> Option<String> {
     }
 }
 
+/// The identity name for `role` of identity `name`: `name` itself for an operator, `<name>-node`
+/// for a node. OpenClaw pairs a device for the roles it asked for; a device already paired as
+/// an operator that asks for `node` is a role upgrade OpenClaw never approves silently, so a
+/// downstream device whose CLI (operator) and node host (node) both come through claw (its
+/// sub-identities over the tunnel or the SSH forward) gets one upstream identity per role.
+pub fn for_role(name: &str, role: &str) -> String {
+    match role {
+        "node" => format!("{name}-node"),
+        _ => name.to_string(),
+    }
+}
+
 impl Identities {
     /// The identities under `home_root/upstream`.
     pub fn new(home_root: &Path) -> Self {
@@ -234,5 +246,18 @@ mod tests {
         assert!(!format!("{t:?}").contains("secret-dt"));
         ids.clear_token("operator");
         assert!(ids.token("operator").is_none());
+    }
+
+    #[test]
+    fn a_node_gets_an_identity_of_its_own() {
+        let id = "c".repeat(64);
+        assert_eq!(for_role(&id, "operator"), id);
+        assert_eq!(for_role(&id, "node"), format!("{id}-node"));
+        assert_eq!(for_role(OPERATOR, "node"), "operator-node");
+        let home = tempfile::tempdir().unwrap();
+        let ids = Identities::new(home.path());
+        let op = ids.key(&for_role(&id, "operator")).unwrap();
+        let node = ids.key(&for_role(&id, "node")).unwrap();
+        assert_ne!(op.device_id(), node.device_id(), "two devices upstream");
     }
 }

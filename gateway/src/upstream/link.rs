@@ -137,7 +137,8 @@ pub fn open(
         state.clone(),
         upstream.clone(),
         Session {
-            name,
+            // The share above is the device's; the identity upstream is per role.
+            name: super::identity::for_role(&name, &client.role),
             client,
             rx,
             tx,
