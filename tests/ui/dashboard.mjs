@@ -291,18 +291,19 @@ const phoneReady = (await firstLine(phoneUp).catch(() => "")) || "";
 const phoneRow = () => page.locator("#devices tr").filter({ hasNotText: "laptop" }).filter({ hasText: "tunnel" });
 const phoneOnline = await until(async () => /online \/ tunnel/.test((await phoneRow().first().textContent({ timeout: 1000 }).catch(() => "")) || ""));
 // 6a. The page through the device's own `claw tunnel up` port: the phone, once it holds
-//     operator.admin (granted in the gateway's store, as a scope approval would), gets a login
+//     operator.admin (granted by `claw devices set-scopes`), gets a login
 //     link on its tunnel's local address from `claw tunnel dashboard`; the page loads there,
 //     shows the device list, and acts as the phone.
 if (phoneOnline) {
   const upPort = Number((phoneReady.match(/ws:\/\/127\.0\.0\.1:(\d+)/) || [])[1]);
   const refused = claw(phone, "tunnel", "dashboard", "--json", "--no-open");
   check("without operator.admin the device gets no login link", refused.code === 77, `exit ${refused.code} ${refused.err.slice(-160)}`);
-  const grant = spawnSync("sqlite3", [
-    path.join(gwHome, "state.db"),
-    ".timeout 10000",
-    `UPDATE devices SET scopes = '["operator.admin","operator.read","operator.write"]' WHERE display_name IS NOT 'laptop' AND revoked_at_ms IS NULL`,
-  ], { encoding: "utf8" });
+  const listed = claw(gwHome, "devices", "list", "--json");
+  const paired = listed.code === 0 ? JSON.parse(listed.out).paired || [] : [];
+  const phoneDev = paired.find((d) => d.displayName !== "laptop" && d.revokedAtMs == null);
+  const phoneId = phoneDev ? phoneDev.deviceId : "";
+  const granted = claw(gwHome, "devices", "set-scopes", phoneId || "none", "operator.read,operator.write", "operator.admin", "--json");
+  const grant = { status: granted.code, stderr: granted.err };
   const link = claw(phone, "tunnel", "dashboard", "--json", "--no-open");
   const devUrl = link.code === 0 ? JSON.parse(link.out).url : "";
   check(
