@@ -20,7 +20,7 @@
 //!   scopes and handshake logic; one upstream WebSocket per downstream session).
 //! - [`server`]: the TCP listener, HTTP/WS upgrade, session loop and the Unix admin socket.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
 pub mod bind_guard;

@@ -8,7 +8,7 @@
 //! - [`control`]: the tunnel's control messages and stream headers (pure).
 //! - [`quic`]: the QUIC tunnel: gateway-side listener and device-side `tunnel up`.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod control;
 pub mod device;

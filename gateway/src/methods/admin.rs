@@ -14,7 +14,7 @@ use crate::state::GatewayState;
 /// idleMs}` (`channel` is `ws` for loopback WebSocket sessions, `tunnel` for sessions carried by
 /// the tunnel or SSH forward), oldest first; `listeners`: where the gateway listens (`ws`, `tunnel`,
 /// `ssh`, `relays`, `upstream`).
-pub fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn status(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let mut v = super::health::status(state, ctx, p)?;
     v["running"] = json!(true);
     v["openSockets"] = json!(state
@@ -108,7 +108,11 @@ fn clients(state: &GatewayState) -> Value {
 
 /// `pairing.prune`: deletes expired pairing requests and expired or used pairing codes (what
 /// `claw doctor --fix` asks of a running gateway). Returns `{requests, codes}` removed.
-pub fn prune_pairing(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn prune_pairing(
+    state: &GatewayState,
+    _ctx: &Ctx,
+    _p: &Value,
+) -> Result<Value, ErrorShape> {
     let mut store = state.store();
     let requests = store
         .prune_expired_requests()
@@ -120,13 +124,13 @@ pub fn prune_pairing(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Val
 }
 
 /// `gateway.stop`: graceful shutdown (sessions get `shutdown` and close 1012).
-pub fn stop(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn stop(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     state.request_shutdown();
     Ok(json!({"stopping": true, "pid": std::process::id()}))
 }
 
 /// `gateway.token.show`: the shared token, for the local operator only.
-pub fn show_token(state: &GatewayState, ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn show_token(state: &GatewayState, ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     if !ctx.is_local_admin() {
         return Err(ErrorShape::new(
             crate::protocol::codes::FORBIDDEN,
@@ -137,7 +141,7 @@ pub fn show_token(state: &GatewayState, ctx: &Ctx, _p: &Value) -> Result<Value, 
 }
 
 /// `audit.tail {limit?}`: newest audit entries.
-pub fn audit_tail(state: &GatewayState, _ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn audit_tail(state: &GatewayState, _ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let limit = p
         .get("limit")
         .and_then(Value::as_u64)

@@ -8,7 +8,7 @@ use crate::protocol::frames::ErrorShape;
 use crate::state::GatewayState;
 
 /// The page's URL on the gateway's first loopback listener (`http://127.0.0.1:PORT`).
-pub fn page_base(state: &GatewayState) -> String {
+pub(super) fn page_base(state: &GatewayState) -> String {
     let url = state.url.lock().unwrap_or_else(|e| e.into_inner()).clone();
     url.replacen("ws://", "http://", 1)
 }
@@ -16,7 +16,7 @@ pub fn page_base(state: &GatewayState) -> String {
 /// `dashboard.login` → `{url, expiresAtMs}`: the code rides in the URL's fragment
 /// (`/login#CODE`), which browsers never send to the server, and the login page removes it from
 /// the address bar and history before it exchanges it (see `web::login`).
-pub fn login(state: &GatewayState, ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn login(state: &GatewayState, ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let (code, expires) = state.web.mint_code();
     state.audit("dashboard.code.created", None, Some(ctx.actor), "");
     Ok(json!({
@@ -27,7 +27,7 @@ pub fn login(state: &GatewayState, ctx: &Ctx, _p: &Value) -> Result<Value, Error
 
 /// `dashboard.pair {name?, ttlMs?, requireApproval?}` → `pair.create`'s answer plus `uri` and
 /// `qrSvg` (an SVG of the URI's QR code), when the gateway runs a tunnel.
-pub fn pair(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn pair(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let Some(make) = state.web.pair_uri.get() else {
         return Err(ErrorShape::new(
             claw_proto::codes::UNAVAILABLE,

@@ -39,7 +39,7 @@ fn role_param(p: &Value) -> Result<String, ErrorShape> {
 /// `lastSeenAtMs` and `lastTransport`); each pending request the address it came from
 /// (`remoteAddr`), when known; each device the client keys seen through its transport
 /// (`subIdentities`, see `auth::decide`).
-pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let store = state.store();
     let pending = store.pending().map_err(|e| store_error(state, e))?;
     let remotes = store.request_remotes().map_err(|e| store_error(state, e))?;
@@ -109,7 +109,7 @@ pub fn list(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Error
 }
 
 /// `device.pair.approve {requestId}`.
-pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "requestId")?;
     let req = service::approve(state, id, ctx.actor).map_err(|e| store_error(state, e))?;
     Ok(json!({"requestId": id, "deviceId": req.device_id, "approved": true}))
@@ -117,14 +117,14 @@ pub fn approve(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Erro
 
 /// `device.pair.reject {requestId}`: like approve, announced as `device.pair.resolved`
 /// (`decision: "rejected"`) to every session.
-pub fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn reject(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "requestId")?;
     let req = service::reject(state, id, ctx.actor).map_err(|e| store_error(state, e))?;
     Ok(json!({"requestId": id, "deviceId": req.device_id, "rejected": true}))
 }
 
 /// `device.pair.remove {deviceId}`: forget the device; its sessions close.
-pub fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "deviceId")?;
     check_self_scope(ctx, id)?;
     let closed = service::remove(state, id, ctx.actor).map_err(|e| store_error(state, e))?;
@@ -136,7 +136,11 @@ pub fn remove(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
 /// `device.token.rotate {deviceId, role}`: a new token for one device. The token is echoed only
 /// to the device itself (OpenClaw's rule); its other device-token sessions close with
 /// `unauthorized: device token rotated`.
-pub fn rotate_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn rotate_token(
+    state: &GatewayState,
+    ctx: &Ctx,
+    p: &Value,
+) -> Result<Value, ErrorShape> {
     let id = str_param(p, "deviceId")?;
     let role = role_param(p)?;
     check_self_scope(ctx, id)?;
@@ -200,7 +204,7 @@ pub(crate) fn scopes_param(p: &Value) -> Result<Vec<String>, ErrorShape> {
 
 /// `device.scopes.set` (claw; `operator.admin`): replaces a paired device's approved scopes;
 /// its sessions close (retryable) so the new scopes apply at once.
-pub fn set_scopes(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn set_scopes(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let id = str_param(p, "deviceId")?;
     let new = scopes_param(p)?;
     let (old, closed) =
@@ -208,7 +212,11 @@ pub fn set_scopes(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, E
     Ok(json!({"deviceId": id, "scopes": new, "previousScopes": old, "closedSessions": closed}))
 }
 
-pub fn revoke_token(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn revoke_token(
+    state: &GatewayState,
+    ctx: &Ctx,
+    p: &Value,
+) -> Result<Value, ErrorShape> {
     let id = str_param(p, "deviceId")?;
     let role = role_param(p)?;
     check_self_scope(ctx, id)?;

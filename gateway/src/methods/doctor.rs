@@ -14,7 +14,7 @@ use crate::protocol::frames::ErrorShape;
 use crate::state::GatewayState;
 
 /// True for the repairs `doctor.run {fix: true}` applies in a running gateway.
-pub fn safe_online(a: &FixAction) -> bool {
+pub(super) fn safe_online(a: &FixAction) -> bool {
     matches!(
         a,
         FixAction::Chmod { .. }
@@ -24,7 +24,7 @@ pub fn safe_online(a: &FixAction) -> bool {
 }
 
 /// `doctor.run {fix?: bool}` → the `claw doctor --json` report (`{home, findings, summary}`).
-pub fn run(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn run(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let fix = p.get("fix").and_then(Value::as_bool).unwrap_or(false);
     let home = state.home.clone();
     let findings = checks::evaluate(&gather(&home, &GatherOptions::default()));

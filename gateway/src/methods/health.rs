@@ -7,12 +7,12 @@ use crate::protocol::frames::ErrorShape;
 use crate::state::GatewayState;
 
 /// `health`: liveness and the basics.
-pub fn health(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn health(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     Ok(health_payload(state))
 }
 
 /// The health payload (also sent as the periodic `health` event).
-pub fn health_payload(state: &GatewayState) -> Value {
+pub(super) fn health_payload(state: &GatewayState) -> Value {
     json!({
         "ok": true,
         "ts": crate::now_ms(),
@@ -22,7 +22,7 @@ pub fn health_payload(state: &GatewayState) -> Value {
 }
 
 /// `status`: what the gateway is and who is connected.
-pub fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let (shared, device) = state.session_counts();
     let store = state.store();
     let (generation, _) = store.root().map_err(|e| super::store_error(state, e))?;
@@ -60,7 +60,7 @@ pub fn status(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Err
 }
 
 /// `config.get`: the gateway's effective configuration, in the shape OpenClaw probes read.
-pub fn config(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn config(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     // The bound port (the configured one may be 0 = any).
     let url = state.url.lock().map(|u| u.clone()).unwrap_or_default();
     let port = url
@@ -84,7 +84,7 @@ pub fn config(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, Err
 }
 
 /// `system-presence`: the gateway and each connected client.
-pub fn presence(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn presence(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

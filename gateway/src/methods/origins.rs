@@ -9,7 +9,7 @@ use crate::state::GatewayState;
 
 /// Reloads the persisted list; answers `{"allowedOrigins": [...]}`, every origin now allowed
 /// (loopback seeds, `--allow-origin`, persisted). A bad file keeps the previous list.
-pub fn reload(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn reload(state: &GatewayState, _ctx: &Ctx, _p: &Value) -> Result<Value, ErrorShape> {
     let persisted = crate::origin::load(state.home.root())
         .map_err(|e| ErrorShape::new(crate::protocol::codes::INVALID_REQUEST, e.to_string()))?;
     let mut policy = state.origins.write().unwrap_or_else(|e| e.into_inner());

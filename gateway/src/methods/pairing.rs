@@ -7,10 +7,10 @@ use crate::protocol::frames::ErrorShape;
 use crate::state::GatewayState;
 
 /// Longest code lifetime accepted (7 days).
-pub const MAX_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+pub(super) const MAX_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// `pair.create {name?, ttlMs?, requireApproval?}` → `{code, codeId, expiresAtMs, requireApproval}`.
-pub fn create(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn create(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let name = p
         .get("name")
         .and_then(Value::as_str)
@@ -45,7 +45,7 @@ pub fn create(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, Error
 /// `device.key.add {name, publicKey}` (admin socket only): authorises an existing Ed25519 key
 /// (e.g. an OpenSSH key, parsed by the CLI) as a paired device. `publicKey` is the raw 32-byte
 /// key, base64url. Audited as `device.paired via=ssh-key`.
-pub fn add_key(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn add_key(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     use base64::Engine;
     let name = super::str_param(p, "name")?;
     crate::text::check_label("name", name, 64).map_err(|e| super::invalid_params(e.to_string()))?;

@@ -94,7 +94,7 @@ pub fn rotate_root(
 }
 
 /// `gateway.token.rotate {force?, revokeDevices?, shared?}`.
-pub fn rotate(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+pub(super) fn rotate(state: &GatewayState, ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let flag = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
     rotate_root(
         state,

@@ -101,7 +101,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
 }
 
 /// Reads a request head; returns it, every byte read (head and past it) and the head's length.
-pub async fn read_head<S: AsyncRead + Unpin>(
+pub(super) async fn read_head<S: AsyncRead + Unpin>(
     s: &mut S,
     timeout: Duration,
 ) -> Option<(Head, Vec<u8>, usize)> {
@@ -125,7 +125,12 @@ pub async fn read_head<S: AsyncRead + Unpin>(
 }
 
 /// Writes a small HTTP response and closes.
-pub async fn respond<S: AsyncWrite + Unpin>(s: &mut S, status: &str, ctype: &str, body: &str) {
+pub(super) async fn respond<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    status: &str,
+    ctype: &str,
+    body: &str,
+) {
     let msg = format!(
         "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -135,7 +140,10 @@ pub async fn respond<S: AsyncWrite + Unpin>(s: &mut S, status: &str, ctype: &str
 }
 
 /// Writes the 101 response for an accepted upgrade.
-pub async fn accept_upgrade<S: AsyncWrite + Unpin>(s: &mut S, key: &str) -> std::io::Result<()> {
+pub(super) async fn accept_upgrade<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    key: &str,
+) -> std::io::Result<()> {
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let msg = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"

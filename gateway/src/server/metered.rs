@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::limits::{SharedBudget, PREAUTH_READ_PER_SOCKET};
 
 /// See the module docs.
-pub struct Metered<S> {
+pub(super) struct Metered<S> {
     inner: S,
     meter: Option<Meter>,
 }
@@ -30,7 +30,7 @@ struct Meter {
 
 impl<S> Metered<S> {
     /// Meters `inner`'s reads against `global` (and the per-socket cap) until [`Metered::lift`].
-    pub fn new(inner: S, global: Arc<SharedBudget>) -> Self {
+    pub(super) fn new(inner: S, global: Arc<SharedBudget>) -> Self {
         Self {
             inner,
             meter: Some(Meter { used: 0, global }),
@@ -38,7 +38,7 @@ impl<S> Metered<S> {
     }
 
     /// Authenticated: reads are no longer metered; the bytes charged go back to the budget.
-    pub fn lift(&mut self) {
+    pub(super) fn lift(&mut self) {
         if let Some(m) = self.meter.take() {
             m.global.refund(m.used);
         }
@@ -55,11 +55,11 @@ impl<S> Drop for Metered<S> {
 /// authenticating (answered with close 1009, like any oversized message).
 #[derive(Debug, thiserror::Error)]
 #[error("pre-auth read budget spent ({0})")]
-pub struct BudgetSpent(&'static str);
+pub(super) struct BudgetSpent(&'static str);
 
 impl BudgetSpent {
     /// True when `e` is a metered read's refusal.
-    pub fn is(e: &io::Error) -> bool {
+    pub(super) fn is(e: &io::Error) -> bool {
         e.get_ref().is_some_and(|i| i.is::<BudgetSpent>())
     }
 }

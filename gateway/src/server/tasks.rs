@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::state::{GatewayState, Outbound};
 
 /// Sends `tick` to every session at the configured interval.
-pub async fn ticker(state: Arc<GatewayState>) {
+pub(super) async fn ticker(state: Arc<GatewayState>) {
     let mut iv = tokio::time::interval(state.config.tick_interval);
     iv.tick().await;
     loop {
@@ -24,7 +24,7 @@ pub async fn ticker(state: Arc<GatewayState>) {
 }
 
 /// Pings every session; closes those silent for three ping intervals.
-pub async fn pinger(state: Arc<GatewayState>) {
+pub(super) async fn pinger(state: Arc<GatewayState>) {
     let period = state.config.ping_interval;
     let mut iv = tokio::time::interval(period);
     iv.tick().await;
@@ -45,7 +45,7 @@ pub async fn pinger(state: Arc<GatewayState>) {
 
 /// Snapshots the store at start and every [`crate::store::snapshot::INTERVAL`] (off the async
 /// workers: a backup copies every page).
-pub async fn snapshotter(state: Arc<GatewayState>) {
+pub(super) async fn snapshotter(state: Arc<GatewayState>) {
     let mut iv = tokio::time::interval(crate::store::snapshot::INTERVAL);
     loop {
         iv.tick().await;

@@ -17,10 +17,10 @@ use crate::now_ms;
 
 /// Rows kept; older *refusal* rows are pruned so a flood of failures cannot grow the file
 /// without bound (security events are never pruned).
-pub const MAX_ROWS: i64 = 50_000;
+pub(super) const MAX_ROWS: i64 = 50_000;
 
 /// Events an attacker can cause at will, collapsed by the [`RefusalGate`] and pruned first.
-pub const REFUSALS: &[&str] = &[
+pub(super) const REFUSALS: &[&str] = &[
     "auth.failed",
     "ssh.auth.refused",
     "ssh.refused",
@@ -34,11 +34,11 @@ pub const REFUSALS: &[&str] = &[
 ];
 
 /// The row that counts refusals the gate did not write.
-pub const SUPPRESSED: &str = "audit.suppressed";
+pub(super) const SUPPRESSED: &str = "audit.suppressed";
 /// Length of one collapsing window.
-pub const REFUSAL_WINDOW_MS: u64 = 60_000;
+pub(super) const REFUSAL_WINDOW_MS: u64 = 60_000;
 /// Refusal rows written per window, all kinds together.
-pub const REFUSAL_ROWS_PER_WINDOW: usize = 100;
+pub(super) const REFUSAL_ROWS_PER_WINDOW: usize = 100;
 /// Distinct (event, device, origin) keys remembered per window (beyond: counted as "other").
 const MAX_KEYS: usize = 4096;
 
@@ -56,7 +56,7 @@ fn key_detail(detail: &str) -> String {
 
 /// Decides which refusals are written. Pure (the caller passes the time); tested directly.
 #[derive(Debug, Default)]
-pub struct RefusalGate {
+pub(super) struct RefusalGate {
     window_start: u64,
     written: usize,
     /// Suppressed count per key written this window.
@@ -67,7 +67,7 @@ pub struct RefusalGate {
 
 /// What to do with one refusal.
 #[derive(Debug, PartialEq, Eq)]
-pub struct GateVerdict {
+pub(super) struct GateVerdict {
     /// Write the refusal's own row.
     pub write: bool,
     /// First write this `audit.suppressed` row about the window that just ended.
@@ -76,7 +76,7 @@ pub struct GateVerdict {
 
 impl RefusalGate {
     /// Admits one refusal at `now_ms`.
-    pub fn admit(
+    pub(super) fn admit(
         &mut self,
         now_ms: u64,
         event: &str,

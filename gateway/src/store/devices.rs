@@ -71,7 +71,7 @@ pub struct DeviceInfo {
 }
 
 /// How stale `last_seen_at_ms` may get before a connect rewrites it (one minute).
-pub const LAST_SEEN_RESOLUTION_MS: u64 = 60_000;
+pub(super) const LAST_SEEN_RESOLUTION_MS: u64 = 60_000;
 
 const COLS: &str = "device_id, public_key, display_name, platform, device_family, client_id, client_mode, role, scopes, approved_via, created_at_ms, approved_at_ms, last_seen_at_ms, revoked_at_ms, last_transport";
 

@@ -90,7 +90,7 @@ fn live_params() -> (i64, i64) {
 }
 
 /// Most pending requests kept; beyond it new requests are refused (a flood cannot fill the disk).
-pub const MAX_PENDING: i64 = 256;
+pub(super) const MAX_PENDING: i64 = 256;
 
 impl Store {
     /// Records (or returns the existing) pending request of a device, audited.

@@ -5,7 +5,7 @@ use crate::fault::FaultKind;
 
 /// Classifies an SQLite primary result code (`sqlite3_errcode & 0xff`); `None` for logic errors
 /// (a constraint, a misuse), which are not faults.
-pub fn fault_from_sqlite_code(code: rusqlite::ErrorCode) -> Option<FaultKind> {
+pub(super) fn fault_from_sqlite_code(code: rusqlite::ErrorCode) -> Option<FaultKind> {
     use rusqlite::ErrorCode as C;
     Some(match code {
         C::DiskFull => FaultKind::DiskFull,

@@ -249,7 +249,7 @@ fn device_grant(tx: &Transaction<'_>, device_id: &str) -> Result<(Vec<String>, V
 
 /// Token rows kept per device and role: a device offline through this many issues (root
 /// rotations, per-device rotations, re-pairs) is still told its token was rotated.
-pub const KEPT_TOKEN_ROWS: u64 = 64;
+pub(super) const KEPT_TOKEN_ROWS: u64 = 64;
 
 #[cfg(test)]
 mod tests {

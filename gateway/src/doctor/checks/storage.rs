@@ -9,13 +9,13 @@ use super::human_duration;
 use crate::store::BUSY_TIMEOUT;
 
 /// Below this many free bytes the store's next write is likely to fail (`SQLITE_FULL`).
-pub const DISK_FULL_BYTES: u64 = 1 << 20;
+pub(super) const DISK_FULL_BYTES: u64 = 1 << 20;
 
 const WHAT_CLIENTS_SEE: &str = "existing sessions and read-only methods keep working; connects and methods that must write (new devices, refreshes, pairing, rotations) are answered with a retryable UNAVAILABLE, never an auth error";
 
 /// Judges the store's file system and write lock. `gw` is the running gateway's pid (its own
 /// brief write transactions are not someone else's lock).
-pub fn store_writable(home: &Path, s: &StorageFacts, gw: Option<u32>) -> Finding {
+pub(super) fn store_writable(home: &Path, s: &StorageFacts, gw: Option<u32>) -> Finding {
     let id = ids::STORE_WRITABLE;
     if s.read_only {
         return Finding::error(
@@ -79,7 +79,7 @@ const RESTORE_LOSES: &str = "same root and generation, so paired devices keep th
 
 /// `store.snapshots`: the snapshots there are, and over a damaged store, the restore of the
 /// newest intact one.
-pub fn snapshots(store: &StoreFacts, snaps: &[SnapshotFacts], now_ms: u64) -> Finding {
+pub(super) fn snapshots(store: &StoreFacts, snaps: &[SnapshotFacts], now_ms: u64) -> Finding {
     let id = ids::STORE_SNAPSHOTS;
     let damaged = match store {
         StoreFacts::Absent => return Finding::info(id, "no state.db yet, so no snapshots"),
