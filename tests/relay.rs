@@ -14,6 +14,7 @@ use claw_mesh::client::{connect, RelayTarget};
 use claw_mesh::iroh_base::PublicKey;
 use claw_mesh::iroh_relay::protos::relay::{ClientToRelayMsg, Datagrams, RelayToClientMsg};
 use claw_mesh::ticket::DeviceTicket;
+use common::netns::non_loopback_listeners;
 use common::{claw_bin, Gateway};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -243,51 +244,6 @@ fn bad_gateway_ids_are_a_configuration_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a gateway id"));
     // Nothing was created for a refused configuration.
     assert!(!tmp.path().join("h").exists());
-}
-
-/// Local addresses of the sockets `pid` holds that accept from the network: TCP listeners and
-/// bound UDP sockets, from `/proc/<pid>/net` matched against the process's own socket inodes.
-fn non_loopback_listeners(pid: u32) -> Vec<String> {
-    let mut inodes = std::collections::HashSet::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-    {
-        if let Ok(t) = std::fs::read_link(e.path()) {
-            let t = t.display().to_string();
-            if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
-                inodes.insert(i.to_string());
-            }
-        }
-    }
-    let mut found = Vec::new();
-    for (file, listen_state) in [
-        ("tcp", Some("0A")),
-        ("tcp6", Some("0A")),
-        ("udp", None),
-        ("udp6", None),
-    ] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).unwrap();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (local, state, inode) = (f[1], f[3], f[9]);
-            if !inodes.contains(inode) || listen_state.is_some_and(|s| s != state) {
-                continue;
-            }
-            let ip = local.split(':').next().unwrap();
-            let loopback = match ip.len() {
-                8 => ip.ends_with("7F"),
-                _ => {
-                    ip == "00000000000000000000000001000000"
-                        || (ip.starts_with("0000000000000000FFFF0000") && ip.ends_with("7F"))
-                }
-            };
-            if !loopback {
-                found.push(format!("{file} {local}"));
-            }
-        }
-    }
-    found
 }
 
 async fn read_msg(recv: &mut quinn::RecvStream) -> claw_tunnel::control::ServerMsg {
