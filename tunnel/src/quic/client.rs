@@ -703,6 +703,8 @@ pub async fn up(home: DeviceHome, cfg: UpConfig) -> Result<Tunnel, TunnelError> 
         done_tx,
         status.clone(),
     ));
+    // Before `up` returns: whoever saw the ready line finds the status file (the listen address).
+    publish_status(&home, &status, &conn_rx, &counters);
     tokio::spawn(write_status(
         home,
         status.clone(),
@@ -1196,6 +1198,30 @@ pub(super) async fn first_bytes(recv: &mut quinn::RecvStream) -> (Vec<u8>, bool)
     }
 }
 
+/// Writes the device home's status file (`claw tunnel status`, `claw tunnel dashboard` read
+/// it) from the live counters and connection.
+fn publish_status(
+    home: &DeviceHome,
+    status: &Mutex<TunnelStatus>,
+    conn: &watch::Receiver<Option<Connection>>,
+    counters: &Counters,
+) {
+    let snapshot = {
+        let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+        s.streams = counters.streams.load(Ordering::Relaxed);
+        s.bytes_up = counters.up.load(Ordering::Relaxed);
+        s.bytes_down = counters.down.load(Ordering::Relaxed);
+        let live = conn.borrow();
+        s.rtt_ms = live.as_ref().map(|c| c.rtt().as_secs_f64() * 1000.0);
+        s.path = live.as_ref().map(PathInfo::of);
+        drop(live);
+        s.updated_at_ms = claw_home::now_ms();
+        s.clone()
+    };
+    let data = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
+    let _ = claw_home::write_volatile_atomic(&home.status_path(), &data);
+}
+
 async fn write_status(
     home: DeviceHome,
     status: Arc<Mutex<TunnelStatus>>,
@@ -1203,22 +1229,10 @@ async fn write_status(
     counters: Arc<Counters>,
 ) {
     let mut iv = tokio::time::interval(Duration::from_secs(1));
+    iv.tick().await; // the first tick is immediate; `up` has just written the file
     loop {
         iv.tick().await;
-        let snapshot = {
-            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
-            s.streams = counters.streams.load(Ordering::Relaxed);
-            s.bytes_up = counters.up.load(Ordering::Relaxed);
-            s.bytes_down = counters.down.load(Ordering::Relaxed);
-            let live = conn.borrow();
-            s.rtt_ms = live.as_ref().map(|c| c.rtt().as_secs_f64() * 1000.0);
-            s.path = live.as_ref().map(PathInfo::of);
-            drop(live);
-            s.updated_at_ms = claw_home::now_ms();
-            s.clone()
-        };
-        let data = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
-        let _ = claw_home::write_volatile_atomic(&home.status_path(), &data);
+        publish_status(&home, &status, &conn, &counters);
     }
 }
 
